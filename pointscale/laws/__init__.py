@@ -1,0 +1,29 @@
+"""Fitting individualized scaling laws psi_k(z) ~ c(z) * k**(-alpha(z)).
+
+* :func:`fit_mle` -- vectorised maximum likelihood of the Gaussian noise model.
+* :func:`fit_log_ols` -- the log-space baseline for staggered (many-per-size) data.
+* :class:`AmortizedScalingLaws` -- one model predicting every point's law from
+  its features, trained on all samples' likelihood at once.
+* :class:`FittedScalingLaws` -- the result object all three return.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "FittedScalingLaws": ".result",
+    "fit_mle": ".mle",
+    "fit_log_ols": ".logols",
+    "AmortizedScalingLaws": ".amortized",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    # Lazy so that importing one estimator does not import all of them.
+    if name in _EXPORTS:
+        module = importlib.import_module(_EXPORTS[name], __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

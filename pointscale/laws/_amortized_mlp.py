@@ -1,0 +1,135 @@
+"""A small numpy MLP trained with Adam on the per-point likelihood.
+
+The paper's architecture (d -> 128 -> 128 -> outputs per class, the label
+picking its class's outputs), with our parametrisation of the outputs (see
+:mod:`._amortized_core`). Minibatches are sets of *points*; a point's
+gradient is the sum of its samples' gradients, divided by the number of
+samples in the batch. The epoch with the lowest NLL on held-out points is
+kept (early stopping with patience).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _amortized_core as core
+
+
+class MLP:
+    """Weights and the forward/backward pass; plain arrays so it saves as ``.npz``."""
+
+    def __init__(self, weights: list[np.ndarray], n_heads: int):
+        self.weights = weights  # [W1, b1, W2, b2, ..., Wout, bout]
+        self.n_heads = n_heads
+
+    @classmethod
+    def init(cls, n_in: int, hidden: tuple[int, ...], n_heads: int, u0: np.ndarray,
+             rng: np.random.Generator) -> "MLP":
+        weights = []
+        sizes = (n_in, *hidden)
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            weights.append(rng.normal(0.0, np.sqrt(2.0 / a), size=(a, b)))  # He init
+            weights.append(np.zeros(b))
+        last = sizes[-1]
+        # Small output weights: every point starts near the pooled law u0.
+        weights.append(rng.normal(0.0, 0.01 / np.sqrt(last), size=(last, core.N_PARAMS * n_heads)))
+        weights.append(np.tile(u0, n_heads).astype(float))
+        return cls(weights, n_heads)
+
+    def forward(self, Z: np.ndarray, head: np.ndarray, keep: bool = False):
+        acts = [Z]
+        h = Z
+        n_hidden = len(self.weights) // 2 - 1
+        for j in range(n_hidden):
+            h = h @ self.weights[2 * j] + self.weights[2 * j + 1]
+            np.maximum(h, 0.0, out=h)
+            acts.append(h)
+        out = h @ self.weights[-2] + self.weights[-1]
+        out = out.reshape(Z.shape[0], self.n_heads, core.N_PARAMS)
+        u = out[np.arange(Z.shape[0]), head]
+        return (u, acts) if keep else u
+
+    def backward(self, acts, head: np.ndarray, G: np.ndarray) -> list[np.ndarray]:
+        n = G.shape[0]
+        dout = np.zeros((n, self.n_heads, core.N_PARAMS))
+        dout[np.arange(n), head] = G
+        dout = dout.reshape(n, -1)
+        grads = [None] * len(self.weights)
+        grads[-2] = acts[-1].T @ dout
+        grads[-1] = dout.sum(0)
+        dh = dout @ self.weights[-2].T
+        n_hidden = len(self.weights) // 2 - 1
+        for j in range(n_hidden - 1, -1, -1):
+            dh = dh * (acts[j + 1] > 0.0)
+            grads[2 * j] = acts[j].T @ dh
+            grads[2 * j + 1] = dh.sum(0)
+            if j:
+                dh = dh @ self.weights[2 * j].T
+        return grads
+
+    def copy(self) -> "MLP":
+        return MLP([w.copy() for w in self.weights], self.n_heads)
+
+
+def predict(net: MLP, Z: np.ndarray, head: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    out = np.empty((Z.shape[0], core.N_PARAMS))
+    for s in range(0, Z.shape[0], chunk):
+        out[s:s + chunk] = net.forward(Z[s:s + chunk], head[s:s + chunk])
+    return out
+
+
+def train(Z_tr, head_tr, packed_tr, Z_va, head_va, packed_va, link, u0, *, n_heads,
+          hidden, max_epochs, learning_rate, batch_size, weight_decay, n_iter_no_change,
+          rng, fixed_epochs=None, verbose=0):
+    """Adam on minibatches of points; returns ``(net, best_epochs, val_curve, train_curve)``."""
+    net = MLP.init(Z_tr.shape[1], tuple(hidden), n_heads, u0, rng)
+    m_ = [np.zeros_like(w) for w in net.weights]
+    v_ = [np.zeros_like(w) for w in net.weights]
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    t = 0
+    n = Z_tr.shape[0]
+    best, best_net, best_epoch, bad = np.inf, net.copy(), 0, 0
+    val_curve: list[float] = []
+    train_curve: list[float] = []
+    epochs = fixed_epochs if fixed_epochs is not None else max_epochs
+    for epoch in range(1, epochs + 1):
+        order = rng.permutation(n)
+        tot, cnt = 0.0, 0
+        for s in range(0, n, batch_size):
+            pts = order[s:s + batch_size]
+            sub = packed_tr.subset(pts)
+            if sub.L.size == 0:
+                continue
+            u, acts = net.forward(Z_tr[pts], head_tr[pts], keep=True)
+            nll, g, _ = core.sample_terms(u, sub, link)
+            tot += float(nll.sum())
+            cnt += nll.size
+            G = core.per_point(g, sub) / nll.size
+            grads = net.backward(acts, head_tr[pts], G)
+            t += 1
+            c1 = 1.0 - b1 ** t
+            c2 = 1.0 - b2 ** t
+            for j, (w, gr) in enumerate(zip(net.weights, grads)):
+                m_[j] *= b1
+                m_[j] += (1.0 - b1) * gr
+                v_[j] *= b2
+                v_[j] += (1.0 - b2) * gr * gr
+                step = learning_rate * (m_[j] / c1) / (np.sqrt(v_[j] / c2) + eps)
+                if weight_decay and j % 2 == 0:
+                    step += learning_rate * weight_decay * w
+                w -= step
+        train_curve.append(tot / max(cnt, 1))
+        if fixed_epochs is not None or Z_va is None:
+            best_net, best_epoch = net, epoch
+            continue
+        val = core.mean_nll(predict(net, Z_va, head_va), packed_va, link)
+        val_curve.append(val)
+        if verbose:
+            print(f"epoch {epoch}: train {train_curve[-1]:.5f} val {val:.5f}")
+        if val < best - 1e-6:
+            best, best_net, best_epoch, bad = val, net.copy(), epoch, 0
+        else:
+            bad += 1
+            if bad >= n_iter_no_change:
+                break
+    return best_net, best_epoch, val_curve, train_curve

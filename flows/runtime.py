@@ -1,0 +1,103 @@
+"""Process environment for the orchestration layer, and a local Prefect server.
+
+Import this module (and call :func:`configure_environment`) before importing
+prefect: Prefect reads its settings from the environment when first used.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+def configure_environment(home: str | os.PathLike | None = None) -> None:
+    """Telemetry off and Prefect's home inside the project (the working folder).
+
+    Values already set by the user win.
+    """
+    os.environ.setdefault("PREFECT_HOME", str(Path(home or Path.cwd() / ".prefect").resolve()))
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    # Dask worker processes import our tasks; they must not start their own
+    # ephemeral API, so flows always run against a real server URL (see
+    # :func:`local_prefect_server`).
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prefect_executable() -> str:
+    candidate = Path(sys.executable).with_name("prefect")
+    return str(candidate) if candidate.exists() else "prefect"
+
+
+def wait_healthy(api_url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"Prefect server exited with status {proc.returncode} while starting")
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except Exception as exc:  # connection refused while starting
+            last = exc
+        time.sleep(0.3)
+    raise TimeoutError(f"Prefect server at {api_url} not healthy after {timeout:.0f} s ({last})")
+
+
+@contextmanager
+def local_prefect_server(
+    port: int | None = None, *, timeout: float = 90.0, log_path: str | os.PathLike | None = None,
+    set_env: bool = True,
+) -> Iterator[str]:
+    """Start ``prefect server start`` on 127.0.0.1, yield its API URL, stop it after.
+
+    Telemetry is off and its SQLite database lives in ``PREFECT_HOME``. While
+    it runs, ``PREFECT_API_URL`` points at it (inherited by Dask workers
+    started from this process).
+    """
+    configure_environment()
+    port = port or free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = os.environ.copy()
+    env.pop("PREFECT_API_URL", None)
+    log_file = Path(log_path) if log_path else Path(os.environ["PREFECT_HOME"]) / f"server-{port}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(
+            [prefect_executable(), "server", "start", "--host", "127.0.0.1", "--port", str(port),
+             "--analytics-off", "--log-level", "WARNING"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        )
+    previous = os.environ.get("PREFECT_API_URL")
+    try:
+        wait_healthy(api_url, timeout, proc)
+        if set_env:
+            os.environ["PREFECT_API_URL"] = api_url
+        yield api_url
+    finally:
+        if set_env:
+            if previous is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = previous
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -1,0 +1,107 @@
+"""The sampling stage flow: plan the shards, run them on Dask, record progress."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
+
+from pointscale import pipeline
+from pointscale.errors import PointscaleError
+from pointscale.runs import RunFolder
+from tasks.sampling import sample_shard
+
+
+class ShardFailed(PointscaleError):
+    """A shard kept failing after its retries."""
+
+
+def dask_task_runner(workers: int | None = None, address: str | None = None):
+    """``DaskTaskRunner`` on an existing cluster (``address``) or a process-based LocalCluster.
+
+    Local workers get one thread each (the models are single-threaded; the
+    parallelism is the workers) and inherit this process's environment,
+    including ``PREFECT_API_URL``.
+    """
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    n = workers or os.cpu_count() or 1
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True,
+                        "dashboard_address": None, "host": "127.0.0.1"},
+    )
+
+
+@flow(name="sample", log_prints=False)
+def sample_stage(run_dir: str, dataset_path: str, dataset_fingerprint: str, sampling: dict[str, Any],
+                 point_groups: list[list[str]]) -> dict[str, Any]:
+    """Sample every planned shard not yet in the ledger; return counts.
+
+    The ledger is the system of record: shards already written are not
+    planned again, so a rerun after a crash does only the unfinished work.
+    """
+    logger = get_run_logger()
+    run = RunFolder(run_dir)
+    plan = pipeline.plan_sampling(dataset_path, sampling, point_groups, run.samples)
+    shards = plan["shards"]
+    config_hash = sampling_hash(sampling)
+    logger.info("sampling: %d shards to run, %d samples reused from the ledger",
+                len(shards), plan["samples_reused"])
+    progress = create_progress_artifact(
+        0.0, key="sampling-progress", description=f"Shards of {len(shards)} done") if shards else None
+    futures = [
+        sample_shard.submit(dataset_path, dataset_fingerprint, sampling, config_hash, shard, shard["name"], i,
+                            str(run.samples))
+        for i, shard in enumerate(shards)
+    ]
+    done, failures, results = 0, [], []
+    for future in as_completed(futures):
+        state = future.state
+        done += 1
+        if state.is_completed():
+            results.append(future.result())
+        else:
+            try:
+                future.result()
+            except Exception as exc:  # the shard's own error after retries
+                failures.append((future.task_run_id, exc))
+        if progress is not None:
+            update_progress_artifact(progress, 100.0 * done / len(shards),
+                                     description=f"{done}/{len(shards)} shards")
+    summary = {
+        "shards_planned": len(shards),
+        "shards_executed": len(results),
+        "samples_planned": plan["samples_planned"],
+        "samples_reused": plan["samples_reused"],
+        "samples_new": sum(r["samples"] for r in results),
+        "fits_executed": sum(r["fits"] for r in results),
+        "failed_fits": sum(r["failed"] for r in results),
+        "shard_seconds": round(sum(r["seconds"] for r in results), 3),
+        "quarantined": plan["quarantined"],
+    }
+    if failures:
+        names = {i: s["name"] for i, s in enumerate(shards)}
+        messages = []
+        for future, exc in ((f, e) for f in futures for (tid, e) in failures if f.task_run_id == tid):
+            idx = futures.index(future)
+            messages.append(f"shard {names[idx]} (#{idx}): {type(exc).__name__}: {exc}")
+        summary["failed_shards"] = messages
+        run.update_manifest(sampling_progress=summary)
+        raise ShardFailed(
+            f"{len(failures)} of {len(shards)} shards failed after retries; the other "
+            f"{len(results)} are saved in the ledger and a rerun resumes from there. "
+            + "; ".join(messages)
+        )
+    return summary
+
+
+def sampling_hash(sampling: dict[str, Any]) -> str:
+    from pointscale.sampling import SamplingConfig
+
+    return SamplingConfig.from_dict(dict(sampling)).stable_hash()

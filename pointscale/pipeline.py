@@ -1,0 +1,366 @@
+"""The pipeline's stages as plain functions over a run folder.
+
+Each stage reads its inputs from the run folder (or small plain arguments),
+writes its outputs there atomically, and returns a small JSON-able summary.
+The Prefect tasks in ``tasks/`` are thin wrappers around these; the CLI, a
+Dask worker or a notebook can call them just the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .data import DataConfig, Dataset, load_dataset, open_dataset
+from .errors import ConfigError
+from .io import atomic_write_parquet, sha256_file
+from .runs import RunFolder
+from .seeding import STREAM_POINT_CHOICE, rng
+
+#: Bumped when a stage's output format or meaning changes; part of every cache key.
+PIPELINE_VERSION = "1"
+
+
+def code_version() -> str:
+    """Hash of the core package's source: a cache key part that changes with the code."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        root = Path(__file__).parent
+        h = hashlib.sha256(PIPELINE_VERSION.encode())
+        for path in sorted(root.rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+        _CODE_VERSION = h.hexdigest()[:16]
+    return _CODE_VERSION
+
+
+_CODE_VERSION: str | None = None
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+def default_run_dir(name: str, fingerprint: str, root: str | Path = "runs") -> Path:
+    """``runs/<dataset>-<first 8 of fingerprint>``."""
+    return Path(root) / f"{name}-{fingerprint[:8]}"
+
+
+def ingest(data: Mapping[str, Any], run_dir: str | Path | None = None, base_path: str | None = None,
+           runs_root: str | Path = "runs") -> dict[str, Any]:
+    """Load, validate, split and store a dataset version under ``<run>/datasets``.
+
+    ``run_dir`` None means the default folder named by the dataset and its
+    fingerprint under ``runs_root``.
+    """
+    cfg = DataConfig.from_dict(dict(data))
+    base = open_dataset(base_path) if base_path else None
+    ds = load_dataset(cfg.source, target=cfg.target, id_column=cfg.id_column, task=cfg.task,
+                      val_size=cfg.val_size, test_size=cfg.test_size, seed=cfg.seed, base=base)
+    run = RunFolder(run_dir or default_run_dir(ds.name, ds.fingerprint, runs_root))
+    folder = ds.save(run.datasets)
+    return {
+        "run_dir": str(run.root),
+        "path": str(folder),
+        "fingerprint": ds.fingerprint,
+        "name": ds.name,
+        "task": ds.task,
+        "n_pool": ds.n_pool,
+        "n_val": int(ds.X_val.shape[0]),
+        "n_test": int(ds.X_test.shape[0]),
+        "n_features": ds.n_features,
+        "report": dict(ds.report),
+    }
+
+
+def choose_points(dataset: Dataset, points: int | str | None, seed: int) -> list[str]:
+    """The point ids to value: all, or ``points`` drawn from the pool with the seed."""
+    ids = [str(p) for p in dataset.point_ids.tolist()]
+    if points in (None, "all"):
+        return ids
+    n = int(points)
+    if n < 1:
+        raise ConfigError(f"--points {n} must be at least 1 (or 'all')")
+    if n > len(ids):
+        raise ConfigError(f"--points {n} exceeds the training pool of {dataset.name} ({len(ids)} points)")
+    chosen = rng(seed, STREAM_POINT_CHOICE).choice(len(ids), size=n, replace=False)
+    return [ids[i] for i in np.sort(chosen)]
+
+
+def file_digest(path: str | Path) -> str:
+    path = Path(path)
+    return sha256_file(path)[:16] if path.exists() else "missing"
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def shard_to_dict(shard) -> dict[str, Any]:
+    """A shard as plain JSON (what crosses task boundaries: ids and ints only)."""
+    return {
+        "name": shard.name,
+        "blocks": [
+            {"base_id": int(b.base_id), "round": int(b.round), "index": int(b.index), "k": int(b.k),
+             "point_ids": list(b.point_ids), "plan_key": int(b.plan_key)}
+            for b in shard.blocks
+        ],
+    }
+
+
+def blocks_from_dict(shard: Mapping[str, Any]):
+    from .sampling.plans import Block
+
+    return [Block(base_id=int(b["base_id"]), round=int(b["round"]), index=int(b["index"]), k=int(b["k"]),
+                  point_ids=tuple(b["point_ids"]), plan_key=int(b["plan_key"])) for b in shard["blocks"]]
+
+
+def plan_sampling(dataset_path: str, sampling: Mapping[str, Any], point_groups: Sequence[Sequence[str]],
+                  ledger_dir: str | Path) -> dict[str, Any]:
+    """Shards still to run for every point group, and what the ledger already holds.
+
+    Each point group is planned on its own (its plan key covers exactly its
+    points), so points added later never disturb earlier points' samples.
+    """
+    from .sampling import Ledger, SamplingConfig, plan_blocks, shard_blocks
+
+    ds = open_dataset(dataset_path)
+    cfg = SamplingConfig.from_dict(dict(sampling))
+    ledger = Ledger(ledger_dir)
+    done = set(ledger.completed_base_ids())
+    shards, planned_samples, todo_samples = [], 0, 0
+    for group in point_groups:
+        all_blocks = plan_blocks(ds, cfg, list(group))
+        planned_samples += sum(b.n_samples for b in all_blocks)
+        todo = [b for b in all_blocks if b.base_id not in done]
+        todo_samples += sum(b.n_samples for b in todo)
+        shards.extend(shard_blocks(todo, cfg.shard_size))
+    return {
+        "shards": [shard_to_dict(s) for s in shards],
+        "samples_planned": planned_samples,
+        "samples_todo": todo_samples,
+        "samples_reused": planned_samples - todo_samples,
+        "quarantined": [str(p) for p in getattr(ledger, "quarantined", [])],
+    }
+
+
+def run_shard(dataset_path: str, sampling: Mapping[str, Any], shard: Mapping[str, Any],
+              ledger_dir: str | Path) -> dict[str, Any]:
+    """Sample one shard and append it to the ledger atomically; return its counts."""
+    from .sampling import Ledger, SamplingConfig, run_blocks
+
+    start = time.perf_counter()
+    ds = open_dataset(dataset_path)
+    cfg = SamplingConfig.from_dict(dict(sampling))
+    blocks = blocks_from_dict(shard)
+    frame = run_blocks(ds, cfg, blocks)
+    Ledger(ledger_dir).write_shard(shard["name"], frame)
+    n_failed = int(frame["failed"].sum()) if "failed" in frame else 0
+    return {
+        "name": shard["name"],
+        "samples": int(len(frame)),
+        "failed": n_failed,
+        # One fit per base plus one per point valued against it.
+        "fits": int(len(frame) + len(blocks)),
+        "seconds": round(time.perf_counter() - start, 4),
+    }
+
+
+# --------------------------------------------------------------------------- points and samples
+
+
+def save_point_groups(run_dir: str | Path, groups: Sequence[Sequence[str]]) -> None:
+    """Record which point ids are valued, group by group (each group is one plan)."""
+    from .io import atomic_write_json
+
+    atomic_write_json(RunFolder(run_dir).file("points.json"), {"groups": [list(g) for g in groups]})
+
+
+def load_point_groups(run_dir: str | Path) -> list[list[str]]:
+    from .io import read_json
+
+    path = RunFolder(run_dir).file("points.json")
+    if not path.exists():
+        return []
+    return [list(g) for g in read_json(path)["groups"]]
+
+
+def load_samples(run_dir: str | Path, sampling: Mapping[str, Any]) -> pd.DataFrame:
+    """The verified ledger rows of this run's points under this sampling identity."""
+    from .sampling import Ledger, SamplingConfig
+
+    run = RunFolder(run_dir)
+    cfg = SamplingConfig.from_dict(dict(sampling))
+    frame = Ledger(run.samples).read()
+    if frame.empty:
+        return frame
+    points = {p for g in load_point_groups(run_dir) for p in g}
+    keep = frame["point_id"].isin(points) if points else np.ones(len(frame), bool)
+    if "config_hash" in frame:
+        keep &= frame["config_hash"].isin({cfg.identity_hash(), cfg.stable_hash()})
+    if cfg.mode == "uniform":
+        keep &= frame["k"].between(cfg.k_min, cfg.k_max)
+    return frame.loc[keep].reset_index(drop=True)
+
+
+def ledger_hash(run_dir: str | Path) -> str:
+    """Content hash of the verified ledger (a cache key for everything downstream)."""
+    from .sampling import Ledger
+
+    return Ledger(RunFolder(run_dir).samples).content_hash()
+
+
+# --------------------------------------------------------------------------- laws
+
+
+def fit_laws(run_dir: str | Path, sampling: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-point maximum-likelihood laws from the ledger -> ``laws_mle.parquet``."""
+    from .laws import fit_mle
+
+    run = RunFolder(run_dir)
+    start = time.perf_counter()
+    samples = load_samples(run_dir, sampling)
+    laws = fit_mle(samples)
+    laws.save(run.file("laws_mle.parquet"))
+    flags = {name: int(np.sum(v)) for name, v in laws.flags.items()}
+    return {"points": laws.n_points, "samples": int(len(samples)), "flags": flags,
+            "median_alpha": float(np.nanmedian(laws.alpha)) if laws.n_points else None,
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
+                  params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The amortized estimator trained on all samples -> ``laws_amortized.parquet``.
+
+    Laws are predicted for every point of the training pool, including points
+    with no samples yet (e.g. rows that just arrived).
+    """
+    from .laws import AmortizedScalingLaws
+    from .sampling import SamplingConfig
+
+    run = RunFolder(run_dir)
+    start = time.perf_counter()
+    ds = open_dataset(dataset_path)
+    cfg = SamplingConfig.from_dict(dict(sampling))
+    samples = load_samples(run_dir, sampling)
+    sampled = sorted(set(samples["point_id"]))
+    idx = ds.index_of(sampled)
+    model = AmortizedScalingLaws(random_state=cfg.seed, **dict(params or {}))
+    model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, np.asarray(sampled, dtype=object))
+    laws = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids)
+    laws.save(run.file("laws_amortized.parquet"))
+    model.save(run.file("amortized_model"))
+    return {"points_predicted": laws.n_points, "points_trained": len(sampled),
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+# --------------------------------------------------------------------------- values, selection, report
+
+
+def _load_laws(path: Path):
+    from .laws import FittedScalingLaws
+
+    return FittedScalingLaws.load(path) if path.exists() else None
+
+
+def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
+          target_sizes: Sequence[int] | None = None) -> dict[str, Any]:
+    """The values table -> ``values.parquet``."""
+    from .sampling import SamplingConfig
+    from .valuation import values_table
+
+    run = RunFolder(run_dir)
+    ds = open_dataset(dataset_path)
+    cfg = SamplingConfig.from_dict(dict(sampling))
+    mle = _load_laws(run.file("laws_mle.parquet"))
+    amortized = _load_laws(run.file("laws_amortized.parquet"))
+    samples = load_samples(run_dir, sampling)
+    points = {p for g in load_point_groups(run_dir) for p in g}
+    if amortized is not None and points:
+        # Value the run's points (amortized covers the whole pool).
+        keep = np.isin(amortized.point_ids.astype(str), np.asarray(sorted(points), dtype=str))
+        amortized = amortized.subset(keep)
+    sizes = list(target_sizes) if target_sizes else [ds.n_pool, 10 * ds.n_pool]
+    table = values_table(mle, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=sizes,
+                         samples=samples, amortized=amortized)
+    atomic_write_parquet(run.file("values.parquet"), table)
+    by_estimator = table["estimator"].value_counts().to_dict()
+    return {"points": int(len(table)), "by_estimator": {str(k): int(v) for k, v in by_estimator.items()},
+            "negative_c": int(table["negative_c"].sum()) if "negative_c" in table else None,
+            "target_sizes": sizes}
+
+
+def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None = None) -> dict[str, Any]:
+    """The m most valuable points at the current size -> ``selection.parquet``."""
+    from .valuation import select_points
+
+    run = RunFolder(run_dir)
+    ds = open_dataset(dataset_path)
+    laws = _load_laws(run.file("laws_mle.parquet"))
+    amortized = _load_laws(run.file("laws_amortized.parquet"))
+    source = laws if laws is not None else amortized
+    n_current = int(n_current or ds.n_pool)
+    labels = None
+    if ds.task == "classification":
+        labels = pd.Series(np.asarray(ds.y_train), index=ds.point_ids.astype(str))
+    finite = np.isfinite(source.c) & np.isfinite(source.alpha)
+    source = source.subset(finite)
+    m = min(int(m), source.n_points)
+    chosen = select_points(source, n_current, m, labels=labels, balanced=labels is not None)
+    atomic_write_parquet(run.file("selection.parquet"), chosen)
+    return {"selected": int(len(chosen)), "n_current": n_current}
+
+
+def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any]) -> dict[str, Any]:
+    """Removal curve (lowest-valued first vs random) -> ``removal.parquet``."""
+    from .sampling import SamplingConfig
+    from .valuation import removal_curve
+
+    run = RunFolder(run_dir)
+    ds = open_dataset(dataset_path)
+    cfg = SamplingConfig.from_dict(dict(sampling))
+    values = pd.read_parquet(run.file("values.parquet"))
+    curve = removal_curve(ds, values, model=cfg.model, seed=cfg.seed)
+    atomic_write_parquet(run.file("removal.parquet"), curve)
+    return {"rows": int(len(curve))}
+
+
+def report(run_dir: str | Path, dataset_path: str) -> dict[str, Any]:
+    """``report.md`` and its figures; returns the path and a short summary text."""
+    from .report import report_summary, write_report
+
+    run = RunFolder(run_dir)
+    ds = open_dataset(dataset_path)
+    laws = _load_laws(run.file("laws_mle.parquet"))
+    values = pd.read_parquet(run.file("values.parquet"))
+    selection = pd.read_parquet(run.file("selection.parquet")) if run.file("selection.parquet").exists() else None
+    experiments = {}
+    if run.file("removal.parquet").exists():
+        experiments["removal"] = pd.read_parquet(run.file("removal.parquet"))
+    manifest = run.read_manifest()
+    path = write_report(run.root, dataset=ds, laws=laws, values=values, selection=selection,
+                        experiments=experiments or None, manifest=manifest)
+    summary = report_summary(dataset=ds, laws=laws, values=values, manifest=manifest)
+    return {"path": str(path), "summary": summary}
+
+
+def values_change(before: pd.DataFrame, after: pd.DataFrame) -> dict[str, Any]:
+    """How existing points' Shapley values moved between two values tables."""
+    from scipy.stats import spearmanr
+
+    merged = before[["point_id", "shapley"]].merge(after[["point_id", "shapley"]], on="point_id",
+                                                    suffixes=("_before", "_after"))
+    merged["change"] = merged["shapley_after"] - merged["shapley_before"]
+    ok = np.isfinite(merged["shapley_before"]) & np.isfinite(merged["shapley_after"])
+    rho = float(spearmanr(merged.loc[ok, "shapley_before"], merged.loc[ok, "shapley_after"])[0]) \
+        if ok.sum() > 2 else float("nan")
+    summary = {
+        "points_compared": int(ok.sum()),
+        "points_new": int(len(set(after["point_id"]) - set(before["point_id"]))),
+        "spearman_before_after": rho,
+        "median_abs_change": float(np.nanmedian(np.abs(merged["change"]))) if ok.any() else float("nan"),
+    }
+    return {"table": merged, "summary": summary}

@@ -1,0 +1,402 @@
+"""``report.md``: what a person reads after a run, plus short summaries for the CLI.
+
+Every section and figure appears only when its input is present, so the same
+function reports a valuation-only run and a run with every experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_write_text
+from ..laws.result import FittedScalingLaws
+from . import figures as _fig
+
+__all__ = ["write_report", "report_summary", "top_bottom_points", "markdown_table", "harmful_points"]
+
+FIGURE_DIR = "figures"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        if math.isnan(x):
+            return "–"
+        if x == 0:
+            return "0"
+        if abs(x) >= 1e4 or abs(x) < 1e-3:
+            return f"{x:.{digits - 1}e}"
+        return f"{x:.{digits}g}"
+    if x is pd.NA:
+        return "–"
+    return str(x).replace("|", "\\|")
+
+
+def _true(x: Any) -> bool:
+    return x is not None and x is not pd.NA and bool(x)
+
+
+def markdown_table(frame: pd.DataFrame, columns: Sequence[str] | None = None, digits: int = 4) -> str:
+    """A GitHub-flavoured Markdown table (no dependency on ``tabulate``)."""
+    cols = [c for c in (columns or list(frame.columns)) if c in frame.columns]
+    lines = ["| " + " | ".join(str(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, row in frame[cols].iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c], digits) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _py(x: Any) -> Any:
+    """Plain JSON-able Python values (for Prefect table artifacts)."""
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return None if math.isnan(x) else x
+    if isinstance(x, (np.bool_,)):
+        return bool(x)
+    if x is pd.NA:
+        return None
+    return x
+
+
+def _ranked(values: pd.DataFrame, by: str) -> pd.DataFrame:
+    v = values[np.isfinite(values[by].to_numpy(dtype=np.float64))]
+    return v.sort_values(by, ascending=False, kind="stable")
+
+
+def top_bottom_points(values: pd.DataFrame, n: int = 10, *, by: str = "shapley") -> list[dict[str, Any]]:
+    """The n most and n least valuable points as a list of plain dicts.
+
+    Keys: ``group`` ("top"/"bottom"), ``rank``, ``point_id``, ``label``, ``by``
+    value, and ``c``, ``alpha``, ``estimator``, ``n_samples`` when present.
+    """
+    if by not in values.columns:
+        raise KeyError(f"values has no column {by!r}")
+    v = _ranked(values, by)
+    v = v.assign(_rank=np.arange(1, len(v) + 1))
+    keep = [c for c in ("point_id", "label", by, "c", "alpha", "estimator", "n_samples") if c in v.columns]
+    out: list[dict[str, Any]] = []
+    top = v.head(n)
+    bottom = v.iloc[max(len(top), len(v) - n):]  # never list a point twice
+    for group, part in (("top", top), ("bottom", bottom.iloc[::-1])):
+        for _, r in part.iterrows():
+            d = {"group": group, "rank": int(r["_rank"])}
+            d.update({c: _py(r[c]) for c in keep})
+            out.append(d)
+    return out
+
+
+def harmful_points(values: pd.DataFrame, limit: int = 20) -> pd.DataFrame:
+    """Points with c < 0 (adding them hurts), most harmful first.
+
+    ``confident`` is True when the whole 95 % interval of c lies below zero.
+    """
+    if "c" not in values.columns:
+        return values.iloc[:0]
+    c = values["c"].to_numpy(dtype=np.float64)
+    h = values[np.isfinite(c) & (c < 0)].copy()
+    if "c_high" in h.columns:
+        h["confident"] = h["c_high"].to_numpy(dtype=np.float64) < 0
+    sort_by = "shapley" if "shapley" in h.columns else "c"
+    return h.sort_values(sort_by, kind="stable").head(limit)
+
+
+def _k_range(laws: FittedScalingLaws | None, values: pd.DataFrame | None) -> tuple[int, int] | None:
+    if laws is not None and laws.k_range is not None:
+        return laws.k_range
+    if values is not None:
+        kr = values.attrs.get("k_range_shapley")
+        if kr:
+            return int(kr[0]), int(kr[1])
+    return None
+
+
+def _dataset_info(dataset: Any) -> dict[str, Any]:
+    if dataset is None:
+        return {}
+    if isinstance(dataset, str):
+        return {"name": dataset}
+    info = {"name": getattr(dataset, "name", "?")}
+    for attr in ("task", "n_pool", "n_features", "n_classes"):
+        if hasattr(dataset, attr):
+            info[attr] = getattr(dataset, attr)
+    if hasattr(dataset, "fingerprint"):
+        info["fingerprint"] = str(dataset.fingerprint)[:12]
+    return info
+
+
+def _addition_summary(exp: Any) -> tuple[pd.DataFrame | None, Sequence[str], Mapping[str, Any]]:
+    if exp is None:
+        return None, (), {}
+    if isinstance(exp, pd.DataFrame):
+        return exp, (), {}
+    return getattr(exp, "summary", None), tuple(getattr(exp, "messages", ())), dict(getattr(exp, "settings", {}))
+
+
+def _best_by_regime(summary: pd.DataFrame) -> list[str]:
+    out = []
+    for reg in pd.unique(summary["regime"]):
+        s = summary[summary["regime"] == reg]
+        if s["mean_gain"].notna().any():
+            best = s.loc[s["mean_gain"].idxmax()]
+            rand = s[s["ranking"] == "random"]["mean_gain"]
+            rtxt = f" (random {rand.iloc[0]:+.4f})" if len(rand) else ""
+            out.append(f"{reg} n={int(best['n_initial'])}: best {best['ranking']} "
+                       f"{best['mean_gain']:+.4f} ± {best['se_gain']:.4f}{rtxt}")
+    return out
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def report_summary(
+    *,
+    dataset: Any = None,
+    laws: FittedScalingLaws | None = None,
+    values: pd.DataFrame | None = None,
+    experiments: Mapping[str, Any] | None = None,
+    evaluation: pd.DataFrame | None = None,
+    manifest: Mapping[str, Any] | None = None,
+) -> str:
+    """A few lines for the CLI and a Prefect markdown artifact.
+
+    Every argument is optional; each adds its lines when given. From
+    ``manifest`` only a ``counts`` mapping (e.g. samples, fits) is shown.
+    """
+    lines = []
+    info = _dataset_info(dataset)
+    if info:
+        lines.append(f"Dataset {info.get('name')}: {info.get('n_pool', '?')} pool points, task {info.get('task', '?')}")
+    if values is not None and len(values):
+        n = len(values)
+        counts = values["estimator"].value_counts().to_dict() if "estimator" in values.columns else {}
+        est = ", ".join(f"{k} {v}" for k, v in counts.items())
+        lines.append(f"Valued {n} points ({est})")
+        if "alpha" in values.columns:
+            a = values["alpha"].to_numpy(dtype=np.float64)
+            a = a[np.isfinite(a)]
+            if a.size:
+                q = np.quantile(a, [0.1, 0.5, 0.9])
+                lines.append(f"alpha: median {q[1]:.2f} (10-90%: {q[0]:.2f}-{q[2]:.2f})")
+        h = harmful_points(values, limit=10 ** 9)
+        if "c" in values.columns:
+            conf = int(h["confident"].sum()) if "confident" in h.columns else 0
+            lines.append(f"negative c (harmful): {len(h)} points, {conf} with the 95% interval below 0")
+        if "shapley" in values.columns:
+            r = _ranked(values, "shapley")
+            if len(r):
+                lines.append(f"most valuable: {r['point_id'].iloc[0]} (shapley {r['shapley'].iloc[0]:.3g}); "
+                             f"least: {r['point_id'].iloc[-1]} ({r['shapley'].iloc[-1]:.3g})")
+    elif laws is not None:
+        lines.append(f"Laws ({laws.estimator}) for {laws.n_points} points")
+    experiments = experiments or {}
+    summ, _, _ = _addition_summary(experiments.get("point_addition"))
+    if summ is not None and not summ.empty:
+        lines.append("point addition: " + "; ".join(_best_by_regime(summ)))
+    noisy = experiments.get("noisy_label")
+    if noisy:
+        lines.append(f"noisy labels: AUC(low shapley finds flips) {noisy.get('auc_shapley', float('nan')):.3f}, "
+                     f"AUC(Monte Carlo) {noisy.get('auc_monte_carlo', float('nan')):.3f}")
+    if evaluation is not None and not evaluation.empty and "target" in evaluation.columns:
+        ev = evaluation[evaluation["target"] == "shapley"]
+        for _, r in ev.iterrows():
+            who = r.get("method", "estimate")
+            lines.append(f"vs ground truth ({who}): explained variance {r['explained_variance']:.3f}, "
+                         f"Spearman {r['spearman']:.3f}")
+    counts = (manifest or {}).get("counts")
+    if isinstance(counts, Mapping) and counts:
+        lines.append("counts: " + ", ".join(f"{k} {_fmt(v)}" for k, v in counts.items()
+                                            if not isinstance(v, (Mapping, list, tuple))))
+    return "\n".join(lines) if lines else "nothing to report"
+
+
+# --------------------------------------------------------------------------- report
+
+
+def write_report(
+    run_dir: str | Path,
+    *,
+    dataset: Any = None,
+    laws: FittedScalingLaws | None = None,
+    values: pd.DataFrame | None = None,
+    selection: pd.DataFrame | None = None,
+    experiments: Mapping[str, Any] | None = None,
+    evaluation: pd.DataFrame | None = None,
+    manifest: Mapping[str, Any] | None = None,
+    top_n: int = 10,
+) -> Path:
+    """Write ``run_dir/report.md`` and its PNG figures (under ``run_dir/figures``).
+
+    Parameters
+    ----------
+    run_dir : path
+    dataset : Dataset or str, optional
+    laws : FittedScalingLaws, optional
+        For the sampled size range and the fit summary.
+    values : DataFrame, optional
+        The values table (:func:`pointscale.valuation.values_table`).
+    selection : DataFrame, optional
+        Output of :func:`pointscale.valuation.select_points`.
+    experiments : mapping, optional
+        ``point_addition`` (PointAdditionResult or its summary), ``removal``
+        (removal-curve DataFrame), ``noisy_label`` (dict from
+        :func:`~pointscale.valuation.noisy_label_check`).
+    evaluation : DataFrame, optional
+        Output of :func:`pointscale.valuation.evaluate_estimates`.
+    manifest : mapping, optional
+        Run facts (config hash, counts, versions) listed at the end.
+
+    Returns
+    -------
+    Path of ``report.md``. All files are written atomically.
+    """
+    run_dir = Path(run_dir)
+    fig_dir = run_dir / FIGURE_DIR
+    experiments = dict(experiments or {})
+    k_range = _k_range(laws, values)
+    info = _dataset_info(dataset)
+    md: list[str] = [f"# pointscale report{': ' + str(info['name']) if info.get('name') else ''}", ""]
+    md += ["```", report_summary(dataset=dataset, laws=laws, values=values, experiments=experiments,
+                                 evaluation=evaluation, manifest=manifest), "```", ""]
+
+    def figure(path: Path | None, caption: str) -> None:
+        if path is not None:
+            md.extend([f"![{caption}]({FIGURE_DIR}/{path.name})", "", f"*{caption}*", ""])
+
+    if info:
+        md += ["## Data", ""] + [f"- {k}: {_fmt(v)}" for k, v in info.items()] + [""]
+
+    if laws is not None:
+        md += ["## Scaling laws", "", "```", laws.summary(), "```", ""]
+    if values is not None and len(values):
+        figure(_fig.alpha_histogram(values, fig_dir / "alpha_hist.png"),
+               "Distribution of α: large α = valuable mostly in small datasets")
+        kmax_plot = None
+        vcols = [c for c in values.columns if c.startswith("value_at_") and not c.endswith(("_low", "_high"))]
+        sizes = []
+        for c in vcols:
+            try:
+                sizes.append(float(c[len("value_at_"):]))
+            except ValueError:
+                pass
+        if sizes:
+            kmax_plot = max(sizes)
+        figure(_fig.psi_curves(values, fig_dir / "psi_curves.png", k_range=k_range, k_max_plot=kmax_plot),
+               "ψ_k = c·k^(−α) for the most and least valuable points; grey: sampled sizes")
+
+        md += ["## Most and least valuable points", ""]
+        if k_range:
+            kr = values.attrs.get("k_range_shapley", list(k_range))
+            md += [f"Shapley value = mean of ψ_k over k = {kr[0]}..{kr[1]}.", ""]
+        tb = pd.DataFrame(top_bottom_points(values, top_n)) if "shapley" in values.columns else pd.DataFrame()
+        if not tb.empty:
+            md += [markdown_table(tb, ["group", "rank", "point_id", "label", "shapley", "c", "alpha",
+                                       "estimator", "n_samples"]), ""]
+        if vcols:
+            md += ["### Values at target sizes", ""]
+            rows = []
+            for c in vcols:
+                lab = c[len("value_at_"):]
+                v = values[c].to_numpy(dtype=np.float64)
+                ex = values.get(f"extrapolated_{lab}")
+                rows.append({"size": lab, "median": np.nanmedian(v) if np.isfinite(v).any() else np.nan,
+                             "negative": int(np.sum(v < 0)),
+                             "extrapolated": bool(np.any(ex)) if ex is not None else False})
+            md += [markdown_table(pd.DataFrame(rows)), "",
+                   "Sizes outside the sampled range are extrapolations of the fitted law.", ""]
+        h = harmful_points(values)
+        md += ["## Harmful points (negative c)", ""]
+        if h.empty:
+            md += ["No point has a negative c.", ""]
+        else:
+            n_all = int(np.sum(values["c"].to_numpy(dtype=np.float64) < 0))
+            md += [f"{n_all} point(s) have c < 0: adding them is predicted to *lower* the score at every "
+                   f"size. The most harmful {len(h)}; `confident` = the 95 % interval of c lies below zero.", ""]
+            flag_cols = [c for c in h.columns if c.startswith("flag_")]
+            h = h.assign(flags=[", ".join(c[5:] for c in flag_cols if _true(r[c])) for _, r in h.iterrows()])
+            md += [markdown_table(h, ["point_id", "label", "shapley", "c", "c_low", "c_high", "confident",
+                                      "alpha", "flags"]), ""]
+        flag_cols = [c for c in values.columns if c.startswith("flag_")]
+        if flag_cols:
+            md += ["### Diagnostic flags", "",
+                   markdown_table(pd.DataFrame({"flag": [c[5:] for c in flag_cols],
+                                                "points": [int(values[c].fillna(False).sum()) for c in flag_cols]})),
+                   ""]
+        if {"mc_mean", "shapley"} <= set(values.columns):
+            md += ["## Law-based value vs Monte Carlo", ""]
+            figure(_fig.value_vs_monte_carlo(values, fig_dir / "value_vs_mc.png"),
+                   "Law-based Shapley value against the plain mean of the same samples")
+
+    if selection is not None and len(selection):
+        md += ["## Selected points", ""]
+        n_at = selection["n_current"].iloc[0] if "n_current" in selection.columns else None
+        if n_at is not None:
+            md += [f"The {len(selection)} candidates with the highest predicted ψ at size {_fmt(n_at)}.", ""]
+        md += [markdown_table(selection.head(50), ["rank", "point_id", "label", "predicted_value"]), ""]
+        if len(selection) > 50:
+            md += [f"(first 50 of {len(selection)}; all in selection.parquet)", ""]
+
+    summ, msgs, settings = _addition_summary(experiments.get("point_addition"))
+    if summ is not None and not summ.empty:
+        md += ["## Point addition", ""]
+        if settings:
+            md += ["Settings: " + ", ".join(f"{k}={_fmt(v) if not isinstance(v, list) else v}"
+                                           for k, v in settings.items()), ""]
+        md += [f"- note: {m}" for m in msgs] + ([""] if msgs else [])
+        md += [markdown_table(summ, ["regime", "n_initial", "ranking", "m", "mean_gain", "se_gain",
+                                     "mean_gain_vs_random", "se_gain_vs_random", "n_repeats", "n_failed"]), "",
+               "Expected: the ranking at the matching size gains most in each regime; all law-based "
+               "rankings beat random. `vs random` is the paired difference (same initial data).", ""]
+        figure(_fig.selection_gains(summ, fig_dir / "selection_gains.png"),
+               "Change of the test score after adding the selected points (mean ± s.e.)")
+
+    removal = experiments.get("removal")
+    if removal is not None and len(removal):
+        md += ["## Removal curves", "",
+               markdown_table(removal, ["strategy", "fraction", "n_removed", "score", "se", "n_failed"]), ""]
+        figure(_fig.removal_curves(removal, fig_dir / "removal_curves.png"),
+               "Test score after removing valued points, lowest-valued first, highest first, or at random")
+
+    noisy = experiments.get("noisy_label")
+    if noisy:
+        md += ["## Noisy-label check", "",
+               f"Flipped the labels of {noisy.get('n_flipped')} of {noisy.get('n_points')} valued points "
+               f"({_fmt(noisy.get('flip_fraction'))}). How well a low value singles them out (ROC AUC; 0.5 = chance):",
+               "",
+               markdown_table(pd.DataFrame([
+                   {"score": "law-based Shapley", "auc": noisy.get("auc_shapley")},
+                   {"score": "c", "auc": noisy.get("auc_c")},
+                   {"score": "Monte Carlo mean", "auc": noisy.get("auc_monte_carlo")},
+               ])), "",
+               f"Points with c < 0 that were flipped (precision): {_fmt(noisy.get('negative_c_precision'))}; "
+               f"flipped points with c < 0 (recall): {_fmt(noisy.get('negative_c_recall'))}.", ""]
+
+    if evaluation is not None and len(evaluation):
+        md += ["## Accuracy against ground truth", "",
+               markdown_table(evaluation, ["method", "target", "n_points", "explained_variance", "pearson",
+                                           "spearman", "sign_agreement"]), "",
+               "Explained variance = 1 − MSE / Var(truth); targets are sizes k (ψ_k) or the Shapley value.", ""]
+
+    if manifest:
+        md += ["## Run", ""]
+        for k, v in manifest.items():
+            text = json.dumps(v, default=str, sort_keys=True) if isinstance(v, (dict, list, tuple)) else _fmt(v)
+            md.append(f"- {k}: {text}")
+        md.append("")
+
+    return atomic_write_text(run_dir / "report.md", "\n".join(md).rstrip() + "\n")

@@ -1,0 +1,48 @@
+"""Sampling marginal contributions Δ(z, D) = U(D ∪ {z}) − U(D) (SPEC §2).
+
+Table of contents:
+
+* :mod:`.config` -- :class:`SamplingConfig`, what a run computes.
+* :mod:`.models` -- the model registry (:data:`MODELS`, :func:`make_estimator`).
+* :mod:`.metrics` -- utilities (:data:`METRICS`, :func:`utility`).
+* :mod:`.plans` -- deterministic blocks of points sharing a base subset
+  (:func:`plan_blocks`, :func:`shard_blocks`, :func:`subset_for`).
+* :mod:`.fastpath` -- batched exact solvers for logistic, ridge and linear models.
+* :mod:`.engine` -- :func:`run_blocks` (the unit of work) and
+  :func:`sample_marginals` (a whole job in-process or through any ``map``).
+* :mod:`.ledger` -- the append-only, checksummed sample ledger.
+"""
+
+from .config import SamplingConfig, default_sizes
+from .engine import COLUMNS, as_dataset, empty_frame, run_blocks, run_shard, sample_marginals, sort_samples
+from .ledger import Ledger, LedgerIntegrityWarning
+from .metrics import METRICS, check_metric, default_metric, utility
+from .models import MODELS, make_estimator
+from .plans import Block, Shard, base_subset, plan_blocks, plan_key, shard_blocks, subset_for
+
+__all__ = [
+    "COLUMNS",
+    "METRICS",
+    "MODELS",
+    "Block",
+    "Ledger",
+    "LedgerIntegrityWarning",
+    "SamplingConfig",
+    "Shard",
+    "as_dataset",
+    "base_subset",
+    "check_metric",
+    "default_metric",
+    "default_sizes",
+    "empty_frame",
+    "make_estimator",
+    "plan_blocks",
+    "plan_key",
+    "run_blocks",
+    "run_shard",
+    "sample_marginals",
+    "shard_blocks",
+    "sort_samples",
+    "subset_for",
+    "utility",
+]

@@ -1,0 +1,274 @@
+"""What a sampling run computes: :class:`SamplingConfig`.
+
+A configuration is frozen and validated at construction (values that are
+wrong whatever the data); :meth:`SamplingConfig.validate_for` adds the checks
+that need the dataset (pool size, number of classes, task) and
+:meth:`SamplingConfig.resolved` fills in what depends on it (the default
+metric). Every entry point of the engine resolves first, so a config with
+``metric=None`` and the same config with the metric spelled out produce the
+same samples and the same hashes.
+
+Two hashes:
+
+* :meth:`~pointscale.config.StableConfig.stable_hash` -- the whole config,
+  sample counts included (names a run).
+* :meth:`SamplingConfig.identity_hash` -- only what the *value* of each
+  sample depends on (model, settings, metric, size range, seed, block size,
+  fast path). Sample counts are left out, so asking for more samples keeps
+  every existing sample's identity: a top-up adds rounds, it does not redo
+  old ones. This is the ``config_hash`` column of the ledger and part of
+  every base id.
+
+``shard_size`` is execution-only (``_unhashed``): it groups blocks into units
+of work and never changes a result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+
+from ..config import StableConfig, stable_hash
+from ..errors import ConfigError
+
+MODES = ("uniform", "staggered")
+DEFAULT_N_SIZES = 10
+
+# Fields left out of identity_hash: how many samples, not what a sample is.
+_COUNT_FIELDS = ("samples_per_point", "samples_per_size")
+
+
+def default_sizes(k_min: int, k_max: int, n: int = DEFAULT_N_SIZES) -> tuple[int, ...]:
+    """The staggered grid ``geomspace(k_min, k_max, n).astype(int)``, duplicates dropped.
+
+    For (100, 1000) this is SPEC §2's grid 100, 129, 166, ..., 774, 1000.
+    """
+    grid = np.geomspace(k_min, k_max, n)
+    grid[-1] = k_max  # geomspace may land a hair below the end point
+    return tuple(int(v) for v in dict.fromkeys(np.round(grid, 9).astype(int).tolist()))
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name}={value!r} must be an integer")
+    if int(value) < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class SamplingConfig(StableConfig):
+    """How marginal contributions are sampled.
+
+    Parameters
+    ----------
+    model : str, default="logreg"
+        A name in :data:`pointscale.sampling.models.MODELS`.
+    model_params : dict, default={}
+        Settings passed to the model on top of the registry's defaults.
+    metric : str or None, default=None
+        A name in :data:`pointscale.sampling.metrics.METRICS`; None means the
+        task's default (``neg_log_loss`` or ``neg_mse``), filled in by
+        :meth:`resolved`.
+    k_min, k_max : int, default=100, 1000
+        Size range of the base subsets, both ends included (uniform mode).
+        In staggered mode they are the smallest and largest of ``sizes``.
+    samples_per_point : int, default=100
+        Uniform mode: samples per point (one per round).
+    seed : int, default=0
+        Root seed of every random draw.
+    mode : {"uniform", "staggered"}, default="uniform"
+        ``uniform``: k drawn uniformly from [k_min, k_max] per base (fitting
+        laws). ``staggered``: a fixed grid of sizes, ``samples_per_size``
+        samples of every point at each size (ground truth).
+    sizes : tuple of int or None, default=None
+        Staggered grid; None means ``geomspace(k_min, k_max, 10).astype(int)``.
+    samples_per_size : int, default=10
+        Staggered mode: samples per point at each size.
+    block_size : int, default=32
+        Points valued against one shared base subset (SPEC §2). Changes which
+        subsets are drawn, hence is part of the hash.
+    fast_path : bool, default=True
+        Use the batched exact solvers of :mod:`pointscale.sampling.fastpath`
+        where the model has one (logistic, ridge and linear regression).
+    shard_size : int, default=64
+        Blocks per shard (the unit of work of a task or worker). Execution
+        only: never changes a sample.
+    """
+
+    model: str = "logreg"
+    model_params: Mapping[str, Any] = field(default_factory=dict)
+    metric: str | None = None
+    k_min: int = 100
+    k_max: int = 1000
+    samples_per_point: int = 100
+    seed: int = 0
+    mode: str = "uniform"
+    sizes: tuple[int, ...] | None = None
+    samples_per_size: int = 10
+    block_size: int = 32
+    fast_path: bool = True
+    shard_size: int = 64
+
+    _unhashed: ClassVar[tuple[str, ...]] = ("shard_size",)
+
+    # ------------------------------------------------------------------ validation
+
+    def __post_init__(self) -> None:
+        from .metrics import METRICS
+        from .models import MODELS
+
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+
+        if not isinstance(self.model, str) or self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; valid models: {', '.join(sorted(MODELS))}")
+        if not isinstance(self.model_params, Mapping):
+            raise ConfigError(f"model_params={self.model_params!r} must be a mapping of settings")
+        set_("model_params", {str(k): self.model_params[k] for k in sorted(self.model_params)})
+        if self.metric is not None and self.metric not in METRICS:
+            raise ConfigError(f"unknown metric {self.metric!r}; valid metrics: {', '.join(sorted(METRICS))}")
+        if self.mode not in MODES:
+            raise ConfigError(f"mode={self.mode!r} must be one of {', '.join(MODES)}")
+        set_("seed", _positive_int("seed", self.seed, 0))
+        set_("block_size", _positive_int("block_size", self.block_size))
+        set_("shard_size", _positive_int("shard_size", self.shard_size))
+        set_("samples_per_point", _positive_int("samples_per_point", self.samples_per_point))
+        set_("samples_per_size", _positive_int("samples_per_size", self.samples_per_size))
+        if not isinstance(self.fast_path, (bool, np.bool_)):
+            raise ConfigError(f"fast_path={self.fast_path!r} must be True or False")
+        set_("fast_path", bool(self.fast_path))
+
+        if self.mode == "uniform":
+            if self.sizes is not None:
+                raise ConfigError("sizes is only used with mode='staggered'; use k_min and k_max")
+            set_("k_min", _positive_int("k_min", self.k_min))
+            set_("k_max", _positive_int("k_max", self.k_max))
+            if self.k_min > self.k_max:
+                raise ConfigError(f"k_min={self.k_min} must not exceed k_max={self.k_max}")
+        else:
+            if self.sizes is None:
+                k_min = _positive_int("k_min", self.k_min)
+                k_max = _positive_int("k_max", self.k_max)
+                if k_min > k_max:
+                    raise ConfigError(f"k_min={k_min} must not exceed k_max={k_max}")
+                sizes = default_sizes(k_min, k_max)
+            else:
+                if isinstance(self.sizes, (str, bytes)) or not hasattr(self.sizes, "__iter__"):
+                    raise ConfigError(f"sizes={self.sizes!r} must be a sequence of subset sizes")
+                sizes = tuple(_positive_int("sizes entry", s) for s in self.sizes)
+                if not sizes:
+                    raise ConfigError("sizes must hold at least one subset size")
+                if len(set(sizes)) != len(sizes):
+                    raise ConfigError(f"sizes={list(sizes)} has duplicates")
+            set_("sizes", tuple(sorted(sizes)))
+            set_("k_min", min(sizes))
+            set_("k_max", max(sizes))
+
+        # Unknown setting names fail here, before any compute; values that
+        # only the model can judge are checked by validate_for.
+        from .models import check_model_params
+
+        check_model_params(self.model, self.model_params)
+
+    # ------------------------------------------------------------------ derived
+
+    @property
+    def n_rounds(self) -> int:
+        """Rounds of the plan: every point gets one sample per round."""
+        if self.mode == "uniform":
+            return self.samples_per_point
+        return len(self.sizes) * self.samples_per_size  # type: ignore[arg-type]
+
+    def size_of_round(self, round_: int) -> int | None:
+        """Staggered mode: the subset size of a round. Uniform mode: None (k is drawn)."""
+        if self.mode == "uniform":
+            return None
+        return int(self.sizes[round_ % len(self.sizes)])  # type: ignore[index]
+
+    def identity_hash(self) -> str:
+        """Hash of what each sample's value depends on (counts and execution fields excluded)."""
+        d = self.to_dict()
+        for name in self._unhashed + _COUNT_FIELDS:
+            d.pop(name, None)
+        return stable_hash({"type": "SamplingIdentity", "fields": d})
+
+    def replace(self, **changes: Any) -> "SamplingConfig":
+        """A copy with some fields changed (validated again)."""
+        if self.mode == "staggered" and ("k_min" in changes or "k_max" in changes) and "sizes" not in changes:
+            changes["sizes"] = None
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ data-dependent checks
+
+    def largest_k(self, dataset, n_points: int | None = None) -> int:
+        """The largest base size the pool allows.
+
+        A base is drawn from the pool without the block of points valued
+        against it, so k can be at most ``n_pool - min(block_size, n_points)``.
+        """
+        n_points = dataset.n_pool if n_points is None else int(n_points)
+        return int(dataset.n_pool - min(self.block_size, max(n_points, 1)))
+
+    def validate_for(self, dataset, n_points: int | None = None) -> None:
+        """Check this config against a dataset before any compute.
+
+        Raises
+        ------
+        ConfigError
+            k larger than the pool allows (naming the largest allowed k),
+            k_min below the number of classes (class-stratified subsets need
+            one row per class), a metric or model that does not fit the task,
+            or model settings the model rejects.
+        """
+        from .metrics import check_metric
+        from .models import check_model_for_task
+
+        check_model_for_task(self.model, dataset.task)
+        if self.metric is not None:
+            check_metric(self.metric, dataset.task)
+        largest = self.largest_k(dataset, n_points)
+        what = "the largest size in sizes" if self.mode == "staggered" else "k_max"
+        if self.k_max > largest:
+            raise ConfigError(
+                f"{what}={self.k_max} is larger than the pool allows: the training pool of "
+                f"{dataset.name} has {dataset.n_pool} points and each base subset excludes its "
+                f"block of up to {min(self.block_size, dataset.n_pool)} points, so the largest k is "
+                f"{largest}; lower k_max (or block_size)"
+            )
+        if dataset.task == "classification" and self.k_min < dataset.n_classes:
+            raise ConfigError(
+                f"k_min={self.k_min} must be at least the number of classes ({dataset.n_classes}): "
+                "every class-stratified subset holds at least one point of each class"
+            )
+        if self.k_min < 2:
+            raise ConfigError(f"k_min={self.k_min} must be at least 2 to fit a model")
+        from .models import make_estimator, validate_estimator_params
+
+        validate_estimator_params(make_estimator(self.model, dataset.task, 0, self.model_params), self.model)
+
+    def resolved(self, dataset, n_points: int | None = None) -> "SamplingConfig":
+        """Validate against ``dataset`` and fill in the task's default metric."""
+        from .metrics import default_metric
+
+        self.validate_for(dataset, n_points)
+        if self.metric is None:
+            return dataclasses.replace(self, metric=default_metric(dataset.task))
+        return self
+
+    def clamped_to(self, dataset) -> "SamplingConfig":
+        """A copy whose size range fits the pool: k_max (and the grid) lowered to the largest k.
+
+        Use it to run "the largest range the data allows up to [k_min, k_max]".
+        """
+        largest = self.largest_k(dataset)
+        if self.k_max <= largest:
+            return self
+        k_min = min(self.k_min, largest)
+        if self.mode == "staggered":
+            kept = tuple(s for s in self.sizes if s <= largest)  # type: ignore[union-attr]
+            sizes = default_sizes(k_min, largest, len(self.sizes)) if len(kept) < len(self.sizes) else kept
+            return dataclasses.replace(self, sizes=sizes)
+        return dataclasses.replace(self, k_min=k_min, k_max=largest)

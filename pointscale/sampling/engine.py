@@ -1,0 +1,338 @@
+"""Running a plan: fits, utilities and ledger rows.
+
+:func:`run_blocks` is the unit of work: a pure function of (dataset, config,
+blocks) that returns the blocks' ledger rows. Prefect tasks, Dask workers
+and :func:`sample_marginals` all call it; nothing in it depends on which
+process runs it or on what else runs in the same batch, so the samples are
+bit-identical whatever the shard size or the number of workers. BLAS is held
+to one thread inside (the same arithmetic everywhere; parallelism comes from
+workers).
+
+For each block: draw the base subset D (:mod:`.plans`), fit D once, then
+D ∪ {z} for every z of the block --
+
+* through a batched exact solver (:mod:`.fastpath`) for logistic, ridge and
+  linear regression when ``fast_path=True``;
+* otherwise with the registry's estimator: cold fits that share the base (and
+  the model seed) for every learner, warm-started from the base solution for
+  convex models solved to a tight tolerance (logistic regression).
+
+A fit that raises, or a utility that is not finite, is recorded as
+``failed=True`` with NaN scores and the error text -- never a made-up score.
+
+Ledger row columns (one row per sample):
+
+==================== ==========================================================
+sample_id            int64, ``combine_ids((base_id, point_id))``, unique
+point_id             str
+k                    int64, size of the base subset D
+delta                float64, U(D ∪ {z}) − U(D); NaN when failed
+u_base, u_with       float64, U(D) and U(D ∪ {z})
+failed               bool
+converged            bool, the optimiser met its tolerance (no warning)
+error                str or None, why the fit failed
+base_id, plan_key    int64, identity of the base and of the plan
+round, block         int64, position in the plan
+block_points         str, JSON list of the block's point ids (to redraw D)
+model, metric        str
+method               str, ``batched_newton``, ``rank_one``, ``warm`` or ``cold``
+dataset_fingerprint  str
+config_hash          str, :meth:`SamplingConfig.identity_hash`
+==================== ==========================================================
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import functools
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..data import Dataset, open_dataset
+from ..errors import LedgerError
+from ..seeding import STREAM_MODEL, combine_ids, int_seed
+from .config import SamplingConfig
+from .fastpath import fast_solver_for
+from .metrics import utility
+from .models import MODELS, make_estimator
+from .plans import Block, Shard, draw_subset, encode_block_points, plan_blocks, pool_info, shard_blocks
+
+COLUMNS = ("sample_id", "point_id", "k", "delta", "u_base", "u_with", "failed", "converged", "error",
+           "base_id", "plan_key", "round", "block", "block_points", "model", "metric", "method",
+           "dataset_fingerprint", "config_hash")
+_DTYPES = {"sample_id": "int64", "k": "int64", "delta": "float64", "u_base": "float64",
+           "u_with": "float64", "failed": "bool", "converged": "bool", "base_id": "int64",
+           "plan_key": "int64", "round": "int64", "block": "int64"}
+_ERROR_CHARS = 300
+
+
+def empty_frame() -> pd.DataFrame:
+    """A ledger frame with no rows and the right columns and dtypes."""
+    frame = pd.DataFrame({c: pd.Series([], dtype=_DTYPES.get(c, "object")) for c in COLUMNS})
+    return frame
+
+
+# --------------------------------------------------------------------------- dataset by reference
+
+_OPENED: dict[str, Dataset] = {}
+
+
+def as_dataset(dataset: Dataset | str | Path) -> Dataset:
+    """A Dataset, or one opened (memory-mapped, cached per process) from a saved version's folder."""
+    if isinstance(dataset, Dataset):
+        return dataset
+    key = str(Path(dataset).resolve())
+    ds = _OPENED.get(key)
+    if ds is None:
+        if len(_OPENED) > 4:
+            _OPENED.clear()
+        ds = _OPENED[key] = open_dataset(key)
+    return ds
+
+
+def _dataset_ref(ds: Dataset) -> Dataset | str:
+    """What to send to another process: the saved folder when there is one."""
+    return str(ds.path) if ds.path is not None else ds
+
+
+# --------------------------------------------------------------------------- one block
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS]
+
+
+class _Fitter:
+    """Fits one block with the registry's estimator (the generic path)."""
+
+    def __init__(self, ds: Dataset, config: SamplingConfig) -> None:
+        self.ds, self.config = ds, config
+        self.warm = MODELS[config.model].warm_start_exact and "warm_start" not in config.model_params
+
+    def _fit_score(self, est, X, y) -> tuple[float, bool]:
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            est.fit(X, y)
+            u = utility(self.config.metric, est, self.ds.X_val, self.ds.y_val, self.ds.n_classes)
+        converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        for w in caught:  # other warnings pass through untouched
+            if not issubclass(w.category, ConvergenceWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if not np.isfinite(u):
+            raise FloatingPointError(f"utility is not finite ({u})")
+        return u, converged
+
+    def __call__(self, block: Block, D: np.ndarray, Z: np.ndarray) -> dict[str, Any]:
+        ds, cfg = self.ds, self.config
+        B = len(Z)
+        u_with = np.full(B, np.nan)
+        failed = np.zeros(B, dtype=bool)
+        converged = np.zeros(B, dtype=bool)
+        errors: list[str | None] = [None] * B
+        seed = int_seed(cfg.seed, STREAM_MODEL, block.base_id)
+        Xd, yd = ds.X_train[D], ds.y_train[D]
+        try:
+            base = make_estimator(cfg.model, ds.task, seed, cfg.model_params)
+            u_base, base_conv = self._fit_score(base, Xd, yd)
+        except Exception as exc:  # noqa: BLE001 -- any fit failure is data, not a crash
+            return {"u_base": np.nan, "u_with": u_with, "failed": np.ones(B, dtype=bool),
+                    "converged": converged, "errors": [f"base: {_error_text(exc)}"] * B, "method": "cold"}
+        method = "warm" if self.warm else "cold"
+        for j, zi in enumerate(Z):
+            Xz = np.vstack([Xd, ds.X_train[zi:zi + 1]])
+            yz = np.append(yd, ds.y_train[zi])
+            try:
+                if self.warm:
+                    est = copy.deepcopy(base)
+                    est.set_params(warm_start=True)
+                else:
+                    est = make_estimator(cfg.model, ds.task, seed, cfg.model_params)
+                u_with[j], converged[j] = self._fit_score(est, Xz, yz)
+                converged[j] &= base_conv
+            except Exception as exc:  # noqa: BLE001
+                failed[j] = True
+                errors[j] = _error_text(exc)
+        return {"u_base": u_base, "u_with": u_with, "failed": failed, "converged": converged,
+                "errors": errors, "method": method}
+
+
+def _fast_block(solver, ds: Dataset, D: np.ndarray, Z: np.ndarray) -> dict[str, Any] | None:
+    B = len(Z)
+    try:
+        with np.errstate(all="ignore"):
+            fit = solver(ds.X_train[D], ds.y_train[D], ds.X_train[Z], ds.y_train[Z])
+    except Exception as exc:  # noqa: BLE001
+        return {"u_base": np.nan, "u_with": np.full(B, np.nan), "failed": np.ones(B, dtype=bool),
+                "converged": np.zeros(B, dtype=bool), "errors": [_error_text(exc)] * B,
+                "method": solver.method}
+    if fit is None:
+        return None
+    u_with = np.asarray(fit.u_with, dtype=np.float64)
+    failed = ~np.isfinite(u_with) | (not np.isfinite(fit.u_base))
+    errors = [("utility is not finite" if f else None) for f in failed]
+    return {"u_base": float(fit.u_base), "u_with": u_with, "failed": failed,
+            "converged": np.asarray(fit.converged, dtype=bool), "errors": errors, "method": fit.method}
+
+
+# --------------------------------------------------------------------------- the unit of work
+
+
+def _blocks_of(blocks: Shard | Block | Iterable[Block]) -> list[Block]:
+    if isinstance(blocks, Shard):
+        return list(blocks.blocks)
+    if isinstance(blocks, Block):
+        return [blocks]
+    return list(blocks)
+
+
+def run_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
+               blocks: Shard | Iterable[Block]) -> pd.DataFrame:
+    """Sample every block: the ledger rows of their points (one row per sample).
+
+    Parameters
+    ----------
+    dataset : Dataset or path
+        The dataset, or the folder of a saved version (opened memory-mapped).
+    config : SamplingConfig
+    blocks : iterable of Block, or a Shard
+        From :func:`plan_blocks` with the same dataset and config.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`COLUMNS`, rows in block order then block member order.
+    """
+    from threadpoolctl import threadpool_limits
+
+    ds = as_dataset(dataset)
+    blocks = _blocks_of(blocks)
+    if not blocks:
+        return empty_frame()
+    cfg = config.resolved(ds, n_points=1)
+    identity = cfg.identity_hash()
+    info = pool_info(ds)
+    settings = dict(make_estimator(cfg.model, ds.task, 0, cfg.model_params).get_params(deep=False))
+    solver = None
+    if cfg.fast_path:
+        solver = fast_solver_for(cfg.model, settings, ds.task, ds.n_classes, ds.X_val, ds.y_val, cfg.metric)
+    fitter = _Fitter(ds, cfg)
+
+    cols: dict[str, list] = {c: [] for c in COLUMNS}
+    with threadpool_limits(limits=1):
+        for block in blocks:
+            Z = info.indices(block.point_ids)
+            D = draw_subset(info, cfg.seed, block.base_id, block.k, Z)
+            out = _fast_block(solver, ds, D, Z) if solver is not None else None
+            if out is None:
+                out = fitter(block, D, Z)
+            B = len(Z)
+            failed = np.asarray(out["failed"], dtype=bool)
+            u_with = np.where(failed, np.nan, out["u_with"])
+            u_base = float(out["u_base"]) if np.isfinite(out["u_base"]) else np.nan
+            delta = np.where(failed, np.nan, u_with - u_base)
+            members = encode_block_points(block.point_ids)
+            cols["sample_id"].extend(combine_ids((block.base_id, pid)) for pid in block.point_ids)
+            cols["point_id"].extend(block.point_ids)
+            cols["k"].extend([block.k] * B)
+            cols["delta"].extend(delta.tolist())
+            cols["u_base"].extend([u_base] * B)
+            cols["u_with"].extend(u_with.tolist())
+            cols["failed"].extend(failed.tolist())
+            cols["converged"].extend(np.asarray(out["converged"], dtype=bool).tolist())
+            cols["error"].extend(out["errors"])
+            cols["base_id"].extend([block.base_id] * B)
+            cols["plan_key"].extend([block.plan_key] * B)
+            cols["round"].extend([block.round] * B)
+            cols["block"].extend([block.index] * B)
+            cols["block_points"].extend([members] * B)
+            cols["model"].extend([cfg.model] * B)
+            cols["metric"].extend([cfg.metric] * B)
+            cols["method"].extend([out["method"]] * B)
+            cols["dataset_fingerprint"].extend([ds.fingerprint] * B)
+            cols["config_hash"].extend([identity] * B)
+    frame = pd.DataFrame(cols, columns=list(COLUMNS))
+    return frame.astype(_DTYPES)
+
+
+def run_shard(dataset: Dataset | str | Path, config: SamplingConfig, shard: Shard) -> pd.DataFrame:
+    """:func:`run_blocks` on a shard (module-level, so process pools can pickle it)."""
+    return run_blocks(dataset, config, shard.blocks)
+
+
+# --------------------------------------------------------------------------- in-process driver
+
+
+def sort_samples(frame: pd.DataFrame) -> pd.DataFrame:
+    """The canonical row order: round, plan, block, point id."""
+    if frame.empty:
+        return frame.reset_index(drop=True)
+    return frame.sort_values(["round", "plan_key", "block", "point_id"], kind="mergesort").reset_index(drop=True)
+
+
+def sample_marginals(dataset: Dataset | str | Path, config: SamplingConfig,
+                     points: Iterable[str] | None = None, *, ledger=None,
+                     map: Callable = builtins.map,
+                     progress: Callable[[int, int], Any] | None = None) -> pd.DataFrame:
+    """Sample Δ(z, D) for the planned points: the ledger rows of the whole plan.
+
+    Parameters
+    ----------
+    dataset : Dataset or path
+    config : SamplingConfig
+    points : iterable of str, optional
+        Point ids to value; None means the whole training pool.
+    ledger : Ledger, optional
+        Bases already in it are skipped; new shards are written to it as they
+        finish (so an interrupted run loses at most the shards in flight).
+    map : callable, default=builtins.map
+        ``map(fn, shards)``; inject a process pool's or a cluster's map to run
+        shards in parallel (the dataset then travels by path when it has one).
+    progress : callable, optional
+        Called as ``progress(samples_done, samples_total)`` after each shard.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Every row of the plan (new and previously in the ledger), sorted by
+        :func:`sort_samples`.
+    """
+    ds = as_dataset(dataset)
+    plan = plan_blocks(ds, config, points)
+    cfg = config.resolved(ds, n_points=1)
+    done = ledger.completed_base_ids() if ledger is not None else set()
+    todo = [b for b in plan if b.base_id not in done]
+    shards = shard_blocks(todo, cfg.shard_size)
+    total = sum(s.n_samples for s in shards)
+    ref = ds if map is builtins.map else _dataset_ref(ds)
+    fn = functools.partial(run_shard, ref, cfg)
+    frames = []
+    n_done = 0
+    if progress is not None:
+        progress(0, total)
+    for shard, frame in zip(shards, map(fn, shards)):
+        if ledger is not None:
+            ledger.write_shard(shard.name, frame)
+        else:
+            frames.append(frame)
+        n_done += shard.n_samples
+        if progress is not None:
+            progress(n_done, total)
+    if ledger is not None:
+        wanted = {b.base_id for b in plan}
+        rows = ledger.read()
+        rows = rows[rows["base_id"].isin(wanted)]
+        missing = wanted - set(rows["base_id"].unique().tolist())
+        if missing:
+            raise LedgerError(f"{len(missing)} planned bases are still missing from the ledger at "
+                              f"{ledger.folder}; rerun to sample them")
+        return sort_samples(rows)
+    if not frames:
+        return empty_frame()
+    return sort_samples(pd.concat(frames, ignore_index=True))

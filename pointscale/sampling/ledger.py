@@ -1,0 +1,270 @@
+"""The sample ledger: the system of record of every sampled Δ.
+
+Layout of a ledger folder::
+
+    shards/<name>.parquet        the rows of one shard (append-only)
+    shards/<name>.parquet.sha256 its commit record (JSON): sha256, bytes, rows, base ids
+    quarantine/                  shards that failed verification, moved aside
+
+Writing a shard (:meth:`Ledger.write_shard`): serialise the rows to Parquet in
+memory, write the bytes atomically (temporary file, fsync, rename), then
+write the commit record atomically. The record is written *last*, so a shard
+is committed exactly when its record exists; a crash in between leaves an
+uncommitted Parquet file that readers ignore and a rerun overwrites.
+
+Reading (:meth:`Ledger.read`): only committed shards, each verified against
+its sha256 (and the record's row count and base ids against the rows). A
+corrupted or truncated shard -- or a record without its file, or an
+unreadable record -- is moved to ``quarantine/``, reported with a
+:class:`LedgerIntegrityWarning` and listed in :attr:`Ledger.quarantined`; its
+bases then count as not done, so the next run samples them again. Rows are
+deduplicated by ``sample_id`` (the first committed shard in name order wins).
+
+A ledger must have one writer at a time (the run folder's lock ensures it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import LedgerError
+from ..io import atomic_write_bytes, atomic_write_json, sha256_file
+from ..config import stable_hash
+
+RECORD_SUFFIX = ".sha256"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
+
+
+class LedgerIntegrityWarning(UserWarning):
+    """A ledger shard failed verification and was moved to quarantine (it will be re-sampled)."""
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    name: str
+    sha256: str
+    bytes: int
+    rows: int
+    n_failed: int
+    base_ids: tuple[int, ...]
+
+
+class Ledger:
+    """Append-only, checksummed Parquet shards of ledger rows.
+
+    Parameters
+    ----------
+    folder : path
+        The ledger folder (created on first write).
+
+    Attributes
+    ----------
+    quarantined : list of (str, str)
+        Shards moved aside by this object, with the reason.
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self.shard_dir = self.folder / "shards"
+        self.quarantine_dir = self.folder / "quarantine"
+        self.quarantined: list[tuple[str, str]] = []
+        self._verified: dict[str, tuple[tuple[int, int, int], ShardRecord]] = {}
+
+    def __repr__(self) -> str:
+        return f"Ledger({str(self.folder)!r})"
+
+    # ------------------------------------------------------------------ paths
+
+    def _parquet(self, name: str) -> Path:
+        return self.shard_dir / f"{name}.parquet"
+
+    def _record(self, name: str) -> Path:
+        return self.shard_dir / f"{name}.parquet{RECORD_SUFFIX}"
+
+    # ------------------------------------------------------------------ writing
+
+    def write_shard(self, name: str, frame: pd.DataFrame) -> Path:
+        """Write one shard atomically and commit it with its checksum record.
+
+        Rewriting an existing name replaces it (the old record is withdrawn
+        first, so the old checksum never vouches for new bytes).
+        """
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise LedgerError(f"shard name {name!r} must be letters, digits, '_', '.', '-'")
+        if "base_id" not in frame.columns or "sample_id" not in frame.columns:
+            raise LedgerError("a ledger shard needs base_id and sample_id columns")
+        buffer = io.BytesIO()
+        frame.reset_index(drop=True).to_parquet(buffer, engine="pyarrow", index=False)
+        data = buffer.getvalue()
+        record = {
+            "format": FORMAT_VERSION,
+            "name": name,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+            "rows": int(len(frame)),
+            "n_failed": int(frame["failed"].sum()) if "failed" in frame.columns else 0,
+            "base_ids": sorted({int(b) for b in frame["base_id"].tolist()}),
+        }
+        self._record(name).unlink(missing_ok=True)
+        self._verified.pop(name, None)
+        path = atomic_write_bytes(self._parquet(name), data)
+        atomic_write_json(self._record(name), record)
+        return path
+
+    # ------------------------------------------------------------------ verification
+
+    def shard_names(self) -> list[str]:
+        """Names of committed shards (a commit record exists), sorted."""
+        if not self.shard_dir.exists():
+            return []
+        n = len(".parquet" + RECORD_SUFFIX)
+        return sorted(p.name[:-n] for p in self.shard_dir.glob(f"*.parquet{RECORD_SUFFIX}")
+                      if not p.name.startswith("."))
+
+    def uncommitted(self) -> list[str]:
+        """Parquet files without a commit record (an interrupted write): ignored."""
+        if not self.shard_dir.exists():
+            return []
+        committed = set(self.shard_names())
+        return sorted(p.stem for p in self.shard_dir.glob("*.parquet")
+                      if not p.name.startswith(".") and p.stem not in committed)
+
+    def _quarantine(self, name: str, reason: str) -> None:
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{time.time_ns() % 1_000_000_000:09d}"
+        for src in (self._parquet(name), self._record(name)):
+            if src.exists():
+                os.replace(src, self.quarantine_dir / f"{src.name}.{stamp}")
+        self._verified.pop(name, None)
+        self.quarantined.append((name, reason))
+        warnings.warn(f"ledger shard {name!r} in {self.folder} failed verification ({reason}); "
+                      "moved to quarantine/, its samples will be drawn again", LedgerIntegrityWarning,
+                      stacklevel=3)
+
+    def _load_record(self, name: str) -> ShardRecord:
+        with open(self._record(name), encoding="utf-8") as fh:
+            raw = json.load(fh)
+        return ShardRecord(name=name, sha256=str(raw["sha256"]), bytes=int(raw["bytes"]),
+                           rows=int(raw["rows"]), n_failed=int(raw.get("n_failed", 0)),
+                           base_ids=tuple(int(b) for b in raw["base_ids"]))
+
+    def _check(self, name: str) -> ShardRecord | None:
+        """The shard's record if its file matches it; quarantines it otherwise."""
+        path = self._parquet(name)
+        try:
+            record = self._load_record(name)
+        except FileNotFoundError:
+            return None  # withdrawn meanwhile
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self._quarantine(name, f"unreadable checksum record: {exc}")
+            return None
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            self._quarantine(name, "shard file missing")
+            return None
+        key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        cached = self._verified.get(name)
+        if cached is not None and cached[0] == key and cached[1] == record:
+            return record
+        if st.st_size != record.bytes:
+            self._quarantine(name, f"size {st.st_size} bytes, expected {record.bytes} (truncated?)")
+            return None
+        digest = sha256_file(path)
+        if digest != record.sha256:
+            self._quarantine(name, "sha256 mismatch (corrupted)")
+            return None
+        self._verified[name] = (key, record)
+        return record
+
+    def verify(self) -> list[ShardRecord]:
+        """Records of all committed shards that pass verification (others are quarantined)."""
+        out = []
+        for name in self.shard_names():
+            rec = self._check(name)
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, verify: bool = True, columns: list[str] | None = None) -> pd.DataFrame:
+        """All rows of committed shards, deduplicated by ``sample_id``.
+
+        Parameters
+        ----------
+        verify : bool, default=True
+            Check every shard against its checksum record first (bad ones are
+            quarantined and left out). ``False`` trusts the records.
+        columns : list of str, optional
+            Read only these columns (``sample_id`` is always read).
+        """
+        frames = []
+        names = [r.name for r in self.verify()] if verify else self.shard_names()
+        cols = None if columns is None else list(dict.fromkeys(["sample_id", "base_id", *columns]))
+        for name in names:
+            try:
+                frame = pd.read_parquet(self._parquet(name), engine="pyarrow", columns=cols)
+            except Exception as exc:  # noqa: BLE001 -- any unreadable shard is quarantined
+                self._quarantine(name, f"unreadable Parquet: {type(exc).__name__}: {exc}")
+                continue
+            if verify:
+                record = self._verified[name][1]
+                ids = sorted(set(frame["base_id"].astype("int64").tolist()))
+                if len(frame) != record.rows or ids != list(record.base_ids):
+                    self._quarantine(name, "rows do not match the checksum record")
+                    continue
+            frames.append(frame)
+        if not frames:
+            from .engine import empty_frame
+
+            frame = empty_frame()
+            return frame if columns is None else frame[[c for c in frame.columns if c in cols]]
+        frame = pd.concat(frames, ignore_index=True)
+        return frame.drop_duplicates("sample_id", keep="first").reset_index(drop=True)
+
+    def completed_base_ids(self) -> set[int]:
+        """Base ids of every verified shard (a shard holds whole blocks, so these bases are done)."""
+        done: set[int] = set()
+        for rec in self.verify():
+            done.update(rec.base_ids)
+        return done
+
+    def content_hash(self) -> str:
+        """A cheap hash of the verified content (shard names and checksums): a cache key."""
+        return stable_hash([(r.name, r.sha256) for r in self.verify()])
+
+    def stats(self) -> dict[str, Any]:
+        """Counts: shards, rows, failed samples, bases, bytes, quarantined, uncommitted."""
+        recs = self.verify()
+        return {
+            "shards": len(recs),
+            "rows": sum(r.rows for r in recs),
+            "failed": sum(r.n_failed for r in recs),
+            "bases": len({b for r in recs for b in r.base_ids}),
+            "bytes": sum(r.bytes for r in recs),
+            "quarantined": len(self.quarantine_contents()),
+            "uncommitted": len(self.uncommitted()),
+        }
+
+    def quarantine_contents(self) -> list[str]:
+        """Shards in ``quarantine/`` (from any session), as ``<name>.parquet.<stamp>``."""
+        if not self.quarantine_dir.exists():
+            return []
+        return sorted({p.name.replace(f".parquet{RECORD_SUFFIX}.", ".parquet.")
+                       for p in self.quarantine_dir.iterdir()})
+
+    def __len__(self) -> int:
+        return sum(r.rows for r in self.verify())

@@ -1,0 +1,148 @@
+"""Utilities U(D): the score on the validation split of a model trained on D.
+
+Higher is better for every metric (SPEC §1):
+
+* ``neg_log_loss`` (classification default):
+  ``mean_i log p_i[y_i]`` with ``p`` clipped below at machine epsilon. The
+  probability columns are laid out over *all* classes ``0..n_classes-1``, so a
+  model trained on a subset that lacks a class still scores (that class gets
+  probability 0 from the model, clipped).
+* ``accuracy``: fraction of validation rows predicted correctly.
+* ``neg_mse`` (regression default): ``-mean (y - ŷ)²``.
+* ``paper_ce``: ``-cross_entropy(softmax(p), y) = mean_i log_softmax(p_i)[y_i]``,
+  the paper code's score (log-softmax applied to probabilities a second
+  time). Offered to compare numbers with the paper; it squashes Δ.
+
+The probability metrics are written for stacked inputs (``proba`` of shape
+``(..., n, n_classes)``), so the batched fast path scores a whole block of
+models in one call with exactly the arithmetic :func:`utility` uses for a
+single fitted estimator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ConfigError
+
+_EPS = np.finfo(np.float64).eps
+
+
+def _pick(values: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``values[..., i, y_i]`` for ``values`` of shape ``(..., n, C)``."""
+    idx = np.broadcast_to(np.asarray(y, dtype=np.intp)[:, None], values.shape[:-1] + (1,))
+    return np.take_along_axis(values, idx, axis=-1)[..., 0]
+
+
+def neg_log_loss_from_proba(proba: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``mean log p[y]`` over the second-to-last axis; ``proba`` is ``(..., n, C)``."""
+    p_true = _pick(proba, y)
+    return np.log(np.clip(p_true, _EPS, 1.0)).mean(axis=-1)
+
+
+def accuracy_from_proba(proba: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Accuracy of ``argmax`` predictions (ties go to the lower class, as scikit-learn's)."""
+    return (np.argmax(proba, axis=-1) == np.asarray(y)).mean(axis=-1)
+
+
+def paper_ce_from_proba(proba: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``mean log_softmax(p)[y]``: the paper code's cross-entropy of probabilities."""
+    shifted = proba - proba.max(axis=-1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return _pick(log_softmax, y).mean(axis=-1)
+
+
+def neg_mse_from_pred(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``-mean (y - pred)²`` over the last axis; ``pred`` is ``(..., n)``."""
+    return -np.mean((np.asarray(pred, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2, axis=-1)
+
+
+def accuracy_from_pred(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (np.asarray(pred) == np.asarray(y)).mean(axis=-1)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A utility: its task, and how it scores probabilities or predictions."""
+
+    name: str
+    task: str
+    from_proba: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    from_pred: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    description: str = ""
+
+    @property
+    def needs_proba(self) -> bool:
+        return self.from_proba is not None and self.from_pred is None
+
+
+METRICS: dict[str, Metric] = {
+    "neg_log_loss": Metric("neg_log_loss", "classification", from_proba=neg_log_loss_from_proba,
+                           description="negative log-loss on validation (default)"),
+    "accuracy": Metric("accuracy", "classification", from_proba=accuracy_from_proba,
+                       from_pred=accuracy_from_pred, description="validation accuracy"),
+    "paper_ce": Metric("paper_ce", "classification", from_proba=paper_ce_from_proba,
+                       description="-cross_entropy(softmax(predict_proba)), as the paper's code"),
+    "neg_mse": Metric("neg_mse", "regression", from_pred=neg_mse_from_pred,
+                      description="negative mean squared error on validation (default)"),
+}
+
+_DEFAULTS = {"classification": "neg_log_loss", "regression": "neg_mse"}
+
+
+def default_metric(task: str) -> str:
+    """``neg_log_loss`` for classification, ``neg_mse`` for regression."""
+    try:
+        return _DEFAULTS[task]
+    except KeyError:
+        raise ConfigError(f"task={task!r} must be 'classification' or 'regression'") from None
+
+
+def check_metric(metric: str, task: str) -> Metric:
+    """The metric's entry; ConfigError if unknown or not fit for ``task``."""
+    try:
+        m = METRICS[metric]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown metric {metric!r}; valid metrics: {', '.join(sorted(METRICS))}") from None
+    if m.task != task:
+        valid = sorted(n for n, v in METRICS.items() if v.task == task)
+        raise ConfigError(f"metric {metric!r} does not fit a {task} task; use one of {', '.join(valid)}")
+    return m
+
+
+def full_proba(estimator, X: np.ndarray, n_classes: int) -> np.ndarray:
+    """``predict_proba`` laid out over all classes ``0..n_classes-1`` (zeros for absent ones)."""
+    proba = np.asarray(estimator.predict_proba(X), dtype=np.float64)
+    classes = np.asarray(getattr(estimator, "classes_", np.arange(proba.shape[1])))
+    if proba.shape[1] == n_classes and np.array_equal(classes, np.arange(n_classes)):
+        return proba
+    out = np.zeros((proba.shape[0], n_classes))
+    out[:, classes.astype(np.intp)] = proba
+    return out
+
+
+def utility(metric: str, estimator, X_val: np.ndarray, y_val: np.ndarray, n_classes: int) -> float:
+    """U = the metric of a fitted ``estimator`` on the validation split (higher is better).
+
+    Parameters
+    ----------
+    metric : str
+        A key of :data:`METRICS`.
+    estimator : fitted estimator
+    X_val, y_val : arrays
+        Validation split; classification labels are codes ``0..n_classes-1``.
+    n_classes : int
+        Number of classes (0 for regression).
+
+    Returns
+    -------
+    float
+        May be non-finite; the engine records such a fit as failed.
+    """
+    m = METRICS[metric]
+    if m.from_pred is not None and (m.from_proba is None or metric == "accuracy"):
+        return float(m.from_pred(estimator.predict(X_val), y_val))
+    return float(m.from_proba(full_proba(estimator, X_val, n_classes), y_val))

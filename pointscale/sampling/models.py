@@ -1,0 +1,305 @@
+"""The model registry: every learner a utility can be measured with.
+
+Each entry names a scikit-learn-compatible estimator per task, with every
+default setting written here (not left to a library default that may change
+between versions). All models are single-threaded (``n_jobs=1``,
+``nthread=1``): parallelism comes from running many blocks on many workers,
+and one thread per fit keeps results independent of the machine's core count.
+
+Settings chosen for valuation, and why:
+
+* ``logreg``: L2, ``C=1`` as the paper. Solved with Newton–Cholesky to a
+  tight tolerance (1e-10) because Δ at k = 1000 is ~1e-4 of the log-loss; the
+  library default (lbfgs, tol 1e-4) leaves optimisation error of that size.
+  The fast path (:mod:`.fastpath`) solves the same objective exactly.
+* ``xgboost``, ``hist_gbm``, ``random_forest``: small ensembles (50 trees /
+  iterations), no early stopping (an internal validation split would make
+  the fitted model depend on a random hold-out of D).
+* ``mlp``: one hidden layer of 64 units, adam, 300 iterations.
+* ``svm``: RBF SVC with Platt probabilities (``probability=True``).
+
+Every fit of one base and of base ∪ {z} gets the same integer seed, so
+randomised learners compare like with like (common random numbers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from ..errors import ConfigError
+
+TASKS = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry: estimator factories per task and their default settings."""
+
+    name: str
+    factories: Mapping[str, Callable[[], type]]
+    defaults: Mapping[str, Mapping[str, Any]]
+    seed_param: str | None = "random_state"
+    description: str = ""
+    # Fitting base ∪ {z} from the base solution reaches the same optimum
+    # (convex objective solved to tolerance), so warm starts are exact.
+    warm_start_exact: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(t for t in TASKS if t in self.factories)
+
+
+def _logreg():
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression
+
+
+def _ridge():
+    from sklearn.linear_model import Ridge
+
+    return Ridge
+
+
+def _linear():
+    from sklearn.linear_model import LinearRegression
+
+    return LinearRegression
+
+
+def _xgb_clf():
+    from xgboost import XGBClassifier
+
+    return XGBClassifier
+
+
+def _xgb_reg():
+    from xgboost import XGBRegressor
+
+    return XGBRegressor
+
+
+def _hgb_clf():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier
+
+
+def _hgb_reg():
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    return HistGradientBoostingRegressor
+
+
+def _rf_clf():
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier
+
+
+def _rf_reg():
+    from sklearn.ensemble import RandomForestRegressor
+
+    return RandomForestRegressor
+
+
+def _dt_clf():
+    from sklearn.tree import DecisionTreeClassifier
+
+    return DecisionTreeClassifier
+
+
+def _dt_reg():
+    from sklearn.tree import DecisionTreeRegressor
+
+    return DecisionTreeRegressor
+
+
+def _knn_clf():
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return KNeighborsClassifier
+
+
+def _knn_reg():
+    from sklearn.neighbors import KNeighborsRegressor
+
+    return KNeighborsRegressor
+
+
+def _svc():
+    from sklearn.svm import SVC
+
+    return SVC
+
+
+def _svr():
+    from sklearn.svm import SVR
+
+    return SVR
+
+
+def _mlp_clf():
+    from sklearn.neural_network import MLPClassifier
+
+    return MLPClassifier
+
+
+def _mlp_reg():
+    from sklearn.neural_network import MLPRegressor
+
+    return MLPRegressor
+
+
+_XGB = dict(n_estimators=50, max_depth=4, learning_rate=0.3, tree_method="hist", n_jobs=1,
+            verbosity=0)
+_HGB = dict(max_iter=50, learning_rate=0.1, max_leaf_nodes=31, min_samples_leaf=20,
+            early_stopping=False)
+_RF = dict(n_estimators=50, max_depth=None, min_samples_leaf=1, max_features="sqrt", n_jobs=1)
+_DT = dict(max_depth=None, min_samples_leaf=1)
+_KNN = dict(n_neighbors=5, weights="uniform", n_jobs=1)
+_MLP = dict(hidden_layer_sizes=(64,), activation="relu", solver="adam", alpha=1e-4,
+            learning_rate_init=1e-3, max_iter=300, early_stopping=False)
+
+MODELS: dict[str, ModelSpec] = {
+    "logreg": ModelSpec(
+        "logreg", {"classification": _logreg},
+        {"classification": dict(C=1.0, l1_ratio=0.0, fit_intercept=True, solver="newton-cholesky",
+                                tol=1e-10, max_iter=100)},
+        description="L2 logistic regression, C=1 (exact batched fast path)",
+        warm_start_exact=True,
+    ),
+    "ridge": ModelSpec(
+        "ridge", {"regression": _ridge},
+        {"regression": dict(alpha=1.0, fit_intercept=True, solver="cholesky")},
+        seed_param=None, description="ridge regression, alpha=1 (closed-form fast path)",
+    ),
+    "linear": ModelSpec(
+        "linear", {"regression": _linear}, {"regression": dict(fit_intercept=True)},
+        seed_param=None, description="ordinary least squares (closed-form fast path)",
+    ),
+    "xgboost": ModelSpec(
+        "xgboost", {"classification": _xgb_clf, "regression": _xgb_reg},
+        {"classification": dict(_XGB), "regression": dict(_XGB)},
+        description="XGBoost, hist, 50 trees of depth 4",
+    ),
+    "hist_gbm": ModelSpec(
+        "hist_gbm", {"classification": _hgb_clf, "regression": _hgb_reg},
+        {"classification": dict(_HGB), "regression": dict(_HGB)},
+        description="scikit-learn histogram gradient boosting, 50 iterations",
+    ),
+    "random_forest": ModelSpec(
+        "random_forest", {"classification": _rf_clf, "regression": _rf_reg},
+        {"classification": dict(_RF), "regression": dict(_RF, max_features=1.0)},
+        description="random forest, 50 trees",
+    ),
+    "decision_tree": ModelSpec(
+        "decision_tree", {"classification": _dt_clf, "regression": _dt_reg},
+        {"classification": dict(_DT), "regression": dict(_DT)},
+        description="one fully grown decision tree",
+    ),
+    "knn": ModelSpec(
+        "knn", {"classification": _knn_clf, "regression": _knn_reg},
+        {"classification": dict(_KNN), "regression": dict(_KNN)},
+        seed_param=None, description="k-nearest neighbours, k=5",
+    ),
+    "svm": ModelSpec(
+        "svm", {"classification": _svc, "regression": _svr},
+        {"classification": dict(C=1.0, kernel="rbf", gamma="scale", probability=True),
+         "regression": dict(C=1.0, kernel="rbf", gamma="scale")},
+        description="RBF support vector machine (Platt probabilities)",
+    ),
+    "mlp": ModelSpec(
+        "mlp", {"classification": _mlp_clf, "regression": _mlp_reg},
+        {"classification": dict(_MLP), "regression": dict(_MLP)},
+        description="multilayer perceptron, one hidden layer of 64",
+    ),
+}
+# SVR has no random_state.
+_NO_SEED = {("svm", "regression")}
+
+
+def _spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}") from None
+
+
+def check_model_for_task(name: str, task: str) -> ModelSpec:
+    """The registry entry of ``name``; ConfigError if it does not fit ``task``."""
+    spec = _spec(name)
+    if task not in spec.factories:
+        valid = sorted(n for n, s in MODELS.items() if task in s.factories)
+        raise ConfigError(f"model {name!r} does not fit a {task} task; valid models for {task}: "
+                          f"{', '.join(valid)}")
+    return spec
+
+
+def default_params(name: str, task: str) -> dict[str, Any]:
+    """The registry's settings of ``name`` for ``task`` (a copy)."""
+    return dict(check_model_for_task(name, task).defaults[task])
+
+
+def check_model_params(name: str, params: Mapping[str, Any]) -> None:
+    """ConfigError if a setting name is unknown to every task's estimator of ``name``."""
+    spec = _spec(name)
+    if not params:
+        return
+    unknown_everywhere = None
+    for task, factory in spec.factories.items():
+        cls = factory()
+        valid = set(cls().get_params(deep=False))
+        if name == "xgboost":  # XGBoost takes any keyword and passes it to the booster
+            return
+        unknown = {p for p in params if p not in valid}
+        unknown_everywhere = unknown if unknown_everywhere is None else unknown_everywhere & unknown
+    if unknown_everywhere:
+        raise ConfigError(f"unknown setting(s) {', '.join(sorted(unknown_everywhere))} for model {name!r}")
+
+
+def validate_estimator_params(estimator, name: str = "") -> None:
+    """ConfigError if the estimator rejects one of its setting values (scikit-learn's own check)."""
+    check = getattr(estimator, "_validate_params", None)
+    if check is None or name == "xgboost":
+        return
+    try:
+        check()
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"model {name!r}: {exc}") from None
+
+
+def make_estimator(name: str, task: str, seed: int, params: Mapping[str, Any] | None = None):
+    """An unfitted estimator from the registry.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`MODELS`.
+    task : {"classification", "regression"}
+    seed : int
+        Integer seed for randomised learners (ignored by deterministic ones).
+    params : mapping, optional
+        Settings that override the registry's defaults.
+
+    Raises
+    ------
+    ConfigError
+        Unknown model, a model that does not fit the task, or an unknown setting.
+    """
+    spec = check_model_for_task(name, task)
+    settings = dict(spec.defaults[task])
+    if spec.seed_param is not None and (name, task) not in _NO_SEED:
+        settings[spec.seed_param] = int(seed)
+    if params:
+        settings.update(params)
+    cls = spec.factories[task]()
+    if name != "xgboost":
+        valid = set(cls().get_params(deep=False))
+        unknown = sorted(p for p in settings if p not in valid)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)} for model {name!r} ({task}); "
+                              f"valid: {', '.join(sorted(valid))}")
+    return cls(**settings)

@@ -1,0 +1,337 @@
+"""Plans: which base subsets are drawn, and which points are valued against each.
+
+A plan is a deterministic list of :class:`Block` work units keyed by identity:
+
+* The **plan key** names the points being planned and the sampling identity
+  (:meth:`SamplingConfig.identity_hash`): ``combine_ids(("plan", identity,
+  digest of the sorted point ids))``. Points added later are planned on their
+  own (a new key), so existing points' samples are untouched.
+* **Rounds**: every planned point gets one sample per round. Uniform mode has
+  ``samples_per_point`` rounds; staggered mode ``len(sizes) *
+  samples_per_size`` rounds, round r using size ``sizes[r % len(sizes)]``.
+  Asking for more samples adds rounds at the end; earlier rounds (and their
+  base ids) do not change, so a top-up computes only the new ones.
+* **Blocks**: in round r the planned points (sorted by id) are shuffled by a
+  generator keyed by ``(seed, STREAM_BLOCKS, plan_key, r)`` and cut into
+  ``ceil(n / block_size)`` nearly equal blocks. A point is in exactly one
+  block per round, so it appears at most once per base and its samples are
+  independent.
+* Each block has a **base id** ``combine_ids((plan_key, r, b))``. In uniform
+  mode its size k is drawn from ``rng(seed, STREAM_BASE, base_id, 0)``
+  uniformly in [k_min, k_max], both ends included.
+* Its **base subset** D is drawn from ``rng(seed, STREAM_BASE, base_id, 1)``
+  from the pool *without the block's points*: class-stratified for
+  classification (class c gets its share of k by largest remainders, i.e.
+  ``round(k * share_c)`` up to one, at least one per class, shares of the
+  whole pool), plain uniform for regression.
+
+Nothing depends on the shard size, the number of workers or the order of
+execution. :func:`subset_for` redraws D from a ledger row alone (its base id,
+k and block members, which each row stores).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, DataError, LedgerError
+from ..seeding import STREAM_BASE, STREAM_BLOCKS, combine_ids, rng
+from .config import SamplingConfig
+
+PLAN_VERSION = "pointscale-plan-v1"
+
+
+@dataclass(frozen=True)
+class Block:
+    """One base subset and the points valued against it (ints and strings only).
+
+    Attributes
+    ----------
+    base_id : int
+        Stable 63-bit identity of the base; seeds k, the subset and the model.
+    round : int
+        Round of the plan (one sample per planned point per round).
+    index : int
+        Position of the block within its round.
+    k : int
+        Size of the base subset.
+    point_ids : tuple of str
+        Points valued against this base (in block order).
+    plan_key : int
+        Identity of the plan (sampling identity and planned point set).
+    """
+
+    base_id: int
+    round: int
+    index: int
+    k: int
+    point_ids: tuple[str, ...]
+    plan_key: int
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.point_ids)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A batch of blocks run as one unit of work; ``name`` is derived from its base ids."""
+
+    name: str
+    blocks: tuple[Block, ...]
+
+    @property
+    def n_samples(self) -> int:
+        return sum(b.n_samples for b in self.blocks)
+
+    @property
+    def base_ids(self) -> tuple[int, ...]:
+        return tuple(b.base_id for b in self.blocks)
+
+
+# --------------------------------------------------------------------------- pool facts
+
+
+class PoolInfo:
+    """Facts about a training pool used by every draw, computed once per dataset version."""
+
+    def __init__(self, dataset) -> None:
+        ids = [str(p) for p in dataset.point_ids.tolist()]
+        self.fingerprint = dataset.fingerprint
+        self.n_pool = len(ids)
+        self.index = {pid: i for i, pid in enumerate(ids)}
+        self.task = dataset.task
+        if dataset.task == "classification":
+            y = np.asarray(dataset.y_train, dtype=np.int64)
+            self.n_classes = dataset.n_classes
+            self.class_members = [np.flatnonzero(y == c) for c in range(self.n_classes)]
+            counts = np.array([len(m) for m in self.class_members], dtype=np.float64)
+            self.shares = counts / counts.sum()
+            self.label = y
+        else:
+            self.n_classes = 0
+            self.class_members = [np.arange(self.n_pool)]
+            self.shares = np.ones(1)
+            self.label = np.zeros(self.n_pool, dtype=np.int64)
+
+    def indices(self, point_ids: Iterable[str]) -> np.ndarray:
+        try:
+            return np.fromiter((self.index[p] for p in point_ids), dtype=np.int64)
+        except KeyError as exc:
+            raise DataError(f"point id {exc.args[0]!r} is not in the training pool") from None
+
+
+_POOL_CACHE: dict[tuple[str, int], PoolInfo] = {}
+
+
+def pool_info(dataset) -> PoolInfo:
+    key = (dataset.fingerprint, dataset.n_pool)
+    info = _POOL_CACHE.get(key)
+    if info is None:
+        if len(_POOL_CACHE) > 8:
+            _POOL_CACHE.clear()
+        info = _POOL_CACHE[key] = PoolInfo(dataset)
+    return info
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def _points_digest(point_ids: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for pid in point_ids:
+        h.update(pid.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def _planned_points(dataset, points) -> list[str]:
+    if points is None:
+        ids = [str(p) for p in dataset.point_ids.tolist()]
+    else:
+        if isinstance(points, str):
+            raise ConfigError("points must be a collection of point ids, not a single string")
+        ids = [str(p) for p in points]
+        info = pool_info(dataset)
+        missing = [p for p in ids if p not in info.index]
+        if missing:
+            raise DataError(f"{len(missing)} point id(s) not in the training pool of {dataset.name}, "
+                            f"e.g. {missing[0]!r}")
+        if len(set(ids)) != len(ids):
+            raise ConfigError("points has duplicate ids")
+    if not ids:
+        raise ConfigError("no points to value")
+    return sorted(ids)
+
+
+def plan_key(config: SamplingConfig, point_ids: Sequence[str]) -> int:
+    """Identity of a plan: the sampling identity and the (sorted) planned point set."""
+    return combine_ids((PLAN_VERSION, config.identity_hash(), _points_digest(sorted(point_ids))))
+
+
+def _done_set(have) -> set[int]:
+    if have is None:
+        return set()
+    if hasattr(have, "completed_base_ids"):
+        return set(have.completed_base_ids())
+    return {int(b) for b in have}
+
+
+def plan_blocks(dataset, config: SamplingConfig, points: Iterable[str] | None = None, *,
+                have=None) -> list[Block]:
+    """The deterministic list of blocks of a sampling job.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    config : SamplingConfig
+        Resolved and validated against ``dataset`` here.
+    points : iterable of str, optional
+        Point ids to value; None means the whole training pool.
+    have : Ledger or iterable of int, optional
+        Base ids already done (or a ledger to ask); their blocks are left out.
+
+    Returns
+    -------
+    list of Block
+        Ordered by (round, index).
+    """
+    ids = _planned_points(dataset, points)
+    config = config.resolved(dataset, n_points=len(ids))
+    key = plan_key(config, ids)
+    done = _done_set(have)
+    ids_arr = np.asarray(ids, dtype=object)
+    n = len(ids)
+    n_blocks = -(-n // config.block_size)
+    blocks: list[Block] = []
+    for r in range(config.n_rounds):
+        order = rng(config.seed, STREAM_BLOCKS, key, r).permutation(n)
+        size = config.size_of_round(r)
+        for b, members in enumerate(np.array_split(order, n_blocks)):
+            base_id = combine_ids((key, r, b))
+            if base_id in done:
+                continue
+            k = size if size is not None else int(
+                rng(config.seed, STREAM_BASE, base_id, 0).integers(config.k_min, config.k_max + 1))
+            blocks.append(Block(base_id=base_id, round=r, index=b, k=int(k),
+                                point_ids=tuple(ids_arr[members].tolist()), plan_key=key))
+    return blocks
+
+
+def shard_blocks(blocks: Sequence[Block], shard_size: int) -> list[Shard]:
+    """Group blocks into shards of ``shard_size`` blocks, in plan order.
+
+    A shard's name is derived from its base ids, so the same blocks always
+    make the same shard name whatever run or process builds it.
+    """
+    if int(shard_size) < 1:
+        raise ConfigError(f"shard_size={shard_size} must be at least 1")
+    shards = []
+    for start in range(0, len(blocks), int(shard_size)):
+        chunk = tuple(blocks[start:start + int(shard_size)])
+        digest = combine_ids(("shard",) + tuple(b.base_id for b in chunk))
+        shards.append(Shard(name=f"r{chunk[0].round:05d}-{digest:016x}", blocks=chunk))
+    return shards
+
+
+# --------------------------------------------------------------------------- base subsets
+
+
+def stratified_counts(k: int, shares: np.ndarray, available: np.ndarray) -> np.ndarray:
+    """Per-class counts summing to k: largest remainders, at least one per class, capped.
+
+    Each class gets ``floor(k * share)`` plus one for the classes with the
+    largest remainders (ties to the lower class), so every count is within
+    one of ``k * share``. Then classes with none take one from the largest
+    class, and counts above what a class has available are moved to the
+    classes with room (largest deficit first).
+    """
+    raw = k * shares
+    counts = np.floor(raw).astype(np.int64)
+    rest = int(k - counts.sum())
+    if rest > 0:
+        order = np.argsort(-(raw - counts), kind="stable")
+        counts[order[:rest]] += 1
+    for c in np.flatnonzero(counts == 0):
+        donor = int(np.argmax(counts))
+        if counts[donor] > 1:
+            counts[donor] -= 1
+            counts[c] += 1
+    excess = int(np.maximum(counts - available, 0).sum())
+    if excess:
+        counts = np.minimum(counts, available)
+        while excess:
+            room = available - counts
+            if not room.any():
+                raise ConfigError(f"the pool has too few points for a subset of size {k}")
+            c = int(np.argmax(np.where(room > 0, raw - counts, -np.inf)))
+            counts[c] += 1
+            excess -= 1
+    return counts
+
+
+def draw_subset(info: PoolInfo, seed: int, base_id: int, k: int, excluded: np.ndarray) -> np.ndarray:
+    """The base subset D (sorted pool indices) of base ``base_id``, avoiding ``excluded``."""
+    gen = rng(seed, STREAM_BASE, base_id, 1)
+    mask = np.ones(info.n_pool, dtype=bool)
+    mask[excluded] = False
+    avail_by_class = [m[mask[m]] for m in info.class_members]
+    available = np.array([len(a) for a in avail_by_class], dtype=np.int64)
+    if int(k) > int(available.sum()):
+        raise ConfigError(f"k={k} exceeds the {int(available.sum())} points available to the base")
+    if info.task == "classification":
+        counts = stratified_counts(int(k), info.shares, available)
+    else:
+        counts = np.array([int(k)])
+    parts = [gen.choice(a, size=int(c), replace=False) for a, c in zip(avail_by_class, counts)]
+    return np.sort(np.concatenate(parts)).astype(np.int64)
+
+
+def base_subset(dataset, config: SamplingConfig, block: Block) -> np.ndarray:
+    """Indices into the training pool of the base subset of ``block``."""
+    info = pool_info(dataset)
+    return draw_subset(info, config.seed, block.base_id, block.k, info.indices(block.point_ids))
+
+
+def encode_block_points(point_ids: Sequence[str]) -> str:
+    """The block's members as stored in every ledger row (JSON array text)."""
+    return json.dumps(list(point_ids), separators=(",", ":"))
+
+
+def subset_for(row: Mapping[str, Any], dataset, config: SamplingConfig | None = None) -> np.ndarray:
+    """Reconstruct the base subset D of a ledger row: indices into the training pool.
+
+    Parameters
+    ----------
+    row : mapping or pandas Series
+        A ledger row (needs ``base_id``, ``k``, ``block_points``,
+        ``dataset_fingerprint`` and ``config_hash``).
+    dataset : Dataset
+        The dataset version the row was sampled on (same fingerprint).
+    config : SamplingConfig, optional
+        The config it was sampled with (its seed drives the draw); checked
+        against the row's ``config_hash``.
+
+    Raises
+    ------
+    LedgerError
+        The row belongs to another dataset version or config.
+    """
+    fp = str(row["dataset_fingerprint"])
+    if fp != dataset.fingerprint:
+        raise LedgerError(f"row was sampled on dataset version {fp[:12]}, not {dataset.fingerprint[:12]}")
+    if config is None:
+        raise ConfigError("subset_for needs the SamplingConfig the row was sampled with (for its seed)")
+    config = config.resolved(dataset, n_points=1)
+    if str(row["config_hash"]) != config.identity_hash():
+        raise LedgerError(f"row was sampled with config {str(row['config_hash'])[:12]}, "
+                          f"not {config.identity_hash()[:12]}")
+    info = pool_info(dataset)
+    members = json.loads(str(row["block_points"]))
+    subset = draw_subset(info, config.seed, int(row["base_id"]), int(row["k"]), info.indices(members))
+    return subset

@@ -1,0 +1,600 @@
+"""Experiments that test what the values claim (SPEC §4).
+
+Point addition (the paper's Sec. 4.4)
+-------------------------------------
+Candidates are set aside from the pool; initial datasets are drawn from the
+rest at two sizes, n_small and n_large, ``repeats`` times each (class-stratified
+so every class is present). To each initial dataset we add m candidates chosen
+four ways -- ranked by ψ at n_small, by ψ at n_large, by the distributional
+Shapley value, and at random (class-balanced like the others) -- retrain and
+record the change of the test score. All four rankings are applied to the
+*same* initial dataset and model seed in a repeat, so the differences between
+rankings are paired and their standard errors are those of paired differences.
+Expected: the size-matched ranking gains most in each regime, and every
+law-based ranking beats random.
+
+Sizes are clipped to what the data allows (the pool minus the candidates) and
+every clip is reported in ``messages``.
+
+Removal curves
+--------------
+Drop the lowest-valued points in steps, retrain on the rest, score on the
+test split; the same with the highest-valued first and at random. Good values
+make the first curve stay flat or rise and the second fall fastest.
+
+Noisy labels
+------------
+Flip the labels of a fraction of the valued points, sample their marginal
+contributions, fit the laws, and measure by ROC AUC how well a low value
+(Shapley, c, or the Monte Carlo mean) singles out the flipped points.
+
+Failures: a fit that raises (e.g. one class only) is recorded as failed with a
+NaN score and counted; it is never replaced by a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError, DataError
+from ..laws.result import FittedScalingLaws
+from ..seeding import STREAM_LABEL_NOISE, STREAM_MODEL, STREAM_SELECTION, int_seed, rng
+from .selection import select_top
+from .values import distributional_shapley, monte_carlo_values
+
+__all__ = [
+    "PointAdditionResult",
+    "point_addition_experiment",
+    "removal_curve",
+    "noisy_label_check",
+    "flip_labels",
+    "RANKINGS",
+]
+
+RANKINGS = ("size_small", "size_large", "shapley", "random")
+
+
+# --------------------------------------------------------------------------- models
+
+
+def default_metric(task: str) -> str:
+    """Outcome metric of the experiments: test accuracy, or negative MSE for regression."""
+    return "accuracy" if task == "classification" else "neg_mse"
+
+
+def _fit_score(dataset: Any, index: np.ndarray, *, model: str, metric: str, seed: int,
+               params: Mapping[str, Any] | None) -> float:
+    """Train ``model`` on pool rows ``index`` and score it on the test split; NaN if it fails."""
+    from ..sampling.metrics import utility
+    from ..sampling.models import make_estimator
+
+    X = np.asarray(dataset.X_train)[index]
+    y = np.asarray(dataset.y_train)[index]
+    est = make_estimator(model, dataset.task, seed, dict(params) if params else None)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence chatter; failures raise
+            est.fit(X, y)
+            score = utility(metric, est, np.asarray(dataset.X_test), np.asarray(dataset.y_test),
+                            dataset.n_classes)
+    except Exception:  # noqa: BLE001 -- a failed fit is recorded as NaN, never defaulted
+        return float("nan")
+    return float(score)
+
+
+def _stratified(gen: np.random.Generator, index: np.ndarray, y: np.ndarray | None, n: int) -> np.ndarray:
+    """n rows of ``index`` without replacement; per class round(n·share), at least one each."""
+    if n > index.size:
+        raise ConfigError(f"cannot draw {n} rows from {index.size}")
+    if y is None:
+        return np.sort(gen.choice(index, size=n, replace=False))
+    classes, counts = np.unique(y, return_counts=True)
+    if n < classes.size:
+        raise ConfigError(f"size {n} must be at least the number of classes ({classes.size})")
+    want = np.maximum(1, np.round(n * counts / counts.sum()).astype(int))
+    want = np.minimum(want, counts)
+    # fix rounding so that the total is exactly n (largest classes absorb the difference)
+    while want.sum() != n:
+        order = np.argsort(-counts)
+        step = 1 if want.sum() < n else -1
+        for j in order:
+            if want.sum() == n:
+                break
+            if (step > 0 and want[j] < counts[j]) or (step < 0 and want[j] > 1):
+                want[j] += step
+    parts = [gen.choice(index[y == c], size=w, replace=False) for c, w in zip(classes, want)]
+    return np.sort(np.concatenate(parts))
+
+
+# --------------------------------------------------------------------------- point addition
+
+
+@dataclass(frozen=True, eq=False)
+class PointAdditionResult:
+    """Outcome of :func:`point_addition_experiment`.
+
+    Attributes
+    ----------
+    summary : DataFrame
+        Per (regime, ranking): ``n_initial``, ``m``, ``mean_gain``, ``se_gain``,
+        ``mean_gain_vs_random``, ``se_gain_vs_random`` (paired), ``n_repeats``,
+        ``n_failed``, ``mean_base_score``.
+    trials : DataFrame
+        One row per (regime, repeat, ranking): base and new score, gain.
+    selections : DataFrame
+        The law-based selections: ranking, n_current, point_id, predicted value, label.
+    messages : tuple of str
+        What was clipped or adjusted, and why.
+    settings : dict
+        The effective settings (after clipping).
+    """
+
+    summary: pd.DataFrame
+    trials: pd.DataFrame
+    selections: pd.DataFrame
+    messages: tuple[str, ...] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.summary
+
+    def __str__(self) -> str:
+        lines = [f"point addition: {dict(self.settings)}"]
+        lines += [f"  note: {m}" for m in self.messages]
+        for _, r in self.summary.iterrows():
+            lines.append(
+                f"  {r['regime']:<6} n={int(r['n_initial']):<5} {r['ranking']:<11}"
+                f" gain {r['mean_gain']:+.4f} ± {r['se_gain']:.4f}"
+                f"  vs random {r['mean_gain_vs_random']:+.4f} ± {r['se_gain_vs_random']:.4f}"
+            )
+        return "\n".join(lines)
+
+
+def _ids_to_index(dataset: Any, ids: Iterable[Any]) -> np.ndarray:
+    return dataset.index_of(list(ids))
+
+
+def point_addition_experiment(
+    dataset: Any,
+    laws: FittedScalingLaws,
+    *,
+    model: str = "logreg",
+    n_small: int = 500,
+    n_large: int = 5000,
+    m: int = 100,
+    repeats: int = 20,
+    candidates: Sequence[Any] | None = None,
+    n_candidates: int = 1000,
+    balanced: bool = True,
+    shapley_range: tuple[int, int] | None = None,
+    metric: str | None = None,
+    model_params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> PointAdditionResult:
+    """Add m points chosen by each ranking to random initial datasets; measure the gain.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    laws : FittedScalingLaws
+        Laws of (at least) the candidates.
+    model : str, default="logreg"
+        A name known to :func:`pointscale.sampling.models.make_estimator`.
+    n_small, n_large : int, default=500, 5000
+        Initial dataset sizes of the two regimes (clipped to the pool minus
+        the candidates, keeping their ratio when both must shrink).
+    m : int, default=100
+        Points added (clipped to half the candidates, so that rankings differ).
+    repeats : int, default=20
+        Initial datasets per regime (the paper: 1000).
+    candidates : sequence of point ids, optional
+        Default: ``min(n_candidates, half the valued points)`` valued points at random.
+    balanced : bool, default=True
+        Class-balanced selections (classification only).
+    shapley_range : (int, int), optional
+        Range of the size-free Shapley ranking; default ``laws.k_range``.
+    metric : str, optional
+        Outcome; default test accuracy (classification) or ``neg_mse``.
+    seed : int, default=0
+
+    Returns
+    -------
+    PointAdditionResult
+    """
+    if not isinstance(laws, FittedScalingLaws):
+        raise ConfigError(f"laws must be a FittedScalingLaws; got {type(laws).__name__}")
+    n_small, n_large, m, repeats = int(n_small), int(n_large), int(m), int(repeats)
+    if not 0 < n_small < n_large:
+        raise ConfigError(f"n_small={n_small} and n_large={n_large} must satisfy 0 < n_small < n_large")
+    if m < 1 or repeats < 1:
+        raise ConfigError(f"m={m} and repeats={repeats} must be at least 1")
+    metric = metric or default_metric(dataset.task)
+    classification = dataset.task == "classification"
+    messages: list[str] = []
+
+    pool_pos = {p: i for i, p in enumerate(np.asarray(dataset.point_ids).tolist())}
+    finite = np.isfinite(laws.c) & np.isfinite(laws.alpha)
+    valued = [p for p, ok in zip(laws.point_ids.tolist(), finite) if ok and p in pool_pos]
+    if candidates is None:
+        n_cand = min(int(n_candidates), len(valued) // 2)
+        if n_cand < 2:
+            raise DataError(f"only {len(valued)} valued point(s) with a finite law; need at least 4")
+        if n_cand < n_candidates:
+            messages.append(
+                f"candidates: {n_cand} (half of the {len(valued)} valued points) instead of {n_candidates}"
+            )
+        g = rng(seed, STREAM_SELECTION, "candidates")
+        cand_ids = [valued[i] for i in np.sort(g.choice(len(valued), size=n_cand, replace=False))]
+    else:
+        cand_ids = list(candidates)
+        bad = [p for p in cand_ids if p not in set(valued)]
+        if bad:
+            raise DataError(f"{len(bad)} candidate(s) have no finite law, e.g. {bad[:3]}")
+    cand_laws = laws.subset(np.asarray(cand_ids, dtype=object))
+    cand_idx = _ids_to_index(dataset, cand_ids)
+    rest = np.setdiff1d(np.arange(dataset.n_pool), cand_idx)
+    y_pool = np.asarray(dataset.y_train)
+    y_rest = y_pool[rest].astype(np.int64) if classification else None
+    min_size = max(2, 2 * dataset.n_classes)
+
+    # ---- clip sizes to the data
+    ns, nl = n_small, n_large
+    if nl > rest.size:
+        nl = int(rest.size)
+        if ns >= nl:
+            ns = max(min_size, int(round(n_small * nl / n_large)))
+            messages.append(
+                f"n_small={n_small}, n_large={n_large} exceed the {rest.size} non-candidate pool "
+                f"points; clipped to {ns} and {nl} (same ratio)"
+            )
+        else:
+            messages.append(f"n_large={n_large} clipped to the {rest.size} non-candidate pool points")
+    if ns >= nl or ns < min_size:
+        raise ConfigError(
+            f"the pool leaves {rest.size} non-candidate points: too few for two regimes "
+            f"(n_small={ns}, n_large={nl}); use fewer candidates"
+        )
+    m_eff = min(m, len(cand_ids) // 2)
+    if m_eff < m:
+        messages.append(f"m={m} clipped to {m_eff} (half of the {len(cand_ids)} candidates)")
+    if m_eff < 1:
+        raise ConfigError(f"{len(cand_ids)} candidates are too few to add any")
+
+    labels = y_pool[cand_idx] if classification and balanced else None
+    if shapley_range is None:
+        shapley_range = laws.k_range
+    if shapley_range is None:
+        shapley_range = (ns, nl)
+        messages.append(f"laws carry no k_range; Shapley ranking over [{ns}, {nl}]")
+    shap = distributional_shapley(cand_laws, *shapley_range).value
+
+    regimes = {"small": ns, "large": nl}
+    law_scores = {
+        "size_small": cand_laws.predict(ns, warn_extrapolation=False)[:, 0],
+        "size_large": cand_laws.predict(nl, warn_extrapolation=False)[:, 0],
+        "shapley": shap,
+    }
+    chosen = {name: select_top(cand_ids, s, m_eff, labels=labels, balanced=balanced)
+              for name, s in law_scores.items()}
+    sel_rows = []
+    for name, pos in chosen.items():
+        n_at = {"size_small": ns, "size_large": nl}.get(name, np.nan)
+        for r, p in enumerate(pos):
+            sel_rows.append({"ranking": name, "n_current": n_at, "rank": r + 1,
+                             "point_id": cand_ids[p], "predicted_value": law_scores[name][p],
+                             "label": None if labels is None else labels[p]})
+
+    rows = []
+    for regime, n0 in regimes.items():
+        for r in range(repeats):
+            g = rng(seed, STREAM_SELECTION, "initial", regime, r)
+            base = _stratified(g, rest, y_rest, n0)
+            mseed = int_seed(seed, STREAM_MODEL, "addition", regime, r)
+            base_score = _fit_score(dataset, base, model=model, metric=metric, seed=mseed,
+                                    params=model_params)
+            g_rand = rng(seed, STREAM_SELECTION, "random", regime, r)
+            picks = dict(chosen)
+            picks["random"] = select_top(cand_ids, g_rand.random(len(cand_ids)), m_eff,
+                                         labels=labels, balanced=balanced)
+            for name in RANKINGS:
+                idx = np.concatenate([base, cand_idx[picks[name]]])
+                score = _fit_score(dataset, idx, model=model, metric=metric, seed=mseed,
+                                   params=model_params)
+                rows.append({"regime": regime, "n_initial": n0, "repeat": r, "ranking": name,
+                             "base_score": base_score, "score": score,
+                             "gain": score - base_score})
+    trials = pd.DataFrame(rows)
+    trials["failed"] = ~np.isfinite(trials["gain"].to_numpy(dtype=np.float64))
+    summary = _summarise_addition(trials, m_eff)
+    settings = {"model": model, "metric": metric, "n_small": ns, "n_large": nl, "m": m_eff,
+                "repeats": repeats, "n_candidates": len(cand_ids), "balanced": bool(balanced),
+                "shapley_range": [int(shapley_range[0]), int(shapley_range[1])], "seed": int(seed)}
+    return PointAdditionResult(summary=summary, trials=trials, selections=pd.DataFrame(sel_rows),
+                               messages=tuple(messages), settings=settings)
+
+
+def _se(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.std(x, ddof=1) / np.sqrt(x.size)) if x.size > 1 else float("nan")
+
+
+def _summarise_addition(trials: pd.DataFrame, m: int) -> pd.DataFrame:
+    out = []
+    for regime in ("small", "large"):
+        t = trials[trials["regime"] == regime]
+        rand = t[t["ranking"] == "random"].set_index("repeat")["gain"]
+        for name in RANKINGS:
+            s = t[t["ranking"] == name].set_index("repeat")
+            gain = s["gain"].to_numpy(dtype=np.float64)
+            diff = (s["gain"] - rand.reindex(s.index)).to_numpy(dtype=np.float64)
+            out.append({
+                "regime": regime,
+                "n_initial": int(s["n_initial"].iloc[0]),
+                "ranking": name,
+                "m": m,
+                "mean_gain": float(np.nanmean(gain)) if np.isfinite(gain).any() else np.nan,
+                "se_gain": _se(gain),
+                "mean_gain_vs_random": float(np.nanmean(diff)) if np.isfinite(diff).any() else np.nan,
+                "se_gain_vs_random": _se(diff),
+                "n_repeats": int(np.isfinite(gain).sum()),
+                "n_failed": int((~np.isfinite(gain)).sum()),
+                "mean_base_score": float(np.nanmean(s["base_score"].to_numpy(dtype=np.float64))),
+            })
+    return pd.DataFrame(out)
+
+
+# --------------------------------------------------------------------------- removal
+
+
+def _value_series(values: Any, value_column: str) -> pd.Series:
+    if isinstance(values, pd.Series):
+        return values
+    if isinstance(values, pd.DataFrame):
+        if value_column not in values.columns:
+            raise DataError(f"values has no column {value_column!r}; have {list(values.columns)}")
+        frame = values.set_index("point_id") if "point_id" in values.columns else values
+        return frame[value_column]
+    if hasattr(values, "to_series"):
+        return values.to_series()
+    raise DataError(f"values must be a Series, a values table or a ValueEstimate; got {type(values).__name__}")
+
+
+def removal_curve(
+    dataset: Any,
+    values: Any,
+    *,
+    model: str = "logreg",
+    fractions: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
+    value_column: str = "shapley",
+    repeats: int = 5,
+    metric: str | None = None,
+    model_params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Test score after removing the lowest-valued (or highest-valued, or random) points.
+
+    The model trains on the whole pool minus the removed points; only points
+    with a finite value are removed (the others always stay).
+
+    Parameters
+    ----------
+    dataset : Dataset
+    values : Series by point id, values table (DataFrame with ``point_id``), or ValueEstimate
+    model : str, default="logreg"
+    fractions : sequence of float in [0, 1)
+        Fractions of the valued points removed.
+    value_column : str, default="shapley"
+        Column of a values table to use.
+    repeats : int, default=5
+        Random removals per fraction.
+    metric : str, optional
+        Default test accuracy (classification) or ``neg_mse``.
+    seed : int, default=0
+
+    Returns
+    -------
+    DataFrame
+        ``strategy`` (``lowest_first``, ``highest_first``, ``random``),
+        ``fraction``, ``n_removed``, ``n_train``, ``score`` (mean over repeats),
+        ``se`` (NaN for the deterministic strategies), ``n_repeats``, ``n_failed``.
+    """
+    metric = metric or default_metric(dataset.task)
+    fr = np.asarray(list(fractions), dtype=np.float64)
+    if fr.size == 0 or np.any(fr < 0) or np.any(fr >= 1):
+        raise ConfigError(f"fractions={list(fractions)} must be non-empty and in [0, 1)")
+    vals = _value_series(values, value_column)
+    vals = vals[np.isfinite(vals.to_numpy(dtype=np.float64))]
+    if vals.empty:
+        raise DataError("no point has a finite value; nothing to remove")
+    idx = _ids_to_index(dataset, vals.index.tolist())
+    v = vals.to_numpy(dtype=np.float64)
+    # ties broken by pool position so the curve is deterministic
+    low_first = idx[np.lexsort((idx, v))]
+    high_first = idx[np.lexsort((idx, -v))]
+    everyone = np.arange(dataset.n_pool)
+    mseed = int_seed(seed, STREAM_MODEL, "removal")
+    rows = []
+    for f in fr:
+        k = int(round(f * idx.size))
+        for name, order in (("lowest_first", low_first), ("highest_first", high_first)):
+            keep = np.setdiff1d(everyone, order[:k])
+            s = _fit_score(dataset, keep, model=model, metric=metric, seed=mseed, params=model_params)
+            rows.append({"strategy": name, "fraction": float(f), "n_removed": k,
+                         "n_train": int(keep.size), "score": s, "se": np.nan,
+                         "n_repeats": int(np.isfinite(s)), "n_failed": int(not np.isfinite(s))})
+        scores = []
+        for r in range(int(repeats)):
+            g = rng(seed, STREAM_SELECTION, "removal", r, k)
+            keep = np.setdiff1d(everyone, g.choice(idx, size=k, replace=False))
+            scores.append(_fit_score(dataset, keep, model=model, metric=metric, seed=mseed,
+                                     params=model_params))
+        sc = np.asarray(scores)
+        ok = np.isfinite(sc)
+        rows.append({"strategy": "random", "fraction": float(f), "n_removed": k,
+                     "n_train": int(everyone.size - k),
+                     "score": float(sc[ok].mean()) if ok.any() else np.nan, "se": _se(sc),
+                     "n_repeats": int(ok.sum()), "n_failed": int((~ok).sum())})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- noisy labels
+
+
+def flip_labels(dataset: Any, point_ids: Sequence[Any], flip_fraction: float, *, seed: int = 0):
+    """A copy of ``dataset`` with the labels of round(p·n) of ``point_ids`` flipped.
+
+    Binary labels are swapped; with more classes a flipped label becomes one
+    of the other classes at random. The copy gets a new fingerprint (derived
+    from the original, the seed and the flipped ids) and no storage path, so
+    nothing cached for the clean data is reused for it.
+
+    Returns
+    -------
+    noisy : Dataset
+    flipped : ndarray of point ids
+    """
+    if dataset.task != "classification":
+        raise ConfigError(f"label flipping needs a classification task; {dataset.name} is {dataset.task}")
+    p = float(flip_fraction)
+    if not 0.0 < p < 1.0:
+        raise ConfigError(f"flip_fraction={flip_fraction} must lie in (0, 1)")
+    ids = list(point_ids)
+    n_flip = int(round(p * len(ids)))
+    if n_flip < 1:
+        raise ConfigError(f"flip_fraction={p} of {len(ids)} points flips none; value more points")
+    g = rng(seed, STREAM_LABEL_NOISE, "flip")
+    which = np.sort(g.choice(len(ids), size=n_flip, replace=False))
+    flipped = np.asarray([ids[i] for i in which], dtype=object)
+    idx = dataset.index_of(flipped)
+    y = np.array(dataset.y_train, copy=True)
+    C = dataset.n_classes
+    shift = g.integers(1, C, size=n_flip) if C > 2 else np.ones(n_flip, dtype=np.int64)
+    y[idx] = (y[idx].astype(np.int64) + shift) % C
+    h = hashlib.sha256(f"{dataset.fingerprint}|flip|{seed}|{p}|".encode())
+    for pid in flipped.tolist():
+        h.update(str(pid).encode() + b"\x00")
+    noisy = dataclasses.replace(dataset, y_train=y, fingerprint=h.hexdigest(), path=None)
+    return noisy, flipped
+
+
+def _auc(is_pos: np.ndarray, score: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    ok = np.isfinite(score)
+    if ok.sum() < 2 or is_pos[ok].all() or not is_pos[ok].any():
+        return float("nan")
+    return float(roc_auc_score(is_pos[ok], score[ok]))
+
+
+def noisy_label_check(
+    dataset: Any,
+    *,
+    flip_fraction: float = 0.1,
+    n_points: int | None = None,
+    points: Sequence[Any] | None = None,
+    model: str | None = None,
+    sampling: Any = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Flip some labels, value the points, and measure how well low values find the flips.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        A classification dataset.
+    flip_fraction : float, default=0.1
+        Fraction of the valued points whose label is flipped.
+    n_points : int, optional
+        Value this many pool points (chosen at random, seeded); default all,
+        or ``points``.
+    points : sequence of point ids, optional
+        The points to value.
+    model : str, optional
+        Overrides the sampling configuration's model.
+    sampling : SamplingConfig or mapping of its fields, optional
+        How to sample marginal contributions (default ``SamplingConfig()``).
+    seed : int, default=0
+        Seeds the choice of points and of the flips.
+
+    Returns
+    -------
+    dict
+        ``auc_shapley`` (AUC of −ν for being flipped), ``auc_c`` (of −c),
+        ``auc_monte_carlo`` (of −Monte Carlo mean), ``n_points``,
+        ``n_flipped``, ``flip_fraction``, ``negative_c_precision`` (share of
+        points with c < 0 that were flipped), ``negative_c_recall``,
+        ``k_range`` and ``table`` (a DataFrame per point: flipped, shapley, c,
+        alpha, mc_mean).
+    """
+    from ..laws import fit_mle
+    from ..sampling import SamplingConfig, sample_marginals
+
+    if sampling is None:
+        config = SamplingConfig()
+    elif isinstance(sampling, Mapping):
+        config = SamplingConfig(**dict(sampling))
+    else:
+        config = sampling
+    if model is not None:
+        config = dataclasses.replace(config, model=model)
+
+    if points is not None:
+        ids = list(points)
+        dataset.index_of(ids)  # validates
+    else:
+        all_ids = np.asarray(dataset.point_ids, dtype=object)
+        if n_points is None or n_points >= all_ids.size:
+            ids = all_ids.tolist()
+        else:
+            g = rng(seed, STREAM_SELECTION, "noisy_points")
+            ids = all_ids[np.sort(g.choice(all_ids.size, size=int(n_points), replace=False))].tolist()
+    noisy, flipped = flip_labels(dataset, ids, flip_fraction, seed=seed)
+    samples = sample_marginals(noisy, config, points=ids)
+    laws = fit_mle(samples[["point_id", "k", "delta"]][~_failed(samples)])
+    k_min, k_max = _k_range(config, laws, samples)
+    shap = distributional_shapley(laws, k_min, k_max).to_series()
+    mc = monte_carlo_values(samples)["mc_mean"]
+    table = pd.DataFrame({"point_id": ids})
+    table["flipped"] = table["point_id"].isin(set(flipped.tolist()))
+    table["shapley"] = shap.reindex(ids).to_numpy()
+    by_id = pd.Series(laws.c, index=laws.point_ids)
+    table["c"] = by_id.reindex(ids).to_numpy(dtype=np.float64)
+    table["alpha"] = pd.Series(laws.alpha, index=laws.point_ids).reindex(ids).to_numpy(dtype=np.float64)
+    table["mc_mean"] = mc.reindex(ids).to_numpy(dtype=np.float64)
+    pos = table["flipped"].to_numpy(dtype=bool)
+    neg_c = table["c"].to_numpy() < 0
+    return {
+        "auc_shapley": _auc(pos, -table["shapley"].to_numpy(dtype=np.float64)),
+        "auc_c": _auc(pos, -table["c"].to_numpy(dtype=np.float64)),
+        "auc_monte_carlo": _auc(pos, -table["mc_mean"].to_numpy(dtype=np.float64)),
+        "n_points": len(ids),
+        "n_flipped": int(pos.sum()),
+        "flip_fraction": float(flip_fraction),
+        "negative_c_precision": float(pos[neg_c].mean()) if neg_c.any() else float("nan"),
+        "negative_c_recall": float(neg_c[pos].mean()) if pos.any() else float("nan"),
+        "k_range": [int(k_min), int(k_max)],
+        "table": table,
+    }
+
+
+def _failed(samples: pd.DataFrame) -> np.ndarray:
+    if "failed" in samples.columns:
+        return samples["failed"].fillna(True).to_numpy(dtype=bool) | ~np.isfinite(
+            samples["delta"].to_numpy(dtype=np.float64))
+    return ~np.isfinite(samples["delta"].to_numpy(dtype=np.float64))
+
+
+def _k_range(config: Any, laws: FittedScalingLaws, samples: pd.DataFrame) -> tuple[int, int]:
+    lo, hi = getattr(config, "k_min", None), getattr(config, "k_max", None)
+    if lo is not None and hi is not None:
+        return int(lo), int(hi)
+    if laws.k_range is not None:
+        return laws.k_range
+    return int(samples["k"].min()), int(samples["k"].max())

@@ -1,0 +1,59 @@
+"""Sampling tasks: one task run per shard (a batch of many model fits)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from pointscale import pipeline
+
+from ._cache import content_key
+
+FAULT_ENV = "POINTSCALE_FAIL_SHARD"
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the test hook :data:`FAULT_ENV`."""
+
+
+def maybe_inject_fault(shard_name: str, shard_index: int, ledger_dir: str) -> None:
+    """Test hook: ``POINTSCALE_FAIL_SHARD=<name or #index>[:always]`` fails that shard.
+
+    Without ``:always`` it fails once (a marker file under the ledger folder
+    remembers it), so a retry succeeds; with it, every attempt fails.
+    """
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    target, _, mode = spec.partition(":")
+    if target not in (shard_name, f"#{shard_index}"):
+        return
+    marker = Path(ledger_dir) / ".faults" / shard_name
+    if mode != "always":
+        if marker.exists():
+            return
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("failed once\n")
+    raise InjectedFault(f"injected failure in shard {shard_name} ({FAULT_ENV}={spec})")
+
+
+@task(
+    name="sample-shard",
+    task_run_name="sample-{shard_index}",
+    retries=2,
+    retry_delay_seconds=[1, 4],
+    persist_result=True,
+    cache_key_fn=content_key("dataset_fingerprint", "config_hash", "shard_name", "ledger_dir"),
+)
+def sample_shard(dataset_path: str, dataset_fingerprint: str, sampling: dict[str, Any], config_hash: str,
+                 shard: dict[str, Any], shard_name: str, shard_index: int, ledger_dir: str) -> dict[str, Any]:
+    """Fit the shard's bases and base∪{z}, append the samples to the ledger.
+
+    Runs on a Dask worker: it receives the dataset's path (memory-mapped
+    there), never its arrays, and returns only counts.
+    """
+    maybe_inject_fault(shard_name, shard_index, ledger_dir)
+    return pipeline.run_shard(dataset_path, sampling, shard, ledger_dir)

@@ -136,6 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default="runs", help="where revaluation run folders live")
     p.add_argument("--target", help="target column of the watched files")
     p.add_argument("--dataset", default="breast_cancer", help="dataset of the scheduled pipeline run")
+    p.add_argument("--id-column", help="column with stable point ids in the watched files "
+                                       "(default: ids from row content)")
+    p.add_argument("--points", type=_points, default="all", help="N points drawn with the seed, or all")
+    p.add_argument("--samples-per-point", type=int, default=100, help="(default: %(default)s)")
+    p.add_argument("--k-min", type=int, help="smallest subset size (default: 100, or less if the data is small)")
+    p.add_argument("--k-max", type=int, help="largest subset size (default: 1000, or the largest the data allows)")
+    p.add_argument("--seed", type=int, default=0, help="root seed of every random draw (default: %(default)s)")
+    p.add_argument("--workers", type=int, help="local Dask workers per run (default: one per core)")
+    p.add_argument("--dask-address", help="run sampling on an existing Dask cluster, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--no-amortized", action="store_true", help="skip the amortized estimator")
+    p.add_argument("--no-removal", action="store_true", help="skip the removal curve")
+    p.add_argument("--min-age", type=float, default=1.0, dest="min_age_seconds",
+                   help="seconds a file must be unchanged before the watcher reports it (default: %(default)s)")
+    p.add_argument("--limit", type=int, help="flow runs served at once (default: Prefect's runner limit)")
 
     p = sub.add_parser("reproduce", help="reproduce the paper's findings; writes docs/results.md")
     p.add_argument("--quick", action="store_true", help="small sizes, under 10 minutes")
@@ -150,9 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _validate(args) -> tuple[Any, Any]:
     """Load the data and resolve the sampling config before any compute."""
-    from flows.pipeline import resolve_sampling
     from pointscale.data import load_dataset
-    from pointscale.pipeline import choose_points
+    from pointscale.pipeline import choose_points, resolve_sampling
 
     ds = load_dataset(args.dataset, target=args.target, id_column=args.id_column, task=args.task, seed=args.seed)
     chosen = choose_points(ds, args.points, args.seed)
@@ -182,7 +195,7 @@ def cmd_run(args) -> int:
         start = time.perf_counter()
         result = pipeline_flow(
             dataset=args.dataset, target=args.target, id_column=args.id_column, task=args.task, model=args.model,
-            metric=args.metric, points=args.points, samples_per_point=args.samples_per_point,
+            model_params=_kv(args.model_param), metric=args.metric, points=args.points, samples_per_point=args.samples_per_point,
             k_min=cfg.k_min, k_max=cfg.k_max, seed=args.seed, block_size=args.block_size,
             shard_size=args.shard_size, workers=args.workers, dask_address=args.dask_address, out=args.out,
             amortized=not args.no_amortized, select_m=args.select_m, target_sizes=args.target_sizes,
@@ -294,7 +307,11 @@ def cmd_serve(args) -> int:
     from flows.deployments import serve_all
 
     serve_all(data_dir=args.data_dir, watch_interval=args.watch_interval, cron=args.cron,
-              runs_dir=args.runs_dir, target=args.target, dataset=args.dataset)
+              runs_dir=args.runs_dir, target=args.target, dataset=args.dataset, limit=args.limit,
+              id_column=args.id_column, points=args.points, samples_per_point=args.samples_per_point,
+              k_min=args.k_min, k_max=args.k_max, seed=args.seed, workers=args.workers,
+              dask_address=args.dask_address, amortized=not args.no_amortized, removal=not args.no_removal,
+              min_age_seconds=args.min_age_seconds)
     return 0
 
 

@@ -20,33 +20,11 @@ from pointscale import pipeline
 from pointscale.data import DataConfig, open_dataset
 from pointscale.errors import ConfigError
 from pointscale.runs import RunFolder, package_versions
-from pointscale.sampling import SamplingConfig
 from tasks import ingest as ingest_tasks
 from tasks import laws as law_tasks
 from tasks import valuation as value_tasks
 
 from .sampling import dask_task_runner, sample_stage
-
-DEFAULT_K_MIN = 100
-DEFAULT_K_MAX = 1000
-
-
-def resolve_sampling(dataset, *, model: str, metric: Optional[str], k_min: Optional[int], k_max: Optional[int],
-                     samples_per_point: int, seed: int, block_size: int, shard_size: int,
-                     n_points: int, model_params: Optional[dict] = None) -> SamplingConfig:
-    """The sampling config for a dataset; unset k bounds become the largest range the data allows
-    up to [100, 1000] (set bounds are validated, with the largest allowed k in the message)."""
-    probe = SamplingConfig(model=model, metric=metric, k_min=2, k_max=2, samples_per_point=samples_per_point,
-                           seed=seed, block_size=block_size, shard_size=shard_size,
-                           model_params=model_params or {})
-    largest = probe.largest_k(dataset, n_points)
-    k_max = min(DEFAULT_K_MAX, largest) if k_max is None else k_max
-    k_min = min(DEFAULT_K_MIN, k_max) if k_min is None else k_min
-    cfg = SamplingConfig(model=model, metric=metric, k_min=k_min, k_max=k_max,
-                         samples_per_point=samples_per_point, seed=seed, block_size=block_size,
-                         shard_size=shard_size, model_params=model_params or {})
-    return cfg.resolved(dataset, n_points=n_points)
-
 
 def _stage(run: RunFolder, name: str, timings: dict[str, float], started: float) -> None:
     timings[name] = round(time.perf_counter() - started, 3)
@@ -99,6 +77,7 @@ def pipeline_flow(
     id_column: Optional[str] = None,
     task: Optional[Literal["classification", "regression"]] = None,
     model: str = "logreg",
+    model_params: Optional[dict[str, Any]] = None,
     metric: Optional[str] = None,
     points: Union[int, Literal["all"]] = "all",
     samples_per_point: int = 100,
@@ -125,9 +104,9 @@ def pipeline_flow(
         timings: dict[str, float] = {"ingest": round(time.perf_counter() - started, 3)}
         ds = open_dataset(ds_info["path"])
         chosen = pipeline.choose_points(ds, points, seed)
-        cfg = resolve_sampling(ds, model=model, metric=metric, k_min=k_min, k_max=k_max,
+        cfg = pipeline.resolve_sampling(ds, model=model, metric=metric, k_min=k_min, k_max=k_max,
                                samples_per_point=samples_per_point, seed=seed, block_size=block_size,
-                               shard_size=shard_size, n_points=len(chosen))
+                               shard_size=shard_size, n_points=len(chosen), model_params=model_params)
         sampling = cfg.to_dict()
         previous = pipeline.load_point_groups(run.root)
         if sorted(p for g in previous for p in g) != sorted(chosen):

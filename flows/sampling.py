@@ -62,15 +62,13 @@ def sample_stage(run_dir: str, dataset_path: str, dataset_fingerprint: str, samp
     ]
     done, failures, results = 0, [], []
     for future in as_completed(futures):
-        state = future.state
         done += 1
-        if state.is_completed():
+        # Ask the future itself: ``future.state`` can lag behind a finished shard
+        # (task states reach the API asynchronously), which dropped its counts.
+        try:
             results.append(future.result())
-        else:
-            try:
-                future.result()
-            except Exception as exc:  # the shard's own error after retries
-                failures.append((future.task_run_id, exc))
+        except Exception as exc:  # the shard's own error after retries
+            failures.append((future.task_run_id, exc))
         if progress is not None:
             update_progress_artifact(progress, 100.0 * done / len(shards),
                                      description=f"{done}/{len(shards)} shards")

@@ -98,6 +98,28 @@ def file_digest(path: str | Path) -> str:
 
 # --------------------------------------------------------------------------- sampling
 
+DEFAULT_K_MIN = 100
+DEFAULT_K_MAX = 1000
+
+
+def resolve_sampling(dataset, *, model: str, metric: str | None, k_min: int | None, k_max: int | None,
+                     samples_per_point: int, seed: int, block_size: int, shard_size: int,
+                     n_points: int, model_params: Mapping[str, Any] | None = None):
+    """The validated sampling config of a run on ``dataset``.
+
+    Unset k bounds become the largest range the data allows up to
+    [100, 1000]; bounds that are set are validated, and an error names the
+    largest k the pool allows.
+    """
+    from .sampling import SamplingConfig
+
+    common = dict(model=model, metric=metric, samples_per_point=samples_per_point, seed=seed,
+                  block_size=block_size, shard_size=shard_size, model_params=dict(model_params or {}))
+    largest = SamplingConfig(k_min=2, k_max=2, **common).largest_k(dataset, n_points)
+    k_max = min(DEFAULT_K_MAX, largest) if k_max is None else k_max
+    k_min = min(DEFAULT_K_MIN, k_max) if k_min is None else k_min
+    return SamplingConfig(k_min=k_min, k_max=k_max, **common).resolved(dataset, n_points=n_points)
+
 
 def shard_to_dict(shard) -> dict[str, Any]:
     """A shard as plain JSON (what crosses task boundaries: ids and ints only)."""
@@ -143,7 +165,7 @@ def plan_sampling(dataset_path: str, sampling: Mapping[str, Any], point_groups: 
         "samples_planned": planned_samples,
         "samples_todo": todo_samples,
         "samples_reused": planned_samples - todo_samples,
-        "quarantined": [str(p) for p in getattr(ledger, "quarantined", [])],
+        "quarantined": [f"{name}: {reason}" for name, reason in ledger.quarantined],
     }
 
 
@@ -309,6 +331,11 @@ def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None
     finite = np.isfinite(source.c) & np.isfinite(source.alpha)
     source = source.subset(finite)
     m = min(int(m), source.n_points)
+    if m < 1:
+        # Nothing to rank (e.g. every point has fewer than 3 samples): say so, do not invent.
+        chosen = pd.DataFrame({"point_id": pd.Series(dtype=str), "predicted_value": pd.Series(dtype=float)})
+        atomic_write_parquet(run.file("selection.parquet"), chosen)
+        return {"selected": 0, "n_current": n_current, "note": "no point has a finite fitted law"}
     chosen = select_points(source, n_current, m, labels=labels, balanced=labels is not None)
     atomic_write_parquet(run.file("selection.parquet"), chosen)
     return {"selected": int(len(chosen)), "n_current": n_current}

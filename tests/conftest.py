@@ -12,3 +12,38 @@ os.environ["DO_NOT_TRACK"] = "1"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A real ``prefect server start`` on a free loopback port for the whole session.
+
+    Sets ``PREFECT_API_URL`` in ``os.environ`` so subprocesses (the CLI, served
+    deployments, Dask workers) use it; stopped at the end of the session.
+    """
+    from flows.runtime import local_prefect_server
+
+    with local_prefect_server(timeout=120) as url:
+        yield url
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300, cwd: str | Path | None = None,
+            check: bool = False) -> subprocess.CompletedProcess:
+    """Run ``pointscale ARGS`` in a subprocess with this environment (bounded time)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=cwd or REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pointscale {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc

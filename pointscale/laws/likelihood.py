@@ -79,7 +79,12 @@ diagonal: the mean parameters (c', α) and the variance parameters
   the size k* where (ψ_k*, α) are uncorrelated; the sign is established when
   |z(k*)| ≥ z_{0.975}, with k* restricted to the sampled range. If so, the
   interval is sign(c)·exp(log|c| ± z·se(log|c|)); if not, it is the Wald
-  interval c ± z·se(c) widened to contain 0 (``sign_uncertain``).
+  interval c ± z·se(c) widened to contain 0. ``sign_uncertain`` is defined
+  by the interval itself: it contains 0.
+* Coverage is asymptotic. On the benchmark's synthetic sets the 95 % α
+  intervals cover the truth for about 82 % of points with 10 samples, 92 %
+  with 30 and 94–95 % with 100 or more; with few samples treat them as
+  optimistic.
 * ψ_k: Wald interval on ψ_k with the delta method
   (:meth:`FittedScalingLaws.predict_interval`); symmetric so that it can cross 0.
 

@@ -409,15 +409,16 @@ class FittedScalingLaws:
         if len(set(ids.tolist())) != ids.size:
             raise PointscaleError("cannot concat laws whose point ids overlap")
         intervals = all(p.has_intervals for p in parts)
-        flag_keys = set.intersection(*(set(p.flags) for p in parts))
-        extra_keys = set.intersection(*(set(p.extra) for p in parts))
+        # Keep the first part's column order.
+        flag_keys = [k for k in parts[0].flags if all(k in p.flags for p in parts)]
+        extra_keys = [k for k in parts[0].extra if all(k in p.extra for p in parts)]
         ranges = [p.k_range for p in parts if p.k_range is not None]
         k_range = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None
         kwargs: dict[str, Any] = {
             "point_ids": ids,
             "estimator": parts[0].estimator,
-            "flags": {k: np.concatenate([p.flags[k] for p in parts]) for k in sorted(flag_keys)},
-            "extra": {k: np.concatenate([p.extra[k] for p in parts]) for k in sorted(extra_keys)},
+            "flags": {k: np.concatenate([p.flags[k] for p in parts]) for k in flag_keys},
+            "extra": {k: np.concatenate([p.extra[k] for p in parts]) for k in extra_keys},
             "k_range": k_range,
             "meta": {"parts": [dict(p.meta) for p in parts]},
         }

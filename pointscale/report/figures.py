@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Mapping
-
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg

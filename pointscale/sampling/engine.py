@@ -69,6 +69,7 @@ _DTYPES = {"sample_id": "int64", "k": "int64", "delta": "float64", "u_base": "fl
            "u_with": "float64", "failed": "bool", "converged": "bool", "base_id": "int64",
            "plan_key": "int64", "round": "int64", "block": "int64"}
 _ERROR_CHARS = 300
+_WARNED: dict = {}
 
 
 def empty_frame() -> pd.DataFrame:
@@ -122,9 +123,9 @@ class _Fitter:
             est.fit(X, y)
             u = utility(self.config.metric, est, self.ds.X_val, self.ds.y_val, self.ds.n_classes)
         converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-        for w in caught:  # other warnings pass through untouched
+        for w in caught:  # other warnings pass through, once per place
             if not issubclass(w.category, ConvergenceWarning):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, registry=_WARNED)
         if not np.isfinite(u):
             raise FloatingPointError(f"utility is not finite ({u})")
         return u, converged

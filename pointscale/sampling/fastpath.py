@@ -57,16 +57,35 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
-from scipy.linalg import LinAlgError, cho_factor, cho_solve
+from scipy.linalg import LinAlgError
+from scipy.linalg.lapack import dpotrf, dpotrs
 from scipy.special import expit, logsumexp, softmax
 
 from .metrics import METRICS
 
 STEP_TOL = 1e-12
+REL_TOL = 1e-10      # batched columns: step ≤ 1e-10 × ‖θ_z − θ₀‖∞ (relative accuracy of Δθ)
 MAX_BATCH_ITER = 30
-QN_ITER = 6          # quasi-Newton iterations with the base Hessian before switching
+QN_CONTRACTION = 0.5  # a column whose step shrinks less than this per iteration goes exact
+QN_ITER = 20         # quasi-Newton iterations with the base Hessian before switching
 EXACT_ITER = 20      # exact batched Newton iterations for the columns still moving
 MAX_NEWTON_ITER = 100
+MAX_MULTINOMIAL_PARAMS = 1500
+
+
+def cho_factor(A: np.ndarray) -> np.ndarray:
+    """Upper Cholesky factor (LAPACK dpotrf without scipy's wrapper overhead)."""
+    c, info = dpotrf(A, lower=0, clean=0)
+    if info != 0:
+        raise LinAlgError(f"matrix is not positive definite (dpotrf info={info})")
+    return c
+
+
+def cho_solve(c: np.ndarray, b: np.ndarray) -> np.ndarray:
+    x, info = dpotrs(c, b, lower=0)
+    if info != 0:
+        raise LinAlgError(f"dpotrs info={info}")
+    return x
 
 
 @dataclass
@@ -88,8 +107,13 @@ def _augment(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
     return np.hstack([X, np.ones((X.shape[0], 1))])
 
 
-def _small_step(step: np.ndarray, theta: np.ndarray, axis=None) -> np.ndarray:
-    return np.max(np.abs(step), axis=axis) <= STEP_TOL * (1.0 + np.max(np.abs(theta), axis=axis))
+def _small_step(step: np.ndarray, theta: np.ndarray, axis=None, moved: np.ndarray | None = None) -> np.ndarray:
+    """Converged: the step is below rounding of θ or (batched columns) a tiny fraction of the
+    distance moved from the base solution θ₀, which is what Δ depends on to first order."""
+    tol = STEP_TOL * (1.0 + np.max(np.abs(theta), axis=axis))
+    if moved is not None:
+        tol = tol + REL_TOL * np.max(np.abs(moved), axis=axis)
+    return np.max(np.abs(step), axis=axis) <= tol
 
 
 # --------------------------------------------------------------------------- binary logistic
@@ -111,7 +135,7 @@ def newton_binary(X1: np.ndarray, y: np.ndarray, C: float, pen: np.ndarray,
         s = p * (1.0 - p)
         H = C * ((X1.T * s) @ X1)
         H[np.diag_indices_from(H)] += pen
-        step = cho_solve(cho_factor(H, check_finite=False), g, check_finite=False)
+        step = cho_solve(cho_factor(H), g)
         decrement = float(g @ step)
         t = 1.0
         while True:
@@ -128,26 +152,50 @@ def newton_binary(X1: np.ndarray, y: np.ndarray, C: float, pen: np.ndarray,
     return theta, False
 
 
-def _newton_binary_batch(X1, y, Z1, yz, C, pen, Theta):
-    """Exact (undamped) Newton for several D ∪ {z} at once from a nearby start.
+def _batch_objective(M, y, mz, yz, Theta, pen, C) -> np.ndarray:
+    """F_{D∪z}(θ_z) for every column (M = X̃ Θ, mz = the z margins)."""
+    return (C * (np.sum(np.logaddexp(0.0, M) - y[:, None] * M, axis=0) + np.logaddexp(0.0, mz) - yz * mz)
+            + 0.5 * np.sum(pen[:, None] * Theta * Theta, axis=0))
 
-    Each column gets its own Hessian ``C X̃ᵀ diag(s) X̃ + C s_z x̃_z x̃_zᵀ + P``;
-    quadratic convergence from the quasi-Newton iterate. Returns (Θ, converged).
+
+def _newton_binary_batch(X1, y, Z1, yz, C, pen, Theta, theta0):
+    """Damped exact Newton for several D ∪ {z} at once.
+
+    Each column gets its own Hessian ``C X̃ᵀ diag(s) X̃ + C s_z x̃_z x̃_zᵀ + P``
+    and its own backtracking line search (Armijo), so it converges from any
+    start (the objective is strictly convex) and quadratically near the
+    optimum. Returns (Θ, converged).
     """
-    done = np.zeros(Theta.shape[1], dtype=bool)
+    b = Theta.shape[1]
+    done = np.zeros(b, dtype=bool)
+    idx = np.arange(len(pen))
+    M = X1 @ Theta
+    mz = np.einsum("ij,ji->i", Z1, Theta)
+    f = _batch_objective(M, y, mz, yz, Theta, pen, C)
     for _ in range(EXACT_ITER):
-        P = expit(X1 @ Theta)                                     # (k, b)
-        pz = expit(np.einsum("ij,ji->i", Z1, Theta))
+        P = expit(M)
+        pz = expit(mz)
         G = C * (X1.T @ (P - y[:, None])) + pen[:, None] * Theta + C * Z1.T * (pz - yz)
-        S = P * (1.0 - P)
-        H = C * ((X1.T[None, :, :] * S.T[:, None, :]) @ X1)      # (b, d1, d1)
+        H = C * ((X1.T[None, :, :] * (P * (1.0 - P)).T[:, None, :]) @ X1)    # (b, d1, d1)
         H += C * (pz * (1.0 - pz))[:, None, None] * (Z1[:, :, None] * Z1[:, None, :])
-        H[:, np.arange(len(pen)), np.arange(len(pen))] += pen
-        step = np.linalg.solve(H, G.T[:, :, None])[:, :, 0].T
-        if not np.all(np.isfinite(step)):
+        H[:, idx, idx] += pen
+        try:
+            step = np.linalg.solve(H, G.T[:, :, None])[:, :, 0].T
+        except np.linalg.LinAlgError:
             break
-        Theta = Theta - step
-        done = _small_step(step, Theta, axis=0)
+        dec = np.sum(G * step, axis=0)
+        t = np.ones(b)
+        for _ls in range(40):
+            new = Theta - step * t
+            M_new = X1 @ new
+            mz_new = np.einsum("ij,ji->i", Z1, new)
+            f_new = _batch_objective(M_new, y, mz_new, yz, new, pen, C)
+            ok = (f_new <= f - 1e-4 * t * dec) | (dec < 1e-12 * (1.0 + np.abs(f)))
+            if ok.all():
+                break
+            t = np.where(ok, t, 0.5 * t)
+        Theta, M, mz, f = new, M_new, mz_new, f_new
+        done = _small_step(step * t, Theta, axis=0, moved=Theta - theta0[:, None])
         if done.all():
             break
     return Theta, done
@@ -188,28 +236,43 @@ class LogisticBinarySolver:
         p0 = expit(X1 @ theta0)
         H0 = C * ((X1.T * (p0 * (1.0 - p0))) @ X1)
         H0[np.diag_indices_from(H0)] += pen
-        L = cho_factor(H0, check_finite=False)
-        V = cho_solve(L, Z1.T, check_finite=False)                      # H0⁻¹ x̃_z, (d1, B)
+        L = cho_factor(H0)
+        V = cho_solve(L, Z1.T)                      # H0⁻¹ x̃_z, (d1, B)
         q = np.einsum("ij,ji->i", Z1, V)            # x̃_zᵀ H0⁻¹ x̃_z
         B = Z1.shape[0]
         Theta = np.repeat(theta0[:, None], B, axis=1)
         done = np.zeros(B, dtype=bool)
+        act = np.arange(B)                                        # columns still moving
+        last = np.full(B, np.inf)                                 # previous step size per column
         it = 0
         for it in range(1, QN_ITER + 1):
-            R = expit(X1 @ Theta) - y[:, None]                  # (k, B)
-            pz = expit(np.einsum("ij,ji->i", Z1, Theta))
-            G = C * (X1.T @ R) + pen[:, None] * Theta + C * Z1.T * (pz - yz)
-            U = cho_solve(L, G, check_finite=False)              # H0⁻¹ g
+            Th, Za = Theta[:, act], Z1[act]
+            R = expit(X1 @ Th) - y[:, None]                       # (k, b)
+            pz = expit(np.einsum("ij,ji->i", Za, Th))
+            G = C * (X1.T @ R) + pen[:, None] * Th + C * Za.T * (pz - yz[act])
+            U = cho_solve(L, G)              # H0⁻¹ g
             cs = C * pz * (1.0 - pz)
-            step = U - V * (cs * np.einsum("ij,ji->i", Z1, U) / (1.0 + cs * q))
-            Theta = Theta - step
-            done = _small_step(step, Theta, axis=0)
-            if done.all():
+            Va = V[:, act]
+            step = U - Va * (cs * np.einsum("ij,ji->i", Za, U) / (1.0 + cs * q[act]))
+            Th = Th - step
+            Theta[:, act] = Th
+            small = _small_step(step, Th, axis=0, moved=Th - theta0[:, None])
+            done[act[small]] = True
+            # Where the base Hessian is too far from the column's own (a point that moves
+            # the solution a lot), the iteration contracts slowly or not at all: hand the
+            # column to the exact Newton below instead of iterating on.
+            size = np.max(np.abs(step), axis=0)
+            stalled = ~small & (size > QN_CONTRACTION * last[act])
+            grew = stalled & (size > last[act])
+            Theta[:, act[grew]] += step[:, grew]                  # undo a step that diverged
+            last[act] = size
+            act = act[~small & ~stalled]
+            if not len(act):
                 break
         fallbacks = 0
         if not done.all():
             cols = np.flatnonzero(~done)
-            Theta[:, cols], ok = _newton_binary_batch(X1, y, Z1[cols], yz[cols], C, pen, Theta[:, cols])
+            Theta[:, cols], ok = _newton_binary_batch(X1, y, Z1[cols], yz[cols], C, pen, Theta[:, cols], theta0)
             done[cols] = ok
             for b in cols[~ok]:
                 Xb = np.vstack([X1, Z1[b:b + 1]])
@@ -366,7 +429,7 @@ class RidgeSolver:
             L = cho_factor(A)
         except LinAlgError:
             return None
-        diag = np.abs(np.diag(L[0]))
+        diag = np.abs(np.diag(L))
         if diag.min() ** 2 < self.RCOND_MIN * diag.max() ** 2:
             return None  # numerically singular: let the model itself decide (minimum norm)
         theta0 = cho_solve(L, X1.T @ y)
@@ -411,6 +474,8 @@ def fast_solver_for(model: str, params: Mapping[str, Any], task: str, n_classes:
         fit_intercept = bool(params.get("fit_intercept", True))
         if n_classes == 2:
             return LogisticBinarySolver(C, fit_intercept, X_val, y_val, metric)
+        if (np.shape(X_val)[1] + 1) * n_classes > MAX_MULTINOMIAL_PARAMS:
+            return None  # the dense (d+1)K Hessian would cost more than it saves
         return LogisticMultinomialSolver(C, fit_intercept, X_val, y_val, metric, n_classes)
     if model in ("ridge", "linear") and task == "regression":
         extra = set(params) - _RIDGE_IGNORED - {"alpha", "fit_intercept", "positive"}

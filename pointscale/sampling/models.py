@@ -16,7 +16,8 @@ Settings chosen for valuation, and why:
   iterations), no early stopping (an internal validation split would make
   the fitted model depend on a random hold-out of D).
 * ``mlp``: one hidden layer of 64 units, adam, 300 iterations.
-* ``svm``: RBF SVC with Platt probabilities (``probability=True``).
+* ``svm``: RBF SVC with Platt probabilities (:class:`PlattSVC`, what
+  ``SVC(probability=True)`` did before scikit-learn 1.9 deprecated it).
 
 Every fit of one base and of base ∪ {z} gets the same integer seed, so
 randomised learners compare like with like (common random numbers).
@@ -129,10 +130,56 @@ def _knn_reg():
     return KNeighborsRegressor
 
 
-def _svc():
-    from sklearn.svm import SVC
+class PlattSVC:
+    """RBF SVC with Platt-scaled probabilities, as ``SVC(probability=True)`` computed them.
 
-    return SVC
+    scikit-learn 1.9 deprecates ``SVC(probability=True)`` in favour of
+    ``CalibratedClassifierCV(SVC(), ensemble=False)``; this estimator is that,
+    with the SVC settings at the top level and a seeded stratified 5-fold
+    split (fewer folds when a class has fewer than 5 rows).
+    """
+
+    def __init__(self, C=1.0, kernel="rbf", gamma="scale", degree=3, coef0=0.0, tol=1e-3,
+                 class_weight=None, cv=5, random_state=None):
+        self.C, self.kernel, self.gamma, self.degree, self.coef0 = C, kernel, gamma, degree, coef0
+        self.tol, self.class_weight, self.cv, self.random_state = tol, class_weight, cv, random_state
+
+    _PARAMS = ("C", "kernel", "gamma", "degree", "coef0", "tol", "class_weight", "cv", "random_state")
+
+    def get_params(self, deep=True):
+        return {p: getattr(self, p) for p in self._PARAMS}
+
+    def set_params(self, **params):
+        for key, value in params.items():
+            if key not in self._PARAMS:
+                raise ValueError(f"Invalid parameter {key!r} for estimator PlattSVC")
+            setattr(self, key, value)
+        return self
+
+    def fit(self, X, y):
+        import numpy as np
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.model_selection import StratifiedKFold
+        from sklearn.svm import SVC
+
+        svc = SVC(C=self.C, kernel=self.kernel, gamma=self.gamma, degree=self.degree, coef0=self.coef0,
+                  tol=self.tol, class_weight=self.class_weight, random_state=self.random_state)
+        smallest = int(np.bincount(np.unique(y, return_inverse=True)[1]).min())
+        folds = StratifiedKFold(n_splits=max(2, min(int(self.cv), smallest)), shuffle=True,
+                                random_state=self.random_state)
+        self.calibrated_ = CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False).fit(X, y)
+        self.classes_ = self.calibrated_.classes_
+        return self
+
+    def predict_proba(self, X):
+        return self.calibrated_.predict_proba(X)
+
+    def predict(self, X):
+        return self.calibrated_.predict(X)
+
+
+def _svc():
+    return PlattSVC
 
 
 def _svr():
@@ -174,7 +221,7 @@ MODELS: dict[str, ModelSpec] = {
     "ridge": ModelSpec(
         "ridge", {"regression": _ridge},
         {"regression": dict(alpha=1.0, fit_intercept=True, solver="cholesky")},
-        seed_param=None, description="ridge regression, alpha=1 (closed-form fast path)",
+        description="ridge regression, alpha=1 (closed-form fast path)",
     ),
     "linear": ModelSpec(
         "linear", {"regression": _linear}, {"regression": dict(fit_intercept=True)},
@@ -207,7 +254,7 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "svm": ModelSpec(
         "svm", {"classification": _svc, "regression": _svr},
-        {"classification": dict(C=1.0, kernel="rbf", gamma="scale", probability=True),
+        {"classification": dict(C=1.0, kernel="rbf", gamma="scale", cv=5),
          "regression": dict(C=1.0, kernel="rbf", gamma="scale")},
         description="RBF support vector machine (Platt probabilities)",
     ),

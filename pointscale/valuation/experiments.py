@@ -519,7 +519,8 @@ def noisy_label_check(
     model : str, optional
         Overrides the sampling configuration's model.
     sampling : SamplingConfig or mapping of its fields, optional
-        How to sample marginal contributions (default ``SamplingConfig()``).
+        How to sample marginal contributions (default ``SamplingConfig()``
+        with its size range clamped to the pool).
     seed : int, default=0
         Seeds the choice of points and of the flips.
 
@@ -537,7 +538,8 @@ def noisy_label_check(
     from ..sampling import SamplingConfig, sample_marginals
 
     if sampling is None:
-        config = SamplingConfig()
+        # the default range (100..1000) exceeds small pools: use what the data allows
+        config = SamplingConfig().clamped_to(dataset)
     elif isinstance(sampling, Mapping):
         config = SamplingConfig(**dict(sampling))
     else:

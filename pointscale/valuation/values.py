@@ -41,9 +41,8 @@ With a fitted law ψ_k(z) = c(z)·k^(−α(z)):
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -596,7 +595,7 @@ def values_table(
         take = source[rows_all] == j
         if not take.any():
             continue
-        sub = s._take(np.flatnonzero(take))
+        sub = s.subset(take)
         rows = rows_all[take]
         est[rows] = s.estimator
         sv = distributional_shapley(sub, lo, hi, level=level)

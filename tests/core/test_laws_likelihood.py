@@ -79,7 +79,10 @@ def test_observed_information_is_the_hessian_of_the_total_nll(packed_data):
         for j in range(4):
             e_i, e_j = np.eye(4)[i] * h, np.eye(4)[j] * h
             fd[i, j] = (
-                total(theta + e_i + e_j) - total(theta + e_i - e_j) - total(theta - e_i + e_j) + total(theta - e_i - e_j)
+                total(theta + e_i + e_j)
+                - total(theta + e_i - e_j)
+                - total(theta - e_i + e_j)
+                + total(theta - e_i - e_j)
             ) / (4 * h * h)
     info = L.observed_information(
         sub, np.array([theta[0]]), np.array([theta[1]]), np.array([np.exp(theta[2])]), np.array([theta[3]])

@@ -1,0 +1,69 @@
+"""Bad input and bad configuration end with one clear line and exit 2, before any compute.
+
+These call the CLI's ``main`` in-process (one subprocess checks the installed
+console script); validation happens before a Prefect server or a Dask
+cluster would start, so no server is needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.cli import main
+from tests.conftest import run_cli
+
+
+def _csv(tmp_path, n=120, **assign):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
+                          "y": rng.choice(["p", "q"], size=n)}).assign(**assign)
+    path = tmp_path / "d.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+CASES = [
+    (["--k-min", "200", "--k-max", "150"], "k_min=200 must not exceed k_max=150"),
+    (["--k-max", "5000"], "largest k is 282"),
+    (["--samples-per-point", "0"], "samples_per_point"),
+    (["--model", "resnet"], "unknown model 'resnet'"),
+    (["--metric", "f1"], "unknown metric 'f1'"),
+    (["--metric", "neg_mse"], "neg_mse"),
+    (["--model", "ridge"], "ridge"),
+    (["--points", "100000"], "exceeds the training pool"),
+    (["--dataset", "/nonexistent/data.csv", "--target", "y"], "data file not found"),
+    (["--dataset", "no_such_builtin_name"], "not found"),
+    (["--model-param", "n_neighbours=3", "--model", "knn"], "n_neighbours"),
+]
+
+
+@pytest.mark.parametrize("args, message", CASES, ids=[c[1][:30] for c in CASES])
+def test_bad_configuration_exits_2_with_message(tmp_path, capsys, args, message):
+    code = main(["run", *args, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert message in err and err.startswith("pointscale: error:")
+    # Nothing was computed: no ledger, no manifest.
+    assert not (tmp_path / "run" / "samples").exists()
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_bad_data_file_errors_from_the_console_script(tmp_path):
+    # A real subprocess: the installed entry point turns the error into one line, no traceback.
+    proc = run_cli("run", "--dataset", _csv(tmp_path), "--target", "nope", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "target column 'nope' not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_single_class_target(tmp_path, capsys):
+    code = main(["run", "--dataset", _csv(tmp_path, y="p"), "--target", "y", "--out", str(tmp_path / "r")])
+    assert code == 2 and "single class" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sub", ["run", "revalue", "ingest", "sample", "addition", "server", "serve", "reproduce"])
+def test_every_subcommand_has_help(sub, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([sub, "--help"])
+    assert exit_info.value.code == 0 and "usage: pointscale" in capsys.readouterr().out

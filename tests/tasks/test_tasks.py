@@ -1,0 +1,96 @@
+"""Tasks called through ``.fn()``: each is a thin wrapper over one core function."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pointscale import pipeline
+from pointscale.sampling import Ledger
+from tasks import ingest as ingest_tasks
+from tasks import laws as law_tasks
+from tasks import sampling as sampling_tasks
+from tasks import valuation as value_tasks
+
+
+@pytest.fixture(scope="module")
+def sampled_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    info = ingest_tasks.ingest.fn({"source": "breast_cancer", "seed": 0}, str(run_dir))
+    from pointscale.data import open_dataset
+
+    ds = open_dataset(info["path"])
+    points = pipeline.choose_points(ds, 40, 0)
+    pipeline.save_point_groups(run_dir, [points])
+    cfg = pipeline.resolve_sampling(ds, model="logreg", metric=None, k_min=None, k_max=None, samples_per_point=12,
+                                    seed=0, block_size=8, shard_size=4, n_points=len(points))
+    sampling = cfg.to_dict()
+    plan = pipeline.plan_sampling(info["path"], sampling, [points], run_dir / "samples")
+    results = [
+        sampling_tasks.sample_shard.fn(info["path"], info["fingerprint"], sampling, cfg.stable_hash(), shard,
+                                       shard["name"], i, str(run_dir / "samples"))
+        for i, shard in enumerate(plan["shards"])
+    ]
+    return run_dir, info, sampling, plan, results
+
+
+def test_ingest_stores_a_version_once(tmp_path):
+    info = ingest_tasks.ingest.fn({"source": "diabetes"}, str(tmp_path))
+    assert info["task"] == "regression" and (tmp_path / "datasets" / info["fingerprint"] / "meta.json").exists()
+    again = ingest_tasks.ingest.fn({"source": "diabetes"}, str(tmp_path))
+    assert again["path"] == info["path"]
+
+
+def test_shard_tasks_fill_the_ledger_and_count_fits(sampled_run):
+    run_dir, info, sampling, plan, results = sampled_run
+    ledger = Ledger(run_dir / "samples").read()
+    assert len(ledger) == 40 * 12 == plan["samples_planned"]
+    blocks = sum(len(s["blocks"]) for s in plan["shards"])
+    assert sum(r["fits"] for r in results) == len(ledger) + blocks
+    # A second plan finds everything done.
+    again = pipeline.plan_sampling(info["path"], sampling, pipeline.load_point_groups(run_dir), run_dir / "samples")
+    assert again["shards"] == [] and again["samples_reused"] == 40 * 12
+
+
+def test_fault_hook_fails_once_then_passes(sampled_run, monkeypatch):
+    run_dir, info, sampling, plan, _ = sampled_run
+    shard = plan["shards"][1]
+    monkeypatch.setenv(sampling_tasks.FAULT_ENV, "#1")
+    with pytest.raises(sampling_tasks.InjectedFault, match=shard["name"]):
+        sampling_tasks.maybe_inject_fault(shard["name"], 1, str(run_dir / "samples"))
+    sampling_tasks.maybe_inject_fault(shard["name"], 1, str(run_dir / "samples"))  # the retry passes
+    monkeypatch.setenv(sampling_tasks.FAULT_ENV, f"{shard['name']}:always")
+    for _ in range(2):
+        with pytest.raises(sampling_tasks.InjectedFault):
+            sampling_tasks.maybe_inject_fault(shard["name"], 1, str(run_dir / "samples"))
+
+
+def test_fit_value_select_tasks_write_their_files(sampled_run):
+    run_dir, info, sampling, _, _ = sampled_run
+    lh = pipeline.ledger_hash(run_dir)
+    mle = law_tasks.fit_mle.fn(str(run_dir), sampling, lh)
+    assert mle["points"] == 40 and mle["samples"] == 40 * 12
+    values = value_tasks.value.fn(str(run_dir), info["path"], info["fingerprint"], sampling, lh)
+    table = pd.read_parquet(run_dir / "values.parquet")
+    assert values["points"] == len(table) == 40 and table["point_id"].is_unique
+    sel = value_tasks.select.fn(str(run_dir), info["path"], info["fingerprint"], lh, 10)
+    chosen = pd.read_parquet(run_dir / "selection.parquet")
+    assert sel["selected"] == len(chosen) == 10
+    # Selected points are the highest predicted values at the pool size among the valued points.
+    assert set(chosen["point_id"]) <= set(table["point_id"])
+
+
+def test_cache_keys_follow_content_and_outputs(sampled_run):
+    run_dir, info, sampling, _, _ = sampled_run
+    from tasks._cache import content_key
+
+    class Ctx:
+        class task:  # noqa: N801 - mimics TaskRunContext.task
+            name = "fit-mle"
+
+    key_fn = content_key("run_dir", "ledger_hash", outputs=("laws_mle.parquet",))
+    params = {"run_dir": str(run_dir), "ledger_hash": "abc"}
+    (run_dir / "laws_mle.parquet").touch(exist_ok=True)
+    k1 = key_fn(Ctx, params)
+    assert k1 == key_fn(Ctx, dict(params)) and k1 != key_fn(Ctx, {**params, "ledger_hash": "abd"})
+    assert key_fn(Ctx, {**params, "run_dir": str(run_dir / "elsewhere")}) is None  # output missing: no cache

@@ -74,7 +74,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k-min", type=int, help="smallest subset size (default: 100, or less if the data is small)")
     p.add_argument("--k-max", type=int, help="largest subset size (default: 1000, or the largest the data allows)")
     p.add_argument("--block-size", type=int, default=32, help="points sharing one base subset (default: %(default)s)")
-    p.add_argument("--shard-size", type=int, default=16, help="blocks per task (default: %(default)s)")
+    p.add_argument("--shard-size", type=int,
+                   help="blocks per task (default: about 2 s of fits per task, >= 4 tasks per worker)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +172,8 @@ def _validate(args) -> tuple[Any, Any]:
     chosen = choose_points(ds, args.points, args.seed)
     cfg = resolve_sampling(ds, model=args.model, metric=args.metric, k_min=args.k_min, k_max=args.k_max,
                            samples_per_point=args.samples_per_point, seed=args.seed, block_size=args.block_size,
-                           shard_size=args.shard_size, n_points=len(chosen), model_params=_kv(args.model_param))
+                           shard_size=args.shard_size, n_points=len(chosen), model_params=_kv(args.model_param),
+                           workers=getattr(args, "workers", None))
     return ds, cfg
 
 

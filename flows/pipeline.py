@@ -24,7 +24,7 @@ from tasks import ingest as ingest_tasks
 from tasks import laws as law_tasks
 from tasks import valuation as value_tasks
 
-from .sampling import dask_task_runner, sample_stage
+from flows.sampling import dask_task_runner, sample_stage
 
 def _stage(run: RunFolder, name: str, timings: dict[str, float], started: float) -> None:
     timings[name] = round(time.perf_counter() - started, 3)
@@ -85,7 +85,7 @@ def pipeline_flow(
     k_max: Optional[int] = None,
     seed: int = 0,
     block_size: int = 32,
-    shard_size: int = 16,
+    shard_size: Optional[int] = None,
     workers: Optional[int] = None,
     dask_address: Optional[str] = None,
     out: Optional[str] = None,
@@ -106,7 +106,8 @@ def pipeline_flow(
         chosen = pipeline.choose_points(ds, points, seed)
         cfg = pipeline.resolve_sampling(ds, model=model, metric=metric, k_min=k_min, k_max=k_max,
                                samples_per_point=samples_per_point, seed=seed, block_size=block_size,
-                               shard_size=shard_size, n_points=len(chosen), model_params=model_params)
+                               shard_size=shard_size, n_points=len(chosen), model_params=model_params,
+                               workers=workers)
         sampling = cfg.to_dict()
         previous = pipeline.load_point_groups(run.root)
         if sorted(p for g in previous for p in g) != sorted(chosen):
@@ -156,7 +157,12 @@ def revalue_flow(
         raise ConfigError(f"{run_dir} holds no completed pipeline run to extend; run `pointscale run` first")
     config = manifest["config"]
     with run.lock(wait=wait_for_lock):
+        manifest = run.read_manifest()
         old_info = manifest["dataset"]
+        if manifest.get("kind") == "revalue" and manifest.get("status") != "completed" \
+                and manifest.get("previous_dataset"):
+            # An interrupted revaluation: extend the version it started from again.
+            old_info = manifest["previous_dataset"]
         data = dict(config["data"], source=str(source))
         ds_info = ingest_tasks.ingest(data, str(run.root), base_path=old_info["path"])
         if ds_info["fingerprint"] == old_info["fingerprint"]:

@@ -60,6 +60,7 @@ def sample_stage(run_dir: str, dataset_path: str, dataset_fingerprint: str, samp
                             str(run.samples))
         for i, shard in enumerate(shards)
     ]
+    index = {future.task_run_id: i for i, future in enumerate(futures)}
     done, failures, results = 0, [], []
     for future in as_completed(futures):
         done += 1
@@ -68,7 +69,8 @@ def sample_stage(run_dir: str, dataset_path: str, dataset_fingerprint: str, samp
         try:
             results.append(future.result())
         except Exception as exc:  # the shard's own error after retries
-            failures.append((future.task_run_id, exc))
+            i = index[future.task_run_id]
+            failures.append(f"shard {shards[i]['name']} (#{i}): {type(exc).__name__}: {exc}")
         if progress is not None:
             update_progress_artifact(progress, 100.0 * done / len(shards),
                                      description=f"{done}/{len(shards)} shards")
@@ -84,17 +86,12 @@ def sample_stage(run_dir: str, dataset_path: str, dataset_fingerprint: str, samp
         "quarantined": plan["quarantined"],
     }
     if failures:
-        names = {i: s["name"] for i, s in enumerate(shards)}
-        messages = []
-        for future, exc in ((f, e) for f in futures for (tid, e) in failures if f.task_run_id == tid):
-            idx = futures.index(future)
-            messages.append(f"shard {names[idx]} (#{idx}): {type(exc).__name__}: {exc}")
-        summary["failed_shards"] = messages
+        summary["failed_shards"] = sorted(failures)
         run.update_manifest(sampling_progress=summary)
         raise ShardFailed(
             f"{len(failures)} of {len(shards)} shards failed after retries; the other "
             f"{len(results)} are saved in the ledger and a rerun resumes from there. "
-            + "; ".join(messages)
+            + "; ".join(sorted(failures))
         )
     return summary
 

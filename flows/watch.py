@@ -91,7 +91,8 @@ def scan_datasets(data_dir: str | Path, min_age_seconds: float = 0.0,
     """
     root = Path(data_dir).resolve()
     if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist (pass an existing --data-dir)")
+        raise DataError(f"data folder {root} does not exist; create it, or point the watcher at an existing "
+                        "folder (`pointscale serve --data-dir`, or data_dir in deployments/prefect.yaml)")
     now = time.time() if now is None else now
     found: dict[str, dict[str, Any]] = {}
     fresh: list[str] = []
@@ -203,13 +204,14 @@ def on_new_data_flow(
     id_column: Optional[str] = None,
     task: Optional[Literal["classification", "regression"]] = None,
     model: str = "logreg",
+    model_params: Optional[dict[str, Any]] = None,
     points: Union[int, Literal["all"]] = "all",
     samples_per_point: int = 100,
     k_min: Optional[int] = None,
     k_max: Optional[int] = None,
     seed: int = 0,
     block_size: int = 32,
-    shard_size: int = 16,
+    shard_size: Optional[int] = None,
     workers: Optional[int] = None,
     dask_address: Optional[str] = None,
     amortized: bool = True,
@@ -222,7 +224,7 @@ def on_new_data_flow(
     rest are the deployment's settings (``pointscale serve`` options). The
     run folder is ``<runs_dir>/<name>``.
     """
-    from .pipeline import pipeline_flow, revalue_flow
+    from flows.pipeline import pipeline_flow, revalue_flow
 
     logger = get_run_logger()
     check_dataset_name(name)
@@ -239,6 +241,7 @@ def on_new_data_flow(
     else:
         logger.info("%s: first run, whole pipeline into %s", name, run_dir)
         result = pipeline_flow(dataset=path, target=target, id_column=id_column, task=task, model=model,
+                               model_params=model_params,
                                points=points, samples_per_point=samples_per_point, k_min=k_min, k_max=k_max,
                                seed=seed, block_size=block_size, shard_size=shard_size, workers=workers,
                                dask_address=dask_address, out=str(run_dir), amortized=amortized,

@@ -102,22 +102,56 @@ DEFAULT_K_MIN = 100
 DEFAULT_K_MAX = 1000
 
 
+#: Rough single-core seconds per model fit at k ~ 100-1000 (20-60 features), measured
+#: on the 2-core development machine; only used to size shards, never for results.
+FIT_SECONDS = {
+    "logreg": 0.0003, "ridge": 0.0001, "linear": 0.0001,  # batched exact fast paths
+    "knn": 0.008, "decision_tree": 0.006, "svm": 0.02, "xgboost": 0.05, "mlp": 0.1,
+    "hist_gbm": 0.1, "random_forest": 0.1,
+}
+#: Seconds of fitting per shard: ~20x a Prefect task's overhead on Dask (~85 ms),
+#: so orchestration stays well under 10 % of the time.
+SHARD_SECONDS = 2.0
+
+
+def auto_shard_size(model: str, block_size: int, n_points: int, n_rounds: int, workers: int | None = None,
+                    fast_path: bool = True) -> int:
+    """Blocks per shard: about :data:`SHARD_SECONDS` of fits per task, but at least
+    four shards per worker so the work spreads evenly."""
+    import math
+    import os
+
+    per_fit = FIT_SECONDS.get(model, 0.01)
+    if not fast_path and model in ("logreg", "ridge", "linear"):
+        per_fit = 0.004
+    blocks_for_time = math.ceil(SHARD_SECONDS / (per_fit * (block_size + 1)))
+    n_blocks = math.ceil(n_points / block_size) * n_rounds
+    spread = max(1, n_blocks // (4 * (workers or os.cpu_count() or 1)))
+    return int(max(1, min(blocks_for_time, spread)))
+
+
 def resolve_sampling(dataset, *, model: str, metric: str | None, k_min: int | None, k_max: int | None,
-                     samples_per_point: int, seed: int, block_size: int, shard_size: int,
-                     n_points: int, model_params: Mapping[str, Any] | None = None):
+                     samples_per_point: int, seed: int, block_size: int, shard_size: int | None,
+                     n_points: int, model_params: Mapping[str, Any] | None = None,
+                     workers: int | None = None):
     """The validated sampling config of a run on ``dataset``.
 
     Unset k bounds become the largest range the data allows up to
-    [100, 1000]; bounds that are set are validated, and an error names the
-    largest k the pool allows.
+    [100, 1000] (on small pools, ``[k_max // 2, k_max]``); bounds that are set are validated, and an error names the
+    largest k the pool allows. ``shard_size`` None means :func:`auto_shard_size`
+    (an execution setting: it never changes a sample).
     """
     from .sampling import SamplingConfig
 
     common = dict(model=model, metric=metric, samples_per_point=samples_per_point, seed=seed,
-                  block_size=block_size, shard_size=shard_size, model_params=dict(model_params or {}))
+                  block_size=block_size, model_params=dict(model_params or {}))
+    if shard_size is None:
+        shard_size = auto_shard_size(model, block_size, n_points, samples_per_point, workers)
+    common["shard_size"] = shard_size
     largest = SamplingConfig(k_min=2, k_max=2, **common).largest_k(dataset, n_points)
     k_max = min(DEFAULT_K_MAX, largest) if k_max is None else k_max
-    k_min = min(DEFAULT_K_MIN, k_max) if k_min is None else k_min
+    # Small pools: keep a range (half of k_max) rather than a single size.
+    k_min = min(DEFAULT_K_MIN, max(2, k_max // 2)) if k_min is None else k_min
     return SamplingConfig(k_min=k_min, k_max=k_max, **common).resolved(dataset, n_points=n_points)
 
 

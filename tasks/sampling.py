@@ -46,7 +46,8 @@ def maybe_inject_fault(shard_name: str, shard_index: int, ledger_dir: str) -> No
     retries=2,
     retry_delay_seconds=[1, 4],
     persist_result=True,
-    cache_key_fn=content_key("dataset_fingerprint", "config_hash", "shard_name", "ledger_dir"),
+    cache_key_fn=content_key("dataset_fingerprint", "config_hash", "shard_name", "ledger_dir",
+                             outputs=("{ledger_dir}/shards/{shard_name}.parquet.sha256",)),
 )
 def sample_shard(dataset_path: str, dataset_fingerprint: str, sampling: dict[str, Any], config_hash: str,
                  shard: dict[str, Any], shard_name: str, shard_index: int, ledger_dir: str) -> dict[str, Any]:

@@ -2,46 +2,61 @@
 
 Internal units
 --------------
-A learner outputs four unbounded numbers per point, ``u = (u_m, u_a, u_s, u_b)``.
-They are read in *normalised* units: deltas are divided by one global scale
-``S`` (the root mean square of all training deltas, so that Δ ~ 1e-4 does not
-meet float32 trees or Adam step sizes), and sizes are centred at a reference
-``k0`` (the geometric mean of the sampled sizes), ``L = log(k / k0)``::
+Deltas are divided by one global scale ``S`` (the root mean square of all
+training deltas, so that Δ ~ 1e-4 meets neither float32 trees nor Adam step
+sizes at a bad scale) and sizes are centred at a reference ``k0`` (the
+geometric mean of the sampled sizes), ``L = log(k / k0)``. A learner outputs
+unbounded numbers ``u`` per point, read as::
 
-    mean(k)      = m * exp(-alpha * L)                 m     = u_m
-    log var(k)   = 2 * log_tau - beta * L              log_tau = u_s
-    alpha        = a_lo + (a_hi - a_lo) * sigmoid(u_a)
-    beta         = b_lo + (b_hi - b_lo) * sigmoid(u_b)
+    mean(k)     = s * exp(u_l) * exp(-alpha * L)      s = sign of c
+    log var(k)  = 2 * u_t - beta * L
+    alpha       = a_lo + (a_hi - a_lo) * sigmoid(u_a)
+    beta        = b_lo + (b_hi - b_lo) * sigmoid(u_b)
 
-so ``m`` is the expected delta at ``k0`` and ``tau`` its noise sd there. In the
+so ``exp(u_l)`` is |ψ| at ``k0`` and ``exp(u_t)`` the noise sd there. In the
 units of SPEC §1 (Δ ~ N(c k^-α, σ² k^-β))::
 
-    c     = S * m   * k0**alpha
-    sigma = S * tau * k0**(beta / 2)
+    c     = s * S * exp(u_l) * k0**alpha
+    sigma =     S * exp(u_t) * k0**(beta / 2)
 
-Centring at ``k0`` makes ``m`` and ``alpha`` (and ``tau`` and ``beta``) nearly
+Centring at ``k0`` makes the level and the exponent (|c|, α and σ, β) nearly
 uncorrelated, which matters for learners with diagonal curvature (trees).
-``m`` is signed, so the sign of c is learned directly: for fixed (α, β) the
-likelihood is quadratic in ``m``, there is no two-sign search and no separate
-sign classifier (the paper's MLP predicted log|c| plus a sign logit and took
-the better sign per point).
+
+The sign of c
+-------------
+Two parametrisations (``sign=``):
+
+``"mixture"`` (default)
+    A fifth output ``u_p`` gives ``p = P(c > 0 | x, y) = sigmoid(u_p)`` and the
+    sign is a latent variable per point: the point's likelihood is
+    ``p * L(+|samples) + (1 - p) * L(-|samples)``. Training maximises this
+    marginal likelihood: the magnitude/exponent outputs get each sign's
+    gradient weighted by its posterior responsibility, the sign output the
+    logistic gradient ``p - w_plus``. It is the soft (EM) version of the paper's
+    "better of the two signs plus a sign classifier", and it lets the
+    magnitude be one smooth function of x shared by points of both signs
+    (a mislabelled point is as influential as its correctly labelled twin,
+    with the opposite sign). Reported c uses the more probable sign.
+``"signed"``
+    ``m = u_l`` is the signed level itself (no fifth output). For fixed
+    exponents the likelihood is quadratic in ``m``; simpler, but a sign flip
+    must be learned as a smooth function passing through zero.
 
 Per-sample negative log-likelihood, with ``r = d - mean``, ``v = var``::
 
     nll = 0.5 log(2 pi) + 0.5 log v + r^2 / (2 v)
 
-Its gradient with respect to ``u`` is exact. The curvature returned for
-boosting is the *expected* (Fisher) information, which is positive, instead of
-the observed second derivative, which is indefinite away from the optimum and
-made XGBoost diverge::
+Gradients are exact. The curvature returned for boosting is the *expected*
+(Fisher) information (positive), not the observed second derivative, which
+is indefinite away from the optimum and made XGBoost diverge::
 
-    I_mm = exp(-2 alpha L) / v        I_aa = L^2 mean^2 / v * (dalpha/du_a)^2
-    I_ss = 2                          I_bb = L^2 / 2       * (dbeta/du_b)^2
+    I_l = mean^2 / v (mixture) or exp(-2 alpha L) / v (signed)
+    I_a = L^2 mean^2 / v * (dalpha/du_a)^2
+    I_t = 2,   I_b = L^2 / 2 * (dbeta/du_b)^2,   I_p = p (1 - p)
 
-Failure modes: when ``m`` is ~0 the data carry no information about α (its
-curvature vanishes), so α drifts to whatever the neighbours say, or stays at
-the initial value; points whose deltas are identically zero push ``tau``
-towards 0 without bound.
+Failure modes: when |c| ~ 0 the data say nothing about α (its curvature
+vanishes) nor about the sign, which then follow the neighbours; points whose
+deltas are identically zero push the noise level towards 0 without bound.
 """
 
 from __future__ import annotations
@@ -53,18 +68,12 @@ import numpy as np
 from ..errors import DataError
 
 HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
-N_PARAMS = 4
 _RAW_CLIP = 8.0
-PARAM_NAMES = ("m", "alpha", "log_tau", "beta")
+SIGN_MODELS = ("mixture", "signed")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    out = np.empty_like(x, dtype=float)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def _logit(p: float) -> float:
@@ -73,35 +82,56 @@ def _logit(p: float) -> float:
 
 @dataclass(frozen=True)
 class Link:
-    """Maps raw outputs ``u`` to (m, alpha, log_tau, beta) and back."""
+    """Maps raw outputs ``u`` to the law's parameters (see the module docstring).
+
+    Column order of ``u``: ``(level, alpha, log_tau, beta[, sign_logit])``.
+    """
 
     alpha_range: tuple[float, float]
     beta_range: tuple[float, float]
+    sign: str = "mixture"
 
-    def params(self, u: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Return ``m, alpha, log_tau, beta, dalpha_du, dbeta_du`` for raw ``u`` (n, 4)."""
+    @property
+    def n_outputs(self) -> int:
+        return 5 if self.sign == "mixture" else 4
+
+    def exponents(self, u: np.ndarray):
         a_lo, a_hi = self.alpha_range
         b_lo, b_hi = self.beta_range
         sa = _sigmoid(u[:, 1])
         sb = _sigmoid(u[:, 3])
-        alpha = a_lo + (a_hi - a_lo) * sa
-        beta = b_lo + (b_hi - b_lo) * sb
-        return (
-            u[:, 0],
-            alpha,
-            u[:, 2],
-            beta,
-            (a_hi - a_lo) * sa * (1.0 - sa),
-            (b_hi - b_lo) * sb * (1.0 - sb),
-        )
+        return (a_lo + (a_hi - a_lo) * sa, b_lo + (b_hi - b_lo) * sb,
+                (a_hi - a_lo) * sa * (1.0 - sa), (b_hi - b_lo) * sb * (1.0 - sb))
 
-    def raw(self, m: float, alpha: float, log_tau: float, beta: float) -> np.ndarray:
-        """Inverse link for one parameter vector (used for the initial value)."""
+    def laws(self, u: np.ndarray, k0: float, scale: float) -> dict[str, np.ndarray]:
+        """c, alpha, sigma, beta (SPEC units) and P(c < 0) for raw outputs ``u``."""
+        alpha, beta, _, _ = self.exponents(u)
+        if self.sign == "mixture":
+            p_pos = _sigmoid(u[:, 4])
+            level = np.where(p_pos >= 0.5, 1.0, -1.0) * np.exp(u[:, 0])
+            p_neg = 1.0 - p_pos
+        else:
+            level = u[:, 0]
+            p_neg = (level < 0).astype(float)
+        return {
+            "c": scale * level * k0**alpha,
+            "alpha": alpha,
+            "sigma": scale * np.exp(u[:, 2]) * k0 ** (beta / 2.0),
+            "beta": beta,
+            "prob_negative_c": p_neg,
+        }
+
+    def raw(self, level: float, alpha: float, log_tau: float, beta: float,
+            p_pos: float = 0.5) -> np.ndarray:
+        """Inverse link for one parameter vector (the starting value)."""
         a_lo, a_hi = self.alpha_range
         b_lo, b_hi = self.beta_range
-        pa = np.clip((alpha - a_lo) / (a_hi - a_lo), 1e-4, 1 - 1e-4)
-        pb = np.clip((beta - b_lo) / (b_hi - b_lo), 1e-4, 1 - 1e-4)
-        return np.array([m, _logit(pa), log_tau, _logit(pb)], dtype=float)
+        pa = np.clip((alpha - a_lo) / (a_hi - a_lo), 1e-3, 1 - 1e-3)
+        pb = np.clip((beta - b_lo) / (b_hi - b_lo), 1e-3, 1 - 1e-3)
+        if self.sign == "mixture":
+            return np.array([np.log(max(abs(level), 1e-12)), _logit(pa), log_tau, _logit(pb),
+                             _logit(float(np.clip(p_pos, 1e-3, 1 - 1e-3)))])
+        return np.array([level, _logit(pa), log_tau, _logit(pb)])
 
 
 @dataclass(frozen=True)
@@ -120,6 +150,10 @@ class Packed:
     @property
     def n_points(self) -> int:
         return self.ptr.size - 1
+
+    @property
+    def n_samples(self) -> int:
+        return self.L.size
 
     @property
     def counts(self) -> np.ndarray:
@@ -169,42 +203,8 @@ def normalisation(k: np.ndarray, delta: np.ndarray) -> tuple[float, float]:
     return k0, scale
 
 
-def sample_terms(u_pt: np.ndarray, packed: Packed, link: Link, need_grad: bool = True,
-                 need_hess: bool = False):
-    """Per-sample NLL and, optionally, gradient and Fisher curvature wrt ``u``.
-
-    ``u_pt`` is (n_points, 4) raw outputs for the points of ``packed``. Returns
-    ``nll`` (m,), ``grad`` (m, 4) or None and ``hess`` (m, 4) or None.
-    """
-    m, alpha, log_tau, beta, da, db = link.params(u_pt)
-    i = packed.point
-    L = packed.L
-    e = np.exp(-alpha[i] * L)
-    mu = m[i] * e
-    logv = 2.0 * log_tau[i] - beta[i] * L
-    inv_v = np.exp(-logv)
-    r = packed.d - mu
-    z2 = r * r * inv_v
-    nll = HALF_LOG_2PI + 0.5 * logv + 0.5 * z2
-    if not need_grad:
-        return nll, None, None
-    grad = np.empty((L.size, N_PARAMS))
-    grad[:, 0] = -r * inv_v * e
-    grad[:, 1] = (r * inv_v * L * mu) * da[i]
-    grad[:, 2] = 1.0 - z2
-    grad[:, 3] = -0.5 * L * (1.0 - z2) * db[i]
-    if not need_hess:
-        return nll, grad, None
-    hess = np.empty_like(grad)
-    hess[:, 0] = e * e * inv_v
-    hess[:, 1] = L * L * mu * mu * inv_v * da[i] ** 2
-    hess[:, 2] = 2.0
-    hess[:, 3] = 0.5 * L * L * db[i] ** 2
-    return nll, grad, hess
-
-
 def per_point(values: np.ndarray, packed: Packed) -> np.ndarray:
-    """Sum per-sample rows (m,) or (m, p) into per-point rows (n_points,) or (n_points, p)."""
+    """Sum per-sample rows (m,) or (m, p) into per-point rows."""
     n = packed.n_points
     if values.ndim == 1:
         return np.bincount(packed.point, weights=values, minlength=n)
@@ -214,44 +214,117 @@ def per_point(values: np.ndarray, packed: Packed) -> np.ndarray:
     return out
 
 
-def mean_nll(u_pt: np.ndarray, packed: Packed, link: Link) -> float:
-    """Mean per-sample NLL in normalised units."""
-    nll, _, _ = sample_terms(u_pt, packed, link, need_grad=False)
-    return float(np.mean(nll)) if nll.size else float("nan")
+def point_terms(u: np.ndarray, packed: Packed, link: Link, need_grad: bool = True,
+                need_hess: bool = False):
+    """Per-point negative log-likelihood (summed over the point's samples).
 
-
-def global_init(packed: Packed, link: Link, max_iter: int = 200) -> np.ndarray:
-    """One law for all points together (pooled MLE): the learners' starting value.
-
-    Solved with Fisher scoring on the 4 raw parameters; cheap (a few passes over
-    the samples) and makes the boosting/MLP start at a sensible place.
+    ``u`` is (n_points, n_outputs) raw outputs for the points of ``packed``.
+    Returns ``(loss (n,), G (n, n_outputs) or None, H (n, n_outputs) or None)``
+    with ``G`` the gradient of ``loss`` wrt ``u`` and ``H`` the Fisher diagonal.
     """
-    u = link.raw(0.0, 1.0, 0.0, 2.0)
-    # Closed-form start for m and tau at alpha=1, beta=2.
-    e = np.exp(-1.0 * packed.L)
-    w = np.exp(2.0 * packed.L)  # 1 / var up to tau^2, beta = 2
+    alpha, beta, da, db = link.exponents(u)
+    i, L, d = packed.point, packed.L, packed.d
+    e = np.exp(-alpha[i] * L)
+    logv = 2.0 * u[i, 2] - beta[i] * L
+    inv_v = np.exp(-logv)
+    const = HALF_LOG_2PI + 0.5 * logv
+    mixture = link.sign == "mixture"
+    if mixture:
+        mu = np.exp(u[i, 0]) * e  # |mean|; the sign is latent
+        z_plus = (d - mu) ** 2 * inv_v
+        z_minus = (d + mu) ** 2 * inv_v
+        n_plus = per_point(const + 0.5 * z_plus, packed)
+        n_minus = per_point(const + 0.5 * z_minus, packed)
+        log_p = -np.logaddexp(0.0, -u[:, 4])
+        log_q = -np.logaddexp(0.0, u[:, 4])
+        lw_plus = log_p - n_plus
+        lw_minus = log_q - n_minus
+        loss = -np.logaddexp(lw_plus, lw_minus)
+        if not need_grad:
+            return loss, None, None
+        w_plus = np.exp(lw_plus + loss)
+        wp = w_plus[i]
+        # Responsibility-weighted per-sample gradients of the two signs.
+        g_level = -(d * (2 * wp - 1.0) - mu) * inv_v * mu
+        z_w = wp * z_plus + (1.0 - wp) * z_minus
+        g = np.empty((L.size, 4))
+        g[:, 0] = g_level
+        g[:, 1] = -g_level * L * da[i]
+        g[:, 2] = 1.0 - z_w
+        g[:, 3] = -0.5 * L * (1.0 - z_w) * db[i]
+        G = np.empty((packed.n_points, 5))
+        G[:, :4] = per_point(g, packed)
+        G[:, 4] = np.exp(log_p) - w_plus
+    else:
+        mu = u[i, 0] * e
+        z = (d - mu) ** 2 * inv_v
+        loss = per_point(const + 0.5 * z, packed)
+        if not need_grad:
+            return loss, None, None
+        r = d - mu
+        g = np.empty((L.size, 4))
+        g[:, 0] = -r * inv_v * e
+        g[:, 1] = r * inv_v * L * mu * da[i]
+        g[:, 2] = 1.0 - z
+        g[:, 3] = -0.5 * L * (1.0 - z) * db[i]
+        G = per_point(g, packed)
+    if not need_hess:
+        return loss, G, None
+    h = np.empty((L.size, 4))
+    h[:, 0] = (mu * mu if mixture else e * e) * inv_v
+    h[:, 1] = L * L * mu * mu * inv_v * da[i] ** 2
+    h[:, 2] = 2.0
+    h[:, 3] = 0.5 * L * L * db[i] ** 2
+    H = np.empty_like(G)
+    H[:, :4] = per_point(h, packed)
+    if mixture:
+        p = np.exp(log_p)
+        H[:, 4] = p * (1.0 - p)
+    return loss, G, H
+
+
+def mean_nll(u: np.ndarray, packed: Packed, link: Link) -> float:
+    """Mean NLL per sample (normalised units) of the points of ``packed``."""
+    if packed.n_samples == 0:
+        return float("nan")
+    loss, _, _ = point_terms(u, packed, link, need_grad=False)
+    return float(loss.sum() / packed.n_samples)
+
+
+def global_init(packed: Packed, link: Link, max_iter: int = 100) -> np.ndarray:
+    """One law shared by all points (pooled MLE): the learners' starting value.
+
+    Fisher scoring with backtracking on the shared raw parameters; a few
+    passes over the samples.
+    """
+    # Closed-form level and noise at alpha = 1, beta = 2 as the start.
+    e = np.exp(-packed.L)
+    w = np.exp(2.0 * packed.L)
     m0 = float(np.sum(packed.d * e * w) / np.sum(e * e * w))
     tau0 = float(np.sqrt(np.mean((packed.d - m0 * e) ** 2 * w)))
-    u = link.raw(m0, 1.0, np.log(max(tau0, 1e-12)), 2.0)
-    one = Packed(point=np.zeros_like(packed.point), L=packed.L, d=packed.d,
-                 ptr=np.array([0, packed.L.size]))
-    prev = np.inf
+    level0 = m0 if link.sign == "signed" else max(abs(m0), 0.1 * tau0)
+    u = link.raw(level0, 1.0, np.log(max(tau0, 1e-12)), 2.0, 0.5 + 0.4 * np.sign(m0))
+    n = packed.n_points
+
+    def total(v):
+        return float(point_terms(np.broadcast_to(v, (n, v.size)), packed, link, False)[0].sum())
+
+    cur = total(u)
     for _ in range(max_iter):
-        nll, g, h = sample_terms(u[None, :], one, link, need_hess=True)
-        G = g.sum(0)
-        H = h.sum(0) + 1e-9
-        cur = float(nll.mean())
-        step = -G / H
-        # Backtracking keeps scoring monotone.
+        _, G, H = point_terms(np.broadcast_to(u, (n, u.size)).copy(), packed, link, True, True)
+        step = -G.sum(0) / (H.sum(0) + 1e-9)
         t = 1.0
         while t > 1e-4:
-            cand = u + t * step
-            if mean_nll(cand[None, :], one, link) <= cur:
+            # Clipped so a bound-hugging exponent does not saturate its link.
+            cand = np.clip(u + t * step, -_RAW_CLIP, _RAW_CLIP)
+            new = total(cand)
+            if new <= cur:
                 break
             t *= 0.5
-        # Clipped so a bound-hugging exponent does not saturate the sigmoid link.
-        u = np.clip(u + t * step, -_RAW_CLIP, _RAW_CLIP)
-        if abs(prev - cur) < 1e-10:
+        else:
             break
-        prev = cur
+        done = cur - new < 1e-9 * max(1.0, abs(cur))
+        u, cur = cand, new
+        if done:
+            break
     return u

@@ -18,13 +18,15 @@ from . import _amortized_core as core
 class MLP:
     """Weights and the forward/backward pass; plain arrays so it saves as ``.npz``."""
 
-    def __init__(self, weights: list[np.ndarray], n_heads: int):
+    def __init__(self, weights: list[np.ndarray], n_heads: int, activation: str = "relu"):
         self.weights = weights  # [W1, b1, W2, b2, ..., Wout, bout]
         self.n_heads = n_heads
+        self.activation = activation
+        self.n_out = weights[-1].size // n_heads
 
     @classmethod
     def init(cls, n_in: int, hidden: tuple[int, ...], n_heads: int, u0: np.ndarray,
-             rng: np.random.Generator) -> "MLP":
+             rng: np.random.Generator, activation: str = "relu") -> "MLP":
         weights = []
         sizes = (n_in, *hidden)
         for a, b in zip(sizes[:-1], sizes[1:]):
@@ -32,9 +34,9 @@ class MLP:
             weights.append(np.zeros(b))
         last = sizes[-1]
         # Small output weights: every point starts near the pooled law u0.
-        weights.append(rng.normal(0.0, 0.01 / np.sqrt(last), size=(last, core.N_PARAMS * n_heads)))
+        weights.append(rng.normal(0.0, 0.01 / np.sqrt(last), size=(last, u0.size * n_heads)))
         weights.append(np.tile(u0, n_heads).astype(float))
-        return cls(weights, n_heads)
+        return cls(weights, n_heads, activation)
 
     def forward(self, Z: np.ndarray, head: np.ndarray, keep: bool = False):
         acts = [Z]
@@ -42,16 +44,19 @@ class MLP:
         n_hidden = len(self.weights) // 2 - 1
         for j in range(n_hidden):
             h = h @ self.weights[2 * j] + self.weights[2 * j + 1]
-            np.maximum(h, 0.0, out=h)
+            if self.activation == "relu":
+                np.maximum(h, 0.0, out=h)
+            else:
+                np.tanh(h, out=h)
             acts.append(h)
         out = h @ self.weights[-2] + self.weights[-1]
-        out = out.reshape(Z.shape[0], self.n_heads, core.N_PARAMS)
+        out = out.reshape(Z.shape[0], self.n_heads, self.n_out)
         u = out[np.arange(Z.shape[0]), head]
         return (u, acts) if keep else u
 
     def backward(self, acts, head: np.ndarray, G: np.ndarray) -> list[np.ndarray]:
         n = G.shape[0]
-        dout = np.zeros((n, self.n_heads, core.N_PARAMS))
+        dout = np.zeros((n, self.n_heads, self.n_out))
         dout[np.arange(n), head] = G
         dout = dout.reshape(n, -1)
         grads = [None] * len(self.weights)
@@ -60,7 +65,10 @@ class MLP:
         dh = dout @ self.weights[-2].T
         n_hidden = len(self.weights) // 2 - 1
         for j in range(n_hidden - 1, -1, -1):
-            dh = dh * (acts[j + 1] > 0.0)
+            if self.activation == "relu":
+                dh = dh * (acts[j + 1] > 0.0)
+            else:
+                dh = dh * (1.0 - acts[j + 1] ** 2)
             grads[2 * j] = acts[j].T @ dh
             grads[2 * j + 1] = dh.sum(0)
             if j:
@@ -68,11 +76,11 @@ class MLP:
         return grads
 
     def copy(self) -> "MLP":
-        return MLP([w.copy() for w in self.weights], self.n_heads)
+        return MLP([w.copy() for w in self.weights], self.n_heads, self.activation)
 
 
 def predict(net: MLP, Z: np.ndarray, head: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    out = np.empty((Z.shape[0], core.N_PARAMS))
+    out = np.empty((Z.shape[0], net.n_out))
     for s in range(0, Z.shape[0], chunk):
         out[s:s + chunk] = net.forward(Z[s:s + chunk], head[s:s + chunk])
     return out
@@ -80,31 +88,43 @@ def predict(net: MLP, Z: np.ndarray, head: np.ndarray, chunk: int = 65536) -> np
 
 def train(Z_tr, head_tr, packed_tr, Z_va, head_va, packed_va, link, u0, *, n_heads,
           hidden, max_epochs, learning_rate, batch_size, weight_decay, n_iter_no_change,
-          rng, fixed_epochs=None, verbose=0):
-    """Adam on minibatches of points; returns ``(net, best_epochs, val_curve, train_curve)``."""
-    net = MLP.init(Z_tr.shape[1], tuple(hidden), n_heads, u0, rng)
+          rng, activation="relu", ema=0.99, n_decays=3, schedule=None, verbose=0):
+    """Adam on minibatches of points, evaluated through an exponential moving average
+    of the weights; the learning rate halves when the held-out NLL stalls for
+    ``n_iter_no_change`` epochs, and training stops after ``n_decays`` halvings.
+
+    With ``schedule`` (a list of epochs, the last being the end) instead of
+    held-out data, the same halvings are replayed (used to refit on all points).
+
+    Returns ``(net, best_epoch, decays, val_curve, train_curve)``; ``decays`` lists
+    the epochs after which the rate was halved.
+    """
+    net = MLP.init(Z_tr.shape[1], tuple(hidden), n_heads, u0, rng, activation)
+    avg = net.copy()
     m_ = [np.zeros_like(w) for w in net.weights]
     v_ = [np.zeros_like(w) for w in net.weights]
     b1, b2, eps = 0.9, 0.999, 1e-8
     t = 0
     n = Z_tr.shape[0]
-    best, best_net, best_epoch, bad = np.inf, net.copy(), 0, 0
+    lr = learning_rate
+    best, best_net, best_epoch, bad = np.inf, avg.copy(), 0, 0
+    decays: list[int] = []
     val_curve: list[float] = []
     train_curve: list[float] = []
-    epochs = fixed_epochs if fixed_epochs is not None else max_epochs
+    epochs = schedule[-1] if schedule is not None else max_epochs
     for epoch in range(1, epochs + 1):
         order = rng.permutation(n)
         tot, cnt = 0.0, 0
         for s in range(0, n, batch_size):
             pts = order[s:s + batch_size]
             sub = packed_tr.subset(pts)
-            if sub.L.size == 0:
+            if sub.n_samples == 0:
                 continue
             u, acts = net.forward(Z_tr[pts], head_tr[pts], keep=True)
-            nll, g, _ = core.sample_terms(u, sub, link)
-            tot += float(nll.sum())
-            cnt += nll.size
-            G = core.per_point(g, sub) / nll.size
+            loss, G, _ = core.point_terms(u, sub, link)
+            tot += float(loss.sum())
+            cnt += sub.n_samples
+            G /= sub.n_samples
             grads = net.backward(acts, head_tr[pts], G)
             t += 1
             c1 = 1.0 - b1 ** t
@@ -114,22 +134,32 @@ def train(Z_tr, head_tr, packed_tr, Z_va, head_va, packed_va, link, u0, *, n_hea
                 m_[j] += (1.0 - b1) * gr
                 v_[j] *= b2
                 v_[j] += (1.0 - b2) * gr * gr
-                step = learning_rate * (m_[j] / c1) / (np.sqrt(v_[j] / c2) + eps)
+                step = lr * (m_[j] / c1) / (np.sqrt(v_[j] / c2) + eps)
                 if weight_decay and j % 2 == 0:
-                    step += learning_rate * weight_decay * w
+                    step += lr * weight_decay * w
                 w -= step
+                # Bias-corrected EMA: early on it is the plain average.
+                d = min(ema, (1.0 + t) / (10.0 + t))
+                avg.weights[j] *= d
+                avg.weights[j] += (1.0 - d) * w
         train_curve.append(tot / max(cnt, 1))
-        if fixed_epochs is not None or Z_va is None:
-            best_net, best_epoch = net, epoch
+        if schedule is not None:
+            if epoch in schedule[:-1]:
+                lr *= 0.5
+            best_net, best_epoch = avg, epoch
             continue
-        val = core.mean_nll(predict(net, Z_va, head_va), packed_va, link)
+        val = core.mean_nll(predict(avg, Z_va, head_va), packed_va, link)
         val_curve.append(val)
         if verbose:
-            print(f"epoch {epoch}: train {train_curve[-1]:.5f} val {val:.5f}")
-        if val < best - 1e-6:
-            best, best_net, best_epoch, bad = val, net.copy(), epoch, 0
+            print(f"epoch {epoch}: lr {lr:.2g} train {train_curve[-1]:.5f} val {val:.5f}")
+        if not np.isfinite(best) or val < best - 1e-5 * abs(best):
+            best, best_net, best_epoch, bad = val, avg.copy(), epoch, 0
         else:
             bad += 1
             if bad >= n_iter_no_change:
-                break
-    return best_net, best_epoch, val_curve, train_curve
+                if len(decays) >= n_decays:
+                    break
+                decays.append(epoch)
+                lr *= 0.5
+                bad = 0
+    return best_net, best_epoch, [e for e in decays if e < best_epoch], val_curve, train_curve

@@ -18,7 +18,7 @@ from . import _amortized_core as core
 def _dmatrix(F: np.ndarray, u0: np.ndarray, nthread: int):
     import xgboost as xgb
 
-    base = np.broadcast_to(u0, (F.shape[0], core.N_PARAMS)).astype(np.float32)
+    base = np.broadcast_to(u0, (F.shape[0], u0.size)).astype(np.float32)
     return xgb.DMatrix(F.astype(np.float32), base_margin=base, nthread=nthread)
 
 
@@ -35,15 +35,13 @@ def train(F_tr, packed_tr, F_va, packed_va, link, u0, *, n_rounds, learning_rate
     dtr = _dmatrix(F_tr, u0, nthread)
     dva = _dmatrix(F_va, u0, nthread) if F_va is not None else None
     train_curve: list[float] = []
-    alpha_mid = link.raw(0.0, 1.0, 0.0, 2.0)[1]
-    n_tr_samples = max(packed_tr.L.size, 1)
+    alpha_mid = link.raw(1.0, 1.0, 0.0, 2.0)[1]
+    n_out = link.n_outputs
 
     def objective(pred, _dm):
-        pred = pred.reshape(-1, core.N_PARAMS)
-        nll, g, h = core.sample_terms(pred, packed_tr, link, need_hess=True)
-        train_curve.append(float(nll.mean()))
-        G = core.per_point(g, packed_tr)
-        H = core.per_point(h, packed_tr)
+        pred = pred.reshape(-1, n_out)
+        loss, G, H = core.point_terms(pred, packed_tr, link, need_hess=True)
+        train_curve.append(float(loss.sum() / packed_tr.n_samples))
         if alpha_prior > 0.0:
             # A weak Gaussian prior on the raw alpha output (towards alpha = 1)
             # keeps alpha finite where m ~ 0 makes it unidentified.
@@ -52,12 +50,12 @@ def train(F_tr, packed_tr, F_va, packed_va, link, u0, *, n_rounds, learning_rate
         return G, H
 
     def metric(pred, _dm):
-        pred = pred.reshape(-1, core.N_PARAMS)
+        pred = pred.reshape(-1, n_out)
         return "nll", core.mean_nll(pred, packed_va, link)
 
     params = {
         "tree_method": "hist",
-        "num_target": core.N_PARAMS,
+        "num_target": n_out,
         "multi_strategy": "one_output_per_tree",
         "base_score": 0.0,
         "learning_rate": learning_rate,
@@ -82,14 +80,13 @@ def train(F_tr, packed_tr, F_va, packed_va, link, u0, *, n_rounds, learning_rate
     else:
         val_curve = []
         best = booster.num_boosted_rounds()
-    del n_tr_samples
     return booster, best, val_curve, train_curve
 
 
 def predict(booster, F: np.ndarray, u0: np.ndarray, n_rounds: int, nthread: int) -> np.ndarray:
     d = _dmatrix(F, u0, nthread)
     out = booster.predict(d, output_margin=True, iteration_range=(0, n_rounds))
-    return np.asarray(out, dtype=float).reshape(-1, core.N_PARAMS)
+    return np.asarray(out, dtype=float).reshape(-1, u0.size)
 
 
 def to_bytes(booster) -> bytes:

@@ -33,7 +33,7 @@ converged            bool, the optimiser met its tolerance (no warning)
 error                str or None, why the fit failed
 base_id, plan_key    int64, identity of the base and of the plan
 round, block         int64, position in the plan
-block_points         str, JSON list of the block's point ids (to redraw D)
+block_members        str, the block's pool indices (``w:hex``, see plans) to redraw D
 model, metric        str
 method               str, ``batched_newton``, ``rank_one``, ``warm`` or ``cold``
 dataset_fingerprint  str
@@ -59,11 +59,11 @@ from ..seeding import STREAM_MODEL, combine_ids, int_seed
 from .config import SamplingConfig
 from .fastpath import fast_solver_for
 from .metrics import utility
-from .models import MODELS, make_estimator
-from .plans import Block, Shard, draw_subset, encode_block_points, plan_blocks, pool_info, shard_blocks
+from .models import MODELS, estimator_factory, make_estimator
+from .plans import Block, Shard, draw_subset, encode_block_members, plan_blocks, pool_info, shard_blocks
 
 COLUMNS = ("sample_id", "point_id", "k", "delta", "u_base", "u_with", "failed", "converged", "error",
-           "base_id", "plan_key", "round", "block", "block_points", "model", "metric", "method",
+           "base_id", "plan_key", "round", "block", "block_members", "model", "metric", "method",
            "dataset_fingerprint", "config_hash")
 _DTYPES = {"sample_id": "int64", "k": "int64", "delta": "float64", "u_base": "float64",
            "u_with": "float64", "failed": "bool", "converged": "bool", "base_id": "int64",
@@ -101,6 +101,37 @@ def _dataset_ref(ds: Dataset) -> Dataset | str:
     return str(ds.path) if ds.path is not None else ds
 
 
+# --------------------------------------------------------------------------- per-process caches
+
+_RESOLVED: dict[tuple[str, str], SamplingConfig] = {}
+_CONTROLLERS: dict[str, Any] = {}
+
+
+def _resolved(config: SamplingConfig, ds: Dataset) -> SamplingConfig:
+    """``config.resolved(ds)``, remembered: a worker runs many shards of one config."""
+    key = (config.stable_hash(), ds.fingerprint)
+    cfg = _RESOLVED.get(key)
+    if cfg is None:
+        if len(_RESOLVED) > 64:
+            _RESOLVED.clear()
+        cfg = _RESOLVED[key] = config.resolved(ds, n_points=1)
+    return cfg
+
+
+def _one_thread(model: str):
+    """Hold BLAS/OpenMP pools to one thread (same arithmetic everywhere; workers give parallelism).
+
+    threadpoolctl's controller is built once per model (after its libraries
+    are loaded): building it scans the process's libraries, which costs ms.
+    """
+    from threadpoolctl import ThreadpoolController
+
+    controller = _CONTROLLERS.get(model)
+    if controller is None:
+        controller = _CONTROLLERS[model] = ThreadpoolController()
+    return controller.limit(limits=1)
+
+
 # --------------------------------------------------------------------------- one block
 
 
@@ -114,6 +145,7 @@ class _Fitter:
     def __init__(self, ds: Dataset, config: SamplingConfig) -> None:
         self.ds, self.config = ds, config
         self.warm = MODELS[config.model].warm_start_exact and "warm_start" not in config.model_params
+        self.new = estimator_factory(config.model, ds.task, config.model_params)
 
     def _fit_score(self, est, X, y) -> tuple[float, bool]:
         from sklearn.exceptions import ConvergenceWarning
@@ -140,21 +172,28 @@ class _Fitter:
         seed = int_seed(cfg.seed, STREAM_MODEL, block.base_id)
         Xd, yd = ds.X_train[D], ds.y_train[D]
         try:
-            base = make_estimator(cfg.model, ds.task, seed, cfg.model_params)
+            base = self.new(seed)
             u_base, base_conv = self._fit_score(base, Xd, yd)
         except Exception as exc:  # noqa: BLE001 -- any fit failure is data, not a crash
             return {"u_base": np.nan, "u_with": u_with, "failed": np.ones(B, dtype=bool),
                     "converged": converged, "errors": [f"base: {_error_text(exc)}"] * B, "method": "cold"}
         method = "warm" if self.warm else "cold"
+        # D ∪ {z} in one buffer whose last row changes per z (each fit is scored
+        # before the next z overwrites it), instead of a fresh copy of D per sample.
+        k = len(D)
+        Xz = np.empty((k + 1, Xd.shape[1]), dtype=Xd.dtype)
+        Xz[:k] = Xd
+        yz = np.empty(k + 1, dtype=yd.dtype)
+        yz[:k] = yd
         for j, zi in enumerate(Z):
-            Xz = np.vstack([Xd, ds.X_train[zi:zi + 1]])
-            yz = np.append(yd, ds.y_train[zi])
+            Xz[k] = ds.X_train[zi]
+            yz[k] = ds.y_train[zi]
             try:
                 if self.warm:
                     est = copy.deepcopy(base)
                     est.set_params(warm_start=True)
                 else:
-                    est = make_estimator(cfg.model, ds.task, seed, cfg.model_params)
+                    est = self.new(seed)
                 u_with[j], converged[j] = self._fit_score(est, Xz, yz)
                 converged[j] &= base_conv
             except Exception as exc:  # noqa: BLE001
@@ -165,14 +204,14 @@ class _Fitter:
 
 
 def _fast_block(solver, ds: Dataset, D: np.ndarray, Z: np.ndarray) -> dict[str, Any] | None:
-    B = len(Z)
+    """The block through a batched solver; None when the solver declines (use the model)."""
     try:
         with np.errstate(all="ignore"):
             fit = solver(ds.X_train[D], ds.y_train[D], ds.X_train[Z], ds.y_train[Z])
-    except Exception as exc:  # noqa: BLE001
-        return {"u_base": np.nan, "u_with": np.full(B, np.nan), "failed": np.ones(B, dtype=bool),
-                "converged": np.zeros(B, dtype=bool), "errors": [_error_text(exc)] * B,
-                "method": solver.method}
+    except (ArithmeticError, ValueError, np.linalg.LinAlgError):
+        # Numerical trouble in the batched solver: let the model itself fit this
+        # block (its failures, if any, are then recorded as such).
+        return None
     if fit is None:
         return None
     u_with = np.asarray(fit.u_with, dtype=np.float64)
@@ -210,13 +249,11 @@ def run_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
     pandas.DataFrame
         Columns :data:`COLUMNS`, rows in block order then block member order.
     """
-    from threadpoolctl import threadpool_limits
-
     ds = as_dataset(dataset)
     blocks = _blocks_of(blocks)
     if not blocks:
         return empty_frame()
-    cfg = config.resolved(ds, n_points=1)
+    cfg = _resolved(config, ds)
     identity = cfg.identity_hash()
     info = pool_info(ds)
     settings = dict(make_estimator(cfg.model, ds.task, 0, cfg.model_params).get_params(deep=False))
@@ -226,7 +263,7 @@ def run_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
     fitter = _Fitter(ds, cfg)
 
     cols: dict[str, list] = {c: [] for c in COLUMNS}
-    with threadpool_limits(limits=1):
+    with _one_thread(cfg.model):
         for block in blocks:
             Z = info.indices(block.point_ids)
             D = draw_subset(info, cfg.seed, block.base_id, block.k, Z)
@@ -238,7 +275,7 @@ def run_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
             u_with = np.where(failed, np.nan, out["u_with"])
             u_base = float(out["u_base"]) if np.isfinite(out["u_base"]) else np.nan
             delta = np.where(failed, np.nan, u_with - u_base)
-            members = encode_block_points(block.point_ids)
+            members = encode_block_members(Z, info.n_pool)
             cols["sample_id"].extend(combine_ids((block.base_id, pid)) for pid in block.point_ids)
             cols["point_id"].extend(block.point_ids)
             cols["k"].extend([block.k] * B)
@@ -252,7 +289,7 @@ def run_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
             cols["plan_key"].extend([block.plan_key] * B)
             cols["round"].extend([block.round] * B)
             cols["block"].extend([block.index] * B)
-            cols["block_points"].extend([members] * B)
+            cols["block_members"].extend([members] * B)
             cols["model"].extend([cfg.model] * B)
             cols["metric"].extend([cfg.metric] * B)
             cols["method"].extend([out["method"]] * B)
@@ -293,8 +330,10 @@ def sample_marginals(dataset: Dataset | str | Path, config: SamplingConfig,
         Bases already in it are skipped; new shards are written to it as they
         finish (so an interrupted run loses at most the shards in flight).
     map : callable, default=builtins.map
-        ``map(fn, shards)``; inject a process pool's or a cluster's map to run
-        shards in parallel (the dataset then travels by path when it has one).
+        ``map(fn, shards)`` returning the results in order, like
+        ``concurrent.futures.Executor.map`` (for Dask:
+        ``lambda f, xs: client.gather(client.map(f, xs))``). The dataset then
+        travels by path when it has one (a saved version), else pickled.
     progress : callable, optional
         Called as ``progress(samples_done, samples_total)`` after each shard.
 

@@ -371,6 +371,8 @@ class LogisticMultinomialSolver(LogisticBinarySolver):
         Q = np.einsum("bdk,bdl->bkl", Ub, W)                 # U_bᵀ H0⁻¹ U_b  (B, K, K)
         Thetas = np.repeat(Theta0[None], B, axis=0)            # (B, d1, K)
         done = np.zeros(B, dtype=bool)
+        active = np.ones(B, dtype=bool)                        # columns still iterating
+        last = np.full(B, np.inf)
         eye = np.eye(K)
         it = 0
         for it in range(1, MAX_BATCH_ITER + 1):
@@ -386,9 +388,21 @@ class LogisticMultinomialSolver(LogisticBinarySolver):
             rhs = np.einsum("bkl,bdl,bd->bk", S, W, Gf)           # S Wᵀ g
             inner = np.linalg.solve(eye[None] + S @ Q, rhs[:, :, None])[:, :, 0]
             step = (Uf - np.einsum("bdk,bk->bd", W, inner)).reshape(B, d1, K)
+            step[~active] = 0.0
             Thetas = Thetas - step
-            done = _small_step(step.reshape(B, D), Thetas.reshape(B, D), axis=1)
-            if done.all():
+            flat = step.reshape(B, D)
+            small = active & _small_step(flat, Thetas.reshape(B, D), axis=1,
+                                         moved=(Thetas - Theta0[None]).reshape(B, D))
+            done |= small
+            # As in the binary solver: a column that contracts slowly or diverges
+            # stops here (its diverging step undone) and is finished by damped Newton.
+            size = np.max(np.abs(flat), axis=1)
+            stalled = active & ~small & (size > QN_CONTRACTION * last)
+            grew = stalled & (size > last)
+            Thetas[grew] += step[grew]
+            last = np.where(active, size, last)
+            active &= ~small & ~stalled
+            if not active.any():
                 break
         fallbacks = 0
         for b in np.flatnonzero(~done):

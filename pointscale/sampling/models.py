@@ -25,6 +25,7 @@ randomised learners compare like with like (common random numbers).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -297,10 +298,9 @@ def check_model_params(name: str, params: Mapping[str, Any]) -> None:
         return
     unknown_everywhere = None
     for task, factory in spec.factories.items():
-        cls = factory()
-        valid = set(cls().get_params(deep=False))
         if name == "xgboost":  # XGBoost takes any keyword and passes it to the booster
             return
+        valid = _valid_params(factory())
         unknown = {p for p in params if p not in valid}
         unknown_everywhere = unknown if unknown_everywhere is None else unknown_everywhere & unknown
     if unknown_everywhere:
@@ -316,6 +316,36 @@ def validate_estimator_params(estimator, name: str = "") -> None:
         check()
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"model {name!r}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _valid_params(cls) -> frozenset[str]:
+    return frozenset(cls().get_params(deep=False))
+
+
+def estimator_factory(name: str, task: str, params: Mapping[str, Any] | None = None) -> Callable[[int], Any]:
+    """``seed -> unfitted estimator`` with the settings resolved and checked once.
+
+    The engine builds one factory per batch of blocks and calls it for every
+    fit, so per-fit overhead stays that of the estimator's constructor.
+    """
+    spec = check_model_for_task(name, task)
+    settings = dict(spec.defaults[task])
+    if params:
+        settings.update(params)
+    cls = spec.factories[task]()
+    seed_param = spec.seed_param if (name, task) not in _NO_SEED else None
+    if name != "xgboost":
+        valid = _valid_params(cls)
+        unknown = sorted(p for p in settings if p not in valid)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)} for model {name!r} ({task}); "
+                              f"valid: {', '.join(sorted(valid))}")
+    if seed_param is None:
+        return lambda seed: cls(**settings)
+    if seed_param in settings:  # a seed given in the settings wins over the derived one
+        return lambda seed: cls(**settings)
+    return lambda seed: cls(**settings, **{seed_param: int(seed)})
 
 
 def make_estimator(name: str, task: str, seed: int, params: Mapping[str, Any] | None = None):
@@ -336,17 +366,4 @@ def make_estimator(name: str, task: str, seed: int, params: Mapping[str, Any] | 
     ConfigError
         Unknown model, a model that does not fit the task, or an unknown setting.
     """
-    spec = check_model_for_task(name, task)
-    settings = dict(spec.defaults[task])
-    if spec.seed_param is not None and (name, task) not in _NO_SEED:
-        settings[spec.seed_param] = int(seed)
-    if params:
-        settings.update(params)
-    cls = spec.factories[task]()
-    if name != "xgboost":
-        valid = set(cls().get_params(deep=False))
-        unknown = sorted(p for p in settings if p not in valid)
-        if unknown:
-            raise ConfigError(f"unknown setting(s) {', '.join(unknown)} for model {name!r} ({task}); "
-                              f"valid: {', '.join(sorted(valid))}")
-    return cls(**settings)
+    return estimator_factory(name, task, params)(seed)

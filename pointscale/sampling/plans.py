@@ -27,13 +27,12 @@ A plan is a deterministic list of :class:`Block` work units keyed by identity:
 
 Nothing depends on the shard size, the number of workers or the order of
 execution. :func:`subset_for` redraws D from a ledger row alone (its base id,
-k and block members, which each row stores).
+k and block members, which each row stores compactly as pool indices).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -298,9 +297,28 @@ def base_subset(dataset, config: SamplingConfig, block: Block) -> np.ndarray:
     return draw_subset(info, config.seed, block.base_id, block.k, info.indices(block.point_ids))
 
 
-def encode_block_points(point_ids: Sequence[str]) -> str:
-    """The block's members as stored in every ledger row (JSON array text)."""
-    return json.dumps(list(point_ids), separators=(",", ":"))
+def encode_block_members(indices: np.ndarray, n_pool: int) -> str:
+    """The block's members as stored in every ledger row: ``"<w>:<hex>"``.
+
+    Pool indices (sorted), each as ``w`` lower-case hex digits with ``w`` just
+    wide enough for the pool -- about 4 bytes per member instead of ~19 for a
+    JSON list of ids, which matters at millions of rows. Indices are tied to
+    the dataset version, as is the subset itself (rows carry the fingerprint).
+    """
+    w = max(1, len(format(max(int(n_pool) - 1, 0), "x")))
+    return f"{w}:" + "".join(format(int(i), f"0{w}x") for i in np.sort(np.asarray(indices)))
+
+
+def decode_block_members(text: str) -> np.ndarray:
+    """Pool indices from :func:`encode_block_members`."""
+    try:
+        w_text, body = str(text).split(":", 1)
+        w = int(w_text)
+        if w < 1 or len(body) % w:
+            raise ValueError
+        return np.array([int(body[i:i + w], 16) for i in range(0, len(body), w)], dtype=np.int64)
+    except ValueError:
+        raise LedgerError(f"malformed block_members {str(text)[:40]!r}") from None
 
 
 def subset_for(row: Mapping[str, Any], dataset, config: SamplingConfig | None = None) -> np.ndarray:
@@ -309,7 +327,7 @@ def subset_for(row: Mapping[str, Any], dataset, config: SamplingConfig | None = 
     Parameters
     ----------
     row : mapping or pandas Series
-        A ledger row (needs ``base_id``, ``k``, ``block_points``,
+        A ledger row (needs ``base_id``, ``k``, ``block_members``,
         ``dataset_fingerprint`` and ``config_hash``).
     dataset : Dataset
         The dataset version the row was sampled on (same fingerprint).
@@ -332,6 +350,7 @@ def subset_for(row: Mapping[str, Any], dataset, config: SamplingConfig | None = 
         raise LedgerError(f"row was sampled with config {str(row['config_hash'])[:12]}, "
                           f"not {config.identity_hash()[:12]}")
     info = pool_info(dataset)
-    members = json.loads(str(row["block_points"]))
-    subset = draw_subset(info, config.seed, int(row["base_id"]), int(row["k"]), info.indices(members))
-    return subset
+    members = decode_block_members(row["block_members"])
+    if len(members) and (members.min() < 0 or members.max() >= info.n_pool):
+        raise LedgerError("block_members point outside the training pool")
+    return draw_subset(info, config.seed, int(row["base_id"]), int(row["k"]), members)

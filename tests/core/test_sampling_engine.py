@@ -239,3 +239,16 @@ def test_progress_reports_samples(cancer):
     sample_marginals(cancer, cfg, list(cancer.point_ids[:64]), progress=lambda d, t: seen.append((d, t)))
     assert seen[0] == (0, 64) and seen[-1] == (64, 64)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_solver_trouble_falls_back_to_the_model_itself(cancer, monkeypatch):
+    class Broken:
+        method = "batched_newton"
+
+        def __call__(self, *args):
+            raise np.linalg.LinAlgError("not positive definite")
+
+    monkeypatch.setattr(engine, "fast_solver_for", lambda *a, **k: Broken())
+    cfg = SamplingConfig(k_min=30, k_max=60, samples_per_point=1, block_size=8)
+    rows = run_blocks(cancer, cfg, plan_blocks(cancer, cfg)[:1])
+    assert (rows["method"] == "warm").all() and not rows["failed"].any()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import json
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,7 @@ import pytest
 from pointscale.data import load_dataset
 from pointscale.errors import ConfigError, DataError, LedgerError
 from pointscale.sampling import SamplingConfig, base_subset, plan_blocks, shard_blocks, subset_for
-from pointscale.sampling.plans import stratified_counts
+from pointscale.sampling.plans import decode_block_members, encode_block_members, stratified_counts
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +161,21 @@ def test_shards_partition_blocks_with_stable_names(cancer):
 def test_subset_for_reconstructs_from_a_row_alone(cancer):
     cfg = SamplingConfig(k_min=20, k_max=100, samples_per_point=1, block_size=16).resolved(cancer)
     block = plan_blocks(cancer, cfg)[3]
-    row = {"base_id": block.base_id, "k": block.k, "block_points": json.dumps(list(block.point_ids)),
+    members = encode_block_members(cancer.index_of(list(block.point_ids)), cancer.n_pool)
+    row = {"base_id": block.base_id, "k": block.k, "block_members": members,
            "dataset_fingerprint": cancer.fingerprint, "config_hash": cfg.identity_hash()}
     np.testing.assert_array_equal(subset_for(row, cancer, cfg), base_subset(cancer, cfg, block))
     with pytest.raises(LedgerError, match="sampled with config"):
         subset_for(row, cancer, SamplingConfig(k_min=20, k_max=100, seed=5))
     with pytest.raises(LedgerError, match="dataset version"):
         subset_for(dict(row, dataset_fingerprint="0" * 64), cancer, cfg)
+
+
+def test_block_members_encoding_round_trips():
+    for n_pool in (1, 16, 17, 314, 46842, 10**7):
+        idx = np.unique(np.random.default_rng(n_pool).integers(0, n_pool, 32))
+        text = encode_block_members(idx, n_pool)
+        np.testing.assert_array_equal(decode_block_members(text), np.sort(idx))
+    assert encode_block_members(np.array([255, 3]), 300) == "3:0030ff"
+    with pytest.raises(LedgerError):
+        decode_block_members("3:0030f")

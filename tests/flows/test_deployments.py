@@ -31,6 +31,7 @@ from flows.deployments import (
     TRIGGER_NAME,
     TRIGGER_PARAMETERS,
     WATCH_DEPLOYMENT,
+    build_deployments,
 )
 from pointscale.io import read_json
 from pointscale.sampling import Ledger
@@ -42,7 +43,7 @@ pytestmark = pytest.mark.slow
 
 DEPLOYMENTS = (PIPELINE_DEPLOYMENT, WATCH_DEPLOYMENT, ON_NEW_DATA_DEPLOYMENT)
 CRON = "17 4 * * 1"
-WATCH_INTERVAL = 2
+WATCH_INTERVAL = 5  # each scan is a new process (~3 CPU-s); 2 s would keep a core busy
 SAMPLES_PER_POINT = 5
 FIRST_ROWS, ADDED_ROWS = 200, 40
 RUN_TIMEOUT = 240  # seconds; a run takes 60-100 s on two shared cores
@@ -105,6 +106,44 @@ def _flow_run_tree(root_id: UUID) -> list[UUID]:
     return ids
 
 
+# --------------------------------------------------------------------------- the watcher's scan
+
+
+def test_scan_finds_files_and_folders_and_skips_partial_writes(tmp_path):
+    from flows.watch import diff_datasets, load_state, save_state, scan_datasets
+
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    (data / "shards").mkdir(parents=True)
+    one = _cancer_rows(0, 30)
+    _put_atomically(data / "a.csv", one)
+    one.to_parquet(data / "shards" / "part-0.parquet")
+    one.to_csv(data / ".b.csv.tmp", index=False)  # a writer's temporary file
+    one.to_csv(data / "c.csv.part", index=False)
+    (data / "notes.txt").write_text("not data")
+    found, settling = scan_datasets(data)
+    assert sorted(found) == ["a", "shards"] and settling == []
+    assert found["a"]["fingerprint"] == hashlib.sha256((data / "a.csv").read_bytes()).hexdigest()
+    assert found["a"]["path"] == str((data / "a.csv").resolve())
+    assert found["shards"]["files"] == ["part-0.parquet"]
+
+    assert diff_datasets(found, {}) == (["a", "shards"], [])
+    save_state(runs, data, found)
+    assert load_state(runs, data) == found
+    assert diff_datasets(scan_datasets(data)[0], load_state(runs, data)) == ([], [])
+
+    # Content decides, not the time stamp; a second file changes a folder dataset.
+    os.utime(data / "a.csv")
+    _cancer_rows(30, 40).to_parquet(data / "shards" / "part-1.parquet")
+    now, _ = scan_datasets(data)
+    assert diff_datasets(now, found) == (["shards"], [])
+    # A file younger than min_age is left for the next scan.
+    _put_atomically(data / "a.csv", _cancer_rows(0, 31))
+    now, settling = scan_datasets(data, min_age_seconds=60)
+    assert "a" not in now and "a" in settling
+    (data / "a.csv").unlink()
+    assert diff_datasets(scan_datasets(data)[0], found) == (["shards"], ["a"])
+
+
 # --------------------------------------------------------------------------- prefect.yaml
 
 
@@ -125,7 +164,7 @@ def test_prefect_yaml_deploys_the_same_three_deployments(prefect_server, tmp_pat
         deps = {name: client.read_deployment_by_name(name) for name in DEPLOYMENTS}
         try:
             assert {d.work_pool_name for d in deps.values()} == {"pointscale-local"}
-            assert deps[PIPELINE_DEPLOYMENT].entrypoint == "flows/pipeline.py:pipeline_flow"
+            assert deps[PIPELINE_DEPLOYMENT].entrypoint == "flows.pipeline.pipeline_flow"
             assert [s.schedule.cron for s in deps[PIPELINE_DEPLOYMENT].schedules] == ["0 3 * * *"]
             assert [s.schedule.interval.total_seconds() for s in deps[WATCH_DEPLOYMENT].schedules] == [60]
             assert deps[ON_NEW_DATA_DEPLOYMENT].schedules == []
@@ -138,6 +177,13 @@ def test_prefect_yaml_deploys_the_same_three_deployments(prefect_server, tmp_pat
             assert len(ours) == 1
             assert ours[0].trigger.expect == {"pointscale.dataset.updated"}
             assert ours[0].actions[0].parameters == TRIGGER_PARAMETERS
+            # The same settings as `pointscale serve` registers.
+            served = {f"{d.flow_name}/{d.name}": d for d in build_deployments(tmp_path, target="label")}
+            for name, dep in deps.items():
+                assert set(dep.parameters) == set(served[name].parameters), name
+            watch = deps[WATCH_DEPLOYMENT]
+            assert watch.global_concurrency_limit.limit == 1
+            assert watch.concurrency_options.collision_strategy.value == "CANCEL_NEW"
         finally:
             for dep in deps.values():
                 client.delete_deployment(dep.id)
@@ -241,12 +287,15 @@ def test_new_dataset_triggers_the_whole_pipeline(first_run):
     with _client() as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=tree)))
-    kinds = {a.type for a in artifacts}
-    assert {"progress", "table", "markdown", "link"} <= kinds, kinds
-    keys = {a.key for a in artifacts}
-    assert {"sampling-progress", "values-top-bottom", "pointscale-report"} <= keys, keys
-    progress = [a for a in artifacts if a.type == "progress"]
-    assert max(float(a.data) for a in progress) == pytest.approx(100.0)
+    by_key = {a.key: a for a in artifacts if a.key}
+    assert by_key["sampling-progress"].type == "progress"
+    assert float(by_key["sampling-progress"].data) == pytest.approx(100.0)
+    assert by_key["values-top-bottom"].type == "table"
+    assert by_key["pointscale-report"].type == "markdown"
+    # Link artifacts are stored as markdown links to the run's files.
+    links = " ".join(str(a.data) for a in artifacts if a.type == "markdown" and not a.key)
+    for name in ("report.md", "values.parquet", "run.json"):
+        assert f"[{name}](file://{(first_run['run_dir'] / name).resolve()})" in links, links
 
 
 def test_appended_rows_are_revalued_incrementally(first_run, served):

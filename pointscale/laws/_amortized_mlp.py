@@ -18,15 +18,21 @@ from . import _amortized_core as core
 class MLP:
     """Weights and the forward/backward pass; plain arrays so it saves as ``.npz``."""
 
-    def __init__(self, weights: list[np.ndarray], n_heads: int, activation: str = "relu"):
+    def __init__(self, weights: list[np.ndarray], n_heads: int, activation: str = "relu",
+                 out_scale: np.ndarray | None = None):
         self.weights = weights  # [W1, b1, W2, b2, ..., Wout, bout]
         self.n_heads = n_heads
         self.activation = activation
         self.n_out = weights[-1].size // n_heads
+        # Fixed multipliers of the outputs: a large one on the sign logit lets
+        # the sign boundary sharpen as fast as the other outputs move.
+        self.out_scale = np.ones(self.n_out) if out_scale is None else np.asarray(out_scale, float)
+        self._scale = np.tile(self.out_scale, n_heads)
 
     @classmethod
     def init(cls, n_in: int, hidden: tuple[int, ...], n_heads: int, u0: np.ndarray,
-             rng: np.random.Generator, activation: str = "relu") -> "MLP":
+             rng: np.random.Generator, activation: str = "relu",
+             out_scale: np.ndarray | None = None) -> "MLP":
         weights = []
         sizes = (n_in, *hidden)
         for a, b in zip(sizes[:-1], sizes[1:]):
@@ -35,8 +41,9 @@ class MLP:
         last = sizes[-1]
         # Small output weights: every point starts near the pooled law u0.
         weights.append(rng.normal(0.0, 0.01 / np.sqrt(last), size=(last, u0.size * n_heads)))
-        weights.append(np.tile(u0, n_heads).astype(float))
-        return cls(weights, n_heads, activation)
+        scale = np.ones(u0.size) if out_scale is None else np.asarray(out_scale, float)
+        weights.append(np.tile(u0 / scale, n_heads).astype(float))
+        return cls(weights, n_heads, activation, scale)
 
     def forward(self, Z: np.ndarray, head: np.ndarray, keep: bool = False):
         acts = [Z]
@@ -49,7 +56,7 @@ class MLP:
             else:
                 np.tanh(h, out=h)
             acts.append(h)
-        out = h @ self.weights[-2] + self.weights[-1]
+        out = (h @ self.weights[-2] + self.weights[-1]) * self._scale
         out = out.reshape(Z.shape[0], self.n_heads, self.n_out)
         u = out[np.arange(Z.shape[0]), head]
         return (u, acts) if keep else u
@@ -58,7 +65,7 @@ class MLP:
         n = G.shape[0]
         dout = np.zeros((n, self.n_heads, self.n_out))
         dout[np.arange(n), head] = G
-        dout = dout.reshape(n, -1)
+        dout = dout.reshape(n, -1) * self._scale
         grads = [None] * len(self.weights)
         grads[-2] = acts[-1].T @ dout
         grads[-1] = dout.sum(0)
@@ -76,7 +83,7 @@ class MLP:
         return grads
 
     def copy(self) -> "MLP":
-        return MLP([w.copy() for w in self.weights], self.n_heads, self.activation)
+        return MLP([w.copy() for w in self.weights], self.n_heads, self.activation, self.out_scale)
 
 
 def predict(net: MLP, Z: np.ndarray, head: np.ndarray, chunk: int = 65536) -> np.ndarray:
@@ -88,7 +95,8 @@ def predict(net: MLP, Z: np.ndarray, head: np.ndarray, chunk: int = 65536) -> np
 
 def train(Z_tr, head_tr, packed_tr, Z_va, head_va, packed_va, link, u0, *, n_heads,
           hidden, max_epochs, learning_rate, batch_size, weight_decay, n_iter_no_change,
-          rng, activation="relu", ema=0.99, n_decays=3, schedule=None, verbose=0):
+          rng, activation="relu", ema=0.99, n_decays=3, schedule=None, verbose=0,
+          callback=None, out_scale=None, tol=1e-4):
     """Adam on minibatches of points, evaluated through an exponential moving average
     of the weights; the learning rate halves when the held-out NLL stalls for
     ``n_iter_no_change`` epochs, and training stops after ``n_decays`` halvings.
@@ -99,7 +107,7 @@ def train(Z_tr, head_tr, packed_tr, Z_va, head_va, packed_va, link, u0, *, n_hea
     Returns ``(net, best_epoch, decays, val_curve, train_curve)``; ``decays`` lists
     the epochs after which the rate was halved.
     """
-    net = MLP.init(Z_tr.shape[1], tuple(hidden), n_heads, u0, rng, activation)
+    net = MLP.init(Z_tr.shape[1], tuple(hidden), n_heads, u0, rng, activation, out_scale)
     avg = net.copy()
     m_ = [np.zeros_like(w) for w in net.weights]
     v_ = [np.zeros_like(w) for w in net.weights]
@@ -150,9 +158,11 @@ def train(Z_tr, head_tr, packed_tr, Z_va, head_va, packed_va, link, u0, *, n_hea
             continue
         val = core.mean_nll(predict(avg, Z_va, head_va), packed_va, link)
         val_curve.append(val)
+        if callback is not None:
+            callback(epoch, avg, val)
         if verbose:
             print(f"epoch {epoch}: lr {lr:.2g} train {train_curve[-1]:.5f} val {val:.5f}")
-        if not np.isfinite(best) or val < best - 1e-5 * abs(best):
+        if not np.isfinite(best) or val < best - tol:
             best, best_net, best_epoch, bad = val, avg.copy(), epoch, 0
         else:
             bad += 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np

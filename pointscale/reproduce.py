@@ -531,7 +531,9 @@ def _one(runner: _Runner, ds: Any, scale: ModelScale, order: np.ndarray) -> dict
                          "gt_points": n_gt, "gt_per_size": scale.gt_per_size,
                          "extrap_per_size": scale.extrap_per_size if extrap else 0,
                          "uniform_per_point": scale.n_uniform, "extra_points": len(extra_ids),
-                         "extra_per_point": scale.extra_samples if extra_ids else 0})
+                         "extra_per_point": scale.extra_samples if extra_ids else 0,
+                         "minority_share": float(np.bincount(np.asarray(ds.y_train).astype(np.int64)).min()
+                                                 / ds.n_pool)})
     if not extrap and scale.extrap_per_size:
         runner.messages.append(f"{ds.name}/{label}: the pool ({ds.n_pool} points) allows no size beyond "
                                f"{hi} within max_extrap_size={scale.max_extrap_size}; no extrapolation")
@@ -1119,6 +1121,16 @@ def verdicts(result: ReproductionResult) -> list[str]:
                             + f"; {above} of {len(law)} law-based rankings above random")
             verdict = ("**Reproduced.**" if matched_wins == 2 and significant == 2 else
                        "**Partly reproduced.**" if matched_wins or significant else "**Not reproduced.**")
+            rand = part[(part["ranking"] == "random")
+                        & (part["mean_gain"] < -2 * part["se_gain"])]
+            if not rand.empty:
+                sizes = t.get("sizes", pd.DataFrame())
+                share = sizes.loc[sizes["dataset"] == dsn, "minority_share"] if "minority_share" in sizes else []
+                verdict += (" Even random (class-balanced) additions lower test accuracy at n="
+                            + ", ".join(str(int(n)) for n in rand["n_initial"])
+                            + (f", likely because the minority class is {_fmt(100 * share.iloc[0], 0)} % of the "
+                               "pool and a 50/50 addition shifts the class prior" if len(share) else "")
+                            + "; the paper's protocol is class-balanced too.")
             lines.append(f"* **Point addition, {dsn}/{model}**: " + "; ".join(bits) + ". " + verdict)
     return lines
 
@@ -1153,8 +1165,12 @@ def write_results(result: ReproductionResult, path: str | Path, figures_dir: str
              "nothing is typed by hand. Paper: Covert, Ji, Hashimoto, Zou, *Scaling Laws for the Value of "
              "Individual Data Points in Machine Learning*, ICML 2024. Protocols: SPEC §2–§4 and "
              "`pointscale/reproduce.py`.\n")
+    cost = t.get("cost", pd.DataFrame())
+    resumed = not cost.empty and int(cost["fits_this_run"].sum()) < int(cost["fits"].sum())
     L.append(f"**Scale: `{cfg.name}`**, seed {cfg.seed}, blocks of {cfg.block_size} points sharing a base subset; "
-             f"total wall time {result.wall_seconds / 60:.1f} min on this machine. Utility: validation "
+             f"this invocation took {result.wall_seconds / 60:.1f} min on this machine"
+             + (" (it resumed from the sample ledgers of earlier invocations, see §6)" if resumed else "")
+             + ". Utility: validation "
              "negative log-loss (not the paper's double-softmax `paper_ce`). Models: "
              + ", ".join(f"`{m.model}` {dict(m.model_params) or ''}".strip() for m in cfg.models) + ".\n")
     if result.messages:

@@ -3,9 +3,15 @@
 Each row of the XGBoost matrix is a *point*; its gradient and curvature are the
 sums over that point's samples of the per-sample terms of
 :mod:`._amortized_core` (the curvature is the Fisher information, not the
-indefinite observed Hessian). Four outputs per row (``num_target=4``), one tree
-per output per round, starting from the pooled law as base margin; the number
-of rounds is chosen by early stopping on the NLL of held-out points.
+indefinite observed Hessian, with which boosting diverged). Five outputs per
+row (four with the signed parametrisation of c; ``num_target``), one tree per
+output per round, starting from the pooled law as base margin; the number of
+rounds is chosen by early stopping on the NLL of held-out points.
+
+Measured on the synthetic benchmark it learns the sign of c at least as well
+as the MLP but the exponents worse (a few times the MLP's squared error of
+ψ_k at k = 1000): the outputs are coupled (the information about α scales
+with |c|²) and a diagonal Newton step per round handles that poorly.
 """
 
 from __future__ import annotations
@@ -33,20 +39,17 @@ def train(F_tr, packed_tr, F_va, packed_va, link, u0, *, n_rounds, learning_rate
     import xgboost as xgb
 
     dtr = _dmatrix(F_tr, u0, nthread)
-    dva = _dmatrix(F_va, u0, nthread) if F_va is not None else None
+    dva = _dmatrix(F_va, u0, nthread)
     train_curve: list[float] = []
-    alpha_mid = link.raw(1.0, 1.0, 0.0, 2.0)[1]
     n_out = link.n_outputs
 
     def objective(pred, _dm):
         pred = pred.reshape(-1, n_out)
         loss, G, H = core.point_terms(pred, packed_tr, link, need_hess=True)
         train_curve.append(float(loss.sum() / packed_tr.n_samples))
-        if alpha_prior > 0.0:
-            # A weak Gaussian prior on the raw alpha output (towards alpha = 1)
-            # keeps alpha finite where m ~ 0 makes it unidentified.
-            G[:, 1] += alpha_prior * (pred[:, 1] - alpha_mid)
-            H[:, 1] += alpha_prior
+        if alpha_prior:
+            _, Gp, Hp = core.alpha_prior_terms(pred, link, alpha_prior)
+            G, H = G + Gp, H + Hp
         return G, H
 
     def metric(pred, _dm):
@@ -68,19 +71,12 @@ def train(F_tr, packed_tr, F_va, packed_va, link, u0, *, n_rounds, learning_rate
         "verbosity": 0,
     }
     evals_result: dict = {}
-    kwargs = {}
-    if dva is not None:
-        kwargs = dict(evals=[(dva, "val")], custom_metric=metric,
-                      early_stopping_rounds=n_iter_no_change, evals_result=evals_result)
     booster = xgb.train(params, dtr, num_boost_round=n_rounds, obj=objective,
-                        verbose_eval=bool(verbose), **kwargs)
-    if dva is not None:
-        val_curve = [float(v) for v in evals_result["val"]["nll"]]
-        best = int(np.argmin(val_curve)) + 1
-    else:
-        val_curve = []
-        best = booster.num_boosted_rounds()
-    return booster, best, val_curve, train_curve
+                        evals=[(dva, "val")], custom_metric=metric,
+                        early_stopping_rounds=n_iter_no_change, evals_result=evals_result,
+                        verbose_eval=bool(verbose))
+    val_curve = [float(v) for v in evals_result["val"]["nll"]]
+    return booster, int(np.argmin(val_curve)) + 1, val_curve, train_curve
 
 
 def predict(booster, F: np.ndarray, u0: np.ndarray, n_rounds: int, nthread: int) -> np.ndarray:
@@ -90,7 +86,8 @@ def predict(booster, F: np.ndarray, u0: np.ndarray, n_rounds: int, nthread: int)
 
 
 def to_bytes(booster) -> bytes:
-    return bytes(booster.save_raw("ubj"))
+    """XGBoost's own JSON model format."""
+    return bytes(booster.save_raw("json"))
 
 
 def from_bytes(raw: bytes):

@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .data import DataConfig, Dataset, load_dataset, open_dataset
 from .errors import ConfigError
-from .io import atomic_write_parquet, sha256_file
+from .io import atomic_write_parquet
 from .runs import RunFolder
 from .seeding import STREAM_POINT_CHOICE, rng
 
@@ -89,11 +89,6 @@ def choose_points(dataset: Dataset, points: int | str | None, seed: int) -> list
         raise ConfigError(f"--points {n} exceeds the training pool of {dataset.name} ({len(ids)} points)")
     chosen = rng(seed, STREAM_POINT_CHOICE).choice(len(ids), size=n, replace=False)
     return [ids[i] for i in np.sort(chosen)]
-
-
-def file_digest(path: str | Path) -> str:
-    path = Path(path)
-    return sha256_file(path)[:16] if path.exists() else "missing"
 
 
 # --------------------------------------------------------------------------- sampling
@@ -355,9 +350,9 @@ def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None
 
     run = RunFolder(run_dir)
     ds = open_dataset(dataset_path)
-    laws = _load_laws(run.file("laws_mle.parquet"))
-    amortized = _load_laws(run.file("laws_amortized.parquet"))
-    source = laws if laws is not None else amortized
+    source = _load_laws(run.file("laws_mle.parquet"))
+    if source is None:
+        source = _load_laws(run.file("laws_amortized.parquet"))
     n_current = int(n_current or ds.n_pool)
     labels = None
     if ds.task == "classification":

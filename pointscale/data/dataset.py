@@ -23,7 +23,6 @@ Design decisions, and why:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -524,7 +523,3 @@ def load_dataset(
         classes=None if classes is None else np.asarray(classes, dtype=object),
         fingerprint=fingerprint, config=config, preprocessing=prep, report=report,
     )
-
-
-def replace_path(dataset: Dataset, path: Path) -> Dataset:
-    return dataclasses.replace(dataset, path=path)

@@ -101,7 +101,7 @@ DEFAULT_K_MAX = 1000
 #: on the 2-core development machine; only used to size shards, never for results.
 FIT_SECONDS = {
     "logreg": 0.0003, "ridge": 0.0001, "linear": 0.0001,  # batched exact fast paths
-    "knn": 0.008, "decision_tree": 0.006, "svm": 0.02, "xgboost": 0.05, "mlp": 0.1,
+    "knn": 0.008, "decision_tree": 0.006, "svm": 0.02, "xgboost": 0.05, "mlp": 0.1, "mlp_batched": 0.02,
     "hist_gbm": 0.1, "random_forest": 0.1,
 }
 #: Seconds of fitting per shard: ~20x a Prefect task's overhead on Dask (~85 ms),

@@ -54,7 +54,7 @@ predictions of all columns, the same arithmetic as for a single estimator.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from scipy.linalg import LinAlgError
@@ -98,6 +98,10 @@ class BlockFit:
     method: str
     iterations: int = 0
     fallbacks: int = 0
+    #: The base model (trained on D alone) as a function of feature rows: class
+    #: probabilities (n, K) for classification, predictions (n,) for regression.
+    #: Scoring pool points outside D costs a prediction, not a fit (out-of-bag evidence).
+    predict_base: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def _augment(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
@@ -224,7 +228,7 @@ class LogisticBinarySolver:
         proba = np.stack([1.0 - p1, p1], axis=-1)
         return self.metric.from_proba(proba, self.y_val)
 
-    def __call__(self, Xd, yd, Xz, yz) -> BlockFit:
+    def __call__(self, Xd, yd, Xz, yz, seed: int | None = None) -> BlockFit:
         C = self.C
         X1 = _augment(Xd, self.fit_intercept)
         Z1 = _augment(Xz, self.fit_intercept)  # (B, d1)
@@ -279,8 +283,14 @@ class LogisticBinarySolver:
                 Theta[:, b], done[b] = newton_binary(Xb, np.append(y, yz[b]), C, pen, Theta[:, b])
                 fallbacks += 1
         scores = self._score(np.column_stack([theta0, Theta]))
+        fit_intercept = self.fit_intercept
+
+        def predict_base(X):
+            p1 = expit(_augment(X, fit_intercept) @ theta0)
+            return np.column_stack([1.0 - p1, p1])
+
         return BlockFit(u_base=float(scores[0]), u_with=scores[1:], converged=done & ok0,
-                        method=self.method, iterations=it, fallbacks=fallbacks)
+                        method=self.method, iterations=it, fallbacks=fallbacks, predict_base=predict_base)
 
 
 # --------------------------------------------------------------------------- multinomial logistic
@@ -347,7 +357,7 @@ class LogisticMultinomialSolver(LogisticBinarySolver):
         logits = np.einsum("nj,bjk->bnk", self.Xv1, Thetas)
         return self.metric.from_proba(softmax(logits, axis=-1), self.y_val)
 
-    def __call__(self, Xd, yd, Xz, yz) -> BlockFit:
+    def __call__(self, Xd, yd, Xz, yz, seed: int | None = None) -> BlockFit:
         C, K = self.C, self.K
         X1 = _augment(Xd, self.fit_intercept)
         Z1 = _augment(Xz, self.fit_intercept)
@@ -410,8 +420,13 @@ class LogisticMultinomialSolver(LogisticBinarySolver):
                                                     C, pen, gauge, Thetas[b])
             fallbacks += 1
         scores = self._score_all(np.concatenate([Theta0[None], Thetas]))
+        fit_intercept = self.fit_intercept
+
+        def predict_base(X):
+            return softmax(_augment(X, fit_intercept) @ Theta0, axis=1)
+
         return BlockFit(u_base=float(scores[0]), u_with=scores[1:], converged=done & ok0,
-                        method=self.method, iterations=it, fallbacks=fallbacks)
+                        method=self.method, iterations=it, fallbacks=fallbacks, predict_base=predict_base)
 
 
 # --------------------------------------------------------------------------- ridge / least squares
@@ -430,7 +445,7 @@ class RidgeSolver:
         self.y_val = np.asarray(y_val, dtype=np.float64)
         self.metric = METRICS[metric]
 
-    def __call__(self, Xd, yd, Xz, yz) -> BlockFit | None:
+    def __call__(self, Xd, yd, Xz, yz, seed: int | None = None) -> BlockFit | None:
         X1 = _augment(Xd, self.fit_intercept)
         Z1 = _augment(Xz, self.fit_intercept)
         y = np.asarray(yd, dtype=np.float64)
@@ -454,8 +469,10 @@ class RidgeSolver:
         pred = (self.Xv1 @ np.column_stack([theta0, Theta])).T
         scores = self.metric.from_pred(pred, self.y_val)
         B = Z1.shape[0]
+        fit_intercept = self.fit_intercept
         return BlockFit(u_base=float(scores[0]), u_with=scores[1:], converged=np.ones(B, dtype=bool),
-                        method=self.method, iterations=1)
+                        method=self.method, iterations=1,
+                        predict_base=lambda X: _augment(X, fit_intercept) @ theta0)
 
 
 # --------------------------------------------------------------------------- selection
@@ -466,11 +483,17 @@ _RIDGE_IGNORED = {"solver", "tol", "max_iter", "random_state", "copy_X", "n_jobs
 
 
 def fast_solver_for(model: str, params: Mapping[str, Any], task: str, n_classes: int,
-                    X_val, y_val, metric: str):
-    """A batched exact solver for this model and settings, or None if there is none.
+                    X_val, y_val, metric: str, device=None):
+    """A batched solver for this model and settings, or None if there is none.
 
-    ``params`` are the full settings (registry defaults plus overrides).
+    ``params`` are the full settings (registry defaults plus overrides);
+    ``device`` (a resolved :class:`~.devices.Device`) is where solvers that
+    can run on a GPU compute.
     """
+    if model == "mlp_batched":
+        from .batched_mlp import MLPBlockSolver
+
+        return MLPBlockSolver(params, task, n_classes, X_val, y_val, metric, device)
     if model == "logreg" and task == "classification":
         C = params.get("C", 1.0)
         extra = set(params) - _LOGREG_IGNORED - {"C", "fit_intercept", "l1_ratio", "penalty",

@@ -289,10 +289,10 @@ _DEFAULT_MODELS = {"classification": "logreg", "regression": "ridge"}
 
 def default_model(task: str) -> str:
     """The model used when none is given: ``logreg`` (classification), ``ridge`` (regression)."""
-    try:
-        return _DEFAULT_MODELS[task]
-    except KeyError:
-        raise ConfigError(f"task={task!r} must be 'classification' or 'regression'") from None
+    from .metrics import default_metric
+
+    default_metric(task)  # the one check (and message) for an unknown task
+    return _DEFAULT_MODELS[task]
 
 
 def warm_start_exact(name: str) -> bool:

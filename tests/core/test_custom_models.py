@@ -41,16 +41,6 @@ class MajorityClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
-@pytest.fixture(scope="module")
-def cancer():
-    return load_dataset("breast_cancer")
-
-
-@pytest.fixture(scope="module")
-def diabetes():
-    return load_dataset("diabetes")
-
-
 def _cfg(**kw):
     return SamplingConfig(**{"k_min": 40, "k_max": 80, "samples_per_point": 3, "block_size": 8, **kw})
 

@@ -12,16 +12,6 @@ from pointscale.sampling import SamplingConfig, default_sizes
 
 
 @pytest.fixture(scope="module")
-def cancer():
-    return load_dataset("breast_cancer")
-
-
-@pytest.fixture(scope="module")
-def diabetes():
-    return load_dataset("diabetes")
-
-
-@pytest.fixture(scope="module")
 def four_classes():
     rng = np.random.default_rng(0)
     n = 400

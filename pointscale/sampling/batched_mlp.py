@@ -290,6 +290,8 @@ class _BatchedMLPBase:
     _PARAMS = ("hidden_layer_sizes", "alpha", "learning_rate_init", "max_iter", "beta_1", "beta_2",
                "epsilon", "dtype", "random_state")
     _task = "classification"
+    # Marks _validate_params as this class's own check (check_settings), as the registry expects.
+    _parameter_constraints: dict = {}
 
     def __init__(self, hidden_layer_sizes=(32,), alpha=0.01, learning_rate_init=0.01, max_iter=200,
                  beta_1=ADAM_BETA_1, beta_2=ADAM_BETA_2, epsilon=ADAM_EPSILON, dtype="float32",

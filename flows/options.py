@@ -104,6 +104,9 @@ class SamplingOptions(DataOptions):
     block_size: Annotated[int, Field(ge=1)] = Field(32, description="points sharing one base subset")
     shard_size: Optional[Annotated[int, Field(ge=1)]] = Field(
         None, description="blocks per task (default: about 2 s of fits per task, >= 4 tasks per worker)")
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu", description="where the batched MLP and logistic solvers compute: cuda fails without a GPU, "
+                           "auto falls back to the CPU with a warning (never changes a sample beyond rounding)")
 
     def sampling_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`pointscale.pipeline.resolve_sampling` (without the data)."""

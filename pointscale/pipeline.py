@@ -157,21 +157,23 @@ def auto_shard_size(model: str, block_size: int, n_points: int, n_rounds: int, w
 def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | None, k_max: int | None,
                      samples_per_point: int, seed: int, block_size: int, shard_size: int | None,
                      n_points: int, model_params: Mapping[str, Any] | None = None,
-                     workers: int | None = None):
+                     workers: int | None = None, device: str = "cpu"):
     """The validated sampling config of a run on ``dataset``.
 
     Unset k bounds become the largest range the data allows up to
     [100, 1000] (on small pools, ``[k_max // 2, k_max]``); bounds that are set are validated, and an error names the
     largest k the pool allows. ``shard_size`` None means :func:`auto_shard_size`
-    (an execution setting: it never changes a sample).
+    (an execution setting: it never changes a sample), as is ``device``.
     """
     from .sampling import SamplingConfig
+    from .sampling.devices import resolve_device
     from .sampling.models import default_model
 
+    resolve_device(device)  # no GPU for device="cuda": one line, before anything runs
     if model is None:  # the default follows the task, as the metric's does
         model = default_model(dataset.task)
     common = dict(model=model, metric=metric, samples_per_point=samples_per_point, seed=seed,
-                  block_size=block_size, model_params=dict(model_params or {}))
+                  block_size=block_size, model_params=dict(model_params or {}), device=device)
     if shard_size is None:
         shard_size = auto_shard_size(str(model), block_size, n_points, samples_per_point, workers)
     common["shard_size"] = shard_size

@@ -29,6 +29,14 @@ same gradient, penalty scaling and bias-corrected Adam), so the models equal
 scikit-learn's up to floating-point summation order; the registry's ``mlp``
 stays the reference (see ``tests/core/test_batched_models.py``).
 
+Precision: ``dtype="float32"`` (the registry default) computes as the
+paper's torch model did and about twice as fast as float64 on a CPU; its
+rounding grows over 200 steps to ~1e-3 of U on some subsets, so Δ of float32
+and float64 runs correlate at 0.98-0.999 (measured on Adult, k = 100-1000).
+``dtype="float64"`` equals scikit-learn's models to ~1e-15. On the CPU, rows
+that are mostly zeros (one-hot columns) are multiplied in CSR form
+(:data:`SPARSE_DENSITY`).
+
 The code is written once against the array API standard
 (``array_api_compat``; scikit-learn vendors a copy, used when the package
 itself is absent), so the same functions run on numpy arrays on the CPU and

@@ -21,6 +21,20 @@ Two hashes:
 
 ``shard_size`` is execution-only (``_unhashed``): it groups blocks into units
 of work and never changes a result.
+
+Size range and a finite pool (SPEC §6)
+--------------------------------------
+A base subset D of size k is drawn without replacement from the pool of n
+points (minus the block valued against it). Two bases of size k share on
+average k²/n points, and the variance over D of any subset statistic carries
+the finite-population factor (n − k)/(n − 1): as k approaches n, D stops
+being random and the spread of Δ collapses faster than the k^(−β) the noise
+model assumes, so β piles up at its bound. :func:`default_k_range` keeps
+``k_max ≤ MAX_POOL_FRACTION · n`` (measured by ``benchmarks/size_range.py``:
+share of points with β at a bound and the shrinkage of Δ's spread against
+i.i.d. draws, by k_max / n), and ``k_min = k_max / 10`` (the paper's ratio)
+on pools too small for the paper's [100, 1000]. A user range beyond the
+fraction is accepted with a :class:`~pointscale.errors.FinitePoolWarning`.
 """
 
 from __future__ import annotations
@@ -32,10 +46,62 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 from ..config import StableConfig, stable_hash
-from ..errors import ConfigError
+from ..errors import ConfigError, FinitePoolWarning
 
 MODES = ("uniform", "staggered")
 DEFAULT_N_SIZES = 10
+
+#: The paper's size range, used whenever the pool allows it.
+PAPER_K_RANGE = (100, 1000)
+#: Largest base size as a share of the pool that keeps D random (benchmarks/size_range.py).
+MAX_POOL_FRACTION = 0.5
+#: k_max / k_min of the default range on pools too small for the paper's range (the paper's ratio).
+K_RANGE_RATIO = 10
+
+
+def default_k_range(n_pool: int, n_classes: int = 0, *, fraction: float = MAX_POOL_FRACTION) -> tuple[int, int]:
+    """The default size range [k_min, k_max] for a pool of ``n_pool`` points.
+
+    The paper's [100, 1000] capped so that ``k_max ≤ fraction · n_pool``; when
+    capped, ``k_min = max(k_max // 10, n_classes, 2)``.
+
+    Parameters
+    ----------
+    n_pool : int
+        Points in the training pool.
+    n_classes : int, default=0
+        Classes (0 for regression): every stratified subset holds one of each.
+    fraction : float, default=MAX_POOL_FRACTION
+
+    Returns
+    -------
+    (int, int)
+
+    Examples
+    --------
+    >>> default_k_range(46842)
+    (100, 1000)
+    >>> default_k_range(314, 2)
+    (15, 157)
+    """
+    hi = min(PAPER_K_RANGE[1], int(fraction * int(n_pool)))
+    lo = min(PAPER_K_RANGE[0], max(hi // K_RANGE_RATIO, int(n_classes), 2))
+    if hi < lo:
+        raise ConfigError(f"the pool of {n_pool} points is too small for a size range: "
+                          f"{fraction:.0%} of it is {hi} < {lo}")
+    return lo, hi
+
+
+def finite_pool_message(k_max: int, n_pool: int, what: str = "k_max") -> str | None:
+    """Why ``k_max`` is too close to the pool size, or None when it is not."""
+    limit = int(MAX_POOL_FRACTION * n_pool)
+    if k_max <= limit:
+        return None
+    return (f"{what}={k_max} is {k_max / n_pool:.0%} of the pool of {n_pool} points: base subsets of that size "
+            f"share most of their points, so Δ's spread collapses at large k (β piles up at its bound) and the "
+            f"values describe this pool, not random datasets of that size; keep {what} <= {limit} "
+            f"({MAX_POOL_FRACTION:.0%} of the pool)")
+
 
 # Fields left out of identity_hash: how many samples, not what a sample is.
 _COUNT_FIELDS = ("samples_per_point", "samples_per_size")
@@ -238,6 +304,11 @@ class SamplingConfig(StableConfig):
                 f"block of up to {min(self.block_size, dataset.n_pool)} points, so the largest k is "
                 f"{largest}; lower k_max (or block_size)"
             )
+        message = finite_pool_message(self.k_max, dataset.n_pool, what)
+        if message is not None:
+            import warnings
+
+            warnings.warn(message, FinitePoolWarning, stacklevel=3)
         if dataset.task == "classification" and self.k_min < dataset.n_classes:
             raise ConfigError(
                 f"k_min={self.k_min} must be at least the number of classes ({dataset.n_classes}): "

@@ -93,6 +93,21 @@ def _default_laws(samples: pd.DataFrame):
     return quiet(L.fit_mle, samples), "fit_mle"
 
 
+def point_order(ds: Any, seed: int) -> np.ndarray:
+    """One seeded permutation of the pool per dataset: ground-truth points first, then the extra points."""
+    return np.asarray(ds.point_ids, dtype=object)[rng(seed, STREAM_SELECTION, "reproduce", ds.fingerprint)
+                                                  .permutation(ds.n_pool)]
+
+
+def ground_truth_config(phases: Phases, ds: Any, scale: ModelScale, config: ReproduceConfig):
+    """The staggered ground-truth sampling config of ``scale`` on ``ds`` (metric resolved, so it names the ledger)."""
+    from pointscale.sampling.metrics import default_metric
+
+    plan = size_plan(ds, scale.max_extrap_size if scale.extrap_per_size else 0)
+    return phases.config(scale.model, dict(scale.model_params), config.metric or default_metric(ds.task),
+                         mode="staggered", sizes=plan["grid"], samples_per_size=scale.gt_per_size, seed=config.seed)
+
+
 def one_model(phases: Phases, ds: Any, scale: ModelScale, config: ReproduceConfig, order: np.ndarray,
               log: Callable[[str], Any]) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """Every protocol for one (dataset, model): tables without the key, and the figure arrays."""
@@ -100,7 +115,10 @@ def one_model(phases: Phases, ds: Any, scale: ModelScale, config: ReproduceConfi
     from pointscale.laws import fit_log_ols, fit_mle
     from pointscale.valuation import distributional_shapley, flip_labels, grid_shapley, monte_carlo_values
 
-    label, seed, metric = scale.label, config.seed, config.metric
+    from pointscale.sampling.metrics import default_metric
+
+    label, seed = scale.label, config.seed
+    metric = config.metric or default_metric(ds.task)  # resolved: the ledger folders are named by it
     params = dict(scale.model_params)
     plan = size_plan(ds, scale.max_extrap_size if scale.extrap_per_size else 0)
     lo, hi, grid, extrap = plan["lo"], plan["hi"], plan["grid"], plan["extrap"]
@@ -117,8 +135,7 @@ def one_model(phases: Phases, ds: Any, scale: ModelScale, config: ReproduceConfi
 
     # ---- sampling
     log(f"  {ds.name}/{label}: ground truth, {n_gt} points x {len(grid)} sizes x {scale.gt_per_size}")
-    gt = phases.sample(ds, phases.config(scale.model, params, metric, mode="staggered", sizes=grid,
-                                         samples_per_size=scale.gt_per_size, seed=seed), gt_ids, "ground_truth", label)
+    gt = phases.sample(ds, ground_truth_config(phases, ds, scale, config), gt_ids, "ground_truth", label)
     ex = gt.iloc[:0]
     if extrap:
         ex = phases.sample(ds, phases.config(scale.model, params, metric, mode="staggered", sizes=extrap,
@@ -209,10 +226,8 @@ def one_model(phases: Phases, ds: Any, scale: ModelScale, config: ReproduceConfi
 
     # ---- 5. value transfer, for the utility used and the ones shown beside it
     if scale.transfer_points:
-        from pointscale.sampling.metrics import default_metric
-
         t_ids = [str(p) for p in order[: min(scale.transfer_points, ds.n_pool)]]
-        used = metric or default_metric(ds.task)
+        used = metric
         rows = []
         for util in dict.fromkeys([used, *config.transfer_metrics]):
             cfg = uni_cfg.replace(metric=util, samples_per_point=scale.transfer_samples, seed=seed + 3)
@@ -284,8 +299,7 @@ def run_reproduction(config: ReproduceConfig, out: str | Path, *, datasets: Sequ
                          "n_test": int(np.asarray(ds.y_test).size), "n_features": ds.n_features,
                          "minority_share": float(np.bincount(np.asarray(ds.y_train).astype(np.int64)).min()
                                                  / ds.n_pool), "fingerprint": ds.fingerprint})
-        order = np.asarray(ds.point_ids, dtype=object)[
-            rng(config.seed, STREAM_SELECTION, "reproduce", ds.fingerprint).permutation(ds.n_pool)]
+        order = point_order(ds, config.seed)
         for scale in config.models:
             t0 = time.perf_counter()
             log(f"{ds.name} / {scale.label}")

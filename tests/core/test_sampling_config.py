@@ -96,10 +96,10 @@ def test_bad_setting_value_fails_before_compute(cancer):
 
 def test_resolved_fills_default_model_and_metric_and_keeps_identity(cancer, diabetes):
     cfg = SamplingConfig(k_min=20, k_max=50)
-    assert (cfg.resolved(cancer).model, cfg.resolved(cancer).metric) == ("logreg", "neg_log_loss")
+    assert (cfg.resolved(cancer).model, cfg.resolved(cancer).metric) == ("logreg", "paper_ce")
     # The default model follows the task: ridge (exact rank-one fast path) for regression.
     assert (cfg.resolved(diabetes).model, cfg.resolved(diabetes).metric) == ("ridge", "neg_mse")
-    explicit = SamplingConfig(k_min=20, k_max=50, model="logreg", metric="neg_log_loss")
+    explicit = SamplingConfig(k_min=20, k_max=50, model="logreg", metric="paper_ce")
     assert cfg.resolved(cancer).identity_hash() == explicit.identity_hash()
     assert cfg.resolved(diabetes).identity_hash() == SamplingConfig(
         k_min=20, k_max=50, model="ridge", metric="neg_mse").identity_hash()

@@ -160,10 +160,10 @@ def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | No
     """The validated sampling config of a run on ``dataset``.
 
     Unset k bounds follow :func:`pointscale.sampling.config.default_k_range`:
-    the paper's [100, 1000] with ``k_max`` at most half the pool (so the base
+    the paper's [100, 1000] with ``k_max`` at most a third of the pool (so the base
     subsets stay random) and ``k_min = k_max // 10`` on small pools. Bounds
     that are set are validated (an error names the largest k the pool allows;
-    a k_max beyond half the pool is accepted with a ``FinitePoolWarning``).
+    a k_max beyond a third of the pool is accepted with a ``FinitePoolWarning``).
     ``shard_size`` None means :func:`auto_shard_size` (an execution setting:
     it never changes a sample).
     """

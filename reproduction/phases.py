@@ -48,9 +48,9 @@ def size_plan(dataset: Any, max_extrap_size: int) -> dict[str, Any]:
 
     The fit range is the project's default for the pool
     (:func:`~pointscale.sampling.config.default_k_range`: the paper's
-    [100, 1000] where the pool allows, else k_max = half the pool and
+    [100, 1000] where the pool allows, else k_max = a third of the pool and
     k_min = k_max / 10). Extrapolation sizes 2·k_max and 5·k_max are kept
-    when they stay within half the pool (so D is still random) and within
+    when they stay within a third of the pool (so D is still random) and within
     ``max_extrap_size``.
     """
     lo, hi = default_k_range(dataset.n_pool, dataset.n_classes)

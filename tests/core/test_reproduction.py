@@ -34,9 +34,9 @@ def test_size_plan_follows_the_finite_pool_rule():
     assert (plan["lo"], plan["hi"]) == (100, 1000)
     assert plan["grid"] == (100, 129, 166, 215, 278, 359, 464, 599, 774, 1000)  # SPEC §2
     assert plan["extrap"] == (2000, 5000)
-    assert size_plan(SimpleNamespace(n_pool=6000, n_classes=2), 5000)["extrap"] == (2000,)  # 5000 > half the pool
+    assert size_plan(SimpleNamespace(n_pool=9000, n_classes=2), 5000)["extrap"] == (2000,)  # 5000 > a third of the pool
     small = size_plan(SimpleNamespace(n_pool=314, n_classes=2), 5000)
-    assert (small["lo"], small["hi"], small["extrap"]) == (15, 157, ())
+    assert (small["lo"], small["hi"], small["extrap"]) == (10, 104, ())
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_tiny_run_monte_carlo_shapley_equals_the_mean_of_the_ledger(tiny):
     uni = Ledger(next(root.glob("uniform-*"))).read()
     gt = Ledger(next(root.glob("ground_truth-*"))).read()
     uni, gt = uni[~uni["failed"]], gt[~gt["failed"]]
-    truth = grid_shapley(empirical_psi(gt), 15, 157)
+    truth = grid_shapley(empirical_psi(gt), 10, 104)
     mc = uni[uni["round"] < 12].groupby("point_id")["delta"].mean().reindex(truth.index)
     expect = score_pair(mc.to_numpy(), truth.to_numpy())["explained_variance"]
     row = tiny.result.tables["shapley"].query("model == 'logreg' and estimator == 'monte_carlo' and n == 12")

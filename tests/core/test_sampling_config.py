@@ -162,9 +162,9 @@ def test_default_k_range_keeps_k_max_within_half_the_pool():
     from pointscale.sampling.config import MAX_POOL_FRACTION, default_k_range
 
     assert default_k_range(46_842, 2) == (100, 1000)  # the paper's range where the pool allows
-    assert default_k_range(2000, 2) == (100, 1000)
-    assert default_k_range(1999, 2) == (99, 999)
-    assert default_k_range(314, 2) == (15, 157)  # breast_cancer: k_max = 314 // 2, k_min = k_max // 10
+    assert default_k_range(3000, 2) == (100, 1000)
+    assert default_k_range(2999, 2) == (99, 999)
+    assert default_k_range(314, 2) == (10, 104)  # breast_cancer: k_max = 314 // 3, k_min = k_max // 10
     for n in (40, 100, 314, 1500, 5000, 10**6):
         lo, hi = default_k_range(n, 2)
         assert hi <= MAX_POOL_FRACTION * n and 2 <= lo <= hi
@@ -180,8 +180,8 @@ def test_a_range_beyond_half_the_pool_is_accepted_with_a_warning_that_says_why()
     cancer = load_dataset("breast_cancer")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the default range warns about nothing
-        SamplingConfig(k_min=15, k_max=157).resolved(cancer)
-    with pytest.warns(FinitePoolWarning, match=r"k_max=282 is 90% of the pool of 314 points.*keep k_max <= 157"):
+        SamplingConfig(k_min=10, k_max=104).resolved(cancer)
+    with pytest.warns(FinitePoolWarning, match=r"k_max=282 is 90% of the pool of 314 points.*keep k_max <= 104"):
         cfg = SamplingConfig(k_min=100, k_max=282).resolved(cancer)
     assert cfg.k_max == 282  # accepted
     with pytest.warns(FinitePoolWarning, match="the largest size in sizes=200"):
@@ -196,6 +196,6 @@ def test_pipeline_default_range_follows_the_rule():
     common = dict(model="logreg", metric=None, samples_per_point=5, seed=0, block_size=32, shard_size=4,
                   n_points=cancer.n_pool)
     cfg = pipeline.resolve_sampling(cancer, k_min=None, k_max=None, **common)
-    assert (cfg.k_min, cfg.k_max) == (15, 157)
+    assert (cfg.k_min, cfg.k_max) == (10, 104)
     cfg = pipeline.resolve_sampling(cancer, k_min=None, k_max=100, **common)
     assert (cfg.k_min, cfg.k_max) == (10, 100)

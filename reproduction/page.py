@@ -48,19 +48,19 @@ def _law_rows(result: ReproductionResult):
     if law.empty:
         return
     for (dsn, model), part in law.groupby(["dataset", "model"], sort=False):
-        yield dsn, model, part.set_index(["law", "fit", "target"])
+        p = part.set_index(["law", "fit", "target"])
+        try:
+            # the paper's log-space law in sample (its protocol), the MLE out of sample, the pooled R²
+            yield (dsn, model, p.loc[("log_ols", "in-sample", "mean_per_size")],
+                   p.loc[("mle", "out-of-sample", "mean_per_size")], p.loc[("log_ols", "in-sample", "pooled")])
+        except KeyError:
+            continue
 
 
 def verdicts(result: ReproductionResult) -> list[str]:
     """One line per finding and (dataset, model), from the tables."""
     t, lines = result.tables, []
-    for dsn, model, p in _law_rows(result):
-        try:
-            ins = p.loc[("log_ols", "in-sample", "mean_per_size")]
-            oos = p.loc[("mle", "out-of-sample", "mean_per_size")]
-            pooled = p.loc[("log_ols", "in-sample", "pooled")]
-        except KeyError:
-            continue
+    for dsn, model, ins, oos, pooled in _law_rows(result):
         gap = oos["noise_ceiling"] - oos["r2"]
         if ins["r2"] >= 0.95 and gap <= 0.05:
             verdict = "**Reproduced.**"
@@ -143,13 +143,7 @@ def differences(result: ReproductionResult) -> list[str]:
     """Each remaining difference from the paper, with the number that explains it."""
     t, out = result.tables, []
     sizes = t.get("sizes", pd.DataFrame())
-    for dsn, model, p in _law_rows(result):
-        try:
-            ins = p.loc[("log_ols", "in-sample", "mean_per_size")]
-            pooled = p.loc[("log_ols", "in-sample", "pooled")]
-            oos = p.loc[("mle", "out-of-sample", "mean_per_size")]
-        except KeyError:
-            continue
+    for dsn, model, ins, oos, pooled in _law_rows(result):
         sz = sizes[(sizes["dataset"] == dsn) & (sizes["model"] == model)]
         per = int(sz["gt_per_size"].iloc[0]) if len(sz) else 0
         pts = int(sz["gt_points"].iloc[0]) if len(sz) else 0

@@ -36,12 +36,12 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
                 target_sizes: Optional[list[int]], removal: bool, timings: dict[str, float]) -> dict[str, Any]:
     logger = get_run_logger()
     path, fp = ds_info["path"], ds_info["fingerprint"]
-    groups = pipeline.load_point_groups(run.root)
 
     t = time.perf_counter()
     runner = dask_task_runner(workers=workers, address=dask_address)
     counts = sample_stage.with_options(task_runner=runner)(
-        run_dir=str(run.root), dataset_path=path, dataset_fingerprint=fp, sampling=sampling, point_groups=groups)
+        run_dir=str(run.root), dataset_path=path, dataset_fingerprint=fp, sampling=sampling,
+        points_hash=pipeline.points_hash(run.root))
     run.update_manifest(counts=counts)
     _stage(run, "sample", timings, t)
     logger.info("sampled: %s", counts)

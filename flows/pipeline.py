@@ -102,6 +102,7 @@ def pipeline_flow(
     run = RunFolder(ds_info["run_dir"])
     with run.lock(wait=wait_for_lock):
         timings: dict[str, float] = {"ingest": round(time.perf_counter() - started, 3)}
+        run.update_manifest(timings=dict(timings))
         ds = open_dataset(ds_info["path"])
         chosen = pipeline.choose_points(ds, points, seed)
         cfg = pipeline.resolve_sampling(ds, model=model, metric=metric, k_min=k_min, k_max=k_max,

@@ -369,8 +369,13 @@ def write_report(
     if removal is not None and len(removal):
         name = _fig._metric_name(removal)
         n_test = int(removal["n_test"].iloc[0]) if "n_test" in removal.columns else None
-        md += ["## Removal curves", "",
-               f"`score` is test {name}" + (f" on {n_test} test rows" + (
+        md += ["## Removal curves", ""]
+        if "n_pool_used" in removal.columns and info.get("n_pool") \
+                and int(removal["n_pool_used"].iloc[0]) < int(info["n_pool"]):
+            md += [f"Computed on a seeded random subsample of {int(removal['n_pool_used'].iloc[0])} of the "
+                   f"{int(info['n_pool'])} pool points (each fraction refits the model; the budget bounds "
+                   "the cost); fractions are of the valued points in the subsample.", ""]
+        md += [f"`score` is test {name}" + (f" on {n_test} test rows" + (
                    f" (one row = {100 / n_test:.2f} pp: differences of a row or two are noise)"
                    if name == "accuracy" and n_test < 500 else "") if n_test else "") + ".", "",
                markdown_table(removal, ["strategy", "fraction", "n_removed", "metric", "score", "se", "n_failed"]), ""]

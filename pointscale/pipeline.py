@@ -168,7 +168,7 @@ def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | No
     it never changes a sample).
     """
     from .sampling import SamplingConfig
-    from .sampling.config import K_RANGE_RATIO, PAPER_K_RANGE
+    from .sampling.config import default_k_min
     from .sampling.models import default_model
 
     if model is None:  # the default follows the task, as the metric's does
@@ -182,7 +182,7 @@ def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | No
     lo, hi = default_k_range(dataset.n_pool, dataset.n_classes)
     k_max = min(hi, largest) if k_max is None else k_max
     if k_min is None:
-        k_min = lo if k_max >= hi else min(PAPER_K_RANGE[0], max(k_max // K_RANGE_RATIO, dataset.n_classes, 2))
+        k_min = lo if k_max >= hi else default_k_min(k_max, dataset.n_classes)
     return SamplingConfig(k_min=k_min, k_max=k_max, **common).resolved(dataset, n_points=n_points)
 
 

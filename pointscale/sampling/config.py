@@ -66,7 +66,8 @@ def default_k_range(n_pool: int, n_classes: int = 0, *, fraction: float = MAX_PO
     """The default size range [k_min, k_max] for a pool of ``n_pool`` points.
 
     The paper's [100, 1000] capped so that ``k_max ≤ fraction · n_pool``; when
-    capped, ``k_min = max(k_max // 10, n_classes, 2)``.
+    capped, ``k_min = max(k_max // 10, n_classes, min(10, k_max // 2))``
+    (:func:`default_k_min`).
 
     Parameters
     ----------
@@ -88,11 +89,22 @@ def default_k_range(n_pool: int, n_classes: int = 0, *, fraction: float = MAX_PO
     (10, 104)
     """
     hi = min(PAPER_K_RANGE[1], int(fraction * int(n_pool)))
-    lo = min(PAPER_K_RANGE[0], max(hi // K_RANGE_RATIO, int(n_classes), 2))
-    if hi < lo:
+    lo = default_k_min(hi, n_classes)
+    if hi < lo or hi < 2:
         raise ConfigError(f"the pool of {n_pool} points is too small for a size range: "
                           f"{fraction:.0%} of it is {hi} < {lo}")
     return lo, hi
+
+
+def default_k_min(k_max: int, n_classes: int = 0) -> int:
+    """``k_min`` for a given ``k_max``: the paper's 100, or ``k_max / 10`` when that is smaller.
+
+    Never below the number of classes (stratified subsets hold one of each),
+    and at least 10 (or half of k_max) so that models with a minimum number
+    of rows (k-NN's 5 neighbours, 5-fold Platt scaling) still fit at k_min.
+    """
+    k_max = int(k_max)
+    return min(PAPER_K_RANGE[0], max(k_max // K_RANGE_RATIO, int(n_classes), min(10, k_max // 2), 2))
 
 
 def finite_pool_message(k_max: int, n_pool: int, what: str = "k_max") -> str | None:

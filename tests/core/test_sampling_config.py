@@ -158,7 +158,7 @@ def test_staggered_default_grid_is_the_spec_grid():
 # --------------------------------------------------------------------------- size range vs a finite pool
 
 
-def test_default_k_range_keeps_k_max_within_half_the_pool():
+def test_default_k_range_keeps_k_max_within_a_third_of_the_pool():
     from pointscale.sampling.config import MAX_POOL_FRACTION, default_k_range
 
     assert default_k_range(46_842, 2) == (100, 1000)  # the paper's range where the pool allows
@@ -168,7 +168,10 @@ def test_default_k_range_keeps_k_max_within_half_the_pool():
     for n in (40, 100, 314, 1500, 5000, 10**6):
         lo, hi = default_k_range(n, 2)
         assert hi <= MAX_POOL_FRACTION * n and 2 <= lo <= hi
-    assert default_k_range(30, 5)[0] == 5  # one row per class at least
+    assert default_k_range(330, 2) == (11, 110)
+    assert default_k_range(110, 2) == (10, 36)  # at least 10 rows: k-NN's 5 neighbours still fit
+    assert default_k_range(30, 2) == (5, 10)
+    assert default_k_range(300, 12)[0] == 12  # one row per class at least
     with pytest.raises(ConfigError, match="too small"):
         default_k_range(6, 4)
 

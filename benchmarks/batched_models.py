@@ -29,76 +29,24 @@ second.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from benchmarks import sampling as sampling_bench
+from benchmarks.sampling import Timing, _clock, _since, config_for
+from benchmarks.sampling import value_points as spread_points
 from pointscale.data import load_dataset
-from pointscale.sampling import SamplingConfig, make_estimator, plan_blocks, run_blocks, subset_for, utility
+from pointscale.sampling import make_estimator, plan_blocks, run_blocks, subset_for, utility
 from pointscale.sampling.plans import draw_subset, pool_info
-from pointscale.seeding import STREAM_MODEL, int_seed
-
-K_RANGE = (100, 1000)
 
 
-@dataclass
-class Timing:
-    samples: int
-    wall: float
-    cpu: float
-
-    @property
-    def per_wall(self) -> float:
-        return self.samples / self.wall
-
-    @property
-    def per_cpu(self) -> float:
-        return self.samples / self.cpu
-
-
-def _clock():
-    return time.perf_counter(), time.process_time()
-
-
-def _since(start, samples) -> Timing:
-    return Timing(samples, time.perf_counter() - start[0], time.process_time() - start[1])
-
-
-def config_for(ds, model: str, block_size: int = 32, **kw) -> SamplingConfig:
-    largest = SamplingConfig(k_min=2, k_max=2, block_size=block_size).largest_k(ds)
-    k_max = min(K_RANGE[1], largest)
-    return SamplingConfig(model=model, k_min=min(K_RANGE[0], k_max), k_max=k_max, block_size=block_size,
-                          **kw).resolved(ds)
-
-
-def spread_points(ds, n: int) -> list[str]:
-    ids = np.asarray(ds.point_ids)
-    pick = np.random.default_rng(0).choice(len(ids), size=min(n, len(ids)), replace=False)
-    return list(ids[np.sort(pick)])
-
-
-def paper_protocol(ds, cfg: SamplingConfig, budget_s: float, max_samples: int) -> Timing:
+def paper_protocol(ds, cfg, budget_s: float, max_samples: int) -> Timing:
     """Two cold fits of the registry's model per sample, sequential, single-threaded."""
-    info = pool_info(ds)
-    gen = np.random.default_rng(12345)
-    n = 0
-    with threadpool_limits(limits=1):
-        start = _clock()
-        while n < max_samples and (time.perf_counter() - start[0]) < budget_s:
-            z = int(gen.integers(ds.n_pool))
-            k = int(gen.integers(cfg.k_min, cfg.k_max + 1))
-            D = draw_subset(info, 777, n, k, np.array([z]))
-            for rows in (D, np.append(D, z)):
-                est = make_estimator(cfg.model, ds.task, n, cfg.model_params).fit(ds.X_train[rows], ds.y_train[rows])
-                utility(cfg.metric, est, ds.X_val, ds.y_val, ds.n_classes)
-            n += 1
-        return _since(start, n)
+    return sampling_bench.paper_protocol(ds, cfg, budget_s, max_samples, paper_default=False)
 
 
-def ours(ds, cfg: SamplingConfig, blocks) -> tuple[Timing, pd.DataFrame]:
+def ours(ds, cfg, blocks) -> tuple[Timing, pd.DataFrame]:
     run_blocks(ds, cfg, [_shrunk(blocks[0], 2)])  # warm-up: imports, caches
     start = _clock()
     frame = run_blocks(ds, cfg, blocks)
@@ -122,7 +70,7 @@ def _row(name, data, cfg, t_ours: Timing, t_paper: Timing, frame, **extra) -> di
 # --------------------------------------------------------------------------- MLP
 
 
-def mlp_agreement(ds, cfg: SamplingConfig, n_acc: int, n_corr: int) -> dict[str, float]:
+def mlp_agreement(ds, cfg, n_acc: int, n_corr: int) -> dict[str, float]:
     """mlp_batched vs MLPClassifier, same settings and seeds: accuracy at k_max, U(D) correlation."""
     info = pool_info(ds)
     gen = np.random.default_rng(2024)
@@ -227,7 +175,7 @@ def multinomial_fidelity(ds, cfg, frame, n: int) -> float:
 def multinomial_section(quick: bool) -> list[dict]:
     rows = []
     for ds, n_points, budget, cap, n_fid in ((digits10(), 256 if quick else 640, 15.0, 400, 5),
-                                             (synthetic10x500(), 32, 30.0 if quick else 90.0, 3, 2)):
+                                             (synthetic10x500(), 32, 30.0 if quick else 60.0, 2, 1)):
         cfg = config_for(ds, "logreg", samples_per_point=1)
         blocks = plan_blocks(ds, cfg, spread_points(ds, n_points))
         t, frame = ours(ds, cfg, blocks)

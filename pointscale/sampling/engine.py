@@ -278,7 +278,8 @@ def run_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
             Z = info.indices(block.point_ids)
             D = draw_subset(info, cfg.seed, block.base_id, block.k, Z)
             # The model seed is the block's, as on the generic path (same initialisation for D and D ∪ {z}).
-            seed = int(cfg.model_params.get("random_state", int_seed(cfg.seed, STREAM_MODEL, block.base_id)))
+            seed = cfg.model_params.get("random_state")  # a seed the user set wins, as on the generic path
+            seed = int_seed(cfg.seed, STREAM_MODEL, block.base_id) if seed is None else int(seed)
             out = _fast_block(solver, ds, D, Z, seed) if solver is not None else None
             if out is None:
                 out = fitter(block, D, Z)

@@ -19,11 +19,6 @@ F64 = {"dtype": "float64"}
 
 
 @pytest.fixture(scope="module")
-def cancer():
-    return load_dataset("breast_cancer")
-
-
-@pytest.fixture(scope="module")
 def three_classes():
     rng = np.random.default_rng(5)
     n = 360

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pointscale.sampling.devices import _gpu
+
 from flows.cli import main
 from tests.conftest import run_cli
 
@@ -37,6 +39,9 @@ CASES = [
     (["--dataset", "no_such_builtin_name"], "not found"),
     (["--model-param", "n_neighbours=3", "--model", "knn"], "n_neighbours"),
 ]
+# Without a GPU (none in CI), --device cuda must stop before anything runs.
+if _gpu() is None:
+    CASES.append((["--device", "cuda", "--model", "mlp_batched"], "device='cuda' needs a CUDA GPU"))
 
 
 @pytest.mark.parametrize("args, message", CASES, ids=[c[1][:30] for c in CASES])

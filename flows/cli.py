@@ -198,7 +198,8 @@ def cmd_addition(args) -> int:
         raise ConfigError(f"{args.run_dir} holds no finished run (run.json missing)")
     ds = open_dataset(manifest["dataset"]["path"])
     laws = FittedScalingLaws.load(run.file("laws_mle.parquet"))
-    result = point_addition_experiment(ds, laws, model=manifest["config"]["sampling"]["model"],
+    sampling = manifest["config"]["sampling"]
+    result = point_addition_experiment(ds, laws, model=sampling["model"], model_params=sampling["model_params"],
                                        n_small=args.n_small, n_large=args.n_large, m=args.m,
                                        repeats=args.repeats, seed=manifest["config"]["data"]["seed"])
     frame = result.to_frame() if hasattr(result, "to_frame") else pd.DataFrame(result)

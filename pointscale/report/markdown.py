@@ -367,8 +367,13 @@ def write_report(
 
     removal = experiments.get("removal")
     if removal is not None and len(removal):
-        md += ["## Removal curves", "",
-               markdown_table(removal, ["strategy", "fraction", "n_removed", "score", "se", "n_failed"]), ""]
+        md += ["## Removal curves", ""]
+        if "n_pool_used" in removal.columns and info.get("n_pool") \
+                and int(removal["n_pool_used"].iloc[0]) < int(info["n_pool"]):
+            md += [f"Computed on a seeded random subsample of {int(removal['n_pool_used'].iloc[0])} of the "
+                   f"{int(info['n_pool'])} pool points (each fraction refits the model; the budget bounds "
+                   "the cost); fractions are of the valued points in the subsample.", ""]
+        md += [markdown_table(removal, ["strategy", "fraction", "n_removed", "score", "se", "n_failed"]), ""]
         figure(_fig.removal_curves(removal, fig_dir / "removal_curves.png"),
                "Test score after removing valued points, lowest-valued first, highest first, or at random")
 

@@ -385,11 +385,16 @@ def removal_curve(
     metric: str | None = None,
     model_params: Mapping[str, Any] | None = None,
     seed: int = 0,
+    max_train: int | None = None,
 ) -> pd.DataFrame:
     """Test score after removing the lowest-valued (or highest-valued, or random) points.
 
     The model trains on the whole pool minus the removed points; only points
-    with a finite value are removed (the others always stay).
+    with a finite value are removed (the others always stay). Every fraction
+    refits the model on ~the whole pool, 7 fits per fraction, so on a large
+    pool ``max_train`` bounds the cost: the curve is then computed on a seeded
+    random subsample of that many pool points (removing the lowest-valued
+    points *of the subsample*), and the rows say so (``n_pool_used``).
 
     Parameters
     ----------
@@ -405,13 +410,16 @@ def removal_curve(
     metric : str, optional
         Default test accuracy (classification) or ``neg_mse``.
     seed : int, default=0
+    max_train : int, optional
+        Pool points the curve uses at most (None: all).
 
     Returns
     -------
     DataFrame
         ``strategy`` (``lowest_first``, ``highest_first``, ``random``),
         ``fraction``, ``n_removed``, ``n_train``, ``score`` (mean over repeats),
-        ``se`` (NaN for the deterministic strategies), ``n_repeats``, ``n_failed``.
+        ``se`` (NaN for the deterministic strategies), ``n_repeats``, ``n_failed``,
+        ``n_pool_used`` (the pool points the curve drew from).
     """
     metric = metric or default_metric(dataset.task)
     _require_test_split(dataset)
@@ -424,10 +432,17 @@ def removal_curve(
         raise DataError("no point has a finite value; nothing to remove")
     idx = _ids_to_index(dataset, vals.index.tolist())
     v = vals.to_numpy(dtype=np.float64)
+    everyone = np.arange(dataset.n_pool)
+    if max_train is not None and dataset.n_pool > int(max_train):
+        everyone = np.sort(rng(seed, STREAM_SELECTION, "removal-subsample").choice(
+            dataset.n_pool, int(max_train), replace=False))
+        inside = np.isin(idx, everyone)
+        idx, v = idx[inside], v[inside]
+        if idx.size == 0:
+            raise DataError("no valued point falls in the removal curve's subsample; raise max_train")
     # ties broken by pool position so the curve is deterministic
     low_first = idx[np.lexsort((idx, v))]
     high_first = idx[np.lexsort((idx, -v))]
-    everyone = np.arange(dataset.n_pool)
     mseed = int_seed(seed, STREAM_MODEL, "removal")
     rows = []
     for f in fr:
@@ -437,7 +452,8 @@ def removal_curve(
             s = _fit_score(dataset, keep, model=model, metric=metric, seed=mseed, params=model_params)
             rows.append({"strategy": name, "fraction": float(f), "n_removed": k,
                          "n_train": int(keep.size), "score": s, "se": np.nan,
-                         "n_repeats": int(np.isfinite(s)), "n_failed": int(not np.isfinite(s))})
+                         "n_repeats": int(np.isfinite(s)), "n_failed": int(not np.isfinite(s)),
+                         "n_pool_used": int(everyone.size)})
         scores = []
         for r in range(int(repeats)):
             g = rng(seed, STREAM_SELECTION, "removal", r, k)
@@ -449,7 +465,8 @@ def removal_curve(
         rows.append({"strategy": "random", "fraction": float(f), "n_removed": k,
                      "n_train": int(everyone.size - k),
                      "score": float(sc[ok].mean()) if ok.any() else np.nan, "se": _se(sc),
-                     "n_repeats": int(ok.sum()), "n_failed": int((~ok).sum())})
+                     "n_repeats": int(ok.sum()), "n_failed": int((~ok).sum()),
+                     "n_pool_used": int(everyone.size)})
     return pd.DataFrame(rows)
 
 

@@ -128,6 +128,9 @@ def cmd_run(args) -> int:
 
 def cmd_revalue(args) -> int:
     execution = options_from_args(ExecutionOptions, args)
+    from pointscale.pipeline import check_extension
+
+    check_extension(args.run_dir, args.dataset)  # bad new data: one line, before any server or fit
     with ExitStack() as stack:
         _server(stack)
         from flows.pipeline import revalue_flow

@@ -120,8 +120,9 @@ class SamplingOptions(DataOptions):
         default_factory=dict,
         description="extra model setting, repeatable (e.g. n_estimators=100); values are JSON when they parse")
     metric: Optional[str] = Field(
-        None, description="utility: neg_log_loss, accuracy, paper_ce (classification), neg_mse (regression), or "
-                          "sklearn:NAME for any scikit-learn scorer; default by task")
+        None, description="utility: paper_ce (classification default), neg_brier, accuracy, neg_log_loss "
+                          "(validation-specific); neg_mse (regression default); or sklearn:NAME for any "
+                          "scikit-learn scorer")
     points: Union[PositiveInt, Literal["all"], str] = Field(
         "all", description="N points drawn with the seed, all, or a FILE with one point id per line")
 

@@ -20,6 +20,7 @@ from .data import DataConfig, Dataset, load_from_config, open_dataset
 from .errors import ConfigError
 from .io import atomic_write_parquet
 from .runs import RunFolder
+from .sampling.config import default_k_range
 from .seeding import STREAM_POINT_CHOICE, rng
 
 #: Bumped when a stage's output format or meaning changes; part of every cache key.
@@ -122,8 +123,6 @@ def choose_points(dataset: Dataset, points: int | str | None, seed: int) -> list
 
 # --------------------------------------------------------------------------- sampling
 
-DEFAULT_K_MIN = 100
-DEFAULT_K_MAX = 1000
 
 
 #: Rough single-core seconds per model fit at k ~ 100-1000 (20-60 features), measured
@@ -160,12 +159,16 @@ def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | No
                      workers: int | None = None):
     """The validated sampling config of a run on ``dataset``.
 
-    Unset k bounds become the largest range the data allows up to
-    [100, 1000] (on small pools, ``[k_max // 2, k_max]``); bounds that are set are validated, and an error names the
-    largest k the pool allows. ``shard_size`` None means :func:`auto_shard_size`
-    (an execution setting: it never changes a sample).
+    Unset k bounds follow :func:`pointscale.sampling.config.default_k_range`:
+    the paper's [100, 1000] with ``k_max`` at most a third of the pool (so the base
+    subsets stay random) and ``k_min = k_max // 10`` on small pools. Bounds
+    that are set are validated (an error names the largest k the pool allows;
+    a k_max beyond a third of the pool is accepted with a ``FinitePoolWarning``).
+    ``shard_size`` None means :func:`auto_shard_size` (an execution setting:
+    it never changes a sample).
     """
     from .sampling import SamplingConfig
+    from .sampling.config import default_k_min
     from .sampling.models import default_model
 
     if model is None:  # the default follows the task, as the metric's does
@@ -176,9 +179,10 @@ def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | No
         shard_size = auto_shard_size(str(model), block_size, n_points, samples_per_point, workers)
     common["shard_size"] = shard_size
     largest = SamplingConfig(k_min=2, k_max=2, **common).largest_k(dataset, n_points)
-    k_max = min(DEFAULT_K_MAX, largest) if k_max is None else k_max
-    # Small pools: keep a range (half of k_max) rather than a single size.
-    k_min = min(DEFAULT_K_MIN, max(2, k_max // 2)) if k_min is None else k_min
+    lo, hi = default_k_range(dataset.n_pool, dataset.n_classes)
+    k_max = min(hi, largest) if k_max is None else k_max
+    if k_min is None:
+        k_min = lo if k_max >= hi else default_k_min(k_max, dataset.n_classes)
     return SamplingConfig(k_min=k_min, k_max=k_max, **common).resolved(dataset, n_points=n_points)
 
 

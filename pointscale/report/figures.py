@@ -134,8 +134,15 @@ def value_vs_monte_carlo(values: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _metric_name(frame: pd.DataFrame) -> str:
+    """The outcome's name as the experiment recorded it (``metric`` column), e.g. ``accuracy``."""
+    if "metric" in frame.columns and frame["metric"].notna().any():
+        return ", ".join(sorted(set(frame["metric"].dropna().astype(str))))
+    return "score"
+
+
 def selection_gains(summary: pd.DataFrame, path: Path) -> Path | None:
-    """Mean test-score gain ± s.e. per ranking, one group per regime."""
+    """Mean test-metric gain ± s.e. per ranking, one group per regime (the metric named by the table)."""
     if summary is None or summary.empty or not {"regime", "ranking", "mean_gain"} <= set(summary.columns):
         return None
     regimes = list(pd.unique(summary["regime"]))
@@ -154,14 +161,14 @@ def selection_gains(summary: pd.DataFrame, path: Path) -> Path | None:
         labels.append(f"{reg} (n={int(n0.iloc[0])})" if len(n0) else reg)
     ax.set_xticks(xs, labels)
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_ylabel("change of test score")
+    ax.set_ylabel(f"change of test {_metric_name(summary)}")
     ax.set_title("Point addition: gain by ranking (mean ± s.e.)")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
 def removal_curves(curve: pd.DataFrame, path: Path) -> Path | None:
-    """Test score against the fraction of valued points removed, per strategy."""
+    """Test metric against the fraction of valued points removed, per strategy (the metric named by the table)."""
     if curve is None or curve.empty or not {"strategy", "fraction", "score"} <= set(curve.columns):
         return None
     fig = Figure(figsize=(5.5, 3.8))
@@ -175,7 +182,7 @@ def removal_curves(curve: pd.DataFrame, path: Path) -> Path | None:
         if se is not None and np.isfinite(se).any():
             ax.fill_between(f, s - se, s + se, alpha=0.2)
     ax.set_xlabel("fraction of valued points removed")
-    ax.set_ylabel("test score")
+    ax.set_ylabel(f"test {_metric_name(curve)}")
     ax.set_title("Removal curves")
     ax.legend(fontsize=8)
     return _save(fig, path)

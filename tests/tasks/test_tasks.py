@@ -79,8 +79,23 @@ def test_fit_value_select_tasks_write_their_files(sampled_run):
     sel = value_tasks.select.fn(str(run_dir), info["path"], info["fingerprint"], lh, 10)
     chosen = pd.read_parquet(run_dir / "selection.parquet")
     assert sel["selected"] == len(chosen) == 10
-    # Selected points are the highest predicted values at the pool size among the valued points.
-    assert set(chosen["point_id"]) <= set(table["point_id"])
+    # Selected points are the highest predicted values c·n^(−α) at the pool size, 5 per class
+    # (class-balanced), recomputed here from the saved laws and the labels.
+    import numpy as np
+
+    from pointscale.data import open_dataset
+    from pointscale.laws import FittedScalingLaws
+
+    ds = open_dataset(info["path"])
+    laws = FittedScalingLaws.load(run_dir / "laws_mle.parquet")
+    pred = pd.Series(laws.c * float(ds.n_pool) ** (-laws.alpha), index=laws.point_ids.astype(str)).dropna()
+    labels = pd.Series(np.asarray(ds.y_train), index=ds.point_ids.astype(str)).reindex(pred.index)
+    expected = set()
+    for _, part in pred.groupby(labels):
+        expected |= set(part.sort_values(ascending=False, kind="mergesort").index[:5])
+    assert set(chosen["point_id"].astype(str)) == expected
+    np.testing.assert_allclose(chosen["predicted_value"].to_numpy(),
+                               pred.reindex(chosen["point_id"].astype(str)).to_numpy(), rtol=1e-12)
 
 
 def test_cache_keys_follow_content_and_outputs(sampled_run):

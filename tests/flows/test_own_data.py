@@ -139,3 +139,31 @@ def test_flipped_labels_are_found_against_a_clean_validation_file(prefect_api, t
     result = aucs(out, made["flipped"])
     assert result["valued"] == 1347 and result["flipped_valued"] == 135
     assert result["auc_shapley"] >= 0.8, result
+
+
+def test_watcher_keeps_a_validation_file_fixed_while_training_files_arrive(prefect_server, tmp_path):
+    # The served flow the watcher's event starts, with serve's options: a validation file kept in the
+    # watched folder under a leading "_" (which the scan skips) stays the validation split of every run.
+    from flows.options import PipelineOptions
+    from flows.watch import on_new_data_flow, scan_datasets
+
+    data = tmp_path / "incoming"
+    data.mkdir()
+    train, valid = own_files(data)
+    (data / "valid.csv").rename(data / "_valid.csv")
+    found, _ = scan_datasets(data)
+    assert set(found) == {"train"}  # the validation file is not a dataset
+    options = PipelineOptions(target="label", id_column="row_id", valid=str(data / "_valid.csv"),
+                              model="sklearn.naive_bayes:GaussianNB", samples_per_point=6, k_min=20, k_max=50,
+                              workers=1, removal=False, select_m=5)
+    runs = tmp_path / "runs"
+    first = on_new_data_flow(name="train", path=found["train"]["path"], runs_dir=str(runs), options=options)
+    assert first["action"] == "pipeline"
+    more = train.sample(20, random_state=2).assign(row_id=[f"n{i}" for i in range(20)])
+    pd.concat([train, more]).to_csv(data / "train.csv", index=False)
+    found, _ = scan_datasets(data)
+    second = on_new_data_flow(name="train", path=found["train"]["path"], runs_dir=str(runs), options=options)
+    assert second["action"] == "revalue" and second["new_points"] == 20
+    manifest = _manifest(runs / "train")
+    assert manifest["dataset"]["n_val"] == len(valid) and manifest["dataset"]["n_pool"] == len(train) + 20
+    assert manifest["config"]["sampling"]["model"] == "sklearn.naive_bayes:GaussianNB"

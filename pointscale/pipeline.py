@@ -201,21 +201,24 @@ def plan_sampling(dataset_path: str, sampling: Mapping[str, Any], point_groups: 
 def run_shard(dataset_path: str, sampling: Mapping[str, Any], shard: Mapping[str, Any],
               ledger_dir: str | Path) -> dict[str, Any]:
     """Sample one shard and append it to the ledger atomically; return its counts."""
-    from .sampling import Ledger, SamplingConfig, run_blocks
+    from .sampling import Ledger, SamplingConfig, sample_blocks
 
     start = time.perf_counter()
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
     blocks = blocks_from_dict(shard)
-    frame = run_blocks(ds, cfg, blocks)
-    Ledger(ledger_dir).write_shard(shard["name"], frame)
+    result = sample_blocks(ds, cfg, blocks)
+    frame = result.samples
+    counts = {"fits": result.n_fits, "oob_predictions": result.n_oob_predictions}
+    Ledger(ledger_dir).write_shard(shard["name"], frame, oob=result.oob, counts=counts)
     n_failed = int(frame["failed"].sum()) if "failed" in frame else 0
     return {
         "name": shard["name"],
         "samples": int(len(frame)),
         "failed": n_failed,
-        # One fit per base plus one per point valued against it.
-        "fits": int(len(frame) + len(blocks)),
+        # One fit per base plus one per point valued against it; the out-of-bag
+        # evidence adds predictions only.
+        **counts,
         "seconds": round(time.perf_counter() - start, 4),
     }
 

@@ -98,6 +98,9 @@ class BlockFit:
     method: str
     iterations: int = 0
     fallbacks: int = 0
+    #: The base model's predictions for the out-of-bag rows it was given
+    #: (class probabilities, or regression predictions); None if none asked.
+    oob_pred: np.ndarray | None = None
 
 
 def _augment(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
@@ -205,6 +208,7 @@ class LogisticBinarySolver:
     """Block-wise exact L2 logistic regression for two classes."""
 
     method = "batched_newton"
+    supports_oob = True  # scores out-of-bag rows with the base solution (X_oob=)
 
     def __init__(self, C: float, fit_intercept: bool, X_val, y_val, metric: str) -> None:
         self.C = float(C)
@@ -224,7 +228,7 @@ class LogisticBinarySolver:
         proba = np.stack([1.0 - p1, p1], axis=-1)
         return self.metric.from_proba(proba, self.y_val)
 
-    def __call__(self, Xd, yd, Xz, yz) -> BlockFit:
+    def __call__(self, Xd, yd, Xz, yz, X_oob=None) -> BlockFit:
         C = self.C
         X1 = _augment(Xd, self.fit_intercept)
         Z1 = _augment(Xz, self.fit_intercept)  # (B, d1)
@@ -279,8 +283,12 @@ class LogisticBinarySolver:
                 Theta[:, b], done[b] = newton_binary(Xb, np.append(y, yz[b]), C, pen, Theta[:, b])
                 fallbacks += 1
         scores = self._score(np.column_stack([theta0, Theta]))
+        oob = None
+        if X_oob is not None:
+            p1 = expit(_augment(X_oob, self.fit_intercept) @ theta0)
+            oob = np.column_stack([1.0 - p1, p1])
         return BlockFit(u_base=float(scores[0]), u_with=scores[1:], converged=done & ok0,
-                        method=self.method, iterations=it, fallbacks=fallbacks)
+                        method=self.method, iterations=it, fallbacks=fallbacks, oob_pred=oob)
 
 
 # --------------------------------------------------------------------------- multinomial logistic
@@ -347,7 +355,7 @@ class LogisticMultinomialSolver(LogisticBinarySolver):
         logits = np.einsum("nj,bjk->bnk", self.Xv1, Thetas)
         return self.metric.from_proba(softmax(logits, axis=-1), self.y_val)
 
-    def __call__(self, Xd, yd, Xz, yz) -> BlockFit:
+    def __call__(self, Xd, yd, Xz, yz, X_oob=None) -> BlockFit:
         C, K = self.C, self.K
         X1 = _augment(Xd, self.fit_intercept)
         Z1 = _augment(Xz, self.fit_intercept)
@@ -410,8 +418,9 @@ class LogisticMultinomialSolver(LogisticBinarySolver):
                                                     C, pen, gauge, Thetas[b])
             fallbacks += 1
         scores = self._score_all(np.concatenate([Theta0[None], Thetas]))
+        oob = None if X_oob is None else softmax(_augment(X_oob, self.fit_intercept) @ Theta0, axis=1)
         return BlockFit(u_base=float(scores[0]), u_with=scores[1:], converged=done & ok0,
-                        method=self.method, iterations=it, fallbacks=fallbacks)
+                        method=self.method, iterations=it, fallbacks=fallbacks, oob_pred=oob)
 
 
 # --------------------------------------------------------------------------- ridge / least squares
@@ -421,6 +430,7 @@ class RidgeSolver:
     """Closed-form ridge (alpha > 0) or least squares (alpha = 0) with rank-one updates."""
 
     method = "rank_one"
+    supports_oob = True
     RCOND_MIN = 1e-10
 
     def __init__(self, alpha: float, fit_intercept: bool, X_val, y_val, metric: str) -> None:
@@ -430,7 +440,7 @@ class RidgeSolver:
         self.y_val = np.asarray(y_val, dtype=np.float64)
         self.metric = METRICS[metric]
 
-    def __call__(self, Xd, yd, Xz, yz) -> BlockFit | None:
+    def __call__(self, Xd, yd, Xz, yz, X_oob=None) -> BlockFit | None:
         X1 = _augment(Xd, self.fit_intercept)
         Z1 = _augment(Xz, self.fit_intercept)
         y = np.asarray(yd, dtype=np.float64)
@@ -454,8 +464,9 @@ class RidgeSolver:
         pred = (self.Xv1 @ np.column_stack([theta0, Theta])).T
         scores = self.metric.from_pred(pred, self.y_val)
         B = Z1.shape[0]
+        oob = None if X_oob is None else _augment(X_oob, self.fit_intercept) @ theta0
         return BlockFit(u_base=float(scores[0]), u_with=scores[1:], converged=np.ones(B, dtype=bool),
-                        method=self.method, iterations=1)
+                        method=self.method, iterations=1, oob_pred=oob)
 
 
 # --------------------------------------------------------------------------- selection

@@ -1,0 +1,253 @@
+r"""One entry point that picks the law estimator by held-out likelihood.
+
+:func:`fit_laws` fits per-point scaling laws with one of
+
+* ``"mle"`` -- per-point maximum likelihood (:func:`~pointscale.laws.fit_mle`);
+* ``"shrinkage"`` -- empirical Bayes with a population prior
+  (:func:`~pointscale.laws.shrinkage.fit_shrinkage`);
+* ``"amortized"`` -- one model from the point's features, label and
+  out-of-bag evidence to its law (:class:`~pointscale.laws.AmortizedScalingLaws`);
+* ``"amortized_shrinkage"`` -- empirical Bayes whose per-point prior means
+  are the amortized predictions;
+
+or, with ``method="auto"`` (the default), chooses among them by evidence:
+
+Selection rule
+--------------
+Of every point with at least ``min_heldout_points`` samples (3), a fraction
+``holdout_fraction`` (20 %, at least one) of its samples is held out -- the
+samples with the smallest keyed hash of their ``sample_id`` (or of
+``(point_id, k, delta)`` when there is no id), so the split does not depend on
+row order. Every candidate is fitted on the remaining samples and scored by
+the mean Gaussian negative log-likelihood per held-out sample, in the units
+of Δ (:func:`~pointscale.laws.likelihood.mean_nll_by_point`). A candidate
+that gives no law for a point with held-out samples scores +inf (it cannot
+value that point). The candidate with the lowest score wins (ties: the
+earlier in :data:`CANDIDATES`) and is refitted on all samples. The scores,
+the counts and the choice are recorded in ``meta['selection']``.
+
+The held-out likelihood judges the whole noise model (mean and spread), the
+quantity every estimator here optimises; it never looks at values or at an
+evaluation set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError, DataError
+from ..seeding import combine_ids
+from .result import FittedScalingLaws
+
+__all__ = ["fit_laws", "select_laws", "CANDIDATES", "holdout_mask"]
+
+#: Every estimator ``fit_laws`` knows, in tie-breaking order.
+CANDIDATES = ("shrinkage", "amortized_shrinkage", "mle", "amortized")
+_NEED_DATASET = ("amortized", "amortized_shrinkage")
+
+
+def holdout_mask(samples: pd.DataFrame, fraction: float, *, min_samples: int = 3, seed: int = 0) -> np.ndarray:
+    """Which rows to hold out: ``fraction`` of each point's samples (at least one).
+
+    Points with fewer than ``min_samples`` samples keep all of them. Rows are
+    chosen by a keyed hash of their identity, never by position.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"holdout_fraction={fraction} must lie in (0, 1)")
+    n = len(samples)
+    if "sample_id" in samples.columns:
+        keys = np.array([combine_ids(("holdout", seed, int(s))) for s in samples["sample_id"].tolist()],
+                        dtype=np.int64)
+    else:
+        keys = np.array([combine_ids(("holdout", seed, str(p), repr(float(k)), repr(float(d))))
+                         for p, k, d in zip(samples["point_id"].tolist(), samples["k"].tolist(),
+                                            samples["delta"].tolist())], dtype=np.int64)
+    frame = pd.DataFrame({"p": samples["point_id"].to_numpy(), "key": keys, "row": np.arange(n)})
+    frame["rank"] = frame.groupby("p", sort=False)["key"].rank(method="first")
+    count = frame.groupby("p", sort=False)["key"].transform("size").to_numpy()
+    n_out = np.where(count >= min_samples, np.maximum(1, np.round(fraction * count)), 0)
+    return frame["rank"].to_numpy() <= n_out
+
+
+def _usable(samples: pd.DataFrame) -> pd.DataFrame:
+    keep = np.isfinite(pd.to_numeric(samples["delta"], errors="coerce").to_numpy(dtype=np.float64))
+    if "failed" in samples.columns:
+        keep &= ~samples["failed"].fillna(False).to_numpy(dtype=bool)
+    return samples.loc[keep]
+
+
+def _amortized(samples: pd.DataFrame, dataset: Any, oob: pd.DataFrame | None, seed: int,
+               params: Mapping[str, Any] | None) -> FittedScalingLaws:
+    from .amortized import AmortizedScalingLaws
+
+    ids = np.asarray(sorted(set(samples["point_id"].tolist())), dtype=object)
+    idx = dataset.index_of(ids)
+    X = np.asarray(dataset.X_train)[idx]
+    y = np.asarray(dataset.y_train)[idx]
+    model = AmortizedScalingLaws(random_state=seed, **dict(params or {}))
+    model.fit(X, y, samples, ids, oob=oob)
+    return model.predict_laws(X, y, ids, samples=samples, oob=oob)
+
+
+def _fit(method: str, samples: pd.DataFrame, dataset: Any, oob, seed: int, params,
+         cache: dict[str, FittedScalingLaws]) -> FittedScalingLaws:
+    """One candidate on these samples; the amortized fit is shared by the two that use it."""
+    import warnings
+
+    from ..errors import ConvergenceWarning
+    from .mle import fit_mle
+    from .shrinkage import fit_shrinkage
+
+    if method in cache:
+        return cache[method]
+    with warnings.catch_warnings():
+        # Convergence problems are recorded in each law's flags; here they would be noise.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if method == "mle":
+            laws = fit_mle(samples)
+        elif method == "shrinkage":
+            laws = fit_shrinkage(samples)
+        elif method == "amortized":
+            laws = _amortized(samples, dataset, oob, seed, params)
+        elif method == "amortized_shrinkage":
+            prior = _fit("amortized", samples, dataset, oob, seed, params, cache)
+            laws = fit_shrinkage(samples, prior=prior)
+        else:
+            raise ConfigError(f"method={method!r} must be 'auto' or one of {CANDIDATES}")
+    cache[method] = laws
+    return laws
+
+
+def heldout_nll(laws: FittedScalingLaws, heldout: pd.DataFrame) -> float:
+    """Mean Gaussian NLL per held-out sample under ``laws`` (+inf if a point has no law)."""
+    from .likelihood import mean_nll_by_point
+
+    pos = pd.Index(laws.point_ids).get_indexer(heldout["point_id"].to_numpy())
+    if (pos < 0).any():
+        return float("inf")
+    k = heldout["k"].to_numpy(dtype=np.float64)
+    d = heldout["delta"].to_numpy(dtype=np.float64)
+    per = mean_nll_by_point(pos, k, d, laws.c, laws.alpha, laws.sigma, laws.beta, n_points=laws.n_points)
+    counts = np.bincount(pos, minlength=laws.n_points)
+    seen = counts > 0
+    total = per[seen] * counts[seen]
+    if not np.all(np.isfinite(total)):
+        return float("inf")
+    return float(total.sum() / counts.sum())
+
+
+def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "auto", oob=None,
+                holdout_fraction: float = 0.2, candidates=None, random_state: int = 0,
+                amortized_params: Mapping[str, Any] | None = None
+                ) -> tuple[FittedScalingLaws, dict[str, FittedScalingLaws]]:
+    """:func:`fit_laws`, also returning every candidate fitted on all samples along the way.
+
+    Returns
+    -------
+    laws : FittedScalingLaws
+        The chosen estimator's laws (``meta['selection']`` records the choice).
+    fitted : dict of str to FittedScalingLaws
+        Laws fitted on *all* samples, by method (the chosen one, and the
+        amortized laws when the chosen one needed them).
+    """
+    t0 = time.perf_counter()
+    if not isinstance(samples, pd.DataFrame):
+        raise DataError(f"samples must be a pandas DataFrame, got {type(samples).__name__}")
+    allowed = ("auto",) + CANDIDATES
+    if method not in allowed:
+        raise ConfigError(f"method={method!r} must be one of {allowed}")
+    if method in _NEED_DATASET and dataset is None:
+        raise ConfigError(f"method={method!r} needs the dataset (features and labels of the points)")
+    seed = int(random_state)
+    usable = _usable(samples)
+    full_cache: dict[str, FittedScalingLaws] = {}
+    if method != "auto":
+        laws = _fit(method, usable, dataset, oob, seed, amortized_params, full_cache)
+        meta = {**laws.meta, "selection": {"method": method, "chosen": method}}
+        return dataclasses.replace(laws, meta=meta), full_cache
+
+    cands = [c for c in (candidates or CANDIDATES) if c in CANDIDATES]
+    if dataset is None:
+        cands = [c for c in cands if c not in _NEED_DATASET]
+    if not cands:
+        raise ConfigError(f"no candidate estimator to choose from (candidates={candidates!r})")
+    mask = holdout_mask(usable, holdout_fraction, seed=seed)
+    train, held = usable.loc[~mask], usable.loc[mask]
+    scores: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    cache: dict[str, FittedScalingLaws] = {}
+    if held.empty:
+        chosen = cands[0]
+    else:
+        for c in cands:
+            try:
+                scores[c] = heldout_nll(_fit(c, train, dataset, oob, seed, amortized_params, cache), held)
+            except (DataError, ConfigError) as exc:  # e.g. too few points for the amortized model
+                scores[c] = float("inf")
+                errors[c] = str(exc)
+        chosen = min(cands, key=lambda c: (scores[c], cands.index(c)))
+    laws = _fit(chosen, usable, dataset, oob, seed, amortized_params, full_cache)
+    selection = {
+        "method": "auto",
+        "chosen": chosen,
+        "rule": "lowest mean Gaussian NLL per held-out sample; each candidate fitted on the other samples",
+        "heldout_nll": {c: (v if np.isfinite(v) else None) for c, v in scores.items()},
+        "errors": errors,
+        "holdout_fraction": float(holdout_fraction),
+        "n_heldout_samples": int(len(held)),
+        "n_train_samples": int(len(train)),
+        "candidates": list(cands),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    meta = {**laws.meta, "selection": selection}
+    return dataclasses.replace(laws, meta=meta), full_cache
+
+
+def fit_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "auto", ledger: Any = None,
+             holdout_fraction: float = 0.2, candidates=None, random_state: int = 0,
+             amortized_params: Mapping[str, Any] | None = None) -> FittedScalingLaws:
+    """Scaling laws of every point in ``samples``, by the estimator the data support best.
+
+    Parameters
+    ----------
+    samples : DataFrame
+        Columns ``point_id``, ``k``, ``delta`` and optionally ``failed`` and
+        ``sample_id`` (the ledger's rows).
+    dataset : Dataset, optional
+        Features and labels of the points; needed by the amortized
+        candidates (without it "auto" chooses between mle and shrinkage).
+    method : {"auto", "shrinkage", "amortized_shrinkage", "mle", "amortized"}, default="auto"
+        "auto" applies the selection rule of the module docstring.
+    ledger : Ledger, optional
+        The sample ledger; its out-of-bag evidence
+        (:func:`pointscale.sampling.oob_evidence`) becomes an input of the
+        amortized candidates.
+    holdout_fraction : float, default=0.2
+        Share of each point's samples held out to score the candidates.
+    candidates : sequence of str, optional
+        Restrict "auto" to these estimators.
+    random_state : int, default=0
+        Seeds the held-out split and the amortized model.
+    amortized_params : mapping, optional
+        Extra parameters of :class:`~pointscale.laws.AmortizedScalingLaws`.
+
+    Returns
+    -------
+    FittedScalingLaws
+        ``meta['selection']``: the method, the choice, the held-out scores.
+    """
+    oob = None
+    if ledger is not None:
+        from ..sampling.oob import oob_evidence
+
+        oob = oob_evidence(ledger)
+        if oob.empty:
+            oob = None
+    laws, _ = select_laws(samples, dataset, method=method, oob=oob, holdout_fraction=holdout_fraction,
+                          candidates=candidates, random_state=random_state, amortized_params=amortized_params)
+    return laws

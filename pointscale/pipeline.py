@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .data import DataConfig, Dataset, load_dataset, open_dataset
+from .data import DataConfig, Dataset, load_from_config, open_dataset
 from .errors import ConfigError
 from .io import atomic_write_parquet
 from .runs import RunFolder
@@ -59,8 +59,7 @@ def ingest(data: Mapping[str, Any], run_dir: str | Path | None = None, base_path
     """
     cfg = DataConfig.from_dict(dict(data))
     base = open_dataset(base_path) if base_path else None
-    ds = load_dataset(cfg.source, target=cfg.target, id_column=cfg.id_column, task=cfg.task,
-                      val_size=cfg.val_size, test_size=cfg.test_size, seed=cfg.seed, base=base)
+    ds = load_from_config(cfg, base=base)
     run = RunFolder(run_dir or default_run_dir(ds.name, ds.fingerprint, runs_root))
     folder = ds.save(run.datasets)
     return {
@@ -77,11 +76,41 @@ def ingest(data: Mapping[str, Any], run_dir: str | Path | None = None, base_path
     }
 
 
+def read_point_ids(path: str | Path) -> list[str]:
+    """Point ids from a file, one per line (blank lines and ``#`` comments skipped, duplicates dropped)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--points {path}: no such file; pass N, all, or a file with one point id per line")
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ConfigError(f"--points file {path} is not UTF-8 text; write one point id per line") from None
+    ids = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not ids:
+        raise ConfigError(f"--points file {path} lists no point ids; write one point id per line")
+    return list(dict.fromkeys(ids))
+
+
 def choose_points(dataset: Dataset, points: int | str | None, seed: int) -> list[str]:
-    """The point ids to value: all, or ``points`` drawn from the pool with the seed."""
+    """The point ids to value: all, ``points`` drawn from the pool with the seed, or those a file lists.
+
+    ``points`` is None or ``"all"``, a count (int or digits), or the path of
+    a file with one point id per line; unknown ids are an error naming the first few.
+    """
     ids = [str(p) for p in dataset.point_ids.tolist()]
     if points in (None, "all"):
         return ids
+    if isinstance(points, str) and not points.strip().isdigit():
+        wanted = read_point_ids(points)
+        pool = set(ids)
+        unknown = [p for p in wanted if p not in pool]
+        if unknown:
+            shown = ", ".join(repr(p) for p in unknown[:5])
+            raise ConfigError(f"{len(unknown)} point id(s) in {points} are not in the training pool of "
+                              f"{dataset.name}: {shown}{' ...' if len(unknown) > 5 else ''}; ids are the "
+                              "--id-column values (or content ids, see points.json of a run)")
+        chosen = set(wanted)
+        return [p for p in ids if p in chosen]  # pool order, as for the other choices
     n = int(points)
     if n < 1:
         raise ConfigError(f"--points {n} must be at least 1 (or 'all')")
@@ -125,7 +154,7 @@ def auto_shard_size(model: str, block_size: int, n_points: int, n_rounds: int, w
     return int(max(1, min(blocks_for_time, spread)))
 
 
-def resolve_sampling(dataset, *, model: str, metric: str | None, k_min: int | None, k_max: int | None,
+def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | None, k_max: int | None,
                      samples_per_point: int, seed: int, block_size: int, shard_size: int | None,
                      n_points: int, model_params: Mapping[str, Any] | None = None,
                      workers: int | None = None):
@@ -137,11 +166,14 @@ def resolve_sampling(dataset, *, model: str, metric: str | None, k_min: int | No
     (an execution setting: it never changes a sample).
     """
     from .sampling import SamplingConfig
+    from .sampling.models import default_model
 
+    if model is None:  # the default follows the task, as the metric's does
+        model = default_model(dataset.task)
     common = dict(model=model, metric=metric, samples_per_point=samples_per_point, seed=seed,
                   block_size=block_size, model_params=dict(model_params or {}))
     if shard_size is None:
-        shard_size = auto_shard_size(model, block_size, n_points, samples_per_point, workers)
+        shard_size = auto_shard_size(str(model), block_size, n_points, samples_per_point, workers)
     common["shard_size"] = shard_size
     largest = SamplingConfig(k_min=2, k_max=2, **common).largest_k(dataset, n_points)
     k_max = min(DEFAULT_K_MAX, largest) if k_max is None else k_max
@@ -381,8 +413,12 @@ def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any])
     run = RunFolder(run_dir)
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
+    if ds.X_test.shape[0] == 0:
+        # Given splits without a test file: scoring on the validation rows the values
+        # were computed against would flatter them, so there is no curve.
+        return {"rows": 0, "skipped": "no test split (pass --test to get a removal curve)"}
     values = pd.read_parquet(run.file("values.parquet"))
-    curve = removal_curve(ds, values, model=cfg.model, seed=cfg.seed)
+    curve = removal_curve(ds, values, model=cfg.model, model_params=cfg.model_params, seed=cfg.seed)
     atomic_write_parquet(run.file("removal.parquet"), curve)
     return {"rows": int(len(curve))}
 

@@ -16,13 +16,27 @@ Design decisions, and why:
   so every ledger sample of an old point stays valid.
 * **Preprocessing** is fitted on the training pool only and stored as plain
   JSON (means, scales, categories, fill values) -- no pickles.
+* **Given splits** (``valid=``/``test=`` files, or a ``split_column``): the
+  user's trusted validation (and test) rows are used as they are, nothing is
+  drawn. Training-file ids are computed from the training file alone, so
+  appending training rows keeps every id; preprocessing is fitted on the
+  training pool only, and categories unseen there encode as all zeros. When a
+  version extends a base, the validation and test rows must be exactly the
+  base's (a value is only comparable against the same validation set).
+* **Dirty numeric columns**: a column whose values are numbers except for a
+  few stray entries (at least 90 % of its present values parse) is an error
+  naming the column, the count and the first rows -- never one-hot encoded
+  into hundreds of levels -- unless ``coerce_numeric`` turns the strays into
+  missing values (then imputed, and counted in the report).
 * **The fingerprint** hashes the raw rows in order plus the ingestion settings
   (and the base version's fingerprint when extending): same content, same
-  fingerprint; any changed or added row, a new one.
+  fingerprint; any changed or added row, a new one. With given splits it
+  hashes every split's rows, each under its split's name.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +52,15 @@ from .sources import BUILTIN_DATASETS, OPTIONAL_DATASETS, read_files
 
 SCHEMA_VERSION = 1
 MAX_CLASSES = 50
+#: A text column is "numeric with strays" when at least this share of its present values parse.
+NUMERIC_SHARE = 0.9
+#: Names a split column may use for each split (compared case-insensitively).
+SPLIT_NAMES = {"train": "train", "training": "train", "valid": "val", "val": "val", "validation": "val",
+               "test": "test"}
+_SPLIT_LABEL = {"train": "training", "val": "validation", "test": "test"}
+# Fields added after the first release: left out of the fingerprint while at
+# their defaults, so versions ingested before them keep their fingerprints.
+_NEW_FIELDS = {"valid": None, "test": None, "split_column": None, "coerce_numeric": False, "encoding": None}
 _ARRAYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
 
 
@@ -60,6 +83,18 @@ class DataConfig(StableConfig):
         Default: ``min(1000, n // 4)`` validation rows, ``min(1000, n // 5)`` test rows.
     seed : int, default=0
         Root seed of the split.
+    valid, test : str or None
+        Given validation and test files (same columns as ``source``). With
+        ``valid`` nothing is drawn: the training pool is all of ``source``;
+        without ``test`` the test split is empty.
+    split_column : str or None
+        A column whose values (``train``, ``valid``, ``test``) say each row's
+        split; the column is not a feature.
+    coerce_numeric : bool, default=False
+        Read stray non-numbers in numeric columns as missing (imputed) instead
+        of stopping with an error.
+    encoding : str or None
+        Text encoding of CSV files (default UTF-8).
     """
 
     source: str = "breast_cancer"
@@ -69,8 +104,35 @@ class DataConfig(StableConfig):
     val_size: int | float | None = None
     test_size: int | float | None = None
     seed: int = 0
+    valid: str | None = None
+    test: str | None = None
+    split_column: str | None = None
+    coerce_numeric: bool = False
+    encoding: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("valid", "test"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, str(v))
+        if self.test is not None and self.valid is None:
+            raise ConfigError(f"test={self.test!r} needs valid= too: give the validation file "
+                              "(--valid), or neither")
+        if self.split_column is not None and self.valid is not None:
+            raise ConfigError("give the splits either as files (--valid/--test) or as a split column "
+                              "(--split-column), not both")
+        if self.given_splits and (self.val_size is not None or self.test_size is not None):
+            raise ConfigError("val_size/test_size size the seeded split; with given splits "
+                              "(--valid or --split-column) leave them out")
+        if not isinstance(self.coerce_numeric, (bool, np.bool_)):
+            raise ConfigError(f"coerce_numeric={self.coerce_numeric!r} must be True or False")
+        object.__setattr__(self, "coerce_numeric", bool(self.coerce_numeric))
+        if self.encoding is not None:
+            try:
+                codecs.lookup(self.encoding)
+            except (LookupError, TypeError):
+                raise ConfigError(f"unknown encoding {self.encoding!r}; use a Python codec name such as "
+                                  "utf-8, latin-1 or cp1252") from None
         if self.task not in (None, "classification", "regression"):
             raise ConfigError(f"task={self.task!r} must be 'classification' or 'regression'")
         for name in ("val_size", "test_size"):
@@ -85,6 +147,16 @@ class DataConfig(StableConfig):
                 raise ConfigError(f"{name}={v} must be at least 1")
         if int(self.seed) < 0:
             raise ConfigError(f"seed={self.seed} must be non-negative")
+
+    @property
+    def given_splits(self) -> bool:
+        """True when the user gives the splits (files or a split column)."""
+        return self.valid is not None or self.split_column is not None
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The settings the fingerprint covers: paths left out (content counts), new fields only when set."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in ("source", "valid", "test") and not (k in _NEW_FIELDS and v == _NEW_FIELDS[k])}
 
     @property
     def name(self) -> str:
@@ -316,6 +388,55 @@ def _split_counts(n: int, size: int | float | None, default_cap: int, default_di
     return int(size)
 
 
+# --------------------------------------------------------------------------- dirty columns
+
+
+def _describe_rows(rows: list[tuple[str, int, Any]], limit: int = 3) -> str:
+    shown = [f"{value!r} at row {row} of {where}" for where, row, value in rows[:limit]]
+    more = f" (and {len(rows) - limit} more)" if len(rows) > limit else ""
+    return "; ".join(shown) + more
+
+
+def _numeric_columns(frame: pd.DataFrame, columns: list, where: np.ndarray, rowno: np.ndarray,
+                     coerce: bool) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Text columns that are numbers except for a few strays: an error, or coerced to missing.
+
+    ``where`` and ``rowno`` give each row's file and its 1-based data row in
+    that file (header excluded), for the message. Columns whose present
+    values all parse but arrive as text (e.g. one split's file held a number
+    column the other read as text) become numeric too.
+    """
+    coerced: dict[str, int] = {}
+    frame = frame.copy()
+    for col in columns:
+        s = frame[col]
+        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+            continue
+        present = s.notna().to_numpy()
+        if not present.any():
+            continue
+        text = s.astype("string").str.strip()
+        num = pd.to_numeric(text.where(text != "", None), errors="coerce")
+        ok = present & num.notna().to_numpy()
+        bad = present & ~ok
+        if ok.sum() < NUMERIC_SHARE * present.sum():
+            continue  # a categorical column
+        if not bad.any():
+            if any(not isinstance(v, str) for v in s[present].head(1000)):
+                frame[col] = num.astype("float64")
+            continue
+        if not coerce:
+            idx = np.flatnonzero(bad)
+            rows = [(str(where[i]), int(rowno[i]), s.iloc[i]) for i in idx[:3]]
+            raise DataError(
+                f"column {col!r} is numeric except for {len(idx)} value(s) that are not numbers: "
+                f"{_describe_rows(rows)} (rows counted from 1 after the header); fix them, or pass "
+                "--coerce-numeric to read them as missing")
+        coerced[str(col)] = int(bad.sum())
+        frame[col] = num.astype("float64")
+    return frame, coerced
+
+
 # --------------------------------------------------------------------------- main entry
 
 
@@ -327,11 +448,46 @@ def read_table(config: DataConfig) -> tuple[pd.DataFrame, str, str | None]:
         if config.target is not None and config.target != target:
             raise ConfigError(f"dataset {config.source!r} has target {target!r}, not {config.target!r}")
         return frame, target, task
-    frame = read_files(Path(config.source))
+    frame = read_files(Path(config.source), config.encoding)
     if config.target is None:
         raise ConfigError(f"--target is required for a data file; columns of {config.source}: "
                           f"{', '.join(map(str, frame.columns[:20]))}")
     return frame, config.target, None
+
+
+def _given_parts(config: DataConfig, frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame, str]]:
+    """``(split, raw rows, where)`` for the training table and the given validation/test files."""
+    parts = [("train", frame, config.source)]
+    for split, path in (("val", config.valid), ("test", config.test)):
+        if path is None:
+            continue
+        other = read_files(Path(path), config.encoding)
+        missing = [str(c) for c in frame.columns if c not in other.columns]
+        extra = [str(c) for c in other.columns if c not in frame.columns]
+        if missing or extra:
+            what = "; ".join(x for x in (f"missing {', '.join(missing)}" if missing else "",
+                                         f"extra {', '.join(extra)}" if extra else "") if x)
+            raise DataError(f"the {_SPLIT_LABEL[split]} file {path} has other columns than the training "
+                            f"data ({what}); every split needs the same columns")
+        parts.append((split, other[list(frame.columns)], path))
+    return parts
+
+
+def _split_from_column(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
+    if column not in frame.columns:
+        raise DataError(f"split column {column!r} not found in {source}; "
+                        f"columns: {', '.join(map(str, frame.columns[:20]))}")
+    raw = frame[column]
+    if raw.isna().any():
+        first = int(np.flatnonzero(raw.isna().to_numpy())[0]) + 1
+        raise DataError(f"split column {column!r} has missing values (first at row {first}); "
+                        "every row needs train, valid or test")
+    text = raw.astype("string").str.strip().str.lower()
+    unknown = sorted(set(text.tolist()) - set(SPLIT_NAMES))
+    if unknown:
+        raise DataError(f"split column {column!r} has value(s) {', '.join(map(repr, unknown[:5]))}; "
+                        "use train, valid or test")
+    return text.map(SPLIT_NAMES).to_numpy(dtype=object)
 
 
 def load_dataset(
@@ -343,6 +499,11 @@ def load_dataset(
     val_size: int | float | None = None,
     test_size: int | float | None = None,
     seed: int = 0,
+    valid: str | Path | None = None,
+    test: str | Path | None = None,
+    split_column: str | None = None,
+    coerce_numeric: bool = False,
+    encoding: str | None = None,
     base: Dataset | None = None,
     frame: pd.DataFrame | None = None,
 ) -> Dataset:
@@ -353,12 +514,24 @@ def load_dataset(
     source : str or path, default="breast_cancer"
         Built-in name (``breast_cancer``, ``digits``, ``diabetes``; after
         ``make data`` also ``adult``, ``magic``, ``california``) or a path to a
-        CSV/Parquet file or a folder of them.
+        CSV/Parquet file or a folder of them. With ``valid=`` it holds the
+        training pool only.
     target, id_column, task, val_size, test_size, seed
         See :class:`DataConfig`.
+    valid, test : str or path, optional
+        Given validation and test files or folders (same columns as
+        ``source``). Without them a seeded, stratified split is drawn.
+    split_column : str, optional
+        A column with ``train``/``valid``/``test`` per row (instead of files).
+    coerce_numeric : bool, default=False
+        Stray non-numbers in a numeric column become missing values instead
+        of an error.
+    encoding : str, optional
+        Text encoding of CSV files (default UTF-8).
     base : Dataset, optional
         A previous version this data extends: its rows keep their split and
-        preprocessing; new rows join the training pool.
+        preprocessing; new rows join the training pool. With given splits the
+        validation and test rows must equal the base's.
     frame : DataFrame, optional
         Use this raw table instead of reading ``source`` (``source`` then only names it).
 
@@ -368,7 +541,9 @@ def load_dataset(
         With a message naming the problem and the fix.
     """
     config = DataConfig(source=str(source), target=target, id_column=id_column, task=task,
-                        val_size=val_size, test_size=test_size, seed=int(seed))
+                        val_size=val_size, test_size=test_size, seed=int(seed),
+                        valid=None if valid is None else str(valid), test=None if test is None else str(test),
+                        split_column=split_column, coerce_numeric=coerce_numeric, encoding=encoding)
     if frame is None:
         frame, target_col, declared_task = read_table(config)
     else:
@@ -383,30 +558,49 @@ def load_dataset(
     if id_column is not None and id_column not in frame.columns:
         raise DataError(f"id column {id_column!r} not found in {config.source}")
 
-    frame = frame.reset_index(drop=True)
+    # ---- every split's raw rows in one table, each row knowing its split, file and row number
+    parts = _given_parts(config, frame.reset_index(drop=True))
+    frame = pd.concat([p[1] for p in parts], ignore_index=True) if len(parts) > 1 \
+        else parts[0][1].reset_index(drop=True)
+    part = np.concatenate([np.full(len(p[1]), p[0], dtype=object) for p in parts])
+    where = np.concatenate([np.full(len(p[1]), p[2], dtype=object) for p in parts])
+    rowno = np.concatenate([np.arange(1, len(p[1]) + 1) for p in parts])
+    if split_column is not None:
+        part = _split_from_column(frame, split_column, config.source)
+
     n_missing_target = int(frame[target_col].isna().sum())
     if n_missing_target:
-        frame = frame[frame[target_col].notna()].reset_index(drop=True)
+        keep = frame[target_col].notna().to_numpy()
+        frame, part, where, rowno = frame[keep].reset_index(drop=True), part[keep], where[keep], rowno[keep]
     if frame.shape[0] == 0:
         raise DataError(f"target column {target_col!r} of {config.source} is entirely missing")
 
-    feature_cols = [c for c in frame.columns if c not in (target_col, id_column)]
+    feature_cols = [c for c in frame.columns if c not in (target_col, id_column, split_column)]
     if not feature_cols:
         raise DataError(f"{config.source} has no feature columns besides the target")
     all_missing = [str(c) for c in feature_cols if frame[c].isna().all()]
     if all_missing:
         raise DataError(f"column(s) {', '.join(all_missing)} of {config.source} are entirely "
                         "missing; drop them from the file")
+    raw_frame = frame  # what the fingerprint hashes: the rows as read, before any coercion
+    frame, coerced = _numeric_columns(frame, feature_cols, where, rowno, config.coerce_numeric)
 
     if id_column is not None:
         ids = frame[id_column].astype("string").to_numpy(dtype=object)
         if pd.isna(frame[id_column]).any():
             raise DataError(f"id column {id_column!r} has missing values")
-        dup = pd.Series(ids).duplicated()
-        if dup.any():
-            raise DataError(f"id column {id_column!r} has duplicate ids, e.g. {ids[dup.to_numpy()][0]!r}")
+        for name in dict.fromkeys(part.tolist()):
+            within = ids[part == name] if config.valid is not None else ids
+            dup = pd.Series(within).duplicated().to_numpy()
+            if dup.any():
+                raise DataError(f"id column {id_column!r} has duplicate ids, e.g. {within[dup][0]!r}")
+    elif config.valid is not None:
+        # Ids of each file from that file alone: appending training rows keeps every id.
+        ids = np.empty(len(frame), dtype=object)
+        for name in dict.fromkeys(part.tolist()):
+            ids[part == name] = content_ids(frame[part == name])
     else:
-        ids = content_ids(frame.drop(columns=[]))
+        ids = content_ids(frame.drop(columns=[split_column]) if split_column else frame)
 
     y_raw = frame[target_col]
     inferred = declared_task or _infer_task(y_raw)
@@ -433,26 +627,52 @@ def load_dataset(
         if len(classes) > MAX_CLASSES:
             raise DataError(f"target {target_col!r} has {len(classes)} classes; if it is numeric, "
                             "pass --task regression")
-        counts = np.bincount(y_codes, minlength=len(classes))
+        counted = y_codes[part == "train"] if config.given_splits else y_codes
+        counts = np.bincount(counted, minlength=len(classes))
+        # With given splits a class absent from the pool gets its own message below.
         small = [f"{classes[i]!r} ({counts[i]} row{'s' if counts[i] != 1 else ''})"
-                 for i in range(len(classes)) if counts[i] < 2]
+                 for i in range(len(classes)) if counts[i] < 2 and not (config.given_splits and counts[i] == 0)]
+        where_small = " in the training pool" if config.given_splits else ""
         if small and base is None:
-            raise DataError(f"class(es) {', '.join(small)} of {target_col!r} have fewer than 2 rows; "
-                            "remove them or merge them into another class")
+            raise DataError(f"class(es) {', '.join(small)} of {target_col!r} have fewer than 2 rows"
+                            f"{where_small}; remove them or merge them into another class")
         y_all = y_codes.astype(np.int64)
     else:
         if not pd.api.types.is_numeric_dtype(y_raw):
             y_num = pd.to_numeric(y_raw, errors="coerce")
             if y_num.isna().any():
-                raise DataError(f"target {target_col!r} is not numeric; pass --task classification")
+                raise DataError(f"target {target_col!r} is not numeric; pass --task regression only for "
+                                "numeric targets, or --task classification")
             y_raw = y_num
         classes = None
         y_all = y_raw.to_numpy(dtype=np.float64)
 
     # ---- splits
     n = len(frame)
-    split = np.full(n, "train", dtype=object)
-    if base is not None:
+    n_classes = 1 if classes is None else len(classes)
+    min_pool = max(10, 2 * n_classes)
+    split_digests: dict[str, str] = {}
+    if config.given_splits:
+        split = part
+        for name in ("val", "test"):
+            if (split == name).any():
+                split_digests[name] = _raw_digest(raw_frame[split == name])
+        if not (split == "val").any():
+            raise DataError(f"the validation split of {config.source} is empty; give validation rows "
+                            f"(--valid FILE, or rows marked valid in --split-column)")
+        if int((split == "train").sum()) < min_pool:
+            raise DataError(f"the training pool of {config.source} has {int((split == 'train').sum())} rows; "
+                            f"at least {min_pool} are needed")
+        if base is not None:
+            before = dict(base.report.get("split_digests") or {})
+            for name in ("val", "test"):
+                if split_digests.get(name) != before.get(name):
+                    raise DataError(
+                        f"the {_SPLIT_LABEL[name]} rows differ from those of the run's dataset version; "
+                        f"values are only comparable against the same {_SPLIT_LABEL[name]} rows: keep that "
+                        "file unchanged, or start a new run")
+    elif base is not None:
+        split = np.full(n, "train", dtype=object)
         val_set, test_set = set(base.val_ids.tolist()), set(base.test_ids.tolist())
         for i, pid in enumerate(ids):
             if pid in val_set:
@@ -460,10 +680,9 @@ def load_dataset(
             elif pid in test_set:
                 split[i] = "test"
     else:
+        split = np.full(n, "train", dtype=object)
         n_val = _split_counts(n, val_size, 1000, 4)
         n_test = _split_counts(n, test_size, 1000, 5)
-        n_classes = 1 if classes is None else len(classes)
-        min_pool = max(10, 2 * n_classes)
         if n_val < n_classes or n - n_val - n_test < min_pool or n_test < 0:
             raise DataError(
                 f"{config.source} has {n} rows: too few for a validation split of {n_val}, a test split "
@@ -488,15 +707,21 @@ def load_dataset(
     prep = dict(base.preprocessing) if base is not None else _fit_preprocessing(X_raw[train])
     X_all, names = _apply_preprocessing(X_raw, prep)
 
-    parts = {"train": train, "val": split == "val", "test": split == "test"}
+    parts_mask = {"train": train, "val": split == "val", "test": split == "test"}
     if classes is not None:
-        present = np.unique(y_all[parts["train"]])
-        if len(present) < len(classes):
-            raise DataError(f"the training pool of {config.source} lacks some classes; supply more rows")
+        present = set(np.unique(y_all[parts_mask["train"]]).tolist())
+        lacking = [repr(classes[c]) for c in range(len(classes)) if c not in present]
+        if lacking:
+            raise DataError(f"the training pool of {config.source} has no rows of class(es) "
+                            f"{', '.join(lacking)} that the other splits hold; supply such rows")
 
+    raw = _raw_digest(raw_frame)
+    if config.valid is not None:
+        # Every split's rows under its own name (the training file's digest alone would miss them).
+        raw = {"train": _raw_digest(raw_frame[part == "train"]), **split_digests}
     digest_input = {
-        "raw": _raw_digest(frame),
-        "config": {k: v for k, v in config.to_dict().items() if k != "source"},
+        "raw": raw,
+        "config": config.fingerprint_fields(),
         "target": target_col,
         "task": the_task,
         "base": None if base is None else base.fingerprint,
@@ -506,20 +731,34 @@ def load_dataset(
         "rows": n,
         "rows_dropped_missing_target": n_missing_target,
         "missing_values_imputed": missing_counts,
-        "n_train": int(parts["train"].sum()),
-        "n_val": int(parts["val"].sum()),
-        "n_test": int(parts["test"].sum()),
+        "n_train": int(parts_mask["train"].sum()),
+        "n_val": int(parts_mask["val"].sum()),
+        "n_test": int(parts_mask["test"].sum()),
         "target": target_col,
         "task_inferred": inferred,
         "base_fingerprint": None if base is None else base.fingerprint,
+        "splits": "given" if config.given_splits else ("base" if base is not None else "seeded"),
     }
+    if config.given_splits:
+        report["split_digests"] = split_digests
+        content = row_hashes(raw_frame[[c for c in raw_frame.columns if c not in (id_column, split_column)]])
+        shared = set(content[train].tolist()) & set(content[~train].tolist())
+        # Exact copies of training rows in the validation/test splits inflate those rows' values.
+        report["training_rows_also_in_other_splits"] = int(np.isin(content[train], list(shared)).sum())
+    if coerced:
+        report["coerced_to_missing"] = coerced
     return Dataset(
         name=config.name,
-        X_train=X_all[parts["train"]], y_train=y_all[parts["train"]],
-        X_val=X_all[parts["val"]], y_val=y_all[parts["val"]],
-        X_test=X_all[parts["test"]], y_test=y_all[parts["test"]],
-        point_ids=ids[parts["train"]], val_ids=ids[parts["val"]], test_ids=ids[parts["test"]],
+        X_train=X_all[parts_mask["train"]], y_train=y_all[parts_mask["train"]],
+        X_val=X_all[parts_mask["val"]], y_val=y_all[parts_mask["val"]],
+        X_test=X_all[parts_mask["test"]], y_test=y_all[parts_mask["test"]],
+        point_ids=ids[parts_mask["train"]], val_ids=ids[parts_mask["val"]], test_ids=ids[parts_mask["test"]],
         feature_names=tuple(names), task=the_task,
         classes=None if classes is None else np.asarray(classes, dtype=object),
         fingerprint=fingerprint, config=config, preprocessing=prep, report=report,
     )
+
+
+def load_from_config(config: DataConfig, base: Dataset | None = None) -> Dataset:
+    """:func:`load_dataset` with every setting taken from a :class:`DataConfig`."""
+    return load_dataset(**config.to_dict(), base=base)

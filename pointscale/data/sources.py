@@ -140,8 +140,13 @@ OPTIONAL_DATASETS: dict[str, Callable] = {
 }
 
 
-def read_files(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file, or every such file of a folder (sorted by name)."""
+def read_files(path: Path, encoding: str | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file, or every such file of a folder (sorted by name).
+
+    ``encoding`` names the text encoding of CSV files (default UTF-8); a file
+    that does not decode is an error that names the byte and suggests
+    ``--encoding``.
+    """
     if not path.exists():
         raise DataError(f"data file not found: {path} (check the path, or use a built-in "
                         f"dataset: {', '.join([*BUILTIN_DATASETS, *OPTIONAL_DATASETS])})")
@@ -150,23 +155,27 @@ def read_files(path: Path) -> pd.DataFrame:
                        if p.is_file() and p.suffix.lower() in (".csv", ".parquet", ".pq"))
         if not files:
             raise DataError(f"folder {path} holds no .csv or .parquet files")
-        frames = [read_files(p) for p in files]
+        frames = [read_files(p, encoding) for p in files]
         columns = [tuple(f.columns) for f in frames]
         if len(set(columns)) > 1:
             raise DataError(f"files in {path} have different columns; every file must share one header")
         return pd.concat(frames, ignore_index=True)
     suffix = path.suffix.lower()
+    enc = encoding or "utf-8"
     try:
         if suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
         elif suffix in (".csv", ".txt", ".tsv"):
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding=enc)
         else:
             raise DataError(f"unsupported file type {suffix!r} for {path}; use .csv or .parquet")
     except DataError:
         raise
     except pd.errors.EmptyDataError:
         raise DataError(f"data file {path} is empty") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"cannot read {path} as {enc}: byte 0x{exc.object[exc.start]:02x} is not valid "
+                        f"{exc.encoding}; pass the file's encoding, e.g. --encoding latin-1") from None
     except Exception as exc:  # pyarrow/pandas raise many types for unreadable files
         raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
     if frame.shape[0] == 0:

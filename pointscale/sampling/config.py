@@ -51,6 +51,12 @@ def default_sizes(k_min: int, k_max: int, n: int = DEFAULT_N_SIZES) -> tuple[int
     return tuple(int(v) for v in dict.fromkeys(np.round(grid, 9).astype(int).tolist()))
 
 
+def _known_scorer(name: str) -> bool:
+    from sklearn.metrics import get_scorer_names
+
+    return name in get_scorer_names()
+
+
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ConfigError(f"{name}={value!r} must be an integer")
@@ -65,14 +71,20 @@ class SamplingConfig(StableConfig):
 
     Parameters
     ----------
-    model : str, default="logreg"
-        A name in :data:`pointscale.sampling.models.MODELS`.
+    model : str, estimator or None, default=None
+        A name in :data:`pointscale.sampling.models.MODELS`, a class path
+        ``"module:Class"``, or an unfitted scikit-learn-compatible estimator
+        (stored as its class path and ``get_params()``, see
+        :mod:`pointscale.sampling.estimators`). None means the task's default
+        (``logreg`` or ``ridge``), filled in by :meth:`resolved`.
     model_params : dict, default={}
-        Settings passed to the model on top of the registry's defaults.
+        Registry models: settings on top of the registry's defaults. Class
+        paths and estimators: settings passed to ``set_params``; after
+        construction this holds the estimator's full settings.
     metric : str or None, default=None
-        A name in :data:`pointscale.sampling.metrics.METRICS`; None means the
-        task's default (``neg_log_loss`` or ``neg_mse``), filled in by
-        :meth:`resolved`.
+        A name in :data:`pointscale.sampling.metrics.METRICS` or
+        ``"sklearn:NAME"`` (a scikit-learn scorer); None means the task's
+        default, filled in by :meth:`resolved`.
     k_min, k_max : int, default=100, 1000
         Size range of the base subsets, both ends included (uniform mode).
         In staggered mode they are the smallest and largest of ``sizes``.
@@ -99,7 +111,7 @@ class SamplingConfig(StableConfig):
         only: never changes a sample.
     """
 
-    model: str = "logreg"
+    model: Any = None
     model_params: Mapping[str, Any] = field(default_factory=dict)
     metric: str | None = None
     k_min: int = 100
@@ -118,18 +130,33 @@ class SamplingConfig(StableConfig):
     # ------------------------------------------------------------------ validation
 
     def __post_init__(self) -> None:
-        from .metrics import METRICS
+        from .estimators import is_class_path, is_estimator, normalize
+        from .metrics import METRICS, is_sklearn_scorer
         from .models import MODELS
 
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
 
-        if not isinstance(self.model, str) or self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}; valid models: {', '.join(sorted(MODELS))}")
         if not isinstance(self.model_params, Mapping):
             raise ConfigError(f"model_params={self.model_params!r} must be a mapping of settings")
+        custom = is_estimator(self.model) or is_class_path(self.model)
+        if custom:
+            # Class path + full settings: what hashes, resumes and crosses to workers.
+            path, params = normalize(self.model, self.model_params)
+            set_("model", path)
+            set_("model_params", params)
+        elif self.model is not None and (not isinstance(self.model, str) or self.model not in MODELS):
+            raise ConfigError(f"unknown model {self.model!r}; valid models: {', '.join(sorted(MODELS))}, "
+                              "or a class path module:Class (e.g. sklearn.svm:SVC)")
         set_("model_params", {str(k): self.model_params[k] for k in sorted(self.model_params)})
         if self.metric is not None and self.metric not in METRICS:
-            raise ConfigError(f"unknown metric {self.metric!r}; valid metrics: {', '.join(sorted(METRICS))}")
+            if is_sklearn_scorer(self.metric):
+                from .metrics import check_metric, scorer_task
+
+                name = self.metric[len("sklearn:"):]
+                check_metric(self.metric, scorer_task(name) if _known_scorer(name) else "classification")
+            else:
+                raise ConfigError(f"unknown metric {self.metric!r}; valid metrics: {', '.join(sorted(METRICS))}, "
+                                  "or sklearn:NAME for a scikit-learn scorer")
         if self.mode not in MODES:
             raise ConfigError(f"mode={self.mode!r} must be one of {', '.join(MODES)}")
         set_("seed", _positive_int("seed", self.seed, 0))
@@ -169,9 +196,10 @@ class SamplingConfig(StableConfig):
 
         # Unknown setting names fail here, before any compute; values that
         # only the model can judge are checked by validate_for.
-        from .models import check_model_params
+        if self.model is not None and not custom:
+            from .models import check_model_params
 
-        check_model_params(self.model, self.model_params)
+            check_model_params(self.model, self.model_params)
 
     # ------------------------------------------------------------------ derived
 
@@ -223,12 +251,17 @@ class SamplingConfig(StableConfig):
             one row per class), a metric or model that does not fit the task,
             or model settings the model rejects.
         """
-        from .metrics import check_metric
-        from .models import check_model_for_task
+        from .estimators import check_for_task, check_response, is_class_path
+        from .metrics import check_metric, check_metric_on, default_metric, response_methods
+        from .models import check_model_for_task, default_model
 
-        check_model_for_task(self.model, dataset.task)
-        if self.metric is not None:
-            check_metric(self.metric, dataset.task)
+        model = self.model if self.model is not None else default_model(dataset.task)
+        metric = self.metric if self.metric is not None else default_metric(dataset.task)
+        if is_class_path(model):
+            check_for_task(model, self.model_params, dataset.task)
+        else:
+            check_model_for_task(model, dataset.task)
+        check_metric(metric, dataset.task)
         largest = self.largest_k(dataset, n_points)
         what = "the largest size in sizes" if self.mode == "staggered" else "k_max"
         if self.k_max > largest:
@@ -247,16 +280,23 @@ class SamplingConfig(StableConfig):
             raise ConfigError(f"k_min={self.k_min} must be at least 2 to fit a model")
         from .models import make_estimator, validate_estimator_params
 
-        validate_estimator_params(make_estimator(self.model, dataset.task, 0, self.model_params), self.model)
+        estimator = make_estimator(model, dataset.task, 0, self.model_params)
+        validate_estimator_params(estimator, model)
+        check_response(estimator, model, response_methods(metric), metric)
+        check_metric_on(metric, dataset)
 
     def resolved(self, dataset, n_points: int | None = None) -> "SamplingConfig":
-        """Validate against ``dataset`` and fill in the task's default metric."""
+        """Validate against ``dataset`` and fill in the task's default model and metric."""
         from .metrics import default_metric
+        from .models import default_model
 
         self.validate_for(dataset, n_points)
+        changes = {}
+        if self.model is None:
+            changes["model"] = default_model(dataset.task)
         if self.metric is None:
-            return dataclasses.replace(self, metric=default_metric(dataset.task))
-        return self
+            changes["metric"] = default_metric(dataset.task)
+        return dataclasses.replace(self, **changes) if changes else self
 
     def clamped_to(self, dataset) -> "SamplingConfig":
         """A copy whose size range fits the pool: k_max (and the grid) lowered to the largest k.

@@ -13,9 +13,12 @@ D ∪ {z} for every z of the block --
 
 * through a batched exact solver (:mod:`.fastpath`) for logistic, ridge and
   linear regression when ``fast_path=True``;
-* otherwise with the registry's estimator: cold fits that share the base (and
-  the model seed) for every learner, warm-started from the base solution for
-  convex models solved to a tight tolerance (logistic regression).
+* otherwise with the registry's estimator or the user's own (a class path,
+  :mod:`.estimators`): cold fits that share the base (and the model seed)
+  for every learner, warm-started from the base solution for registry
+  convex models solved to a tight tolerance (logistic regression). A user's
+  estimator never takes a fast path, even if it is one of the same classes:
+  its settings are the user's, not the ones the solvers are proven for.
 
 A fit that raises, or a utility that is not finite, is recorded as
 ``failed=True`` with NaN scores and the error text -- never a made-up score.
@@ -59,8 +62,8 @@ from ..errors import LedgerError
 from ..seeding import STREAM_MODEL, combine_ids, int_seed
 from .config import SamplingConfig
 from .fastpath import fast_solver_for
-from .metrics import full_proba, utility
-from .models import MODELS, estimator_factory, make_estimator
+from .metrics import METRICS, full_proba, utility
+from .models import MODELS, estimator_factory, make_estimator, warm_start_exact
 from .oob import aggregate, oob_subset, score_predictions, size_bucket
 from .plans import Block, Shard, draw_subset, encode_block_members, plan_blocks, pool_info, shard_blocks
 
@@ -146,7 +149,7 @@ class _Fitter:
 
     def __init__(self, ds: Dataset, config: SamplingConfig) -> None:
         self.ds, self.config = ds, config
-        self.warm = MODELS[config.model].warm_start_exact and "warm_start" not in config.model_params
+        self.warm = warm_start_exact(config.model) and "warm_start" not in config.model_params
         self.new = estimator_factory(config.model, ds.task, config.model_params)
 
     def _fit_score(self, est, X, y) -> tuple[float, bool]:
@@ -318,9 +321,10 @@ def sample_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
     cfg = _resolved(config, ds)
     identity = cfg.identity_hash()
     info = pool_info(ds)
-    settings = dict(make_estimator(cfg.model, ds.task, 0, cfg.model_params).get_params(deep=False))
     solver = None
-    if cfg.fast_path:
+    # Batched solvers score with the built-in metrics' stacked arithmetic only.
+    if cfg.fast_path and cfg.model in MODELS and cfg.metric in METRICS:
+        settings = dict(make_estimator(cfg.model, ds.task, 0, cfg.model_params).get_params(deep=False))
         solver = fast_solver_for(cfg.model, settings, ds.task, ds.n_classes, ds.X_val, ds.y_val, cfg.metric)
     fitter = _Fitter(ds, cfg)
     y_scale = float(np.std(ds.y_train)) if ds.task == "regression" else 1.0

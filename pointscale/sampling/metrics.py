@@ -12,6 +12,15 @@ Higher is better for every metric (SPEC §1):
 * ``paper_ce``: ``-cross_entropy(softmax(p), y) = mean_i log_softmax(p_i)[y_i]``,
   the paper code's score (log-softmax applied to probabilities a second
   time). Offered to compare numbers with the paper; it squashes Δ.
+* ``sklearn:NAME`` for every ``NAME`` in ``sklearn.metrics.get_scorer_names()``:
+  scikit-learn's scorer, called as ``scorer(model, X_val, y_val)`` (already
+  "higher is better"). Its task comes from where its score function lives
+  (``sklearn.metrics._regression`` scores regressions, everything else class
+  labels or probabilities); :func:`check_metric_on` also tries it on a
+  constant model over the validation split, so a scorer that cannot score
+  the data (``f1`` on three classes, a deviance on negative targets) stops
+  before any compute. Class labels are the codes ``0..n_classes-1`` (the
+  sorted classes), so a binary scorer's positive class is the second one.
 
 The probability metrics are written for stacked inputs (``proba`` of shape
 ``(..., n, n_classes)``), so the batched fast path scores a whole block of
@@ -21,6 +30,8 @@ single fitted estimator.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -103,10 +114,13 @@ def default_metric(task: str) -> str:
 
 def check_metric(metric: str, task: str) -> Metric:
     """The metric's entry; ConfigError if unknown or not fit for ``task``."""
+    if is_sklearn_scorer(metric):
+        return _check_scorer(metric, task)
     try:
         m = METRICS[metric]
     except (KeyError, TypeError):
-        raise ConfigError(f"unknown metric {metric!r}; valid metrics: {', '.join(sorted(METRICS))}") from None
+        raise ConfigError(f"unknown metric {metric!r}; valid metrics: {', '.join(sorted(METRICS))}, "
+                          f"or {SKLEARN_PREFIX}NAME for a scikit-learn scorer") from None
     if m.task != task:
         valid = sorted(n for n, v in METRICS.items() if v.task == task)
         raise ConfigError(f"metric {metric!r} does not fit a {task} task; use one of {', '.join(valid)}")
@@ -142,7 +156,85 @@ def utility(metric: str, estimator, X_val: np.ndarray, y_val: np.ndarray, n_clas
     float
         May be non-finite; the engine records such a fit as failed.
     """
+    if is_sklearn_scorer(metric):
+        return float(_scorer(metric[len(SKLEARN_PREFIX):])(estimator, X_val, y_val))
     m = METRICS[metric]
     if m.from_pred is not None and (m.from_proba is None or metric == "accuracy"):
         return float(m.from_pred(estimator.predict(X_val), y_val))
     return float(m.from_proba(full_proba(estimator, X_val, n_classes), y_val))
+
+
+# --------------------------------------------------------------------------- scikit-learn scorers
+
+SKLEARN_PREFIX = "sklearn:"
+
+
+def is_sklearn_scorer(metric: object) -> bool:
+    """True for ``"sklearn:NAME"``."""
+    return isinstance(metric, str) and metric.startswith(SKLEARN_PREFIX)
+
+
+@functools.lru_cache(maxsize=None)
+def _scorer(name: str):
+    from sklearn.metrics import get_scorer
+
+    return get_scorer(name)
+
+
+def scorer_task(name: str) -> str:
+    """The task a scikit-learn scorer scores, from the module of its score function."""
+    module = getattr(getattr(_scorer(name), "_score_func", None), "__module__", "") or ""
+    return "regression" if module.endswith("_regression") else "classification"
+
+
+def _check_scorer(metric: str, task: str) -> Metric:
+    from sklearn.metrics import get_scorer_names
+
+    name = metric[len(SKLEARN_PREFIX):]
+    names = get_scorer_names()
+    if name not in names:
+        close = [n for n in names if name and (name in n or n in name)][:5]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown scikit-learn scorer {name!r}{hint}; valid names: "
+                          "sklearn.metrics.get_scorer_names()")
+    scored = scorer_task(name)
+    if scored != task:
+        raise ConfigError(f"metric {metric!r} scores {scored}, so it does not fit a {task} task")
+    return Metric(metric, task, description=f"scikit-learn scorer {name!r}")
+
+
+def response_methods(metric: str) -> tuple[str, ...]:
+    """What a model must offer for ``metric``: any one of these methods."""
+    if is_sklearn_scorer(metric):
+        method = getattr(_scorer(metric[len(SKLEARN_PREFIX):]), "_response_method", "predict")
+        return (method,) if isinstance(method, str) else tuple(method)
+    m = METRICS[metric]
+    if m.from_pred is not None and (m.from_proba is None or metric == "accuracy"):
+        return ("predict",)
+    return ("predict_proba",)
+
+
+def check_metric_on(metric: str, dataset) -> None:
+    """Try a scikit-learn scorer on a constant model over the validation split.
+
+    Catches scorers that fit the task in general but not this data (a binary
+    scorer on three classes, a Poisson deviance on negative targets) before
+    any compute. Built-in metrics need no trial.
+    """
+    if not is_sklearn_scorer(metric):
+        return
+    from sklearn.dummy import DummyClassifier, DummyRegressor
+
+    y = np.asarray(dataset.y_train)
+    dummy = DummyClassifier(strategy="prior") if dataset.task == "classification" else DummyRegressor()
+    dummy.fit(np.zeros((len(y), 1)), y)
+    X_val = np.zeros((len(dataset.y_val), 1))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = utility(metric, dummy, X_val, np.asarray(dataset.y_val), dataset.n_classes)
+    except Exception as exc:  # noqa: BLE001 -- scikit-learn raises ValueError/TypeError and more
+        raise ConfigError(f"metric {metric!r} cannot score the validation split of {dataset.name}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if not np.isfinite(value) and not np.isinf(value):
+        raise ConfigError(f"metric {metric!r} gives {value} on the validation split of {dataset.name}")

@@ -21,6 +21,12 @@ Settings chosen for valuation, and why:
 
 Every fit of one base and of base ∪ {z} gets the same integer seed, so
 randomised learners compare like with like (common random numbers).
+
+Besides these names, every function here takes a class path
+``"module:Class"`` (see :mod:`.estimators`): the user's own estimator, fitted
+with base sharing but no fast path. The default model follows the task
+(:func:`default_model`): ``logreg`` for classification, ``ridge`` (exact
+rank-one fast path) for regression.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..errors import ConfigError
+from .estimators import is_class_path
 
 TASKS = ("classification", "regression")
 
@@ -273,7 +280,25 @@ def _spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except (KeyError, TypeError):
-        raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}") from None
+        raise ConfigError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}, "
+                          "or a class path module:Class (e.g. sklearn.svm:SVC)") from None
+
+
+_DEFAULT_MODELS = {"classification": "logreg", "regression": "ridge"}
+
+
+def default_model(task: str) -> str:
+    """The model used when none is given: ``logreg`` (classification), ``ridge`` (regression)."""
+    from .metrics import default_metric
+
+    default_metric(task)  # the one check (and message) for an unknown task
+    return _DEFAULT_MODELS[task]
+
+
+def warm_start_exact(name: str) -> bool:
+    """Whether base ∪ {z} may start from the base's solution (registry models only)."""
+    spec = MODELS.get(name) if isinstance(name, str) else None
+    return bool(spec is not None and spec.warm_start_exact)
 
 
 def check_model_for_task(name: str, task: str) -> ModelSpec:
@@ -293,6 +318,10 @@ def default_params(name: str, task: str) -> dict[str, Any]:
 
 def check_model_params(name: str, params: Mapping[str, Any]) -> None:
     """ConfigError if a setting name is unknown to every task's estimator of ``name``."""
+    if is_class_path(name):
+        from .estimators import check_params
+
+        return check_params(name, params)
     spec = _spec(name)
     if not params:
         return
@@ -310,7 +339,8 @@ def check_model_params(name: str, params: Mapping[str, Any]) -> None:
 def validate_estimator_params(estimator, name: str = "") -> None:
     """ConfigError if the estimator rejects one of its setting values (scikit-learn's own check)."""
     check = getattr(estimator, "_validate_params", None)
-    if check is None or name == "xgboost":
+    # User subclasses of BaseEstimator inherit _validate_params without declaring constraints.
+    if check is None or name == "xgboost" or not hasattr(estimator, "_parameter_constraints"):
         return
     try:
         check()
@@ -329,6 +359,10 @@ def estimator_factory(name: str, task: str, params: Mapping[str, Any] | None = N
     The engine builds one factory per batch of blocks and calls it for every
     fit, so per-fit overhead stays that of the estimator's constructor.
     """
+    if is_class_path(name):
+        from .estimators import factory
+
+        return factory(name, params or {})
     spec = check_model_for_task(name, task)
     settings = dict(spec.defaults[task])
     if params:

@@ -89,6 +89,13 @@ def _fit_score(dataset: Any, index: np.ndarray, *, model: str, metric: str, seed
     return float(score)
 
 
+def _require_test_split(dataset: Any) -> None:
+    """The experiments score on the test split; given splits may have none."""
+    if np.asarray(dataset.X_test).shape[0] == 0:
+        raise DataError(f"{dataset.name} has no test split (given splits without a test file); "
+                        "rerun with --test FILE to measure outcomes")
+
+
 def _stratified(gen: np.random.Generator, index: np.ndarray, y: np.ndarray | None, n: int) -> np.ndarray:
     """n rows of ``index`` without replacement; per class round(n·share), at least one each."""
     if n > index.size:
@@ -216,6 +223,7 @@ def point_addition_experiment(
     if m < 1 or repeats < 1:
         raise ConfigError(f"m={m} and repeats={repeats} must be at least 1")
     metric = metric or default_metric(dataset.task)
+    _require_test_split(dataset)
     classification = dataset.task == "classification"
     messages: list[str] = []
 
@@ -406,6 +414,7 @@ def removal_curve(
         ``se`` (NaN for the deterministic strategies), ``n_repeats``, ``n_failed``.
     """
     metric = metric or default_metric(dataset.task)
+    _require_test_split(dataset)
     fr = np.asarray(list(fractions), dtype=np.float64)
     if fr.size == 0 or np.any(fr < 0) or np.any(fr >= 1):
         raise ConfigError(f"fractions={list(fractions)} must be non-empty and in [0, 1)")

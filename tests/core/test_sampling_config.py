@@ -12,16 +12,6 @@ from pointscale.sampling import SamplingConfig, default_sizes
 
 
 @pytest.fixture(scope="module")
-def cancer():
-    return load_dataset("breast_cancer")
-
-
-@pytest.fixture(scope="module")
-def diabetes():
-    return load_dataset("diabetes")
-
-
-@pytest.fixture(scope="module")
 def four_classes():
     rng = np.random.default_rng(0)
     n = 400
@@ -92,7 +82,7 @@ def test_classification_metric_on_regression_fails_before_compute(diabetes, metr
 
 def test_model_that_does_not_fit_task(diabetes, cancer):
     with pytest.raises(ConfigError, match="model 'logreg' does not fit a regression task; valid models"):
-        SamplingConfig(k_min=20, k_max=50).validate_for(diabetes)
+        SamplingConfig(model="logreg", k_min=20, k_max=50).validate_for(diabetes)
     with pytest.raises(ConfigError, match="model 'ridge' does not fit a classification task"):
         SamplingConfig(model="ridge", k_min=20, k_max=50).validate_for(cancer)
 
@@ -102,12 +92,15 @@ def test_bad_setting_value_fails_before_compute(cancer):
         SamplingConfig(k_min=20, k_max=50, model_params={"C": -1.0}).validate_for(cancer)
 
 
-def test_resolved_fills_default_metric_and_keeps_identity(cancer, diabetes):
+def test_resolved_fills_default_model_and_metric_and_keeps_identity(cancer, diabetes):
     cfg = SamplingConfig(k_min=20, k_max=50)
-    assert cfg.resolved(cancer).metric == "neg_log_loss"
-    assert SamplingConfig(model="ridge", k_min=20, k_max=50).resolved(diabetes).metric == "neg_mse"
-    explicit = SamplingConfig(k_min=20, k_max=50, metric="neg_log_loss")
+    assert (cfg.resolved(cancer).model, cfg.resolved(cancer).metric) == ("logreg", "neg_log_loss")
+    # The default model follows the task: ridge (exact rank-one fast path) for regression.
+    assert (cfg.resolved(diabetes).model, cfg.resolved(diabetes).metric) == ("ridge", "neg_mse")
+    explicit = SamplingConfig(k_min=20, k_max=50, model="logreg", metric="neg_log_loss")
     assert cfg.resolved(cancer).identity_hash() == explicit.identity_hash()
+    assert cfg.resolved(diabetes).identity_hash() == SamplingConfig(
+        k_min=20, k_max=50, model="ridge", metric="neg_mse").identity_hash()
 
 
 def test_hashes_what_changes_results_only():

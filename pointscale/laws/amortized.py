@@ -57,7 +57,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_bytes, atomic_write_json, read_json
-from ..seeding import STREAM_AMORTIZED, id_to_int, rng
+from ..seeding import STREAM_AMORTIZED, point_keys, rng
 from . import _amortized_core as core
 from .result import FittedScalingLaws
 
@@ -110,23 +110,6 @@ def oob_features(oob: pd.DataFrame | None, point_ids: np.ndarray) -> tuple[np.nd
     F = np.where(missing[:, None] | ~np.isfinite(F), means[None, :], F)
     F = np.column_stack([F, np.log1p(n), missing.astype(np.float64)])
     return F, cols + ["log1p_n_oob", "no_oob"]
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        x += np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def _point_keys(point_ids: np.ndarray, seed: int) -> np.ndarray:
-    """A pseudo-random key per point id: depends on the id and seed, never on order."""
-    ints = np.fromiter((id_to_int(p) & ((1 << 64) - 1) for p in point_ids.tolist()),
-                       dtype=np.uint64, count=len(point_ids))
-    salt = _splitmix64(np.array([seed], dtype=np.uint64))[0]
-    return _splitmix64(ints ^ salt)
 
 
 def _as_ids(point_ids: Any, n: int, what: str) -> np.ndarray:
@@ -418,7 +401,7 @@ class AmortizedScalingLaws(BaseEstimator):
         self.seed_ = (int(np.random.SeedSequence().entropy % (1 << 63))
                       if self.random_state is None else int(self.random_state))
         # Held-out points by a keyed hash of their ids: the split does not depend on row order.
-        keys = _point_keys(ids[has], self.seed_)
+        keys = point_keys(ids[has], self.seed_)
         order = has[np.argsort(keys, kind="stable")]
         n_val = max(1, int(round(float(self.validation_fraction) * has.size)))
         val, trn = order[:n_val], order[n_val:]

@@ -50,7 +50,7 @@ import pandas as pd
 from ..seeding import STREAM_OOB, rng
 
 __all__ = ["OOB_CAP", "N_BUCKETS", "SCORE_SCALE", "oob_subset", "size_bucket", "score_predictions",
-           "aggregate", "oob_evidence", "OOB_COLUMNS"]
+           "aggregate", "summarize", "oob_evidence", "OOB_COLUMNS"]
 
 #: Most pool points scored per base (all out-of-bag points when there are fewer).
 OOB_CAP = 1024
@@ -145,7 +145,11 @@ def oob_evidence(ledger: Any) -> pd.DataFrame:
 
     if not isinstance(ledger, Ledger):
         ledger = Ledger(ledger)
-    table = ledger.read_oob()
+    return summarize(ledger.read_oob())
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Per-point evidence (the columns of :func:`oob_evidence`) from evidence tables (:func:`aggregate`)."""
     cols = ["point_id", "n_oob", "oob_score", "oob_correct"]
     for j in range(N_BUCKETS):
         cols += [f"n_oob_b{j}", f"oob_score_b{j}"]

@@ -25,10 +25,11 @@ import os
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from pointscale.errors import ConfigError
 
+from .options import PipelineOptions, ServeOptions
 from .watch import DATASET_EVENT, RESOURCE_PREFIX, dataset_name
 
 PIPELINE_DEPLOYMENT = "pointscale-pipeline/scheduled"
@@ -69,78 +70,66 @@ def require_api_url(timeout: float = 10.0) -> str:
     return url
 
 
-def _pipeline_options(*, id_column: Optional[str], points: Union[int, str], samples_per_point: int,
-                      k_min: Optional[int], k_max: Optional[int], seed: int, workers: Optional[int],
-                      dask_address: Optional[str], amortized: bool, removal: bool) -> dict[str, Any]:
-    return {"id_column": id_column, "points": points, "samples_per_point": samples_per_point,
-            "k_min": k_min, "k_max": k_max, "seed": seed, "workers": workers, "dask_address": dask_address,
-            "amortized": amortized, "removal": removal}
+def _scheduled_options(options: PipelineOptions) -> PipelineOptions:
+    """The scheduled run's options: a built-in dataset knows its target and has no id column."""
+    from pointscale.data import BUILTIN_DATASETS, OPTIONAL_DATASETS
+
+    if options.dataset in BUILTIN_DATASETS or options.dataset in OPTIONAL_DATASETS:
+        return options.model_copy(update={"target": None, "id_column": None})
+    return options.model_copy(update={"dataset": str(Path(options.dataset).resolve())})
 
 
-def build_deployments(
-    data_dir: str | os.PathLike,
-    *,
-    watch_interval: float = 60.0,
-    cron: str = "0 3 * * *",
-    runs_dir: str | os.PathLike = "runs",
-    target: Optional[str] = None,
-    dataset: str = "breast_cancer",
-    id_column: Optional[str] = None,
-    points: Union[int, str] = "all",
-    samples_per_point: int = 100,
-    k_min: Optional[int] = None,
-    k_max: Optional[int] = None,
-    seed: int = 0,
-    workers: Optional[int] = None,
-    dask_address: Optional[str] = None,
-    amortized: bool = True,
-    removal: bool = True,
-    min_age_seconds: float = 1.0,
-) -> list:
+def _scheduled_name(options: PipelineOptions) -> str:
+    from pointscale.data import BUILTIN_DATASETS, OPTIONAL_DATASETS
+
+    builtin = options.dataset in BUILTIN_DATASETS or options.dataset in OPTIONAL_DATASETS
+    return dataset_name(options.dataset if builtin else Path(options.dataset).stem)
+
+
+def build_deployments(serve: ServeOptions, options: PipelineOptions = PipelineOptions()) -> list:
     """The three ``RunnerDeployment`` objects (not yet registered).
+
+    Parameters
+    ----------
+    serve : ServeOptions
+        The watched folder, the schedule, the run folders.
+    options : PipelineOptions
+        Settings of every pipeline run: the scheduled one (on
+        ``options.dataset``) and the triggered ones (on the dropped files,
+        whose target column is ``options.target``).
 
     Raises
     ------
     ConfigError
-        For a missing data folder, a missing ``target`` or a non-positive interval.
+        For a missing data folder or a missing ``target``.
     """
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.deployments.runner import EntrypointType
     from prefect.events import DeploymentEventTrigger
 
-    from pointscale.data import BUILTIN_DATASETS, OPTIONAL_DATASETS
-
     from .pipeline import pipeline_flow
     from .watch import on_new_data_flow, watch_flow
 
-    data_dir = Path(data_dir).resolve()
-    runs_dir = Path(runs_dir).resolve()
+    data_dir = Path(serve.data_dir).resolve()
+    runs_dir = Path(serve.runs_dir).resolve()
     if not data_dir.is_dir():
         raise ConfigError(f"--data-dir {data_dir} is not a folder; create it or point at the folder to watch")
-    if not target:
+    if not options.target:
         raise ConfigError("--target is required: the column to predict in the files dropped into --data-dir")
-    if not watch_interval or watch_interval <= 0:
-        raise ConfigError(f"--watch-interval {watch_interval} must be a positive number of seconds")
-    options = _pipeline_options(id_column=id_column, points=points, samples_per_point=samples_per_point,
-                                k_min=k_min, k_max=k_max, seed=seed, workers=workers,
-                                dask_address=dask_address, amortized=amortized, removal=removal)
     module = EntrypointType.MODULE_PATH
 
-    builtin = dataset in BUILTIN_DATASETS or dataset in OPTIONAL_DATASETS
-    scheduled_name = dataset_name(dataset if builtin else Path(dataset).stem)
+    scheduled = _scheduled_options(options)
     pipeline = pipeline_flow.to_deployment(
-        name=PIPELINE_DEPLOYMENT.split("/")[1], cron=cron, tags=TAGS, entrypoint_type=module,
-        description=f"The whole pipeline on {dataset} on the schedule {cron!r} (UTC)",
-        parameters={**options, "dataset": dataset if builtin else str(Path(dataset).resolve()),
-                    # A built-in dataset knows its target and has no id column of the watched files.
-                    "target": None if builtin else target, "id_column": None if builtin else id_column,
-                    "out": str(runs_dir / scheduled_name), "wait_for_lock": True},
+        name=PIPELINE_DEPLOYMENT.split("/")[1], cron=serve.cron, tags=TAGS, entrypoint_type=module,
+        description=f"The whole pipeline on {options.dataset} on the schedule {serve.cron!r} (UTC)",
+        parameters={"options": scheduled.model_dump(mode="json"),
+                    "out": str(runs_dir / _scheduled_name(options)), "wait_for_lock": True},
     )
     watch = watch_flow.to_deployment(
-        name=WATCH_DEPLOYMENT.split("/")[1], interval=timedelta(seconds=float(watch_interval)), tags=TAGS,
+        name=WATCH_DEPLOYMENT.split("/")[1], interval=timedelta(seconds=float(serve.watch_interval)), tags=TAGS,
         entrypoint_type=module,
-        description=f"Scan {data_dir} every {watch_interval:g} s; emit {DATASET_EVENT} for new or changed data",
-        parameters={"data_dir": str(data_dir), "runs_dir": str(runs_dir), "min_age_seconds": min_age_seconds},
+        description=f"Scan {data_dir} every {serve.watch_interval:g} s; emit {DATASET_EVENT} for new or changed data",
+        parameters={"data_dir": str(data_dir), "runs_dir": str(runs_dir), "min_age_seconds": serve.min_age_seconds},
         concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
     )
     trigger = DeploymentEventTrigger(
@@ -153,50 +142,25 @@ def build_deployments(
     on_new_data = on_new_data_flow.to_deployment(
         name=ON_NEW_DATA_DEPLOYMENT.split("/")[1], triggers=[trigger], tags=TAGS, entrypoint_type=module,
         description=f"Value datasets from {data_dir} (triggered by {DATASET_EVENT}); runs in {runs_dir}/<name>",
-        # The trigger fills name/path/fingerprint; these defaults carry the serve options.
-        parameters={"runs_dir": str(runs_dir), "target": target, **options},
+        # The trigger fills name/path/fingerprint; the options carry every serve setting.
+        parameters={"runs_dir": str(runs_dir), "options": options.model_dump(mode="json")},
     )
     return [pipeline, watch, on_new_data]
 
 
-def serve_all(
-    data_dir: str | os.PathLike,
-    watch_interval: float = 60.0,
-    cron: str = "0 3 * * *",
-    runs_dir: str | os.PathLike = "runs",
-    target: Optional[str] = None,
-    dataset: str = "breast_cancer",
-    *,
-    limit: Optional[int] = None,
-    poll_seconds: Optional[float] = None,
-    **options: Any,
-) -> None:
+def serve_all(serve: ServeOptions, options: PipelineOptions = PipelineOptions(), *,
+              poll_seconds: Optional[float] = None) -> None:
     """Register the three deployments and serve them until interrupted.
 
     Parameters
     ----------
-    data_dir : path
-        Folder the watcher scans.
-    watch_interval : float, default=60
-        Seconds between scans.
-    cron : str, default="0 3 * * *"
-        Schedule of the pipeline deployment (UTC).
-    runs_dir : path, default="runs"
-        Run folders ``<runs_dir>/<dataset name>`` and the watcher's state.
-    target : str
-        Target column of the watched files (required).
-    dataset : str, default="breast_cancer"
-        Dataset of the scheduled pipeline run.
-    limit : int, optional
-        Flow runs this process runs at once (default: Prefect's runner limit).
+    serve : ServeOptions
+        Watched folder, interval, schedule, run folders, runner limit.
+    options : PipelineOptions
+        Settings of every pipeline run (the same options as ``pointscale run``).
     poll_seconds : float, optional
         How often to ask the server for due runs; default
         ``min(10, watch_interval)``, so a triggered run starts within seconds.
-    **options
-        Pipeline settings for every run: ``id_column``, ``points``,
-        ``samples_per_point``, ``k_min``, ``k_max``, ``seed``, ``workers``,
-        ``dask_address``, ``amortized``, ``removal``, and the watcher's
-        ``min_age_seconds``.
 
     Raises
     ------
@@ -205,12 +169,118 @@ def serve_all(
         or a bad option.
     """
     require_api_url()
-    deployments = build_deployments(data_dir, watch_interval=watch_interval, cron=cron, runs_dir=runs_dir,
-                                    target=target, dataset=dataset, **options)
-    from prefect import serve
+    deployments = build_deployments(serve, options)
+    from prefect import serve as prefect_serve
 
-    poll = poll_seconds if poll_seconds is not None else max(1.0, min(10.0, float(watch_interval)))
+    poll = poll_seconds if poll_seconds is not None else max(1.0, min(10.0, float(serve.watch_interval)))
     kwargs: dict[str, Any] = {"query_seconds": poll}
-    if limit is not None:
-        kwargs["limit"] = limit
-    serve(*deployments, **kwargs)
+    if serve.limit is not None:
+        kwargs["limit"] = serve.limit
+    prefect_serve(*deployments, **kwargs)
+
+
+# --------------------------------------------------------------------------- deployments/prefect.yaml
+
+PREFECT_YAML = Path(__file__).resolve().parents[1] / "deployments" / "prefect.yaml"
+
+_YAML_HEADER = """\
+# GENERATED from flows/options.py and flows/deployments.py: edit those, then run
+#   python -m flows.deployments --write
+# (a test checks this file matches).
+#
+# The same three deployments `pointscale serve` runs, for `prefect deploy` and a
+# process work pool. From the repository root, with PREFECT_API_URL exported
+# (`pointscale server` or `make ui` prints it):
+#
+#   prefect work-pool create pointscale-local --type process
+#   prefect deploy --all --prefect-file deployments/prefect.yaml
+#   prefect worker start --pool pointscale-local
+#
+# Set the watched folder, run folders and target column below (or override
+# them per run in the UI, where `options` is a form). Relative paths are
+# relative to the folder you deploy from: the pull step makes every run start
+# there. Schedules are UTC.
+#
+# scheduled:   the whole pipeline every night at 03:00 UTC (cached on content:
+#              unchanged data costs almost nothing).
+# watch:       scans data/incoming every minute and emits
+#              pointscale.dataset.updated for each new or changed dataset; one at a time.
+# on-new-data: runs for every pointscale.dataset.updated event: the whole pipeline the
+#              first time a dataset is seen, an incremental revaluation after that.
+#
+# Entrypoints are module paths (flows.watch.watch_flow), not file paths
+# (flows/watch.py:watch_flow): a flow loaded from a file path is imported as a
+# top-level module ("watch"), and Dask workers cannot unpickle what it sends them.
+"""
+
+
+def prefect_yaml_document(serve: ServeOptions | None = None,
+                          options: PipelineOptions | None = None) -> dict[str, Any]:
+    """``deployments/prefect.yaml`` as data: the same deployments as :func:`build_deployments`.
+
+    Defaults: data folder ``data/incoming``, run folders ``runs``, target
+    column ``label``, every other option at its default.
+    """
+    serve = serve or ServeOptions(data_dir="data/incoming")
+    options = options or PipelineOptions(target="label")
+    pool = {"name": "pointscale-local", "work_queue_name": "default"}
+    scheduled = _scheduled_options(options)
+    return {
+        "name": "pointscale",
+        "build": None,
+        "push": None,
+        "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": "{{ $PWD }}"}}],
+        "deployments": [
+            {"name": PIPELINE_DEPLOYMENT.split("/")[1], "entrypoint": "flows.pipeline.pipeline_flow",
+             "description": "The whole pipeline on a schedule", "tags": TAGS, "work_pool": pool,
+             "schedules": [{"cron": serve.cron, "timezone": "UTC"}],
+             "parameters": {"options": scheduled.model_dump(mode="json"),
+                            "out": f"{serve.runs_dir}/{_scheduled_name(options)}", "wait_for_lock": True}},
+            {"name": WATCH_DEPLOYMENT.split("/")[1], "entrypoint": "flows.watch.watch_flow",
+             "description": f"Scan the data folder; emit {DATASET_EVENT} for new or changed datasets",
+             "tags": TAGS, "work_pool": pool,
+             "concurrency_limit": {"limit": 1, "collision_strategy": "CANCEL_NEW"},
+             "schedules": [{"interval": serve.watch_interval}],
+             "parameters": {"data_dir": serve.data_dir, "runs_dir": serve.runs_dir,
+                            "min_age_seconds": serve.min_age_seconds}},
+            {"name": ON_NEW_DATA_DEPLOYMENT.split("/")[1], "entrypoint": "flows.watch.on_new_data_flow",
+             "description": f"Value a new or changed dataset (triggered by {DATASET_EVENT})",
+             "tags": TAGS, "work_pool": pool,
+             "parameters": {"runs_dir": serve.runs_dir, "options": options.model_dump(mode="json")},
+             "triggers": [{"type": "event", "name": TRIGGER_NAME, "enabled": True,
+                           "match": {"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
+                           "expect": [DATASET_EVENT], "parameters": dict(TRIGGER_PARAMETERS)}]},
+        ],
+    }
+
+
+def render_prefect_yaml() -> str:
+    """The text of ``deployments/prefect.yaml``."""
+    import yaml
+
+    class NoAliases(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:  # repeat shared values instead of &id001 anchors
+            return True
+
+    return _YAML_HEADER + "\n" + yaml.dump(prefect_yaml_document(), Dumper=NoAliases, sort_keys=False, width=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m flows.deployments",
+                                     description="Print (or --write) deployments/prefect.yaml")
+    parser.add_argument("--write", action="store_true", help=f"write {PREFECT_YAML}")
+    args = parser.parse_args(argv)
+    text = render_prefect_yaml()
+    if args.write:
+        from pointscale.io import atomic_write_text
+
+        atomic_write_text(PREFECT_YAML, text)
+    else:
+        print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

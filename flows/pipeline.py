@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional
 
 import pandas as pd
 from prefect import flow, get_run_logger
@@ -24,6 +24,7 @@ from tasks import ingest as ingest_tasks
 from tasks import laws as law_tasks
 from tasks import valuation as value_tasks
 
+from flows.options import ExecutionOptions, PipelineOptions
 from flows.sampling import dask_task_runner, sample_stage
 
 def _stage(run: RunFolder, name: str, timings: dict[str, float], started: float) -> None:
@@ -31,15 +32,14 @@ def _stage(run: RunFolder, name: str, timings: dict[str, float], started: float)
     run.update_manifest(timings={name: timings[name]}, stage=name)
 
 
-def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any], *, workers: Optional[int],
-                dask_address: Optional[str], amortized: bool, select_m: int,
-                target_sizes: Optional[list[int]], removal: bool, timings: dict[str, float]) -> dict[str, Any]:
+def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any], options: PipelineOptions, *,
+                timings: dict[str, float]) -> dict[str, Any]:
     logger = get_run_logger()
     path, fp = ds_info["path"], ds_info["fingerprint"]
     groups = pipeline.load_point_groups(run.root)
 
     t = time.perf_counter()
-    runner = dask_task_runner(workers=workers, address=dask_address)
+    runner = dask_task_runner(workers=options.workers, address=options.dask_address)
     counts = sample_stage.with_options(task_runner=runner)(
         run_dir=str(run.root), dataset_path=path, dataset_fingerprint=fp, sampling=sampling, point_groups=groups)
     run.update_manifest(counts=counts)
@@ -51,15 +51,15 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
     mle = law_tasks.fit_mle(str(run.root), sampling, lh)
     _stage(run, "fit_mle", timings, t)
     amort = None
-    if amortized:
+    if options.amortized:
         t = time.perf_counter()
         amort = law_tasks.fit_amortized(str(run.root), path, fp, sampling, lh)
         _stage(run, "fit_amortized", timings, t)
     t = time.perf_counter()
-    values = value_tasks.value(str(run.root), path, fp, sampling, lh, target_sizes)
-    selection = value_tasks.select(str(run.root), path, fp, lh, select_m)
+    values = value_tasks.value(str(run.root), path, fp, sampling, lh, options.target_sizes)
+    selection = value_tasks.select(str(run.root), path, fp, lh, options.select_m)
     _stage(run, "value_select", timings, t)
-    if removal:
+    if options.removal:
         t = time.perf_counter()
         value_tasks.removal(str(run.root), path, fp, sampling, lh)
         _stage(run, "removal", timings, t)
@@ -72,51 +72,28 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
 
 @flow(name="pointscale-pipeline", validate_parameters=True)
 def pipeline_flow(
-    dataset: str = "breast_cancer",
-    target: Optional[str] = None,
-    id_column: Optional[str] = None,
-    task: Optional[Literal["classification", "regression"]] = None,
-    model: str = "logreg",
-    model_params: Optional[dict[str, Any]] = None,
-    metric: Optional[str] = None,
-    points: Union[int, Literal["all"]] = "all",
-    samples_per_point: int = 100,
-    k_min: Optional[int] = None,
-    k_max: Optional[int] = None,
-    seed: int = 0,
-    block_size: int = 32,
-    shard_size: Optional[int] = None,
-    workers: Optional[int] = None,
-    dask_address: Optional[str] = None,
+    options: PipelineOptions = PipelineOptions(),
     out: Optional[str] = None,
-    amortized: bool = True,
-    select_m: int = 50,
-    target_sizes: Optional[list[int]] = None,
-    removal: bool = True,
     wait_for_lock: bool = False,
 ) -> dict[str, Any]:
     """Value the points of a dataset: the whole pipeline on one dataset version."""
     started = time.perf_counter()
-    data = DataConfig(source=dataset, target=target, id_column=id_column, task=task, seed=seed).to_dict()
+    data = DataConfig(**options.data_config()).to_dict()
     ds_info = ingest_tasks.ingest(data, out)
     run = RunFolder(ds_info["run_dir"])
     with run.lock(wait=wait_for_lock):
         timings: dict[str, float] = {"ingest": round(time.perf_counter() - started, 3)}
         ds = open_dataset(ds_info["path"])
-        chosen = pipeline.choose_points(ds, points, seed)
-        cfg = pipeline.resolve_sampling(ds, model=model, metric=metric, k_min=k_min, k_max=k_max,
-                               samples_per_point=samples_per_point, seed=seed, block_size=block_size,
-                               shard_size=shard_size, n_points=len(chosen), model_params=model_params,
-                               workers=workers)
+        chosen = pipeline.choose_points(ds, options.points, options.seed)
+        cfg = pipeline.resolve_sampling(ds, n_points=len(chosen), workers=options.workers,
+                                        **options.sampling_kwargs())
         sampling = cfg.to_dict()
         previous = pipeline.load_point_groups(run.root)
         if sorted(p for g in previous for p in g) != sorted(chosen):
             pipeline.save_point_groups(run.root, [chosen])
         run.update_manifest(
             kind="pipeline",
-            config={"data": data, "sampling": sampling, "points": points, "amortized": amortized,
-                    "select_m": select_m, "target_sizes": target_sizes, "removal": removal,
-                    "workers": workers, "dask_address": dask_address},
+            config={"data": data, "sampling": sampling, "options": options.model_dump(mode="json")},
             sampling_hash=cfg.stable_hash(),
             dataset=ds_info,
             points={"n": len(chosen), "file": "points.json"},
@@ -124,9 +101,7 @@ def pipeline_flow(
             code_version=pipeline.code_version(),
             status="running",
         )
-        result = _run_stages(run, ds_info, sampling, workers=workers, dask_address=dask_address,
-                             amortized=amortized, select_m=select_m, target_sizes=target_sizes,
-                             removal=removal, timings=timings)
+        result = _run_stages(run, ds_info, sampling, options, timings=timings)
         run.update_manifest(status="completed", total_seconds=round(time.perf_counter() - started, 3))
     return result
 
@@ -136,8 +111,7 @@ def revalue_flow(
     source: str,
     run_dir: str,
     fingerprint: Optional[str] = None,
-    workers: Optional[int] = None,
-    dask_address: Optional[str] = None,
+    execution: ExecutionOptions = ExecutionOptions(),
     wait_for_lock: bool = True,
 ) -> dict[str, Any]:
     """Revalue after new data: extend the run's dataset version with ``source``.
@@ -155,9 +129,11 @@ def revalue_flow(
     manifest = run.read_manifest()
     if not manifest.get("config"):
         raise ConfigError(f"{run_dir} holds no completed pipeline run to extend; run `pointscale run` first")
-    config = manifest["config"]
     with run.lock(wait=wait_for_lock):
         manifest = run.read_manifest()
+        config = manifest["config"]
+        # The run's own options; only where the fits run may change.
+        options = PipelineOptions.model_validate({**config["options"], **execution.model_dump()})
         old_info = manifest["dataset"]
         if manifest.get("kind") == "revalue" and manifest.get("status") != "completed" \
                 and manifest.get("previous_dataset"):
@@ -174,7 +150,7 @@ def revalue_flow(
         known = {p for g in groups for p in g}
         old_pool = set(old.point_ids.tolist())
         new_points = [p for p in ds.point_ids.tolist() if p not in old_pool and p not in known]
-        if config.get("points", "all") == "all" or new_points:
+        if options.points == "all" or new_points:
             groups = groups + ([sorted(new_points)] if new_points else [])
         pipeline.save_point_groups(run.root, groups)
         sampling = config["sampling"]
@@ -184,10 +160,7 @@ def revalue_flow(
                             revalue={"source": str(source), "event_fingerprint": fingerprint,
                                      "new_points": len(new_points)})
         timings: dict[str, float] = {"ingest": round(time.perf_counter() - started, 3)}
-        result = _run_stages(run, ds_info, sampling, workers=workers, dask_address=dask_address,
-                             amortized=config.get("amortized", True), select_m=config.get("select_m", 50),
-                             target_sizes=config.get("target_sizes"), removal=config.get("removal", True),
-                             timings=timings)
+        result = _run_stages(run, ds_info, sampling, options, timings=timings)
         if previous is not None:
             moved = pipeline.values_change(previous, pd.read_parquet(prev_values))
             from pointscale.io import atomic_write_parquet

@@ -28,13 +28,15 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional
 
 from prefect import flow, get_run_logger
 
 from pointscale.errors import ConfigError, DataError
 from pointscale.io import atomic_write_json, read_json, sha256_file
 from pointscale.runs import RunFolder
+
+from .options import PipelineOptions
 
 DATASET_EVENT = "pointscale.dataset.updated"
 RESOURCE_PREFIX = "pointscale.dataset."
@@ -200,29 +202,14 @@ def on_new_data_flow(
     path: str,
     fingerprint: Optional[str] = None,
     runs_dir: str = "runs",
-    target: Optional[str] = None,
-    id_column: Optional[str] = None,
-    task: Optional[Literal["classification", "regression"]] = None,
-    model: str = "logreg",
-    model_params: Optional[dict[str, Any]] = None,
-    points: Union[int, Literal["all"]] = "all",
-    samples_per_point: int = 100,
-    k_min: Optional[int] = None,
-    k_max: Optional[int] = None,
-    seed: int = 0,
-    block_size: int = 32,
-    shard_size: Optional[int] = None,
-    workers: Optional[int] = None,
-    dask_address: Optional[str] = None,
-    amortized: bool = True,
-    removal: bool = True,
-    select_m: int = 50,
+    options: PipelineOptions = PipelineOptions(),
 ) -> dict[str, Any]:
     """Value a new or changed dataset: revalue incrementally if its run folder holds a completed run.
 
-    ``name``, ``path`` and ``fingerprint`` come from the watcher's event; the
-    rest are the deployment's settings (``pointscale serve`` options). The
-    run folder is ``<runs_dir>/<name>``.
+    ``name``, ``path`` and ``fingerprint`` come from the watcher's event;
+    ``options`` are the deployment's pipeline settings (``pointscale serve``
+    options; its ``dataset`` is replaced by ``path``). The run folder is
+    ``<runs_dir>/<name>``.
     """
     from flows.pipeline import pipeline_flow, revalue_flow
 
@@ -235,17 +222,13 @@ def on_new_data_flow(
         extend = _completed_run(run_dir)
     if extend:
         logger.info("%s: revaluing the run in %s with %s", name, run_dir, path)
-        result = revalue_flow(source=path, run_dir=str(run_dir), fingerprint=fingerprint, workers=workers,
-                              dask_address=dask_address, wait_for_lock=True)
+        result = revalue_flow(source=path, run_dir=str(run_dir), fingerprint=fingerprint,
+                              execution=options.execution(), wait_for_lock=True)
         action = "revalue"
     else:
         logger.info("%s: first run, whole pipeline into %s", name, run_dir)
-        result = pipeline_flow(dataset=path, target=target, id_column=id_column, task=task, model=model,
-                               model_params=model_params,
-                               points=points, samples_per_point=samples_per_point, k_min=k_min, k_max=k_max,
-                               seed=seed, block_size=block_size, shard_size=shard_size, workers=workers,
-                               dask_address=dask_address, out=str(run_dir), amortized=amortized,
-                               select_m=select_m, removal=removal, wait_for_lock=True)
+        result = pipeline_flow(options=options.model_copy(update={"dataset": path}), out=str(run_dir),
+                               wait_for_lock=True)
         action = "pipeline"
     return {"action": action, "name": name, "fingerprint": fingerprint, "run_dir": str(run_dir),
             **{k: result[k] for k in ("counts", "new_points", "changed") if k in result}}

@@ -54,7 +54,7 @@ def test_pipeline_samples_on_an_existing_cluster(cluster, tmp_path):
 
     manifest = read_json(out / "run.json")
     assert manifest["status"] == "completed"
-    assert manifest["config"]["dask_address"] == cluster["address"]
+    assert manifest["config"]["options"]["dask_address"] == cluster["address"]
     ledger = Ledger(out / "samples").read()
     assert len(ledger) == POINTS * SAMPLES_PER_POINT
     assert ledger.groupby("point_id").size().eq(SAMPLES_PER_POINT).all()

@@ -33,6 +33,7 @@ from flows.deployments import (
     WATCH_DEPLOYMENT,
     build_deployments,
 )
+from flows.options import PipelineOptions, ServeOptions
 from pointscale.io import read_json
 from pointscale.sampling import Ledger
 from tests.conftest import REPO
@@ -46,6 +47,8 @@ CRON = "17 4 * * 1"
 WATCH_INTERVAL = 5  # each scan is a new process (~3 CPU-s); 2 s would keep a core busy
 SAMPLES_PER_POINT = 5
 FIRST_ROWS, ADDED_ROWS = 200, 40
+# Served runs must use the serve options (not the defaults): a non-default model and metric.
+MODEL, METRIC = "knn", "accuracy"
 RUN_TIMEOUT = 240  # seconds; a run takes 60-100 s on two shared cores
 
 
@@ -178,9 +181,12 @@ def test_prefect_yaml_deploys_the_same_three_deployments(prefect_server, tmp_pat
             assert ours[0].trigger.expect == {"pointscale.dataset.updated"}
             assert ours[0].actions[0].parameters == TRIGGER_PARAMETERS
             # The same settings as `pointscale serve` registers.
-            served = {f"{d.flow_name}/{d.name}": d for d in build_deployments(tmp_path, target="label")}
+            served = {f"{d.flow_name}/{d.name}": d
+                      for d in build_deployments(ServeOptions(data_dir=str(tmp_path)), PipelineOptions(target="label"))}
             for name, dep in deps.items():
                 assert set(dep.parameters) == set(served[name].parameters), name
+                if "options" in dep.parameters:
+                    assert set(dep.parameters["options"]) == set(PipelineOptions.model_fields), name
             watch = deps[WATCH_DEPLOYMENT]
             assert watch.global_concurrency_limit.limit == 1
             assert watch.concurrency_options.collision_strategy.value == "CANCEL_NEW"
@@ -212,7 +218,7 @@ def served(prefect_server, tmp_path_factory):
         "serve", "--data-dir", str(data), "--runs-dir", str(runs), "--target", "label", "--id-column", "row_id",
         "--watch-interval", str(WATCH_INTERVAL), "--min-age", "0.5", "--cron", CRON,
         "--samples-per-point", str(SAMPLES_PER_POINT), "--k-min", "20", "--workers", "1",
-        "--no-amortized", "--no-removal")
+        "--no-amortized", "--no-removal", "--model", MODEL, "--metric", METRIC, "--select", "7")
     started = time.monotonic()
     with background(args, log) as proc:
         def registered():
@@ -235,11 +241,16 @@ def test_cron_deployment_is_registered_with_its_schedule(served):
                        if any(getattr(x, "deployment_id", None) == on_new.id for x in a.actions)]
     assert [(s.schedule.cron, s.active) for s in pipeline.schedules] == [(CRON, True)]
     assert pipeline.parameters["out"] == str(served["runs"].resolve() / "breast_cancer")
-    assert pipeline.parameters["samples_per_point"] == SAMPLES_PER_POINT
+    scheduled = pipeline.parameters["options"]
+    assert scheduled["samples_per_point"] == SAMPLES_PER_POINT
+    assert (scheduled["model"], scheduled["metric"], scheduled["select_m"]) == (MODEL, METRIC, 7)
+    assert scheduled["target"] is None  # breast_cancer knows its target; "label" is the watched files' column
     assert [s.schedule.interval.total_seconds() for s in watch.schedules] == [WATCH_INTERVAL]
     assert watch.parameters["data_dir"] == str(served["data"].resolve())
     assert on_new.schedules == []
-    assert on_new.parameters["target"] == "label" and on_new.parameters["workers"] == 1
+    triggered = on_new.parameters["options"]
+    assert triggered["target"] == "label" and triggered["workers"] == 1
+    assert (triggered["model"], triggered["metric"], triggered["select_m"]) == (MODEL, METRIC, 7)
     assert len(automations) == 1
     trigger = automations[0].trigger
     assert trigger.expect == {"pointscale.dataset.updated"}
@@ -272,8 +283,12 @@ def test_new_dataset_triggers_the_whole_pipeline(first_run):
     assert run.state.is_completed(), f"{run.state.type}: {run.state.message}"
     assert run.parameters["name"] == "cancer"
     assert run.parameters["path"] == str(first_run["path"].resolve())
+    assert (run.parameters["options"]["model"], run.parameters["options"]["metric"]) == (MODEL, METRIC)
     manifest = read_json(first_run["run_dir"] / "run.json")
     assert manifest["kind"] == "pipeline" and manifest["status"] == "completed"
+    sampling = manifest["config"]["sampling"]
+    assert (sampling["model"], sampling["metric"]) == (MODEL, METRIC)
+    assert manifest["config"]["options"]["select_m"] == 7
     n_pool = manifest["dataset"]["n_pool"]
     assert n_pool == FIRST_ROWS - manifest["dataset"]["n_val"] - manifest["dataset"]["n_test"]
     assert manifest["counts"]["samples_new"] == n_pool * SAMPLES_PER_POINT

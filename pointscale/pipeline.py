@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .data import DataConfig, Dataset, load_from_config, open_dataset
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .io import atomic_write_parquet
 from .runs import RunFolder
 from .seeding import STREAM_POINT_CHOICE, rng
@@ -317,12 +317,21 @@ def fit_laws(run_dir: str | Path, sampling: Mapping[str, Any]) -> dict[str, Any]
             "seconds": round(time.perf_counter() - start, 3)}
 
 
+def _oob(run_dir: str | Path):
+    """The run's out-of-bag evidence (None when the ledger holds none)."""
+    from .sampling import Ledger, oob_evidence
+
+    oob = oob_evidence(Ledger(RunFolder(run_dir).samples))
+    return None if oob.empty else oob
+
+
 def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
                   params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The amortized estimator trained on all samples -> ``laws_amortized.parquet``.
 
-    Laws are predicted for every point of the training pool, including points
-    with no samples yet (e.g. rows that just arrived).
+    Inputs are the points' features, labels and out-of-bag evidence. Laws are
+    predicted for every point of the training pool, including points with no
+    samples yet (e.g. rows that just arrived).
     """
     from .laws import AmortizedScalingLaws
     from .sampling import SamplingConfig
@@ -332,14 +341,17 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
     samples = load_samples(run_dir, sampling)
+    oob = _oob(run_dir)
     sampled = sorted(set(samples["point_id"]))
     idx = ds.index_of(sampled)
     model = AmortizedScalingLaws(random_state=cfg.seed, **dict(params or {}))
-    model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, np.asarray(sampled, dtype=object))
-    laws = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids)
+    model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, np.asarray(sampled, dtype=object),
+              oob=oob)
+    laws = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids, oob=oob)
     laws.save(run.file("laws_amortized.parquet"))
     model.save(run.file("amortized_model"))
     return {"points_predicted": laws.n_points, "points_trained": len(sampled),
+            "alpha_prior": model.alpha_prior_, "hidden_layer_sizes": list(model.hidden_layer_sizes_),
             "seconds": round(time.perf_counter() - start, 3)}
 
 
@@ -353,10 +365,21 @@ def _load_laws(path: Path):
 
 
 def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
-          target_sizes: Sequence[int] | None = None) -> dict[str, Any]:
-    """The values table -> ``values.parquet``."""
+          target_sizes: Sequence[int] | None = None, method: str = "auto") -> dict[str, Any]:
+    """The values table -> ``values.parquet`` (and ``laws.parquet``, ``learning_curve.json``).
+
+    ``shapley`` comes from :func:`pointscale.laws.fit_laws` with ``method``
+    ("auto": the estimator with the best held-out-sample likelihood; its
+    choice and scores are returned and stored with ``laws.parquet``);
+    ``shapley_mle``, ``shapley_amortized``, ``mc_mean`` and ``oob`` sit beside
+    it for comparison. The amortized laws of the previous stage are reused
+    when the chosen estimator needs them on all samples.
+    """
+    from .io import atomic_write_json
+    from .laws.auto import select_laws
     from .sampling import SamplingConfig
     from .valuation import values_table
+    from .valuation.learning_curve import fit_learning_curve
 
     run = RunFolder(run_dir)
     ds = open_dataset(dataset_path)
@@ -364,19 +387,37 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     mle = _load_laws(run.file("laws_mle.parquet"))
     amortized = _load_laws(run.file("laws_amortized.parquet"))
     samples = load_samples(run_dir, sampling)
+    oob = _oob(run_dir)
     points = {p for g in load_point_groups(run_dir) for p in g}
     if amortized is not None and points:
         # Value the run's points (amortized covers the whole pool).
         keep = np.isin(amortized.point_ids.astype(str), np.asarray(sorted(points), dtype=str))
         amortized = amortized.subset(keep)
+    fitted = {}
+    if amortized is not None:
+        sampled = np.isin(amortized.point_ids.astype(str), samples["point_id"].astype(str).unique())
+        fitted["amortized"] = amortized.subset(sampled)
+    if mle is not None:
+        fitted["mle"] = mle
+    laws, _ = select_laws(samples, ds, method=method, oob=oob, random_state=cfg.seed, fitted=fitted)
+    laws.save(run.file("laws.parquet"))
     sizes = list(target_sizes) if target_sizes else [ds.n_pool, 10 * ds.n_pool]
-    table = values_table(mle, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=sizes,
-                         samples=samples, amortized=amortized)
+    table = values_table(laws, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=sizes,
+                         samples=samples, amortized=amortized,
+                         compare={"mle": mle, "amortized": amortized}, oob=oob)
     atomic_write_parquet(run.file("values.parquet"), table)
+    curve = None
+    try:
+        curve = fit_learning_curve(samples, n_pool=ds.n_pool, seed=cfg.seed)
+        curve["metric"] = cfg.metric
+        atomic_write_json(run.file("learning_curve.json"), curve)
+    except DataError as exc:  # too few base fits: say so, do not invent a curve
+        curve = {"skipped": str(exc)}
     by_estimator = table["estimator"].value_counts().to_dict()
     return {"points": int(len(table)), "by_estimator": {str(k): int(v) for k, v in by_estimator.items()},
+            "estimator": laws.meta["selection"],
             "negative_c": int(table["negative_c"].sum()) if "negative_c" in table else None,
-            "target_sizes": sizes}
+            "target_sizes": sizes, "learning_curve": curve}
 
 
 def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None = None) -> dict[str, Any]:
@@ -385,7 +426,10 @@ def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None
 
     run = RunFolder(run_dir)
     ds = open_dataset(dataset_path)
-    source = _load_laws(run.file("laws_mle.parquet"))
+    # The laws the value stage chose (fit_laws), else the MLE, else the amortized laws.
+    source = _load_laws(run.file("laws.parquet"))
+    if source is None:
+        source = _load_laws(run.file("laws_mle.parquet"))
     if source is None:
         source = _load_laws(run.file("laws_amortized.parquet"))
     n_current = int(n_current or ds.n_pool)
@@ -425,6 +469,7 @@ def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any])
 
 def report(run_dir: str | Path, dataset_path: str) -> dict[str, Any]:
     """``report.md`` and its figures; returns the path and a short summary text."""
+    from .io import read_json
     from .report import report_summary, write_report
 
     run = RunFolder(run_dir)
@@ -436,8 +481,13 @@ def report(run_dir: str | Path, dataset_path: str) -> dict[str, Any]:
     if run.file("removal.parquet").exists():
         experiments["removal"] = pd.read_parquet(run.file("removal.parquet"))
     manifest = run.read_manifest()
-    path = write_report(run.root, dataset=ds, laws=laws, values=values, selection=selection,
-                        experiments=experiments or None, manifest=manifest)
+    chosen = _load_laws(run.file("laws.parquet"))
+    curve_path = run.file("learning_curve.json")
+    curve = read_json(curve_path) if curve_path.exists() else None
+    path = write_report(run.root, dataset=ds, laws=chosen if chosen is not None else laws, values=values,
+                        selection=selection, experiments=experiments or None, manifest=manifest,
+                        estimator_choice=None if chosen is None else chosen.meta.get("selection"),
+                        learning_curve=curve)
     summary = report_summary(dataset=ds, laws=laws, values=values, manifest=manifest)
     return {"path": str(path), "summary": summary}
 

@@ -143,9 +143,14 @@ def heldout_nll(laws: FittedScalingLaws, heldout: pd.DataFrame) -> float:
 
 def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "auto", oob=None,
                 holdout_fraction: float = 0.2, candidates=None, random_state: int = 0,
-                amortized_params: Mapping[str, Any] | None = None
+                amortized_params: Mapping[str, Any] | None = None,
+                fitted: Mapping[str, FittedScalingLaws] | None = None,
                 ) -> tuple[FittedScalingLaws, dict[str, FittedScalingLaws]]:
     """:func:`fit_laws`, also returning every candidate fitted on all samples along the way.
+
+    ``oob`` is the out-of-bag evidence table (:func:`pointscale.sampling.oob_evidence`);
+    ``fitted`` maps methods to laws already fitted on *all* these samples
+    (e.g. by earlier pipeline stages), reused instead of refitting.
 
     Returns
     -------
@@ -165,7 +170,7 @@ def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "au
         raise ConfigError(f"method={method!r} needs the dataset (features and labels of the points)")
     seed = int(random_state)
     usable = _usable(samples)
-    full_cache: dict[str, FittedScalingLaws] = {}
+    full_cache: dict[str, FittedScalingLaws] = {k: v for k, v in dict(fitted or {}).items() if v is not None}
     if method != "auto":
         laws = _fit(method, usable, dataset, oob, seed, amortized_params, full_cache)
         meta = {**laws.meta, "selection": {"method": method, "chosen": method}}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from pointscale import pipeline
+from pointscale.laws import FittedScalingLaws
+from pointscale.valuation import distributional_shapley
 from pointscale.sampling import Ledger
 from tasks import ingest as ingest_tasks
 from tasks import laws as law_tasks
@@ -73,6 +76,18 @@ def test_fit_value_select_tasks_write_their_files(sampled_run):
     values = value_tasks.value.fn(str(run_dir), info["path"], info["fingerprint"], sampling, lh)
     table = pd.read_parquet(run_dir / "values.parquet")
     assert values["points"] == len(table) == 40 and table["point_id"].is_unique
+    # shapley comes from the estimator fit_laws chose by held-out likelihood; the
+    # comparison columns and the out-of-bag evidence sit beside it.
+    choice = values["estimator"]
+    assert choice["method"] == "auto" and choice["chosen"] == min(
+        (v, k) for k, v in choice["heldout_nll"].items() if v is not None)[1]
+    assert set(table["estimator"]) == {choice["chosen"]}
+    assert {"shapley_mle", "shapley_amortized", "mc_mean", "oob", "n_oob"} <= set(table.columns)
+    assert (table["n_oob"] > 0).all() and table["oob"].between(0, 1).all()
+    mle_laws = FittedScalingLaws.load(run_dir / "laws_mle.parquet")
+    expected = distributional_shapley(mle_laws, sampling["k_min"], sampling["k_max"]).to_series()
+    np.testing.assert_allclose(table.set_index("point_id")["shapley_mle"], expected.reindex(table["point_id"]))
+    assert "epsilon" in values["learning_curve"] and (run_dir / "learning_curve.json").exists()
     sel = value_tasks.select.fn(str(run_dir), info["path"], info["fingerprint"], lh, 10)
     chosen = pd.read_parquet(run_dir / "selection.parquet")
     assert sel["selected"] == len(chosen) == 10

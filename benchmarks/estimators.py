@@ -153,13 +153,19 @@ def estimates(samples: pd.DataFrame, ds, oob: pd.DataFrame | None, sizes, seed: 
     out["monte_carlo"] = (mc, None)
     out["shrunk_mean"] = (shrunk_means(samples), None)
     info = {}
+    fitted: dict = {}
+    # auto last, reusing the other methods' fits on all samples for its final refit.
     for method in METHODS[2:]:
         t0 = time.perf_counter()
         try:
-            laws, _ = _quiet(select_laws, samples, ds, method=method, oob=oob, random_state=seed)
+            laws, more = _quiet(select_laws, samples, ds, method=method, oob=oob, random_state=seed,
+                                fitted=fitted)
         except Exception as exc:  # noqa: BLE001 -- report, do not hide
             info[method] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
+        if method != "auto":
+            fitted.update(more)
+            fitted[method] = laws
         sh = pd.Series(distributional_shapley(laws, K_MIN, K_MAX).value, index=laws.point_ids)
         psi = pd.DataFrame(laws.predict(sizes, warn_extrapolation=False), index=laws.point_ids, columns=sizes)
         out[method] = (sh, psi)
@@ -179,7 +185,7 @@ def values_part(args, log) -> pd.DataFrame:
     rows = []
     for name in args.datasets:
         ds = load_dataset(name)
-        metric = default_metric(ds.task)
+        metric = args.metric or default_metric(ds.task)
         log(f"\n{name}/logreg: pool {ds.n_pool}, validation {len(ds.y_val)}, utility {metric}")
         g = rng(args.seed, STREAM_SELECTION, "estimators-benchmark-points")
         points = [str(p) for p in np.asarray(ds.point_ids)[np.sort(g.choice(ds.n_pool, args.points, replace=False))]]
@@ -258,7 +264,7 @@ def flips_part(args, log) -> pd.DataFrame:
     ids = [str(p) for p in noisy.point_ids]
     is_flipped = np.isin(np.asarray(ids, dtype=object), flipped)
     n_max = max(args.flip_grid)
-    cfg = pipeline.resolve_sampling(noisy, model="logreg", metric=None, k_min=None, k_max=None,
+    cfg = pipeline.resolve_sampling(noisy, model="logreg", metric=args.metric, k_min=None, k_max=None,
                                     samples_per_point=n_max, seed=args.seed, block_size=32, shard_size=None,
                                     n_points=len(ids))
     log(f"\nflipped labels: adult 1,000-point pool, {int(is_flipped.sum())} flipped, clean validation "
@@ -319,6 +325,22 @@ def markdown(values: pd.DataFrame | None, flips: pd.DataFrame | None) -> str:
     return "\n".join(parts)
 
 
+def results_section(folder: str | Path) -> str:
+    """Markdown for docs/results.md from a saved run (``--save FOLDER``): a separate section.
+
+    Reads ``estimators_values.csv`` and ``estimators_flips.csv`` (either may be
+    missing) and returns the tables with a heading and the protocol in one line.
+    """
+    folder = Path(folder)
+    values = pd.read_csv(folder / "estimators_values.csv") if (folder / "estimators_values.csv").exists() else None
+    flips = pd.read_csv(folder / "estimators_flips.csv") if (folder / "estimators_flips.csv").exists() else None
+    head = ["## Law estimators against an independent ground truth (benchmarks/estimators.py)", "",
+            "200 points per dataset, k uniform in [100, 1000], ground truth = 400 independent samples per "
+            "point (another seed); estimates from the first n of 100 samples per point. "
+            "`auto` = `fit_laws(method=\"auto\")`; `shrunk_mean` = James–Stein shrinkage of the plain means.", ""]
+    return "\n".join(head) + markdown(values, flips) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -329,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", type=int, nargs="+", default=list(N_GRID))
     parser.add_argument("--flip-grid", type=int, nargs="+", default=[10, 30])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--metric", default=None,
+                        help="utility (default: the engine's default for the task at run time)")
     parser.add_argument("--out", default=".cache/benchmarks/estimators")
     parser.add_argument("--save", help="write the result tables (CSV) and the Markdown here")
     args = parser.parse_args(argv)

@@ -221,15 +221,27 @@ class _Prior:
     ``relative``: the prior is on the signal-to-noise ratio at k_r, so points
     with noisy samples are not shrunk harder merely for being noisy (the
     density of v given l then carries the Jacobian e^{−l/2}: a term ½·l).
+    Prior means: a population mean, or per-point ``base`` means plus an
+    offset, plus (with covariates ``X``) a linear function ``X @ B`` learned
+    in the M step (a Fay–Herriot regression prior).
     """
 
-    def __init__(self, relative: bool, base: np.ndarray | None) -> None:
+    def __init__(self, relative: bool, base: np.ndarray | None, X: np.ndarray | None = None) -> None:
         self.relative = relative
         self.base = None if base is None else self.phi(base)
         self.have = None if base is None else np.isfinite(self.base).all(axis=1)
+        self.X = X
+        self.B = None if X is None else np.zeros((X.shape[1], 4))
         self.pop = np.zeros(4)
         self.offset = np.zeros(4)
         self.tau2 = np.ones(4)
+
+    def copy_for(self, base: np.ndarray | None, X: np.ndarray | None) -> "_Prior":
+        """The same hyperparameters for another set of points."""
+        out = _Prior(self.relative, base, X)
+        out.pop, out.offset, out.tau2 = self.pop.copy(), self.offset.copy(), self.tau2.copy()
+        out.B = None if self.B is None else self.B.copy()
+        return out
 
     def phi(self, theta: np.ndarray) -> np.ndarray:
         out = np.array(theta, dtype=np.float64, copy=True)
@@ -249,9 +261,13 @@ class _Prior:
     def means(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Prior means of φ for every point (or the points ``rows``); one row if shared."""
         if self.base is None:
-            return self.pop[None, :]
-        base, have = (self.base, self.have) if rows is None else (self.base[rows], self.have[rows])
-        return np.where(have[:, None], base + self.offset[None, :], self.pop[None, :])
+            m = self.pop[None, :]
+        else:
+            base, have = (self.base, self.have) if rows is None else (self.base[rows], self.have[rows])
+            m = np.where(have[:, None], base + self.offset[None, :], self.pop[None, :])
+        if self.X is not None:
+            m = m + (self.X if rows is None else self.X[rows]) @ self.B
+        return m
 
     def energy(self, theta: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         e = 0.5 * np.sum((self.phi(theta) - self.means(rows)) ** 2 / self.tau2, axis=1)
@@ -270,7 +286,26 @@ class _Prior:
     def update(self, theta: np.ndarray, cov: np.ndarray) -> None:
         """M step: population mean (or offset to the per-point means) and variances."""
         phi = self.phi(theta)
-        if self.base is None:
+        if self.X is not None:
+            # Least squares of φ (minus the base means) on [1, X] (+ an own
+            # intercept for points without a base mean).
+            P = phi.shape[0]
+            target = phi.copy()
+            design = [np.ones(P), self.X]
+            if self.base is not None:
+                target[self.have] -= self.base[self.have]
+                if (~self.have).any():
+                    design.append((~self.have).astype(np.float64))
+            D = np.column_stack(design)
+            coef = np.linalg.lstsq(D, target, rcond=None)[0]
+            q = self.X.shape[1]
+            self.B = coef[1:1 + q]
+            if self.base is None:
+                self.pop = coef[0]
+            else:
+                self.offset = coef[0]
+                self.pop = coef[0] + coef[-1] if (~self.have).any() else self.pop
+        elif self.base is None:
             self.pop = phi.mean(axis=0)
         else:
             if self.have.any():
@@ -280,6 +315,17 @@ class _Prior:
         J = self.jac(theta)
         var_phi = np.einsum("pij,pjk,pik->pi", J, cov, J)
         self.tau2 = np.maximum(np.mean((phi - self.means()) ** 2 + var_phi, axis=0), _TAU2_FLOOR)
+
+
+def _standardise(covariates: pd.DataFrame, point_ids: np.ndarray) -> np.ndarray:
+    """Covariates of these points, each column centred and scaled (missing -> 0 = the mean)."""
+    frame = covariates.reindex(pd.Index(point_ids, dtype=object))
+    X = frame.to_numpy(dtype=np.float64)
+    mu = np.nanmean(X, axis=0)
+    sd = np.nanstd(X, axis=0)
+    X = (X - mu) / np.where(sd > 0, sd, 1.0)
+    X = np.where(np.isfinite(X), X, 0.0)
+    return X[:, np.std(X, axis=0) > 0]
 
 
 def prior_from_laws(laws: FittedScalingLaws, point_ids: np.ndarray, *, k_ref: float, scale: float) -> np.ndarray:
@@ -307,6 +353,7 @@ def fit_shrinkage(
     samples: pd.DataFrame,
     *,
     prior: FittedScalingLaws | None = None,
+    covariates: pd.DataFrame | None = None,
     prior_scale: str = "auto",
     k_ref: float | None = None,
     min_samples: int = 1,
@@ -325,6 +372,11 @@ def fit_shrinkage(
         Per-point prior means (e.g. the amortized estimator's predictions);
         the population then learns an offset and a spread around them.
         Points it lacks use the population mean. None: one population mean.
+    covariates : DataFrame, optional
+        Per-point covariates (indexed by point id, numeric columns), e.g. the
+        out-of-bag evidence: the prior means become a linear function of them
+        (learned with the rest of the prior). Standardised here; points
+        without a row get the column means.
     prior_scale : {"auto", "relative", "absolute"}, default="auto"
         The prior on v: on the signal-to-noise ratio at k_r (``relative``)
         or on v itself (``absolute``). "auto" fits both and keeps the one
@@ -393,6 +445,7 @@ def fit_shrinkage(
     if keep.size:
         packed = _pack_global(codes, k, delta, keep, np.log(kr), scale)
         base = None if prior is None else prior_from_laws(prior, ids[keep], k_ref=kr, scale=scale)
+        X = None if covariates is None else _standardise(covariates, ids[keep])
         families = ("relative", "absolute") if prior_scale == "auto" else (prior_scale,)
         # The population is learned on at most _EM_POINTS points (chosen by a
         # keyed hash of their ids, so independent of row order): two thousand
@@ -404,19 +457,18 @@ def fit_shrinkage(
             sub = np.sort(np.argsort(point_keys(ids[keep], 0), kind="stable")[:_EM_POINTS])
         p_sub = packed if sub.size == keep.size else packed.take(sub)
         b_sub = None if base is None else base[sub]
+        x_sub = None if X is None else X[sub]
         best, evidence = None, {}
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for family in families:
-                res = _em(p_sub, b_sub, relative=family == "relative", max_iter=max_iter, tol=tol)
+                res = _em(p_sub, b_sub, relative=family == "relative", max_iter=max_iter, tol=tol, X=x_sub)
                 evidence[family] = _log_evidence(res)
                 if best is None or evidence[family] > evidence[best[1]]:
                     best = (res, family)
             res, family = best
             em_iterations = res["iterations"]
             if sub.size < keep.size:
-                prior_full = _Prior(res["prior"].relative, base)
-                prior_full.pop, prior_full.offset, prior_full.tau2 = (res["prior"].pop, res["prior"].offset,
-                                                                      res["prior"].tau2)
+                prior_full = res["prior"].copy_for(base, X)
                 mode_res = _modes(packed, prior_full, base, max_iter=max_iter, tol=tol)
                 mode_res["converged"] = mode_res["converged"] and res["converged"]
                 res = mode_res
@@ -495,11 +547,11 @@ def _sub_objective(sub: PackedSamples, theta: np.ndarray, prior: _Prior, rows: n
 
 
 def _em(packed: PackedSamples, base: np.ndarray | None, *, relative: bool, max_iter: int,
-        tol: float) -> dict[str, Any]:
+        tol: float, X: np.ndarray | None = None) -> dict[str, Any]:
     """Modes and hyperparameters together (generalised EM, one scoring step per iteration)."""
     prob = _Problem(packed)
     theta = _start(packed, base)
-    prior = _Prior(relative, base)
+    prior = _Prior(relative, base, X)
     prior.update(theta, np.zeros((packed.n_points, 4, 4)))
     # A weak first prior: four times the spread of the starting values, at least 1.
     prior.tau2 = np.maximum(prior.tau2 * 4.0, 1.0)
@@ -561,6 +613,8 @@ def _population(prior: _Prior) -> dict[str, Any]:
            "units": "v = psi at k_ref / delta_scale; log_var = log noise variance at k_ref / delta_scale^2"}
     if prior.base is not None:
         out["offset"] = dict(zip(_NAMES, (float(v) for v in prior.offset)))
+    if prior.B is not None:
+        out["covariate_coefficients"] = {name: [float(v) for v in prior.B[:, j]] for j, name in enumerate(_NAMES)}
     return out
 
 

@@ -37,13 +37,15 @@ def test_holdout_takes_a_fifth_of_each_point_by_identity(few):
     assert holdout_mask(tiny, 0.2)[2:].sum() == 1  # at least one held out
 
 
-def _reference_score(laws, held):
+def _reference_score(laws, held, noise=None):
     """Mean NLL per held-out sample, point by point with the reference implementation."""
+    noise = laws if noise is None else noise
     total, count = 0.0, 0
     pos = {p: i for i, p in enumerate(laws.point_ids.tolist())}
+    npos = {p: i for i, p in enumerate(noise.point_ids.tolist())}
     for pid, rows in held.groupby("point_id"):
-        i = pos[pid]
-        nll = gaussian_nll(rows["delta"], rows["k"], laws.c[i], laws.alpha[i], laws.sigma[i], laws.beta[i])
+        i, j = pos[pid], npos[pid]
+        nll = gaussian_nll(rows["delta"], rows["k"], laws.c[i], laws.alpha[i], noise.sigma[j], noise.beta[j])
         total += nll * len(rows)
         count += len(rows)
     return total / count
@@ -58,16 +60,22 @@ def test_selection_rule_reproduced_independently(few):
     assert sel["n_heldout_samples"] == len(held)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        expected = {"mle": _reference_score(fit_mle(train), held),
-                    "shrinkage": _reference_score(fit_shrinkage(train), held)}
+        fits = {"mle": fit_mle(train), "shrinkage": fit_shrinkage(train)}
+    # Scored under the shrinkage fit's noise model (shared), and under their own.
+    expected = {name: _reference_score(f, held, fits["shrinkage"]) for name, f in fits.items()}
+    own = {name: _reference_score(f, held) for name, f in fits.items()}
     for name, value in expected.items():
         got = sel["heldout_nll"][name]
         assert (got is None and not np.isfinite(value)) or got == pytest.approx(value, rel=1e-9, abs=1e-9)
+        got = sel["heldout_nll_own_noise"][name]
+        assert (got is None and not np.isfinite(own[name])) or got == pytest.approx(own[name], rel=1e-9, abs=1e-9)
     finite = {k: v for k, v in expected.items() if np.isfinite(v)}
     assert sel["chosen"] == min(finite, key=finite.get)
     # With 10 samples per point the MLE's laws explode at the small sizes; the
     # held-out likelihood sees it.
     assert sel["chosen"] == "shrinkage"
+    own_choice = fit_laws(few, shared_noise=False).meta["selection"]
+    assert own_choice["chosen"] == min((v, k) for k, v in own.items() if np.isfinite(v))[1]
     # The chosen estimator is refitted on all samples.
     direct = fit_shrinkage(few)
     np.testing.assert_array_equal(laws.c, direct.c)

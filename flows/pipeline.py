@@ -36,12 +36,12 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
                 timings: dict[str, float]) -> dict[str, Any]:
     logger = get_run_logger()
     path, fp = ds_info["path"], ds_info["fingerprint"]
-    groups = pipeline.load_point_groups(run.root)
 
     t = time.perf_counter()
     runner = dask_task_runner(workers=options.workers, address=options.dask_address)
     counts = sample_stage.with_options(task_runner=runner)(
-        run_dir=str(run.root), dataset_path=path, dataset_fingerprint=fp, sampling=sampling, point_groups=groups)
+        run_dir=str(run.root), dataset_path=path, dataset_fingerprint=fp, sampling=sampling,
+        points_hash=pipeline.points_hash(run.root))
     run.update_manifest(counts=counts)
     _stage(run, "sample", timings, t)
     logger.info("sampled: %s", counts)
@@ -83,6 +83,7 @@ def pipeline_flow(
     run = RunFolder(ds_info["run_dir"])
     with run.lock(wait=wait_for_lock):
         timings: dict[str, float] = {"ingest": round(time.perf_counter() - started, 3)}
+        run.update_manifest(timings=dict(timings))
         ds = open_dataset(ds_info["path"])
         chosen = pipeline.choose_points(ds, options.points, options.seed)
         cfg = pipeline.resolve_sampling(ds, n_points=len(chosen), workers=options.workers,

@@ -40,25 +40,34 @@ def dask_task_runner(workers: int | None = None, address: str | None = None):
 
 @flow(name="sample", log_prints=False)
 def sample_stage(run_dir: str, dataset_path: str, dataset_fingerprint: str, sampling: dict[str, Any],
-                 point_groups: list[list[str]]) -> dict[str, Any]:
+                 points_hash: str) -> dict[str, Any]:
     """Sample every planned shard not yet in the ledger; return counts.
 
+    The points to value are read from the run folder (``points.json``;
+    ``points_hash`` is its content hash, so the flow run records which set
+    it valued) and the shards go to a plan file: parameters, task inputs and
+    results carry paths, hashes, indices and counts, never point ids.
     The ledger is the system of record: shards already written are not
     planned again, so a rerun after a crash does only the unfinished work.
     """
     logger = get_run_logger()
     run = RunFolder(run_dir)
-    plan = pipeline.plan_sampling(dataset_path, sampling, point_groups, run.samples)
-    shards = plan["shards"]
+    groups = pipeline.load_point_groups(run.root)
+    if pipeline.points_hash(run.root) != points_hash:
+        raise PointscaleError(f"{run.file('points.json')} changed since the run started "
+                              f"(content hash {points_hash[:12]} expected); rerun the command")
+    plan = pipeline.plan_sampling(dataset_path, sampling, groups, run.samples)
+    del groups
+    shards = pipeline.plan_shard_names(plan["plan"])
     config_hash = sampling_hash(sampling)
     logger.info("sampling: %d shards to run, %d samples reused from the ledger",
                 len(shards), plan["samples_reused"])
     progress = create_progress_artifact(
         0.0, key="sampling-progress", description=f"Shards of {len(shards)} done") if shards else None
     futures = [
-        sample_shard.submit(dataset_path, dataset_fingerprint, sampling, config_hash, shard, shard["name"], i,
-                            str(run.samples))
-        for i, shard in enumerate(shards)
+        sample_shard.submit(dataset_path, dataset_fingerprint, sampling, config_hash, plan["plan"],
+                            plan["plan_hash"], i, name, str(run.samples))
+        for i, name in enumerate(shards)
     ]
     index = {future.task_run_id: i for i, future in enumerate(futures)}
     done, failures, results = 0, [], []
@@ -70,7 +79,7 @@ def sample_stage(run_dir: str, dataset_path: str, dataset_fingerprint: str, samp
             results.append(future.result())
         except Exception as exc:  # the shard's own error after retries
             i = index[future.task_run_id]
-            failures.append(f"shard {shards[i]['name']} (#{i}): {type(exc).__name__}: {exc}")
+            failures.append(f"shard {shards[i]} (#{i}): {type(exc).__name__}: {exc}")
         if progress is not None:
             update_progress_artifact(progress, 100.0 * done / len(shards),
                                      description=f"{done}/{len(shards)} shards")

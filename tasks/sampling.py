@@ -46,15 +46,16 @@ def maybe_inject_fault(shard_name: str, shard_index: int, ledger_dir: str) -> No
     retries=2,
     retry_delay_seconds=[1, 4],
     persist_result=True,
-    cache_key_fn=content_key("dataset_fingerprint", "config_hash", "shard_name", "ledger_dir",
+    cache_key_fn=content_key("dataset_fingerprint", "config_hash", "plan_hash", "shard_index", "ledger_dir",
                              outputs=("{ledger_dir}/shards/{shard_name}.parquet.sha256",)),
 )
 def sample_shard(dataset_path: str, dataset_fingerprint: str, sampling: dict[str, Any], config_hash: str,
-                 shard: dict[str, Any], shard_name: str, shard_index: int, ledger_dir: str) -> dict[str, Any]:
-    """Fit the shard's bases and base∪{z}, append the samples to the ledger.
+                 plan: str, plan_hash: str, shard_index: int, shard_name: str, ledger_dir: str) -> dict[str, Any]:
+    """Fit shard ``shard_index`` of the plan file, append its samples to the ledger.
 
-    Runs on a Dask worker: it receives the dataset's path (memory-mapped
-    there), never its arrays, and returns only counts.
+    Runs on a Dask worker: it receives references only -- the dataset's path
+    (memory-mapped there), the plan file's path and hash, the shard's index
+    and name -- never point ids or arrays, and returns only counts.
     """
     maybe_inject_fault(shard_name, shard_index, ledger_dir)
-    return pipeline.run_shard(dataset_path, sampling, shard, ledger_dir)
+    return pipeline.run_shard(dataset_path, sampling, plan, shard_index, ledger_dir)

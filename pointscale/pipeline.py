@@ -454,7 +454,8 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     cfg = SamplingConfig.from_dict(dict(sampling))
     mle = _load_laws(run.file("laws_mle.parquet"))
     amortized = _load_laws(run.file("laws_amortized.parquet"))
-    samples = load_samples(run_dir, sampling)
+    # u_base (the base fits' utilities) feeds the learning curve.
+    samples = load_samples(run_dir, sampling, columns=SAMPLE_COLUMNS + ("u_base",))
     oob = _oob(run_dir)
     points = {p for g in load_point_groups(run_dir) for p in g}
     if amortized is not None and points:

@@ -73,7 +73,8 @@ def combine_ids(ids: Iterable[str | int]) -> int:
     return int.from_bytes(h.digest()[:8], "little") >> 1
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
+def mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on uint64s: a fast, well-mixed hash of integer identities."""
     x = x.astype(np.uint64, copy=True)
     with np.errstate(over="ignore"):
         x += np.uint64(0x9E3779B97F4A7C15)
@@ -89,5 +90,5 @@ def point_keys(point_ids, seed: int) -> np.ndarray:
     """
     ids = np.asarray(point_ids)
     ints = np.fromiter((id_to_int(p) & _MASK64 for p in ids.tolist()), dtype=np.uint64, count=len(ids))
-    salt = _splitmix64(np.array([seed], dtype=np.uint64))[0]
-    return _splitmix64(ints ^ salt)
+    salt = mix64(np.array([seed], dtype=np.uint64))[0]
+    return mix64(ints ^ salt)

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, DataError
-from ..seeding import combine_ids
+from ..seeding import mix64, combine_ids
 from .result import FittedScalingLaws
 
 __all__ = ["fit_laws", "select_laws", "CANDIDATES", "holdout_mask"]
@@ -69,8 +69,10 @@ def holdout_mask(samples: pd.DataFrame, fraction: float, *, min_samples: int = 3
         raise ConfigError(f"holdout_fraction={fraction} must lie in (0, 1)")
     n = len(samples)
     if "sample_id" in samples.columns:
-        keys = np.array([combine_ids(("holdout", seed, int(s))) for s in samples["sample_id"].tolist()],
-                        dtype=np.int64)
+        # sample ids are already hashes of identities; mix them with the seed (vectorised).
+        ids = samples["sample_id"].to_numpy(dtype=np.int64).astype(np.uint64)
+        keys = (mix64(ids ^ mix64(np.array([seed + 0x5EED], dtype=np.uint64))[0]) >> np.uint64(1)
+                ).astype(np.int64)
     else:
         keys = np.array([combine_ids(("holdout", seed, str(p), repr(float(k)), repr(float(d))))
                          for p, k, d in zip(samples["point_id"].tolist(), samples["k"].tolist(),

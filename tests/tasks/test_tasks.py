@@ -95,14 +95,11 @@ def test_fit_value_select_tasks_write_their_files(sampled_run):
     chosen = pd.read_parquet(run_dir / "selection.parquet")
     assert sel["selected"] == len(chosen) == 10
     # Selected points are the highest predicted values c·n^(−α) at the pool size, 5 per class
-    # (class-balanced), recomputed here from the saved laws and the labels.
-    import numpy as np
-
+    # (class-balanced), recomputed here from the saved laws (those fit_laws chose) and the labels.
     from pointscale.data import open_dataset
-    from pointscale.laws import FittedScalingLaws
 
     ds = open_dataset(info["path"])
-    laws = FittedScalingLaws.load(run_dir / "laws_mle.parquet")
+    laws = FittedScalingLaws.load(run_dir / "laws.parquet")
     pred = pd.Series(laws.c * float(ds.n_pool) ** (-laws.alpha), index=laws.point_ids.astype(str)).dropna()
     labels = pd.Series(np.asarray(ds.y_train), index=ds.point_ids.astype(str)).reindex(pred.index)
     expected = set()

@@ -218,8 +218,9 @@ def values_part(args, log) -> pd.DataFrame:
             oob = summarize(pd.concat(oob_rounds[:n], ignore_index=True))
             est, info = estimates(s, ds, oob, sizes, args.seed)
             auto = info.get("auto", {})
-            log(f"  n={n}: auto chose {auto.get('chosen')} "
-                f"(held-out NLL {({k: round(v, 4) if v is not None else None for k, v in auto.get('heldout_nll', {}).items()})})")
+            log(f"  n={n}: auto chose {auto.get('chosen')} (held-out NLL, shared noise "
+                f"{({k: round(v, 4) if v is not None else None for k, v in auto.get('heldout_nll', {}).items()})}"
+                f"; own noise {({k: round(v, 4) if v is not None else None for k, v in auto.get('heldout_nll_own_noise', {}).items()})})")
             for method in METHODS:
                 if method not in est:
                     log(f"    {method}: {info.get(method)}")
@@ -282,9 +283,13 @@ def flips_part(args, log) -> pd.DataFrame:
         s = samples[samples["round"] < n]
         oob = summarize(pd.concat(oob_rounds[:n], ignore_index=True))
         auto, fitted = _quiet(select_laws, s, noisy, method="auto", oob=oob, random_state=args.seed)
+        sel = auto.meta["selection"]
+        log(f"  n={n}: auto chose {sel['chosen']} (held-out NLL, shared noise "
+            f"{({k: round(v, 4) if v is not None else None for k, v in sel['heldout_nll'].items()})}; own noise "
+            f"{({k: round(v, 4) if v is not None else None for k, v in sel['heldout_nll_own_noise'].items()})})")
         cols = {"shapley (auto: %s)" % auto.meta["selection"]["chosen"]:
                 pd.Series(distributional_shapley(auto, cfg.k_min, cfg.k_max).value, index=auto.point_ids)}
-        for method in ("mle", "amortized"):
+        for method in ("mle", "amortized", "shrinkage", "amortized_shrinkage"):
             laws, _ = _quiet(select_laws, s, noisy, method=method, oob=oob, random_state=args.seed)
             cols[f"shapley_{method}"] = pd.Series(distributional_shapley(laws, cfg.k_min, cfg.k_max).value,
                                                   index=laws.point_ids)

@@ -21,9 +21,16 @@ when there is no id), so the split does not depend on row order. Every
 candidate is fitted on the remaining samples and scored by the mean Gaussian
 negative log-likelihood per held-out sample (:func:`heldout_nll`), in the
 units of Δ. A candidate that gives no law for a point with held-out samples
-scores +inf (it cannot value that point). The lowest score wins (ties: the
-earlier in :data:`CANDIDATES`) and is refitted on all samples. The scores,
-the counts and the choice are recorded in ``meta['selection']``.
+scores +inf (it cannot value that point). The held-out score is itself an
+estimate: the chosen candidate is the first in the preference order
+:data:`CANDIDATES` whose score is within one standard error of the lowest
+(the standard error of the mean paired difference over the same held-out
+samples; the "one-standard-error rule" of cross-validation), so a difference
+the held-out samples cannot resolve does not move the choice away from the
+estimator that needs the fewest assumptions about the data (shrinkage needs
+no features). It is refitted on all samples. The scores, their standard
+errors, the best-scoring candidate and the choice are recorded in
+``meta['selection']``.
 
 By default (``shared_noise=True``) every candidate's law for the mean ψ_k is
 scored under *one* noise model (σ, β per point) shared by all candidates --
@@ -177,6 +184,51 @@ def heldout_nll(laws: FittedScalingLaws, heldout: pd.DataFrame, noise: FittedSca
     return float(total.sum() / counts.sum())
 
 
+def heldout_terms(laws: FittedScalingLaws, heldout: pd.DataFrame, noise: FittedScalingLaws | None = None
+                  ) -> np.ndarray:
+    """Gaussian NLL of every held-out sample (NaN where a point has no law); see :func:`heldout_nll`."""
+    from .likelihood import LOG_2PI
+
+    pos = pd.Index(laws.point_ids).get_indexer(heldout["point_id"].to_numpy())
+    src = laws if noise is None else noise
+    npos = pd.Index(src.point_ids).get_indexer(heldout["point_id"].to_numpy())
+    ok = (pos >= 0) & (npos >= 0)
+    p, q = np.maximum(pos, 0), np.maximum(npos, 0)
+    k = heldout["k"].to_numpy(dtype=np.float64)
+    d = heldout["delta"].to_numpy(dtype=np.float64)
+    with np.errstate(all="ignore"):
+        mean = np.where(laws.c[p] == 0.0, 0.0, laws.c[p] * k ** (-laws.alpha[p]))
+        log_var = 2.0 * np.log(src.sigma[q]) - src.beta[q] * np.log(k)
+        out = 0.5 * LOG_2PI + 0.5 * log_var + 0.5 * (d - mean) ** 2 * np.exp(-log_var)
+    return np.where(ok, out, np.nan)
+
+
+def best_of(scores: Mapping[str, float], cands) -> str:
+    """The candidate with the lowest score (ties: the earlier)."""
+    return min(cands, key=lambda c: (scores[c], list(cands).index(c)))
+
+
+def _one_se_choice(cands, scores, terms) -> tuple[str, dict[str, float]]:
+    """The first candidate (in preference order) within one standard error of the best.
+
+    The standard error is that of the mean paired difference of held-out
+    sample NLLs between the candidate and the best one (the same samples).
+    """
+    best = best_of(scores, cands)
+    se: dict[str, float] = {}
+    for c in cands:
+        if not np.isfinite(scores[c]):
+            se[c] = float("inf")
+            continue
+        diff = terms[c] - terms[best]
+        diff = diff[np.isfinite(diff)]
+        se[c] = float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("inf")
+    for c in cands:
+        if np.isfinite(scores[c]) and scores[c] - scores[best] <= se[c]:
+            return c, se
+    return best, se
+
+
 def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "auto", oob=None,
                 holdout_fraction: float = 0.2, candidates=None, random_state: int = 0,
                 amortized_params: Mapping[str, Any] | None = None,
@@ -221,6 +273,8 @@ def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "au
     train, held = usable.loc[~mask], usable.loc[mask]
     scores: dict[str, float] = {}
     own: dict[str, float] = {}
+    terms: dict[str, np.ndarray] = {}
+    se: dict[str, float] = {}
     errors: dict[str, str] = {}
     cache: dict[str, FittedScalingLaws] = {}
     if held.empty:
@@ -236,18 +290,23 @@ def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "au
                 continue
             own[c] = heldout_nll(cand, held)
             scores[c] = heldout_nll(cand, held, noise=shared) if shared_noise else own[c]
-        chosen = min(cands, key=lambda c: (scores[c], cands.index(c)))
+            terms[c] = heldout_terms(cand, held, noise=shared if shared_noise else None)
+        chosen, se = _one_se_choice(cands, scores, terms)
     laws = _fit(chosen, usable, dataset, oob, seed, amortized_params, full_cache)
     selection = {
         "method": "auto",
         "chosen": chosen,
-        "rule": ("lowest mean Gaussian NLL per held-out sample of the candidate's law for psi_k, under the "
+        "rule": ("mean Gaussian NLL per held-out sample of the candidate's law for psi_k, under the "
                  "noise model (sigma, beta) of the shrinkage fit shared by every candidate; each candidate "
-                 "fitted on the other samples") if shared_noise else
-                "lowest mean Gaussian NLL per held-out sample (each candidate's own noise model); each "
-                "candidate fitted on the other samples",
+                 "fitted on the other samples; the first candidate in preference order within one standard "
+                 "error (paired) of the lowest") if shared_noise else
+                "mean Gaussian NLL per held-out sample (each candidate's own noise model); each candidate "
+                "fitted on the other samples; the first in preference order within one standard error "
+                "(paired) of the lowest",
         "heldout_nll": {c: (v if np.isfinite(v) else None) for c, v in scores.items()},
         "heldout_nll_own_noise": {c: (v if np.isfinite(v) else None) for c, v in own.items()},
+        "best": best_of(scores, cands) if scores else None,
+        "se_of_difference_to_best": {c: (v if np.isfinite(v) else None) for c, v in se.items()},
         "shared_noise": bool(shared_noise),
         "errors": errors,
         "holdout_fraction": float(holdout_fraction),

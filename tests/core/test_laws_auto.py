@@ -102,3 +102,21 @@ def test_bad_requests_are_config_errors(few):
         fit_laws(few, method="amortized")
     with pytest.raises(ConfigError, match="holdout_fraction"):
         fit_laws(few, holdout_fraction=1.5)
+
+
+def test_one_standard_error_rule():
+    # Paired held-out NLL terms: "b" is best on average, but by less than one
+    # standard error of the paired difference to "a", which comes first in the
+    # preference order -> "a". Made clearly better (by 10 s.e.) -> "b".
+    from pointscale.laws.auto import _one_se_choice
+
+    g = np.random.default_rng(0)
+    a = g.normal(0.0, 1.0, 400)
+    noise = g.normal(0.0, 1.0, 400)
+    b = a - 0.01 + noise  # mean difference -0.01, s.e. ~0.05
+    scores = {"a": a.mean(), "b": b.mean()}
+    chosen, se = _one_se_choice(["a", "b"], scores, {"a": a, "b": b})
+    assert scores["b"] < scores["a"] and scores["a"] - scores["b"] <= se["a"] and chosen == "a"
+    b2 = a - 0.5 + noise
+    chosen, se = _one_se_choice(["a", "b"], {"a": a.mean(), "b": b2.mean()}, {"a": a, "b": b2})
+    assert chosen == "b" and se["b"] == 0.0

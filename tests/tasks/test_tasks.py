@@ -82,8 +82,11 @@ def test_fit_value_select_tasks_write_their_files(sampled_run):
     # shapley comes from the estimator fit_laws chose by held-out likelihood; the
     # comparison columns and the out-of-bag evidence sit beside it.
     choice = values["estimator"]
-    assert choice["method"] == "auto" and choice["chosen"] == min(
-        (v, k) for k, v in choice["heldout_nll"].items() if v is not None)[1]
+    scores, se = choice["heldout_nll"], choice["se_of_difference_to_best"]
+    best = min((v, k) for k, v in scores.items() if v is not None)
+    assert choice["method"] == "auto" and choice["best"] == best[1]
+    assert choice["chosen"] == next(c for c in choice["candidates"]
+                                    if scores[c] is not None and scores[c] - best[0] <= se[c])
     assert set(table["estimator"]) == {choice["chosen"]}
     assert {"shapley_mle", "shapley_amortized", "mc_mean", "oob", "n_oob"} <= set(table.columns)
     assert (table["n_oob"] > 0).all() and table["oob"].between(0, 1).all()

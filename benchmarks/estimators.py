@@ -302,6 +302,31 @@ def flips_part(args, log) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def timing_part(args, log) -> pd.DataFrame:
+    """Wall time of shrinkage vs the vectorised MLE (the baseline) on the same synthetic samples."""
+    from pointscale.laws import fit_mle
+    from pointscale.laws.shrinkage import fit_shrinkage
+    from pointscale.laws.simulate import draw_parameters, simulate_samples
+
+    P, n = (2_000, 100) if args.quick else (10_000, 100)
+    s = simulate_samples(draw_parameters(P, 1), n, 2)
+    rows = []
+    for rep in range(2):
+        w0, c0 = time.perf_counter(), time.process_time()
+        _quiet(fit_mle, s)
+        w1, c1 = time.perf_counter(), time.process_time()
+        fit_shrinkage(s)
+        w2, c2 = time.perf_counter(), time.process_time()
+        rows.append({"points": P, "samples_per_point": n, "mle_wall_s": w1 - w0, "shrinkage_wall_s": w2 - w1,
+                     "mle_cpu_s": c1 - c0, "shrinkage_cpu_s": c2 - c1, "cpu_ratio": (c2 - c1) / (c1 - c0)})
+    out = pd.DataFrame(rows)
+    best = out.loc[out["shrinkage_cpu_s"].idxmin()]
+    log(f"\ntiming, {P} points x {n} samples (best of 2; CPU time, one thread): shrinkage "
+        f"{best['shrinkage_cpu_s']:.2f} s CPU ({best['shrinkage_wall_s']:.2f} s wall), MLE {best['mle_cpu_s']:.2f} s "
+        f"CPU ({best['mle_wall_s']:.2f} s wall); ratio {best['cpu_ratio']:.2f}")
+    return out
+
+
 def markdown(values: pd.DataFrame | None, flips: pd.DataFrame | None) -> str:
     """The benchmark's tables as Markdown (for the README and docs/results.md)."""
     parts = []
@@ -310,19 +335,19 @@ def markdown(values: pd.DataFrame | None, flips: pd.DataFrame | None) -> str:
             metric = frame["metric"].iloc[0]
             t = frame.pivot(index="method", columns="n", values="shapley_ev").reindex(list(METHODS))
             r = frame.pivot(index="method", columns="n", values="shapley_spearman").reindex(list(METHODS))
-            parts.append(f"**{name}/logreg**, utility `{metric}`: Shapley explained variance (Spearman) "
-                         f"against the truth, by samples per point")
+            parts.append(f"\n**{name}/logreg**, utility `{metric}`: Shapley explained variance (Spearman) "
+                         f"against the truth, by samples per point\n")
             head = "| method | " + " | ".join(str(n) for n in t.columns) + " |"
             parts += [head, "|---" * (len(t.columns) + 1) + "|"]
             for m in t.index:
-                cells = [f"{t.loc[m, n]:.2f} ({r.loc[m, n]:.2f})" if np.isfinite(t.loc[m, n]) else "–"
+                cells = [f"{t.loc[m, n]:.3f} ({r.loc[m, n]:.3f})" if np.isfinite(t.loc[m, n]) else "–"
                          for n in t.columns]
                 parts.append(f"| {m} | " + " | ".join(cells) + " |")
             choice = frame[frame["method"] == "auto"].set_index("n")["auto_choice"]
             parts.append("\nauto chose: " + ", ".join(f"{n}: {c}" for n, c in choice.items()) + "\n")
     if flips is not None and not flips.empty:
         t = flips.pivot(index="column", columns="n", values="auc")
-        parts.append("**Flipped labels** (adult, 1,000-point pool, 10 % flipped): AUC of a low value")
+        parts.append("\n**Flipped labels** (adult, 1,000-point pool, 10 % flipped): AUC of a low value\n")
         parts += ["| column | " + " | ".join(f"{n} samples/point" for n in t.columns) + " |",
                   "|---" * (len(t.columns) + 1) + "|"]
         for c in t.index:
@@ -349,7 +374,7 @@ def results_section(folder: str | Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--part", choices=("all", "values", "flips"), default="all")
+    parser.add_argument("--part", choices=("all", "values", "flips", "timing"), default="all")
     parser.add_argument("--datasets", nargs="+", default=["adult", "magic"])
     parser.add_argument("--points", type=int, default=200)
     parser.add_argument("--truth", type=int, default=400)
@@ -370,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         with pd.option_context("display.width", 200, "display.max_columns", 30):
             log("\n" + values[["dataset", "n", "method", "shapley_ev", "shapley_spearman", "psi_ev_mean",
                                "auto_choice"]].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    if args.part in ("all", "timing"):
+        timing_part(args, log)
     if args.part in ("all", "flips"):
         flips = flips_part(args, log)
         log("\n" + flips.to_string(index=False, float_format=lambda x: f"{x:.3f}"))

@@ -77,6 +77,29 @@ def ingest(data: Mapping[str, Any], run_dir: str | Path | None = None, base_path
     }
 
 
+def base_version(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The dataset version a revaluation of this run extends (its ``run.json`` entry)."""
+    if manifest.get("kind") == "revalue" and manifest.get("status") != "completed" \
+            and manifest.get("previous_dataset"):
+        # An interrupted revaluation: extend the version it started from again.
+        return dict(manifest["previous_dataset"])
+    return dict(manifest["dataset"])
+
+
+def check_extension(run_dir: str | Path, source: str) -> None:
+    """Before any compute: ``source`` must extend the run's dataset version.
+
+    Same columns and classes, and -- with given splits -- the same validation
+    and test rows. Raises the DataError the revaluation would raise inside
+    the flow, so the command line can say it in one line first.
+    """
+    manifest = RunFolder(run_dir).read_manifest()
+    if not manifest.get("config"):
+        raise ConfigError(f"{run_dir} holds no completed pipeline run to extend; run `pointscale run` first")
+    data = DataConfig.from_dict(dict(manifest["config"]["data"], source=str(source)))
+    load_from_config(data, base=open_dataset(base_version(manifest)["path"]))
+
+
 def read_point_ids(path: str | Path) -> list[str]:
     """Point ids from a file, one per line (blank lines and ``#`` comments skipped, duplicates dropped)."""
     file = Path(path)
@@ -412,7 +435,8 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
         sampled = sampled[np.sort(pick)]
         samples = samples.loc[samples["point_id"].isin(sampled)]
     idx = ds.index_of(sampled.tolist())
-    model = AmortizedScalingLaws(random_state=cfg.seed, **dict(params or {}))
+    # The dataset knows its task; inferring it from y would call integer targets (diabetes) classes.
+    model = AmortizedScalingLaws(random_state=cfg.seed, **{"task": ds.task, **dict(params or {})})
     model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, sampled, oob=oob)
     laws = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids, oob=oob)
     laws.save(run.file("laws_amortized.parquet"))

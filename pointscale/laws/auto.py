@@ -106,7 +106,9 @@ def _amortized(samples: pd.DataFrame, dataset: Any, oob: pd.DataFrame | None, se
     idx = dataset.index_of(ids)
     X = np.asarray(dataset.X_train)[idx]
     y = np.asarray(dataset.y_train)[idx]
-    model = AmortizedScalingLaws(random_state=seed, **dict(params or {}))
+    # The dataset knows its task; inferring it from y would call integer targets classes.
+    task = getattr(dataset, "task", "auto")
+    model = AmortizedScalingLaws(random_state=seed, **{"task": task, **dict(params or {})})
     model.fit(X, y, samples, ids, oob=oob)
     return model.predict_laws(X, y, ids, samples=samples, oob=oob)
 

@@ -211,8 +211,28 @@ def _initial(packed: PackedSamples) -> np.ndarray:
     theta[:, 0] = segment_sum(packed, y * m * u) / segment_sum(packed, m * m * u)
     r = y - theta[seg, 0] * m
     s2 = segment_sum(packed, r * r * u) / packed.counts
+    # With fewer than 3 samples the residual says nothing about the noise (one
+    # sample fits exactly): start such points at the run's median noise level.
+    pooled = np.median(s2[packed.counts >= 3]) if (packed.counts >= 3).any() else float(np.mean(y * y))
+    s2 = np.where(packed.counts >= 3, s2, pooled)
     theta[:, 2] = np.log(np.maximum(s2, 1e-12 * max(float(np.mean(y * y)), 1e-300)))
     return theta
+
+
+def _solve(A: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Batched A⁻¹g for symmetric positive (semi-)definite 4 × 4 systems.
+
+    A relative jitter on the diagonal keeps nearly singular systems (a point
+    whose few samples pin v and α together) solvable; any still singular one
+    is solved by least squares.
+    """
+    idx = np.arange(A.shape[1])
+    A = A.copy()
+    A[:, idx, idx] += 1e-12 * np.abs(A[:, idx, idx]).max(axis=1, keepdims=True) + 1e-300
+    try:
+        return np.linalg.solve(A, g[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        return np.stack([np.linalg.lstsq(a, b, rcond=None)[0] for a, b in zip(A, g)])
 
 
 class _Prior:
@@ -515,7 +535,7 @@ def _step(packed: PackedSamples, prob: _Problem, prior: _Prior, theta: np.ndarra
     g_p, H_p = prior.grad_hess(theta, rows)
     g = prob.gradient(theta, sums) + g_p
     A = prob.fisher(theta, sums) + H_p
-    step = np.linalg.solve(A, g[:, :, None])[:, :, 0]
+    step = _solve(A, g)
     new = _clip(theta - step)
     f_new = prob.data_nll(new, _Sums(packed, new, full=False)) + prior.energy(new, rows)
     bad = np.flatnonzero(~(f_new <= f + 1e-12 * np.abs(f)))
@@ -563,7 +583,7 @@ def _em(packed: PackedSamples, base: np.ndarray | None, *, relative: bool, max_i
         theta, A, moves = _step(packed, prob, prior, theta)
         moved = float(moves.max()) if moves.size else 0.0
         old = prior.tau2.copy()
-        prior.update(theta, np.linalg.inv(A))
+        prior.update(theta, np.linalg.pinv(A, hermitian=True))
         # EM moves a variance slowly when the points carry little information
         # about it. Over-relaxation in log τ² (growing while successive steps
         # agree in sign, reset when they do not) keeps the fixed point and
@@ -655,7 +675,7 @@ def _finish(res, packed, kr, scale, level, out, flag) -> None:
     eig = np.linalg.eigvalsh(np.where(np.isfinite(obs), obs, 0.0))
     use_obs = np.isfinite(obs).all(axis=(1, 2)) & (eig[:, 0] > 0)
     H = np.where(use_obs[:, None, None], obs, fisher)
-    cov = np.linalg.inv(H)
+    cov = np.linalg.pinv(H, hermitian=True)
     s_vv, s_va, s_aa = cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]
     j0 = scale * np.exp(a * log_kr)
     j1 = c * log_kr

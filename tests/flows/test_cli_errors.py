@@ -67,3 +67,19 @@ def test_every_subcommand_has_help(sub, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([sub, "--help"])
     assert exit_info.value.code == 0 and "usage: pointscale" in capsys.readouterr().out
+
+
+def test_unreachable_dask_address_is_one_line_in_seconds(tmp_path):
+    """Checked before a server or a cluster starts: nothing listens on this loopback port."""
+    import time
+
+    from flows.runtime import free_port
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    proc = run_cli("run", "--dask-address", address, "--points", "10", "--out", str(tmp_path / "r"), timeout=120)
+    took = time.monotonic() - started
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert f"no Dask scheduler answers at {address}" in proc.stderr
+    assert took < 60

@@ -118,11 +118,30 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
             "values": values}
 
 
+def run_url() -> Optional[str]:
+    """This flow run's page in the UI the server serves by default (V2 unless turned off)."""
+    import json
+    import urllib.request
+
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    if not ui or not flow_run.id:
+        return None
+    try:
+        with urllib.request.urlopen(f"{ui}/ui-settings", timeout=5) as resp:
+            settings = json.load(resp)
+    except (OSError, ValueError):
+        return flow_run.ui_url
+    if settings.get("default_ui") == "v2" and settings.get("v2_base_url"):
+        return f"{ui}{settings['v2_base_url'].rstrip('/')}/runs/flow-run/{flow_run.id}"
+    return f"{ui}/runs/flow-run/{flow_run.id}"
+
+
 def _start(words: str) -> RunProgress:
     """The run's progress bar, and its UI link for the terminal."""
-    from prefect.runtime import flow_run
-
-    url = flow_run.ui_url
+    url = run_url()
     if url:
         reporter().run_url(url)
     return RunProgress.create(words)

@@ -83,18 +83,18 @@ def outputs_view(run_dir: str | Path, manifest: Mapping[str, Any]) -> str:
         if record is None:
             off.append(stage)
             continue
-        for name, digest in record.get("files", {}).items():
+        for name in record.get("files", {}):
             path = root / name
             rows.append({"file": name, "holds": DESCRIPTIONS.get(name, stage),
-                         "size": _size(path.stat().st_size) if path.exists() else "missing",
-                         "sha256": digest[:12]})
+                         "size": _size(path.stat().st_size) if path.exists() else "missing"})
     for name in ("report.md", "run.json", "samples/"):
         path = root / name
         if path.exists() and name not in {r["file"] for r in rows}:
             size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() \
                 else path.stat().st_size
-            rows.append({"file": name, "holds": DESCRIPTIONS.get(name, ""), "size": _size(size), "sha256": ""})
-    lines = ["# Outputs", "", f"Run folder: `{root}`", "", markdown_table(pd.DataFrame(rows)), ""]
+            rows.append({"file": name, "holds": DESCRIPTIONS.get(name, ""), "size": _size(size)})
+    lines = ["# Outputs", "", f"Run folder: `{root}`", "", markdown_table(pd.DataFrame(rows)), "",
+             "Current outputs only (their sha256 are in run.json, under `outputs`)."]
     if off:
         lines += ["Not part of this run (switched off; any such file in the folder is from an earlier run): "
                   + ", ".join(f"`{s}`" for s in off), ""]

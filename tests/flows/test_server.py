@@ -54,9 +54,8 @@ def test_server_on_any_port_serves_a_ui_for_that_port_and_stops_on_sigterm(tmp_p
         assert proc.poll() is None, tail(log)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings", timeout=10) as resp:
             settings = json.load(resp)
-        # The UI calls its own server's API, not 4200's; V1 by default (no analytics client).
+        # The UI calls its own server's API, not 4200's.
         assert settings["api_url"] == f"http://127.0.0.1:{port}/api"
-        assert settings["default_ui"] == "v1"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/admin/settings", timeout=10) as resp:
             assert json.load(resp)["server"]["analytics_enabled"] is False
 

@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--n-small", type=int, default=500)
     p.add_argument("--n-large", type=int, default=5000)
-    p.add_argument("--m", type=int, default=100)
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--m", type=int, default=100, help="points added (class-balanced; default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=200,
+                   help="initial sets per regime, each redrawn (default: %(default)s; the paper: 1000)")
 
     p = sub.add_parser("server", help="start a Prefect server and UI on 127.0.0.1")
     p.add_argument("--port", type=int, default=4200)
@@ -79,10 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(p, PipelineOptions, title="pipeline options (the same as `run`)")
 
     p = sub.add_parser("reproduce", help="reproduce the paper's findings; writes docs/results.md")
-    p.add_argument("--quick", action="store_true", help="small sizes, under 10 minutes")
+    p.add_argument("--quick", action="store_true", help="every protocol at a small scale")
     p.add_argument("--out", default="runs/reproduce")
     p.add_argument("--results", default="docs/results.md")
-    p.add_argument("--datasets", nargs="+", help="default: breast_cancer and adult (if installed)")
+    p.add_argument("--datasets", nargs="+", help="default: adult and magic (if installed), else breast_cancer")
+    p.add_argument("--models", nargs="+", help="a subset of the scale's models (default: all)")
+    p.add_argument("--gt-per-size", type=int, default=None,
+                   help="logistic regression's ground-truth samples per size (e.g. the scale a resumed ledger "
+                        "reached); default: the scale's")
+    p.add_argument("--page-only", action="store_true",
+                   help="re-render the page from the tables already under --out (no compute)")
     return parser
 
 
@@ -246,7 +253,8 @@ def cmd_serve(args) -> int:
 def cmd_reproduce(args) -> int:
     from flows.reproduce import main as reproduce_main
 
-    return reproduce_main(quick=args.quick, out=args.out, results=args.results, datasets=args.datasets)
+    return reproduce_main(quick=args.quick, out=args.out, results=args.results, datasets=args.datasets,
+                          models=args.models, gt_per_size=args.gt_per_size, page_only=args.page_only)
 
 
 COMMANDS = {

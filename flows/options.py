@@ -92,8 +92,8 @@ class SamplingOptions(DataOptions):
         default_factory=dict,
         description="extra model setting, repeatable (e.g. n_estimators=100); values are JSON when they parse")
     metric: Optional[str] = Field(
-        None, description="utility: neg_log_loss, accuracy, paper_ce (classification), neg_mse (regression); "
-                          "default by task")
+        None, description="utility: paper_ce (classification default), neg_brier, accuracy, neg_log_loss "
+                          "(validation-specific), sklearn:NAME; neg_mse (regression default)")
     points: Union[PositiveInt, Literal["all"]] = Field(
         "all", description="N points drawn with the seed, or all")
     samples_per_point: Annotated[int, Field(ge=1)] = Field(100, description="samples per valued point")

@@ -76,7 +76,8 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
     logger.info("%s", words)
     runner = dask_task_runner(workers=options.workers, address=options.dask_address)
     samples = sample_stage.with_options(task_runner=runner)(
-        run_dir=root, dataset=ds_info, sampling=sampling, progress_id=progress.artifact_id)
+        run_dir=root, dataset=ds_info, sampling=sampling, points_hash=pipeline.points_hash(run.root),
+        progress_id=progress.artifact_id)
     run.update_manifest(counts=samples["counts"])
     _stage_done(run, "sample", timings, t)
 
@@ -166,6 +167,7 @@ def pipeline_flow(
                 ds_info["fingerprint"][:8], ds_info["n_pool"], ds_info["n_val"], ds_info["n_test"], run.root)
     with run.lock(wait=wait_for_lock):
         timings: dict[str, float] = {"ingest": round(time.perf_counter() - started, 3)}
+        run.update_manifest(timings=dict(timings))
         ds = open_dataset(ds_info["path"])
         chosen = pipeline.choose_points(ds, options.points, options.seed)
         cfg = pipeline.resolve_sampling(ds, n_points=len(chosen), workers=options.workers,

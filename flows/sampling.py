@@ -99,28 +99,37 @@ def _sampling_run_name() -> str:
 
 
 @flow(name="pointscale-sample", flow_run_name=_sampling_run_name, log_prints=False)
-def sample_stage(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any],
+def sample_stage(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], points_hash: str,
                  progress_id: Optional[str] = None) -> dict[str, Any]:
     """Sample every planned shard not yet in the ledger; return counts and the ledger's hash.
 
+    The points to value are read from the run folder (``points.json``;
+    ``points_hash`` is its content hash, so the flow run records which set
+    it valued) and the shards go to a plan file: parameters, task inputs and
+    results carry paths, hashes, indices and counts, never point ids.
     The ledger is the system of record: shards already written are not
     planned again, so a rerun after a crash does only the unfinished work.
-    ``dataset`` is the ingest result (path and fingerprint, never arrays);
-    the point ids come from the run folder's ``points.json``.
+    ``dataset`` is the ingest result (path and fingerprint, never arrays).
+    ``progress_id`` is the pipeline run's progress artifact, updated here.
     """
     logger = get_run_logger()
     run = RunFolder(run_dir)
     progress = RunProgress(progress_id)
-    plan = pipeline.plan_sampling(dataset["path"], sampling, pipeline.load_point_groups(run.root), run.samples)
-    shards = plan["shards"]
+    groups = pipeline.load_point_groups(run.root)
+    if pipeline.points_hash(run.root) != points_hash:
+        raise PointscaleError(f"{run.file('points.json')} changed since the run started "
+                              f"(content hash {points_hash[:12]} expected); rerun the command")
+    plan = pipeline.plan_sampling(dataset["path"], sampling, groups, run.samples)
+    del groups
+    shards = pipeline.plan_shard_names(plan["plan"])
     config_hash = sampling_hash(sampling)
     logger.info("Dask is ready: %d shards (%d samples) to run, %d samples reused from the ledger",
                 len(shards), plan["samples_todo"], plan["samples_reused"])
     progress.sampling_started(len(shards), plan["samples_todo"], plan["samples_reused"])
     futures = [
-        sample_shard.submit(dataset["path"], dataset["fingerprint"], sampling, config_hash, shard, shard["name"], i,
-                            str(run.samples))
-        for i, shard in enumerate(shards)
+        sample_shard.submit(dataset["path"], dataset["fingerprint"], sampling, config_hash, plan["plan"],
+                            plan["plan_hash"], i, name, str(run.samples))
+        for i, name in enumerate(shards)
     ]
     index = {future.task_run_id: i for i, future in enumerate(futures)}
     failures, results = [], []
@@ -131,7 +140,7 @@ def sample_stage(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any]
         try:
             result = future.result()
         except Exception as exc:  # the shard's own error after retries
-            failures.append(f"shard {shards[i]['name']} (#{i}): {type(exc).__name__}: {exc}")
+            failures.append(f"shard {shards[i]} (#{i}): {type(exc).__name__}: {exc}")
             progress.shard_done(0, RETRIES + 1)
             continue
         results.append(result)

@@ -20,6 +20,10 @@ class ConfigError(PointscaleError, ValueError):
     """A configuration value is invalid or inconsistent with the data."""
 
 
+class DegenerateExperimentError(ConfigError):
+    """An experiment's regime cannot measure what it claims (e.g. every repeat is the same trial)."""
+
+
 class LedgerError(PointscaleError):
     """The sample ledger is unreadable, corrupted or inconsistent."""
 
@@ -34,3 +38,7 @@ class ConvergenceWarning(UserWarning):
 
 class ExtrapolationWarning(UserWarning):
     """A value was requested outside the range of dataset sizes that was sampled."""
+
+
+class FinitePoolWarning(UserWarning):
+    """A size range reaches so far into a finite pool that the base subsets lose their randomness."""

@@ -29,6 +29,7 @@ from .data import DataConfig, Dataset, load_from_config, open_dataset
 from .errors import ConfigError
 from .io import atomic_write_parquet
 from .runs import RunFolder
+from .sampling.config import default_k_range
 from .seeding import STREAM_POINT_CHOICE, rng
 
 #: Bumped when a stage's output format or meaning changes; part of every cache key.
@@ -96,13 +97,6 @@ def record_output(run_dir: str | Path, stage: str, key: str, result: Mapping[str
 def clear_output(run_dir: str | Path, stage: str) -> None:
     """Record that ``stage`` has no current output (it was switched off for this run)."""
     RunFolder(run_dir).update_manifest(outputs={stage: None})
-
-
-def points_hash(run_dir: str | Path) -> str:
-    """Content hash of the valued point ids (``points.json``)."""
-    from .config import stable_hash
-
-    return stable_hash(load_point_groups(run_dir))
 
 
 # --------------------------------------------------------------------------- ingest
@@ -185,8 +179,6 @@ def choose_points(dataset: Dataset, points: int | str | None, seed: int) -> list
 
 # --------------------------------------------------------------------------- sampling
 
-DEFAULT_K_MIN = 100
-DEFAULT_K_MAX = 1000
 
 
 #: Rough single-core seconds per model fit at k ~ 100-1000 (20-60 features), measured
@@ -223,12 +215,16 @@ def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | No
                      workers: int | None = None):
     """The validated sampling config of a run on ``dataset``.
 
-    Unset k bounds become the largest range the data allows up to
-    [100, 1000] (on small pools, ``[k_max // 2, k_max]``); bounds that are set are validated, and an error names the
-    largest k the pool allows. ``shard_size`` None means :func:`auto_shard_size`
-    (an execution setting: it never changes a sample).
+    Unset k bounds follow :func:`pointscale.sampling.config.default_k_range`:
+    the paper's [100, 1000] with ``k_max`` at most a third of the pool (so the base
+    subsets stay random) and ``k_min = k_max // 10`` on small pools. Bounds
+    that are set are validated (an error names the largest k the pool allows;
+    a k_max beyond a third of the pool is accepted with a ``FinitePoolWarning``).
+    ``shard_size`` None means :func:`auto_shard_size` (an execution setting:
+    it never changes a sample).
     """
     from .sampling import SamplingConfig
+    from .sampling.config import default_k_min
     from .sampling.models import default_model
 
     if model is None:  # the default follows the task, as the metric's does
@@ -239,39 +235,27 @@ def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | No
         shard_size = auto_shard_size(str(model), block_size, n_points, samples_per_point, workers)
     common["shard_size"] = shard_size
     largest = SamplingConfig(k_min=2, k_max=2, **common).largest_k(dataset, n_points)
-    k_max = min(DEFAULT_K_MAX, largest) if k_max is None else k_max
-    # Small pools: keep a range (half of k_max) rather than a single size.
-    k_min = min(DEFAULT_K_MIN, max(2, k_max // 2)) if k_min is None else k_min
+    lo, hi = default_k_range(dataset.n_pool, dataset.n_classes)
+    k_max = min(hi, largest) if k_max is None else k_max
+    if k_min is None:
+        k_min = lo if k_max >= hi else default_k_min(k_max, dataset.n_classes)
     return SamplingConfig(k_min=k_min, k_max=k_max, **common).resolved(dataset, n_points=n_points)
 
 
-def shard_to_dict(shard) -> dict[str, Any]:
-    """A shard as plain JSON (what crosses task boundaries: ids and ints only)."""
-    return {
-        "name": shard.name,
-        "blocks": [
-            {"base_id": int(b.base_id), "round": int(b.round), "index": int(b.index), "k": int(b.k),
-             "point_ids": list(b.point_ids), "plan_key": int(b.plan_key)}
-            for b in shard.blocks
-        ],
-    }
-
-
-def blocks_from_dict(shard: Mapping[str, Any]):
-    from .sampling.plans import Block
-
-    return [Block(base_id=int(b["base_id"]), round=int(b["round"]), index=int(b["index"]), k=int(b["k"]),
-                  point_ids=tuple(b["point_ids"]), plan_key=int(b["plan_key"])) for b in shard["blocks"]]
-
-
 def plan_sampling(dataset_path: str, sampling: Mapping[str, Any], point_groups: Sequence[Sequence[str]],
-                  ledger_dir: str | Path) -> dict[str, Any]:
-    """Shards still to run for every point group, and what the ledger already holds.
+                  ledger_dir: str | Path, plan_dir: str | Path | None = None) -> dict[str, Any]:
+    """Plan the shards still to run for every point group; write them to a plan file.
 
     Each point group is planned on its own (its plan key covers exactly its
     points), so points added later never disturb earlier points' samples.
+    The shards go to ``<plan_dir>/plan-<sha256[:16]>.parquet`` (default: a
+    ``plans`` folder beside the ledger), one row group per shard; the summary
+    returned holds only counts and the file's path and hash, so it can cross
+    any task boundary whatever the number of points (tasks read their shard
+    by index with :func:`run_shard`).
     """
     from .sampling import Ledger, SamplingConfig, plan_blocks, shard_blocks
+    from .sampling.plans import write_plan_file
 
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
@@ -284,8 +268,19 @@ def plan_sampling(dataset_path: str, sampling: Mapping[str, Any], point_groups: 
         todo = [b for b in all_blocks if b.base_id not in done]
         todo_samples += sum(b.n_samples for b in todo)
         shards.extend(shard_blocks(todo, cfg.shard_size))
+    folder = Path(plan_dir) if plan_dir is not None else Path(ledger_dir).parent / "plans"
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / ".plan.parquet"
+    digest = write_plan_file(staging, shards, ds)
+    path = folder / f"plan-{digest[:16]}.parquet"
+    staging.replace(path)
+    for old in folder.glob("plan-*.parquet"):  # one writer per run folder (its lock)
+        if old != path:
+            old.unlink(missing_ok=True)
     return {
-        "shards": [shard_to_dict(s) for s in shards],
+        "plan": str(path),
+        "plan_hash": digest,
+        "n_shards": len(shards),
         "samples_planned": planned_samples,
         "samples_todo": todo_samples,
         "samples_reused": planned_samples - todo_samples,
@@ -293,24 +288,35 @@ def plan_sampling(dataset_path: str, sampling: Mapping[str, Any], point_groups: 
     }
 
 
-def run_shard(dataset_path: str, sampling: Mapping[str, Any], shard: Mapping[str, Any],
+def plan_shard_names(plan: str | Path) -> list[str]:
+    """Names of the shards in a plan file, in order (shard ``i`` is the ``i``-th)."""
+    from .sampling.plans import plan_file_shards
+
+    return plan_file_shards(plan)
+
+
+def run_shard(dataset_path: str, sampling: Mapping[str, Any], plan: str | Path, shard_index: int,
               ledger_dir: str | Path) -> dict[str, Any]:
-    """Sample one shard and append it to the ledger atomically; return its counts."""
-    from .sampling import Ledger, SamplingConfig, run_blocks
+    """Sample shard ``shard_index`` of a plan file and append it to the ledger atomically.
+
+    Returns its counts (small: the rows went to the ledger).
+    """
+    from .sampling import Ledger, SamplingConfig, as_dataset, run_blocks
+    from .sampling.plans import read_plan_shard
 
     start = time.perf_counter()
-    ds = open_dataset(dataset_path)
+    ds = as_dataset(dataset_path)  # memory-mapped once per worker process
     cfg = SamplingConfig.from_dict(dict(sampling))
-    blocks = blocks_from_dict(shard)
-    frame = run_blocks(ds, cfg, blocks)
-    Ledger(ledger_dir).write_shard(shard["name"], frame)
+    shard = read_plan_shard(plan, shard_index, ds)
+    frame = run_blocks(ds, cfg, shard.blocks)
+    Ledger(ledger_dir).write_shard(shard.name, frame)
     n_failed = int(frame["failed"].sum()) if "failed" in frame else 0
     return {
-        "name": shard["name"],
+        "name": shard.name,
         "samples": int(len(frame)),
         "failed": n_failed,
         # One fit per base plus one per point valued against it.
-        "fits": int(len(frame) + len(blocks)),
+        "fits": int(len(frame) + len(shard.blocks)),
         "seconds": round(time.perf_counter() - start, 4),
     }
 
@@ -325,6 +331,14 @@ def save_point_groups(run_dir: str | Path, groups: Sequence[Sequence[str]]) -> N
     atomic_write_json(RunFolder(run_dir).file("points.json"), {"groups": [list(g) for g in groups]})
 
 
+def points_hash(run_dir: str | Path) -> str:
+    """sha256 of ``points.json`` (empty string when there is none): the reference a flow passes."""
+    from .io import sha256_file
+
+    path = RunFolder(run_dir).file("points.json")
+    return sha256_file(path) if path.exists() else ""
+
+
 def load_point_groups(run_dir: str | Path) -> list[list[str]]:
     from .io import read_json
 
@@ -334,22 +348,30 @@ def load_point_groups(run_dir: str | Path) -> list[list[str]]:
     return [list(g) for g in read_json(path)["groups"]]
 
 
-def load_samples(run_dir: str | Path, sampling: Mapping[str, Any]) -> pd.DataFrame:
-    """The verified ledger rows of this run's points under this sampling identity."""
+#: The ledger columns the law fits and the values table need (the ledger has ~20).
+SAMPLE_COLUMNS = ("point_id", "k", "delta", "failed")
+
+
+def load_samples(run_dir: str | Path, sampling: Mapping[str, Any],
+                 columns: Sequence[str] | None = SAMPLE_COLUMNS) -> pd.DataFrame:
+    """The verified ledger rows of this run's points under this sampling identity.
+
+    Streams the ledger shard by shard (:meth:`Ledger.read_table`), reading
+    only ``columns`` (None: every column) and filtering rows in Arrow, so
+    memory holds the projected rows only.
+    """
     from .sampling import Ledger, SamplingConfig
 
     run = RunFolder(run_dir)
     cfg = SamplingConfig.from_dict(dict(sampling))
-    frame = Ledger(run.samples).read()
-    if frame.empty:
-        return frame
-    points = {p for g in load_point_groups(run_dir) for p in g}
-    keep = frame["point_id"].isin(points) if points else np.ones(len(frame), bool)
-    if "config_hash" in frame:
-        keep &= frame["config_hash"].isin({cfg.identity_hash(), cfg.stable_hash()})
+    where: dict[str, Any] = {"config_hash": {cfg.identity_hash(), cfg.stable_hash()}}
     if cfg.mode == "uniform":
-        keep &= frame["k"].between(cfg.k_min, cfg.k_max)
-    return frame.loc[keep].reset_index(drop=True)
+        where["k"] = (cfg.k_min, cfg.k_max)
+    points = {p for g in load_point_groups(run_dir) for p in g}
+    if points:
+        where["point_id"] = points
+    table = Ledger(run.samples).read_table(None if columns is None else list(columns), where=where)
+    return table.to_pandas()
 
 
 def ledger_hash(run_dir: str | Path) -> str:
@@ -362,14 +384,34 @@ def ledger_hash(run_dir: str | Path) -> str:
 # --------------------------------------------------------------------------- laws
 
 
+#: Points per chunk of the MLE fit: its lattice and Newton state take ~15 kB per
+#: point, so a chunk holds ~1.5 GB whatever the number of points.
+MLE_CHUNK_POINTS = 100_000
+
+
+def fit_mle_chunked(samples: pd.DataFrame, chunk_points: int = MLE_CHUNK_POINTS, **kwargs):
+    """:func:`~pointscale.laws.fit_mle` over chunks of points, joined.
+
+    Each point's law depends only on its own samples, so fitting chunk by
+    chunk gives the same laws with memory bounded by the chunk.
+    """
+    from .laws import FittedScalingLaws, fit_mle
+
+    codes, uniques = pd.factorize(samples["point_id"], sort=True)
+    if len(uniques) <= chunk_points:
+        return fit_mle(samples, **kwargs)
+    order = np.argsort(codes, kind="stable")
+    cuts = np.searchsorted(codes[order], np.arange(0, len(uniques), chunk_points)[1:])
+    parts = [fit_mle(samples.iloc[rows], **kwargs) for rows in np.split(order, cuts)]
+    return FittedScalingLaws.concat(parts)
+
+
 def fit_laws(run_dir: str | Path, sampling: Mapping[str, Any]) -> dict[str, Any]:
     """Per-point maximum-likelihood laws from the ledger -> ``laws_mle.parquet``."""
-    from .laws import fit_mle
-
     run = RunFolder(run_dir)
     start = time.perf_counter()
     samples = load_samples(run_dir, sampling)
-    laws = fit_mle(samples)
+    laws = fit_mle_chunked(samples)
     laws.save(run.file(LAWS_MLE))
     flags = {name: int(np.sum(v)) for name, v in laws.flags.items()}
     return {"files": [LAWS_MLE], "points": laws.n_points, "samples": int(len(samples)), "flags": flags,
@@ -377,29 +419,48 @@ def fit_laws(run_dir: str | Path, sampling: Mapping[str, Any]) -> dict[str, Any]
             "seconds": round(time.perf_counter() - start, 3)}
 
 
+#: Points the amortized estimator trains on at most. Training costs epochs x
+#: points while the function it learns (x, y) -> law stops improving long before
+#: 10^5 points, so beyond the budget a seeded subsample of the sampled points
+#: trains it, and it still predicts every point (linear, cheap). The budget
+#: used is recorded in the stage's summary.
+AMORTIZED_MAX_TRAIN_POINTS = 100_000
+
+
 def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
-                  params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The amortized estimator trained on all samples -> ``laws_amortized.parquet``.
+                  params: Mapping[str, Any] | None = None,
+                  max_train_points: int | None = AMORTIZED_MAX_TRAIN_POINTS) -> dict[str, Any]:
+    """The amortized estimator trained on the samples -> ``laws_amortized.parquet``.
 
     Laws are predicted for every point of the training pool, including points
-    with no samples yet (e.g. rows that just arrived).
+    with no samples yet (e.g. rows that just arrived). With more than
+    ``max_train_points`` sampled points, a seeded subsample of that many
+    trains the model (None: all).
     """
     from .laws import AmortizedScalingLaws
     from .sampling import SamplingConfig
+    from .seeding import STREAM_AMORTIZED
 
     run = RunFolder(run_dir)
     start = time.perf_counter()
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
     samples = load_samples(run_dir, sampling)
-    sampled = sorted(set(samples["point_id"]))
-    idx = ds.index_of(sampled)
+    sampled = np.unique(samples["point_id"].to_numpy(dtype=object))
+    n_sampled = len(sampled)
+    if max_train_points is not None and n_sampled > int(max_train_points):
+        pick = rng(cfg.seed, STREAM_AMORTIZED, "train-budget").choice(n_sampled, int(max_train_points),
+                                                                        replace=False)
+        sampled = sampled[np.sort(pick)]
+        samples = samples.loc[samples["point_id"].isin(sampled)]
+    idx = ds.index_of(sampled.tolist())
     model = AmortizedScalingLaws(random_state=cfg.seed, **dict(params or {}))
-    model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, np.asarray(sampled, dtype=object))
+    model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, sampled)
     laws = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids)
     laws.save(run.file(LAWS_AMORTIZED))
     model.save(run.file("amortized_model"))
     return {"files": [LAWS_AMORTIZED], "points_predicted": laws.n_points, "points_trained": len(sampled),
+            "points_sampled": n_sampled, "max_train_points": max_train_points,
             "seconds": round(time.perf_counter() - start, 3)}
 
 
@@ -476,9 +537,18 @@ def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None
     return {"files": [SELECTION], "selected": int(len(chosen)), "n_current": n_current}
 
 
-def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any], *,
-            values: str = VALUES) -> dict[str, Any]:
-    """Removal curve (lowest-valued first vs random) -> ``removal.parquet``."""
+#: Pool points the removal curve refits on at most (7 fits per fraction): beyond
+#: this the curve uses a seeded subsample and says so (``n_pool_used``).
+REMOVAL_MAX_TRAIN = 20_000
+
+
+def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any], *, values: str = VALUES,
+            max_train: int | None = REMOVAL_MAX_TRAIN) -> dict[str, Any]:
+    """Removal curve (lowest-valued first vs random), from the values in ``values`` -> ``removal.parquet``.
+
+    On pools above ``max_train`` points the curve is computed on a seeded
+    subsample of that many (see :func:`~pointscale.valuation.removal_curve`).
+    """
     from .sampling import SamplingConfig
     from .valuation import removal_curve
 
@@ -489,10 +559,12 @@ def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
         # Given splits without a test file: scoring on the validation rows the values
         # were computed against would flatter them, so there is no curve.
         return {"files": [], "rows": 0, "skipped": "no test split (pass --test to get a removal curve)"}
-    table = pd.read_parquet(run.file(values))
-    curve = removal_curve(ds, table, model=cfg.model, model_params=cfg.model_params, seed=cfg.seed)
+    table = pd.read_parquet(run.file(values), columns=["point_id", "shapley"])
+    curve = removal_curve(ds, table, model=cfg.model, model_params=cfg.model_params, seed=cfg.seed,
+                          max_train=max_train)
     atomic_write_parquet(run.file(REMOVAL), curve)
-    return {"files": [REMOVAL], "rows": int(len(curve))}
+    return {"files": [REMOVAL], "rows": int(len(curve)), "n_pool_used": int(curve["n_pool_used"].iloc[0]),
+            "n_pool": int(ds.n_pool)}
 
 
 def report(run_dir: str | Path, dataset_path: str, *, laws: str | None = LAWS_MLE, values: str = VALUES,

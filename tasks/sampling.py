@@ -56,11 +56,12 @@ RETRIES = 2
     persist_result=False,
 )
 def sample_shard(dataset_path: str, dataset_fingerprint: str, sampling: dict[str, Any], config_hash: str,
-                 shard: dict[str, Any], shard_name: str, shard_index: int, ledger_dir: str) -> dict[str, Any]:
-    """Fit the shard's bases and base∪{z}, append the samples to the ledger.
+                 plan: str, plan_hash: str, shard_index: int, shard_name: str, ledger_dir: str) -> dict[str, Any]:
+    """Fit shard ``shard_index`` of the plan file, append its samples to the ledger.
 
-    Runs on a Dask worker: it receives the dataset's path (memory-mapped
-    there), never its arrays, and returns only counts.
+    Runs on a Dask worker: it receives references only -- the dataset's path
+    (memory-mapped there), the plan file's path and hash, the shard's index
+    and name -- never point ids or arrays, and returns only counts.
     """
     from prefect.runtime import task_run
 
@@ -69,4 +70,4 @@ def sample_shard(dataset_path: str, dataset_fingerprint: str, sampling: dict[str
         get_run_logger().warning("shard %s: attempt %d of %d (the previous attempt failed; its error is "
                                  "logged above)", shard_name, attempt, RETRIES + 1)
     maybe_inject_fault(shard_name, shard_index, ledger_dir)
-    return {**pipeline.run_shard(dataset_path, sampling, shard, ledger_dir), "attempt": attempt}
+    return {**pipeline.run_shard(dataset_path, sampling, plan, shard_index, ledger_dir), "attempt": attempt}

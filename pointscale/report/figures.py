@@ -94,8 +94,18 @@ def psi_curves(values: pd.DataFrame, path: Path, *, k_range: tuple[int, int] | N
     return _save(fig, path)
 
 
+#: Points drawn in a scatter at most: beyond this a seeded subsample is drawn
+#: (the title says so; the correlation uses every point).
+SCATTER_MAX_POINTS = 5_000
+
+
 def value_vs_monte_carlo(values: pd.DataFrame, path: Path) -> Path | None:
-    """Law-based Shapley value against the Monte Carlo mean of the same samples."""
+    """Law-based Shapley value against the Monte Carlo mean of the same samples.
+
+    The correlation is over all points; the scatter draws at most
+    :data:`SCATTER_MAX_POINTS` of them (seeded subsample), so the figure's
+    cost does not grow with the data.
+    """
     if values is None or not {"shapley", "mc_mean"} <= set(values.columns):
         return None
     x = values["mc_mean"].to_numpy(dtype=np.float64)
@@ -105,23 +115,34 @@ def value_vs_monte_carlo(values: pd.DataFrame, path: Path) -> Path | None:
         return None
     fig = Figure(figsize=(4.8, 4.5))
     ax = fig.add_subplot()
+    r = np.corrcoef(x[ok], y[ok])[0, 1]
+    shown = np.flatnonzero(ok)
+    if shown.size > SCATTER_MAX_POINTS:
+        shown = np.sort(np.random.default_rng(0).choice(shown, SCATTER_MAX_POINTS, replace=False))
     if "mc_se" in values.columns:
-        se = values["mc_se"].to_numpy(dtype=np.float64)[ok]
-        ax.errorbar(x[ok], y[ok], xerr=np.where(np.isfinite(se), se, 0), fmt="none",
+        se = values["mc_se"].to_numpy(dtype=np.float64)[shown]
+        ax.errorbar(x[shown], y[shown], xerr=np.where(np.isfinite(se), se, 0), fmt="none",
                     ecolor="0.8", lw=0.6, zorder=1)
-    ax.scatter(x[ok], y[ok], s=10, zorder=2)
+    ax.scatter(x[shown], y[shown], s=10, zorder=2)
     lim = np.array([min(x[ok].min(), y[ok].min()), max(x[ok].max(), y[ok].max())])
     ax.plot(lim, lim, "k--", lw=0.8, label="y = x")
-    r = np.corrcoef(x[ok], y[ok])[0, 1]
     ax.set_xlabel("Monte Carlo mean of Δ (± s.e.)")
     ax.set_ylabel("law-based Shapley value")
-    ax.set_title(f"Law vs Monte Carlo (Pearson {r:.2f}, {int(ok.sum())} points)")
+    drawn = f"; {shown.size} drawn" if shown.size < ok.sum() else ""
+    ax.set_title(f"Law vs Monte Carlo (Pearson {r:.2f}, {int(ok.sum())} points{drawn})")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
+def _metric_name(frame: pd.DataFrame) -> str:
+    """The outcome's name as the experiment recorded it (``metric`` column), e.g. ``accuracy``."""
+    if "metric" in frame.columns and frame["metric"].notna().any():
+        return ", ".join(sorted(set(frame["metric"].dropna().astype(str))))
+    return "score"
+
+
 def selection_gains(summary: pd.DataFrame, path: Path) -> Path | None:
-    """Mean test-score gain ± s.e. per ranking, one group per regime."""
+    """Mean test-metric gain ± s.e. per ranking, one group per regime (the metric named by the table)."""
     if summary is None or summary.empty or not {"regime", "ranking", "mean_gain"} <= set(summary.columns):
         return None
     regimes = list(pd.unique(summary["regime"]))
@@ -140,14 +161,14 @@ def selection_gains(summary: pd.DataFrame, path: Path) -> Path | None:
         labels.append(f"{reg} (n={int(n0.iloc[0])})" if len(n0) else reg)
     ax.set_xticks(xs, labels)
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_ylabel("change of test score")
+    ax.set_ylabel(f"change of test {_metric_name(summary)}")
     ax.set_title("Point addition: gain by ranking (mean ± s.e.)")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
 def removal_curves(curve: pd.DataFrame, path: Path) -> Path | None:
-    """Test score against the fraction of valued points removed, per strategy."""
+    """Test metric against the fraction of valued points removed, per strategy (the metric named by the table)."""
     if curve is None or curve.empty or not {"strategy", "fraction", "score"} <= set(curve.columns):
         return None
     fig = Figure(figsize=(5.5, 3.8))
@@ -161,7 +182,7 @@ def removal_curves(curve: pd.DataFrame, path: Path) -> Path | None:
         if se is not None and np.isfinite(se).any():
             ax.fill_between(f, s - se, s + se, alpha=0.2)
     ax.set_xlabel("fraction of valued points removed")
-    ax.set_ylabel("test score")
+    ax.set_ylabel(f"test {_metric_name(curve)}")
     ax.set_title("Removal curves")
     ax.legend(fontsize=8)
     return _save(fig, path)

@@ -358,19 +358,29 @@ def write_report(
             md += ["Settings: " + ", ".join(f"{k}={_fmt(v) if not isinstance(v, list) else v}"
                                            for k, v in settings.items()), ""]
         md += [f"- note: {m}" for m in msgs] + ([""] if msgs else [])
-        md += [markdown_table(summ, ["regime", "n_initial", "ranking", "m", "mean_gain", "se_gain",
+        md += [markdown_table(summ, ["regime", "n_initial", "ranking", "metric", "m", "mean_gain", "se_gain",
                                      "mean_gain_vs_random", "se_gain_vs_random", "n_repeats", "n_failed"]), "",
                "Expected: the ranking at the matching size gains most in each regime; all law-based "
                "rankings beat random. `vs random` is the paired difference (same initial data).", ""]
         figure(_fig.selection_gains(summ, fig_dir / "selection_gains.png"),
-               "Change of the test score after adding the selected points (mean ± s.e.)")
+               f"Change of the test {_fig._metric_name(summ)} after adding the selected points (mean ± s.e.)")
 
     removal = experiments.get("removal")
     if removal is not None and len(removal):
-        md += ["## Removal curves", "",
-               markdown_table(removal, ["strategy", "fraction", "n_removed", "score", "se", "n_failed"]), ""]
+        name = _fig._metric_name(removal)
+        n_test = int(removal["n_test"].iloc[0]) if "n_test" in removal.columns else None
+        md += ["## Removal curves", ""]
+        if "n_pool_used" in removal.columns and info.get("n_pool") \
+                and int(removal["n_pool_used"].iloc[0]) < int(info["n_pool"]):
+            md += [f"Computed on a seeded random subsample of {int(removal['n_pool_used'].iloc[0])} of the "
+                   f"{int(info['n_pool'])} pool points (each fraction refits the model; the budget bounds "
+                   "the cost); fractions are of the valued points in the subsample.", ""]
+        md += [f"`score` is test {name}" + (f" on {n_test} test rows" + (
+                   f" (one row = {100 / n_test:.2f} pp: differences of a row or two are noise)"
+                   if name == "accuracy" and n_test < 500 else "") if n_test else "") + ".", "",
+               markdown_table(removal, ["strategy", "fraction", "n_removed", "metric", "score", "se", "n_failed"]), ""]
         figure(_fig.removal_curves(removal, fig_dir / "removal_curves.png"),
-               "Test score after removing valued points, lowest-valued first, highest first, or at random")
+               f"Test {name} after removing valued points, lowest-valued first, highest first, or at random")
 
     noisy = experiments.get("noisy_label")
     if noisy:

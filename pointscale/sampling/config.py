@@ -21,6 +21,23 @@ Two hashes:
 
 ``shard_size`` is execution-only (``_unhashed``): it groups blocks into units
 of work and never changes a result.
+
+Size range and a finite pool (SPEC §6)
+--------------------------------------
+A base subset D of size k is drawn without replacement from the pool of n
+points (minus the block valued against it). Two bases of size k share on
+average k²/n points, and the variance over D of any subset statistic carries
+the finite-population factor (n − k)/(n − 1): as k approaches n, D stops
+being random and the spread of Δ collapses faster than the k^(−β) the noise
+model assumes, so β piles up at its bound. :func:`default_k_range` keeps
+``k_max ≤ MAX_POOL_FRACTION · n`` = n / 3 (measured by
+``benchmarks/size_range.py`` and the README's table: the shrinkage of Δ's
+spread against i.i.d. draws stays within sampling noise up to about a third
+of the pool on MAGIC sub-pools, and breast_cancer's default run has 8 % of
+points with β at a bound at k_max = 100, 14 % at k_max = 157 = n / 2), and
+``k_min = k_max / 10`` (the paper's ratio) on pools too small for the
+paper's [100, 1000]. A user range beyond the
+fraction is accepted with a :class:`~pointscale.errors.FinitePoolWarning`.
 """
 
 from __future__ import annotations
@@ -32,10 +49,74 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 from ..config import StableConfig, stable_hash
-from ..errors import ConfigError
+from ..errors import ConfigError, FinitePoolWarning
 
 MODES = ("uniform", "staggered")
 DEFAULT_N_SIZES = 10
+
+#: The paper's size range, used whenever the pool allows it.
+PAPER_K_RANGE = (100, 1000)
+#: Largest base size as a share of the pool that keeps D random (benchmarks/size_range.py).
+MAX_POOL_FRACTION = 1 / 3
+#: k_max / k_min of the default range on pools too small for the paper's range (the paper's ratio).
+K_RANGE_RATIO = 10
+
+
+def default_k_range(n_pool: int, n_classes: int = 0, *, fraction: float = MAX_POOL_FRACTION) -> tuple[int, int]:
+    """The default size range [k_min, k_max] for a pool of ``n_pool`` points.
+
+    The paper's [100, 1000] capped so that ``k_max ≤ fraction · n_pool``; when
+    capped, ``k_min = max(k_max // 10, n_classes, min(10, k_max // 2))``
+    (:func:`default_k_min`).
+
+    Parameters
+    ----------
+    n_pool : int
+        Points in the training pool.
+    n_classes : int, default=0
+        Classes (0 for regression): every stratified subset holds one of each.
+    fraction : float, default=MAX_POOL_FRACTION
+
+    Returns
+    -------
+    (int, int)
+
+    Examples
+    --------
+    >>> default_k_range(46842)
+    (100, 1000)
+    >>> default_k_range(314, 2)
+    (10, 104)
+    """
+    hi = min(PAPER_K_RANGE[1], int(fraction * int(n_pool)))
+    lo = default_k_min(hi, n_classes)
+    if hi < lo or hi < 2:
+        raise ConfigError(f"the pool of {n_pool} points is too small for a size range: "
+                          f"{fraction:.0%} of it is {hi} < {lo}")
+    return lo, hi
+
+
+def default_k_min(k_max: int, n_classes: int = 0) -> int:
+    """``k_min`` for a given ``k_max``: the paper's 100, or ``k_max / 10`` when that is smaller.
+
+    Never below the number of classes (stratified subsets hold one of each),
+    and at least 10 (or half of k_max) so that models with a minimum number
+    of rows (k-NN's 5 neighbours, 5-fold Platt scaling) still fit at k_min.
+    """
+    k_max = int(k_max)
+    return min(PAPER_K_RANGE[0], max(k_max // K_RANGE_RATIO, int(n_classes), min(10, k_max // 2), 2))
+
+
+def finite_pool_message(k_max: int, n_pool: int, what: str = "k_max") -> str | None:
+    """Why ``k_max`` is too close to the pool size, or None when it is not."""
+    limit = int(MAX_POOL_FRACTION * n_pool)
+    if k_max <= limit:
+        return None
+    return (f"{what}={k_max} is {k_max / n_pool:.0%} of the pool of {n_pool} points: base subsets of that size "
+            f"share most of their points, so Δ's spread collapses at large k (β piles up at its bound) and the "
+            f"values describe this pool, not random datasets of that size; keep {what} <= {limit} "
+            f"({MAX_POOL_FRACTION:.0%} of the pool)")
+
 
 # Fields left out of identity_hash: how many samples, not what a sample is.
 _COUNT_FIELDS = ("samples_per_point", "samples_per_size")
@@ -271,6 +352,11 @@ class SamplingConfig(StableConfig):
                 f"block of up to {min(self.block_size, dataset.n_pool)} points, so the largest k is "
                 f"{largest}; lower k_max (or block_size)"
             )
+        message = finite_pool_message(self.k_max, dataset.n_pool, what)
+        if message is not None:
+            import warnings
+
+            warnings.warn(message, FinitePoolWarning, stacklevel=3)
         if dataset.task == "classification" and self.k_min < dataset.n_classes:
             raise ConfigError(
                 f"k_min={self.k_min} must be at least the number of classes ({dataset.n_classes}): "

@@ -274,20 +274,42 @@ def stratified_counts(k: int, shares: np.ndarray, available: np.ndarray) -> np.n
     return counts
 
 
+def _skip_excluded(positions: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """Map positions in ``members`` with the sorted positions ``removed`` taken out back to
+    positions in ``members``: O(len(positions) · log len(removed)), never O(len(members))."""
+    if removed.size == 0:
+        return positions
+    # The i-th removed position e_i shifts every kept position p >= e_i - i by one.
+    shifted = removed - np.arange(removed.size)
+    return positions + np.searchsorted(shifted, positions, side="right")
+
+
 def draw_subset(info: PoolInfo, seed: int, base_id: int, k: int, excluded: np.ndarray) -> np.ndarray:
-    """The base subset D (sorted pool indices) of base ``base_id``, avoiding ``excluded``."""
+    """The base subset D (sorted pool indices) of base ``base_id``, avoiding ``excluded``.
+
+    Per class, ``k_c`` positions are drawn among the class's members without
+    the excluded points -- the same draw as ``gen.choice(available, k_c)``
+    (choice draws positions, then indexes), but without building the
+    available array, so a block costs O(k) whatever the pool size: at 10^6
+    points the O(pool) mask made sampling quadratic in the pool.
+    """
     gen = rng(seed, STREAM_BASE, base_id, 1)
-    mask = np.ones(info.n_pool, dtype=bool)
-    mask[excluded] = False
-    avail_by_class = [m[mask[m]] for m in info.class_members]
-    available = np.array([len(a) for a in avail_by_class], dtype=np.int64)
+    excluded = np.unique(np.asarray(excluded, dtype=np.int64))
+    removed = []
+    for members in info.class_members:
+        pos = np.searchsorted(members, excluded)
+        hit = pos < members.size
+        hit[hit] = members[pos[hit]] == excluded[hit]
+        removed.append(pos[hit])
+    available = np.array([m.size - r.size for m, r in zip(info.class_members, removed)], dtype=np.int64)
     if int(k) > int(available.sum()):
         raise ConfigError(f"k={k} exceeds the {int(available.sum())} points available to the base")
     if info.task == "classification":
         counts = stratified_counts(int(k), info.shares, available)
     else:
         counts = np.array([int(k)])
-    parts = [gen.choice(a, size=int(c), replace=False) for a, c in zip(avail_by_class, counts)]
+    parts = [members[_skip_excluded(gen.choice(int(a), size=int(c), replace=False), r)]
+             for members, r, a, c in zip(info.class_members, removed, available, counts)]
     return np.sort(np.concatenate(parts)).astype(np.int64)
 
 
@@ -354,3 +376,76 @@ def subset_for(row: Mapping[str, Any], dataset, config: SamplingConfig | None = 
     if len(members) and (members.min() < 0 or members.max() >= info.n_pool):
         raise LedgerError("block_members point outside the training pool")
     return draw_subset(info, config.seed, int(row["base_id"]), int(row["k"]), members)
+
+
+# --------------------------------------------------------------------------- plan files
+
+#: Columns of a plan file: one row per block, one Parquet row group per shard.
+PLAN_FILE_VERSION = 1
+
+
+def write_plan_file(path, shards: Sequence[Shard], dataset) -> str:
+    """Store shards in one Parquet file, shard ``i`` as row group ``i``; return its sha256.
+
+    Workers read their shard by index (:func:`read_plan_shard`), so what
+    travels to a task is the file's path, its hash and an index -- never the
+    shard's point ids. Members are pool indices (int32) in block order.
+    """
+    import io as _io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..io import atomic_write_bytes
+
+    info = pool_info(dataset)
+    schema = pa.schema([("shard", pa.string()), ("base_id", pa.int64()), ("round", pa.int64()),
+                        ("index", pa.int64()), ("k", pa.int64()), ("plan_key", pa.int64()),
+                        ("members", pa.list_(pa.int32()))],
+                       metadata={"pointscale_plan": str(PLAN_FILE_VERSION), "fingerprint": dataset.fingerprint})
+    buffer = _io.BytesIO()
+    with pq.ParquetWriter(buffer, schema) as writer:
+        for shard in shards:
+            blocks = shard.blocks
+            table = pa.table({
+                "shard": [shard.name] * len(blocks),
+                "base_id": [b.base_id for b in blocks], "round": [b.round for b in blocks],
+                "index": [b.index for b in blocks], "k": [b.k for b in blocks],
+                "plan_key": [b.plan_key for b in blocks],
+                "members": [info.indices(b.point_ids).astype(np.int32) for b in blocks],
+            }, schema=schema)
+            writer.write_table(table, row_group_size=max(1, len(blocks)))
+    data = buffer.getvalue()
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def plan_file_shards(path) -> list[str]:
+    """Shard names of a plan file, in row-group order (reads one column)."""
+    import pyarrow.parquet as pq
+
+    import pandas as pd
+
+    names = pq.read_table(path, columns=["shard"]).column("shard").to_numpy(zero_copy_only=False)
+    return [str(n) for n in pd.unique(names)]
+
+
+def read_plan_shard(path, index: int, dataset) -> Shard:
+    """Shard ``index`` of a plan file written by :func:`write_plan_file` for ``dataset``."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    fingerprint = (pf.schema_arrow.metadata or {}).get(b"fingerprint", b"").decode()
+    if fingerprint != dataset.fingerprint:
+        raise LedgerError(f"plan {path} was made for dataset version {fingerprint[:12]}, "
+                          f"not {dataset.fingerprint[:12]}")
+    if not 0 <= int(index) < pf.num_row_groups:
+        raise LedgerError(f"plan {path} has {pf.num_row_groups} shards; no shard #{index}")
+    rows = pf.read_row_group(int(index)).to_pydict()
+    ids = np.asarray(dataset.point_ids)
+    blocks = tuple(Block(base_id=int(b), round=int(r), index=int(i), k=int(k),
+                         point_ids=tuple(str(p) for p in ids[np.asarray(m, dtype=np.int64)].tolist()),
+                         plan_key=int(pk))
+                   for b, r, i, k, pk, m in zip(rows["base_id"], rows["round"], rows["index"], rows["k"],
+                                                rows["plan_key"], rows["members"]))
+    return Shard(name=str(rows["shard"][0]), blocks=blocks)

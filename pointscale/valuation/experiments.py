@@ -13,8 +13,22 @@ rankings are paired and their standard errors are those of paired differences.
 Expected: the size-matched ranking gains most in each regime, and every
 law-based ranking beats random.
 
-Sizes are clipped to what the data allows (the pool minus the candidates) and
-every clip is reported in ``messages``.
+The outcome is **test accuracy** for classification (negative MSE for
+regression), whatever utility the values were sampled with: the paper reports
+accuracy gains, and a utility-specific outcome would let a utility grade
+itself. The result carries the metric's name (``settings["metric"]``, the
+``metric`` column of the summary); labels are read from there.
+
+Degenerate regimes are *refused*, with the reason, instead of reported:
+
+* a test split under ``min_test_rows`` (500) rows: one row moves accuracy by
+  more than 0.2 pp, so a gain of a few tenths of a pp is one or two rows;
+* an initial size above half the non-candidate pool
+  (:data:`pointscale.sampling.config.MAX_POOL_FRACTION`): initial sets then
+  share most of their points (at the pool size, every repeat is the same
+  set, and a deterministic model makes the repeats one trial). That regime
+  is left out and its reason is in ``refused``; if both regimes are refused
+  the experiment raises.
 
 Removal curves
 --------------
@@ -43,7 +57,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, DegenerateExperimentError
 from ..laws.result import FittedScalingLaws
 from ..seeding import STREAM_LABEL_NOISE, STREAM_MODEL, STREAM_SELECTION, int_seed, rng
 from .selection import select_top
@@ -55,6 +69,9 @@ __all__ = [
     "removal_curve",
     "noisy_label_check",
     "flip_labels",
+    "outcome_metric",
+    "check_test_rows",
+    "MIN_TEST_ROWS",
     "RANKINGS",
 ]
 
@@ -64,9 +81,27 @@ RANKINGS = ("size_small", "size_large", "shapley", "random")
 # --------------------------------------------------------------------------- models
 
 
-def default_metric(task: str) -> str:
-    """Outcome metric of the experiments: test accuracy, or negative MSE for regression."""
+#: Smallest test split an accuracy outcome is reported on (one row = 0.2 pp).
+MIN_TEST_ROWS = 500
+
+
+def outcome_metric(task: str) -> str:
+    """Outcome metric of the experiments: test ``accuracy``, or ``neg_mse`` for regression.
+
+    Not the sampling utility: every utility's values are judged by the same outcome.
+    """
     return "accuracy" if task == "classification" else "neg_mse"
+
+
+def check_test_rows(dataset: Any, min_test_rows: int = MIN_TEST_ROWS) -> None:
+    """Raise :class:`DegenerateExperimentError` when the test split is too small to report on."""
+    n_test = int(np.asarray(dataset.y_test).shape[0])
+    if n_test < int(min_test_rows):
+        raise DegenerateExperimentError(
+            f"the test split of {dataset.name} has {n_test} rows (< {int(min_test_rows)}): one row moves "
+            f"accuracy by {100 / max(n_test, 1):.2f} pp, too coarse for the gains measured here; "
+            "use a dataset with a larger test split (or a --test-size of at least 500 rows)"
+        )
 
 
 def _fit_score(dataset: Any, index: np.ndarray, *, model: str, metric: str, seed: int,
@@ -130,7 +165,8 @@ class PointAdditionResult:
     Attributes
     ----------
     summary : DataFrame
-        Per (regime, ranking): ``n_initial``, ``m``, ``mean_gain``, ``se_gain``,
+        Per (regime, ranking) of every regime that ran: ``metric`` (the
+        outcome's name, e.g. ``accuracy``), ``n_initial``, ``m``, ``mean_gain``, ``se_gain``,
         ``mean_gain_vs_random``, ``se_gain_vs_random`` (paired), ``n_repeats``,
         ``n_failed``, ``mean_base_score``.
     trials : DataFrame
@@ -140,7 +176,9 @@ class PointAdditionResult:
     messages : tuple of str
         What was clipped or adjusted, and why.
     settings : dict
-        The effective settings (after clipping).
+        The effective settings (after clipping), ``metric`` included.
+    refused : dict
+        Regime name -> why it was not run (degenerate initial sets).
     """
 
     summary: pd.DataFrame
@@ -148,18 +186,24 @@ class PointAdditionResult:
     selections: pd.DataFrame
     messages: tuple[str, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
+    refused: Mapping[str, str] = field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:
         return self.summary
 
     def __str__(self) -> str:
-        lines = [f"point addition: {dict(self.settings)}"]
+        metric = self.settings.get("metric", "score")
+        unit, scale = ("pp", 100.0) if metric == "accuracy" else ("", 1.0)
+        lines = [f"point addition: {dict(self.settings)}",
+                 f"  outcome: change of test {metric}{' in ' + unit if unit else ''}; "
+                 "'vs random' is paired by initial set (mean ± standard error)"]
         lines += [f"  note: {m}" for m in self.messages]
+        lines += [f"  {regime}: refused — {why}" for regime, why in self.refused.items()]
         for _, r in self.summary.iterrows():
             lines.append(
                 f"  {r['regime']:<6} n={int(r['n_initial']):<5} {r['ranking']:<11}"
-                f" gain {r['mean_gain']:+.4f} ± {r['se_gain']:.4f}"
-                f"  vs random {r['mean_gain_vs_random']:+.4f} ± {r['se_gain_vs_random']:.4f}"
+                f" gain {scale * r['mean_gain']:+.3f} ± {scale * r['se_gain']:.3f}"
+                f"  vs random {scale * r['mean_gain_vs_random']:+.3f} ± {scale * r['se_gain_vs_random']:.3f}"
             )
         return "\n".join(lines)
 
@@ -184,6 +228,7 @@ def point_addition_experiment(
     metric: str | None = None,
     model_params: Mapping[str, Any] | None = None,
     seed: int = 0,
+    min_test_rows: int = MIN_TEST_ROWS,
 ) -> PointAdditionResult:
     """Add m points chosen by each ranking to random initial datasets; measure the gain.
 
@@ -195,8 +240,8 @@ def point_addition_experiment(
     model : str, default="logreg"
         A name known to :func:`pointscale.sampling.models.make_estimator`.
     n_small, n_large : int, default=500, 5000
-        Initial dataset sizes of the two regimes (clipped to the pool minus
-        the candidates, keeping their ratio when both must shrink).
+        Initial dataset sizes of the two regimes. A regime whose size exceeds
+        half the non-candidate pool is refused (see ``refused``), not clipped.
     m : int, default=100
         Points added (clipped to half the candidates, so that rankings differ).
     repeats : int, default=20
@@ -208,12 +253,22 @@ def point_addition_experiment(
     shapley_range : (int, int), optional
         Range of the size-free Shapley ranking; default ``laws.k_range``.
     metric : str, optional
-        Outcome; default test accuracy (classification) or ``neg_mse``.
+        Outcome on the test split; default :func:`outcome_metric` (accuracy
+        for classification, ``neg_mse`` for regression).
     seed : int, default=0
+    min_test_rows : int, default=500
+        Refuse (:class:`~pointscale.errors.DegenerateExperimentError`) a test
+        split with fewer rows.
 
     Returns
     -------
     PointAdditionResult
+
+    Raises
+    ------
+    DegenerateExperimentError
+        The test split is too small, or both regimes' initial sets would be
+        (nearly) the same set in every repeat.
     """
     if not isinstance(laws, FittedScalingLaws):
         raise ConfigError(f"laws must be a FittedScalingLaws; got {type(laws).__name__}")
@@ -222,8 +277,9 @@ def point_addition_experiment(
         raise ConfigError(f"n_small={n_small} and n_large={n_large} must satisfy 0 < n_small < n_large")
     if m < 1 or repeats < 1:
         raise ConfigError(f"m={m} and repeats={repeats} must be at least 1")
-    metric = metric or default_metric(dataset.task)
+    metric = metric or outcome_metric(dataset.task)
     _require_test_split(dataset)
+    check_test_rows(dataset, min_test_rows)
     classification = dataset.task == "classification"
     messages: list[str] = []
 
@@ -252,23 +308,24 @@ def point_addition_experiment(
     y_rest = y_pool[rest].astype(np.int64) if classification else None
     min_size = max(2, 2 * dataset.n_classes)
 
-    # ---- clip sizes to the data
+    # ---- refuse regimes whose initial sets would not be random (SPEC §6)
+    from ..sampling.config import MAX_POOL_FRACTION
+
     ns, nl = n_small, n_large
-    if nl > rest.size:
-        nl = int(rest.size)
-        if ns >= nl:
-            ns = max(min_size, int(round(n_small * nl / n_large)))
-            messages.append(
-                f"n_small={n_small}, n_large={n_large} exceed the {rest.size} non-candidate pool "
-                f"points; clipped to {ns} and {nl} (same ratio)"
+    limit = int(MAX_POOL_FRACTION * rest.size)
+    refused: dict[str, str] = {}
+    for regime, n0 in (("small", ns), ("large", nl)):
+        if n0 > limit:
+            refused[regime] = (
+                f"initial size {n0} > {MAX_POOL_FRACTION:.0%} of the {rest.size} non-candidate pool points "
+                f"({limit}): the {repeats} initial sets would share most of their points "
+                f"({'all of them: every repeat the same set' if n0 >= rest.size else 'not independent'}); "
+                "use fewer candidates or a smaller initial size"
             )
-        else:
-            messages.append(f"n_large={n_large} clipped to the {rest.size} non-candidate pool points")
-    if ns >= nl or ns < min_size:
-        raise ConfigError(
-            f"the pool leaves {rest.size} non-candidate points: too few for two regimes "
-            f"(n_small={ns}, n_large={nl}); use fewer candidates"
-        )
+    if len(refused) == 2:
+        raise DegenerateExperimentError(f"point addition refused: {refused['small']}")
+    if ns < min_size:
+        raise ConfigError(f"n_small={ns} must be at least {min_size} (two rows per class)")
     m_eff = min(m, len(cand_ids) // 2)
     if m_eff < m:
         messages.append(f"m={m} clipped to {m_eff} (half of the {len(cand_ids)} candidates)")
@@ -283,7 +340,7 @@ def point_addition_experiment(
         messages.append(f"laws carry no k_range; Shapley ranking over [{ns}, {nl}]")
     shap = distributional_shapley(cand_laws, *shapley_range).value
 
-    regimes = {"small": ns, "large": nl}
+    regimes = {r: n0 for r, n0 in (("small", ns), ("large", nl)) if r not in refused}
     law_scores = {
         "size_small": cand_laws.predict(ns, warn_extrapolation=False)[:, 0],
         "size_large": cand_laws.predict(nl, warn_extrapolation=False)[:, 0],
@@ -320,12 +377,13 @@ def point_addition_experiment(
                              "gain": score - base_score})
     trials = pd.DataFrame(rows)
     trials["failed"] = ~np.isfinite(trials["gain"].to_numpy(dtype=np.float64))
-    summary = _summarise_addition(trials, m_eff)
+    summary = _summarise_addition(trials, m_eff, metric)
     settings = {"model": model, "metric": metric, "n_small": ns, "n_large": nl, "m": m_eff,
                 "repeats": repeats, "n_candidates": len(cand_ids), "balanced": bool(balanced),
-                "shapley_range": [int(shapley_range[0]), int(shapley_range[1])], "seed": int(seed)}
+                "shapley_range": [int(shapley_range[0]), int(shapley_range[1])], "seed": int(seed),
+                "n_test": int(np.asarray(dataset.y_test).shape[0])}
     return PointAdditionResult(summary=summary, trials=trials, selections=pd.DataFrame(sel_rows),
-                               messages=tuple(messages), settings=settings)
+                               messages=tuple(messages), settings=settings, refused=refused)
 
 
 def _se(x: np.ndarray) -> float:
@@ -333,10 +391,12 @@ def _se(x: np.ndarray) -> float:
     return float(np.std(x, ddof=1) / np.sqrt(x.size)) if x.size > 1 else float("nan")
 
 
-def _summarise_addition(trials: pd.DataFrame, m: int) -> pd.DataFrame:
+def _summarise_addition(trials: pd.DataFrame, m: int, metric: str) -> pd.DataFrame:
     out = []
     for regime in ("small", "large"):
         t = trials[trials["regime"] == regime]
+        if t.empty:  # refused
+            continue
         rand = t[t["ranking"] == "random"].set_index("repeat")["gain"]
         for name in RANKINGS:
             s = t[t["ranking"] == name].set_index("repeat")
@@ -344,6 +404,7 @@ def _summarise_addition(trials: pd.DataFrame, m: int) -> pd.DataFrame:
             diff = (s["gain"] - rand.reindex(s.index)).to_numpy(dtype=np.float64)
             out.append({
                 "regime": regime,
+                "metric": metric,
                 "n_initial": int(s["n_initial"].iloc[0]),
                 "ranking": name,
                 "m": m,
@@ -385,11 +446,16 @@ def removal_curve(
     metric: str | None = None,
     model_params: Mapping[str, Any] | None = None,
     seed: int = 0,
+    max_train: int | None = None,
 ) -> pd.DataFrame:
     """Test score after removing the lowest-valued (or highest-valued, or random) points.
 
     The model trains on the whole pool minus the removed points; only points
-    with a finite value are removed (the others always stay).
+    with a finite value are removed (the others always stay). Every fraction
+    refits the model on ~the whole pool, 7 fits per fraction, so on a large
+    pool ``max_train`` bounds the cost: the curve is then computed on a seeded
+    random subsample of that many pool points (removing the lowest-valued
+    points *of the subsample*), and the rows say so (``n_pool_used``).
 
     Parameters
     ----------
@@ -403,17 +469,23 @@ def removal_curve(
     repeats : int, default=5
         Random removals per fraction.
     metric : str, optional
-        Default test accuracy (classification) or ``neg_mse``.
+        Outcome on the test split; default :func:`outcome_metric` (accuracy
+        for classification, ``neg_mse`` for regression).
     seed : int, default=0
+    max_train : int, optional
+        Pool points the curve uses at most (None: all).
 
     Returns
     -------
     DataFrame
         ``strategy`` (``lowest_first``, ``highest_first``, ``random``),
         ``fraction``, ``n_removed``, ``n_train``, ``score`` (mean over repeats),
-        ``se`` (NaN for the deterministic strategies), ``n_repeats``, ``n_failed``.
+        ``se`` (NaN for the deterministic strategies), ``n_repeats``, ``n_failed``,
+        ``n_pool_used`` (the pool points the curve drew from), ``metric``
+        (the outcome's name) and ``n_test`` (its rows; with fewer than 500,
+        one row moves accuracy by more than 0.2 pp).
     """
-    metric = metric or default_metric(dataset.task)
+    metric = metric or outcome_metric(dataset.task)
     _require_test_split(dataset)
     fr = np.asarray(list(fractions), dtype=np.float64)
     if fr.size == 0 or np.any(fr < 0) or np.any(fr >= 1):
@@ -424,10 +496,17 @@ def removal_curve(
         raise DataError("no point has a finite value; nothing to remove")
     idx = _ids_to_index(dataset, vals.index.tolist())
     v = vals.to_numpy(dtype=np.float64)
+    everyone = np.arange(dataset.n_pool)
+    if max_train is not None and dataset.n_pool > int(max_train):
+        everyone = np.sort(rng(seed, STREAM_SELECTION, "removal-subsample").choice(
+            dataset.n_pool, int(max_train), replace=False))
+        inside = np.isin(idx, everyone)
+        idx, v = idx[inside], v[inside]
+        if idx.size == 0:
+            raise DataError("no valued point falls in the removal curve's subsample; raise max_train")
     # ties broken by pool position so the curve is deterministic
     low_first = idx[np.lexsort((idx, v))]
     high_first = idx[np.lexsort((idx, -v))]
-    everyone = np.arange(dataset.n_pool)
     mseed = int_seed(seed, STREAM_MODEL, "removal")
     rows = []
     for f in fr:
@@ -437,7 +516,8 @@ def removal_curve(
             s = _fit_score(dataset, keep, model=model, metric=metric, seed=mseed, params=model_params)
             rows.append({"strategy": name, "fraction": float(f), "n_removed": k,
                          "n_train": int(keep.size), "score": s, "se": np.nan,
-                         "n_repeats": int(np.isfinite(s)), "n_failed": int(not np.isfinite(s))})
+                         "n_repeats": int(np.isfinite(s)), "n_failed": int(not np.isfinite(s)),
+                         "n_pool_used": int(everyone.size)})
         scores = []
         for r in range(int(repeats)):
             g = rng(seed, STREAM_SELECTION, "removal", r, k)
@@ -449,8 +529,12 @@ def removal_curve(
         rows.append({"strategy": "random", "fraction": float(f), "n_removed": k,
                      "n_train": int(everyone.size - k),
                      "score": float(sc[ok].mean()) if ok.any() else np.nan, "se": _se(sc),
-                     "n_repeats": int(ok.sum()), "n_failed": int((~ok).sum())})
-    return pd.DataFrame(rows)
+                     "n_repeats": int(ok.sum()), "n_failed": int((~ok).sum()),
+                     "n_pool_used": int(everyone.size)})
+    out = pd.DataFrame(rows)
+    out["metric"] = metric
+    out["n_test"] = int(np.asarray(dataset.y_test).shape[0])
+    return out
 
 
 # --------------------------------------------------------------------------- noisy labels
@@ -529,7 +613,7 @@ def noisy_label_check(
         Overrides the sampling configuration's model.
     sampling : SamplingConfig or mapping of its fields, optional
         How to sample marginal contributions (default ``SamplingConfig()``
-        with its size range clamped to the pool).
+        with the pool's default size range, :func:`~pointscale.sampling.config.default_k_range`).
     seed : int, default=0
         Seeds the choice of points and of the flips.
 
@@ -547,8 +631,10 @@ def noisy_label_check(
     from ..sampling import SamplingConfig, sample_marginals
 
     if sampling is None:
-        # the default range (100..1000) exceeds small pools: use what the data allows
-        config = SamplingConfig().clamped_to(dataset)
+        from ..sampling.config import default_k_range
+
+        lo, hi = default_k_range(dataset.n_pool, dataset.n_classes)
+        config = SamplingConfig(k_min=lo, k_max=hi)
     elif isinstance(sampling, Mapping):
         config = SamplingConfig(**dict(sampling))
     else:

@@ -446,6 +446,16 @@ def empirical_psi(samples: pd.DataFrame, *, min_count: int = 1) -> pd.DataFrame:
     return wide
 
 
+def empirical_psi_se(samples: pd.DataFrame) -> pd.DataFrame:
+    """Standard errors of :func:`empirical_psi`'s cells: sd(Δ, ddof=1) / √n (NaN for n < 2)."""
+    s = _usable(samples)
+    g = s.groupby(["point_id", "k"], sort=True)["delta"]
+    wide = (g.std(ddof=1) / np.sqrt(g.size())).unstack("k")
+    wide.columns = [int(c) if float(c).is_integer() else float(c) for c in wide.columns]
+    wide.index.name = "point_id"
+    return wide
+
+
 def grid_shapley(psi: pd.DataFrame, k_min: int, k_max: int) -> pd.Series:
     """ν over [k_min, k_max] from ψ known only on a grid of sizes (model-free).
 

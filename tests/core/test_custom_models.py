@@ -90,7 +90,7 @@ def test_bad_models_fail_at_construction(kwargs, message):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(model="sklearn.svm:SVC"), "has no predict_proba, which metric 'neg_log_loss' needs"),
+    (dict(model="sklearn.svm:SVC"), "has no predict_proba, which metric 'paper_ce' needs"),
     (dict(model="sklearn.linear_model:RidgeClassifier", metric="sklearn:neg_brier_score"), "has no predict_proba"),
     (dict(model="sklearn.linear_model:Ridge"), "is a regressor; it does not fit a classification task"),
     (dict(model="sklearn.linear_model:LogisticRegression", model_params={"C": -1.0}), "'C' parameter"),
@@ -117,7 +117,7 @@ def test_class_in_main_is_refused():
 
 
 def test_custom_estimator_deltas_are_the_refits_of_the_planned_subsets(cancer):
-    cfg = _cfg(model=GaussianNB(), samples_per_point=2).resolved(cancer)
+    cfg = _cfg(model=GaussianNB(), samples_per_point=2, metric="neg_log_loss").resolved(cancer)
     points = cancer.point_ids[:16].tolist()
     frame = sample_marginals(cancer, cfg, points)
     assert frame["method"].eq("cold").all() and np.isfinite(frame["delta"]).all()

@@ -112,7 +112,7 @@ def test_fast_path_matches_cold_tightly_converged_fits(cancer, reference):
 
         def u(idx):
             est = LogisticRegression(solver="newton-cholesky", tol=1e-12, max_iter=500)
-            return utility("neg_log_loss", est.fit(cancer.X_train[idx], cancer.y_train[idx]),
+            return utility(cfg.metric, est.fit(cancer.X_train[idx], cancer.y_train[idx]),
                            cancer.X_val, cancer.y_val, 2)
 
         base, with_z = u(D), u(np.append(D, z))
@@ -144,7 +144,7 @@ def test_multinomial_fast_path_is_exact(four_classes):
 
         def u(idx):
             est = LogisticRegression(solver="newton-cholesky", tol=1e-12, max_iter=500)
-            return utility("neg_log_loss", est.fit(four_classes.X_train[idx], four_classes.y_train[idx]),
+            return utility(cfg.metric, est.fit(four_classes.X_train[idx], four_classes.y_train[idx]),
                            four_classes.X_val, four_classes.y_val, 4)
 
         assert row.delta == pytest.approx(u(np.append(D, z)) - u(D), rel=1e-6, abs=1e-12)

@@ -50,13 +50,13 @@ def test_params_override_defaults():
 
 
 def test_metric_defaults_and_task_checks():
-    assert default_metric("classification") == "neg_log_loss"
+    assert default_metric("classification") == "paper_ce"
     assert default_metric("regression") == "neg_mse"
     with pytest.raises(ConfigError, match="metric 'neg_mse' does not fit a classification task"):
         check_metric("neg_mse", "classification")
     with pytest.raises(ConfigError, match="unknown metric"):
         check_metric("f1", "classification")
-    assert set(METRICS) == {"neg_log_loss", "accuracy", "neg_mse", "paper_ce"}
+    assert set(METRICS) == {"neg_log_loss", "accuracy", "neg_mse", "paper_ce", "neg_brier"}
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,25 @@ def test_utilities_match_sklearn(three_class):
     expected = np.mean(log_softmax(proba, axis=1)[np.arange(len(yv)), yv])
     assert utility("paper_ce", est, Xv, yv, 3) == pytest.approx(expected, rel=1e-12)
     assert utility("paper_ce", est, Xv, yv, 3) != pytest.approx(utility("neg_log_loss", est, Xv, yv, 3))
+    # Brier over all classes: mean over rows of sum_c (p_c - 1[y = c])^2, negated
+    onehot = np.eye(3)[yv]
+    assert utility("neg_brier", est, Xv, yv, 3) == pytest.approx(-np.mean(((proba - onehot) ** 2).sum(1)), rel=1e-12)
+
+
+def test_neg_brier_is_twice_sklearns_binary_brier_score_and_bounded():
+    from sklearn.metrics import brier_score_loss
+
+    X, y = make_classification(n_samples=300, n_features=5, random_state=1)
+    est = LogisticRegression().fit(X[:200], y[:200])
+    p = est.predict_proba(X[200:])
+    # binary: (p1 - y)^2 + (p0 - (1 - y))^2 = 2 (p1 - y)^2
+    assert utility("neg_brier", est, X[200:], y[200:], 2) == pytest.approx(
+        -2 * brier_score_loss(y[200:], p[:, 1]), rel=1e-12)
+    worst = np.eye(2)[1 - y[200:]]  # all mass on the wrong class
+    from pointscale.sampling.metrics import neg_brier_from_proba
+
+    assert neg_brier_from_proba(worst, y[200:]) == pytest.approx(-2.0)
+    assert neg_brier_from_proba(np.eye(2)[y[200:]], y[200:]) == pytest.approx(0.0)
 
 
 def test_subset_missing_a_class_still_scores(three_class):

@@ -62,11 +62,33 @@ def test_single_class_target(tmp_path, capsys):
     assert code == 2 and "single class" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("sub", ["run", "revalue", "ingest", "sample", "addition", "server", "serve", "reproduce"])
-def test_every_subcommand_has_help(sub, capsys):
+HELP = {
+    # each subcommand's help must document the options its command reads
+    "run": ["--dataset", "--model", "--metric", "--k-min", "--k-max", "--samples-per-point", "--points"],
+    "revalue": ["--run-dir", "--dataset"],
+    "ingest": ["--dataset", "--target"],
+    "sample": ["--dataset", "--samples-per-point"],
+    "addition": ["--run-dir", "--n-small", "--n-large", "--repeats"],
+    "server": ["--port"],
+    "serve": ["--data-dir", "--cron", "--watch-interval"],
+    "reproduce": ["--quick", "--out", "--results"],
+}
+
+
+@pytest.mark.parametrize("sub", sorted(HELP))
+def test_every_subcommand_documents_its_options(sub, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([sub, "--help"])
-    assert exit_info.value.code == 0 and "usage: pointscale" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and out.startswith(f"usage: pointscale {sub}")
+    missing = [opt for opt in HELP[sub] if opt not in out]
+    assert not missing, f"{sub} --help does not document {missing}"
+
+
+def test_an_unknown_option_exits_2_and_names_it(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["addition", "--run-dir", "x", "--no-such-option"])
+    assert exit_info.value.code == 2 and "--no-such-option" in capsys.readouterr().err
 
 
 def test_unreachable_dask_address_is_one_line_in_seconds(tmp_path):

@@ -27,10 +27,11 @@ def sampled_run(tmp_path_factory):
                                     seed=0, block_size=8, shard_size=4, n_points=len(points))
     sampling = cfg.to_dict()
     plan = pipeline.plan_sampling(info["path"], sampling, [points], run_dir / "samples")
+    plan["names"] = pipeline.plan_shard_names(plan["plan"])
     results = [
-        sampling_tasks.sample_shard.fn(info["path"], info["fingerprint"], sampling, cfg.stable_hash(), shard,
-                                       shard["name"], i, str(run_dir / "samples"))
-        for i, shard in enumerate(plan["shards"])
+        sampling_tasks.sample_shard.fn(info["path"], info["fingerprint"], sampling, cfg.stable_hash(), plan["plan"],
+                                       plan["plan_hash"], i, name, str(run_dir / "samples"))
+        for i, name in enumerate(plan["names"])
     ]
     return run_dir, info, sampling, plan, results
 
@@ -46,24 +47,26 @@ def test_shard_tasks_fill_the_ledger_and_count_fits(sampled_run):
     run_dir, info, sampling, plan, results = sampled_run
     ledger = Ledger(run_dir / "samples").read()
     assert len(ledger) == 40 * 12 == plan["samples_planned"]
-    blocks = sum(len(s["blocks"]) for s in plan["shards"])
+    blocks = ledger["base_id"].nunique()
     assert sum(r["fits"] for r in results) == len(ledger) + blocks
+    assert [r["name"] for r in results] == plan["names"]
     # A second plan finds everything done.
     again = pipeline.plan_sampling(info["path"], sampling, pipeline.load_point_groups(run_dir), run_dir / "samples")
-    assert again["shards"] == [] and again["samples_reused"] == 40 * 12
+    assert again["n_shards"] == 0 and again["samples_reused"] == 40 * 12
+    assert pipeline.plan_shard_names(again["plan"]) == []
 
 
 def test_fault_hook_fails_once_then_passes(sampled_run, monkeypatch):
     run_dir, info, sampling, plan, _ = sampled_run
-    shard = plan["shards"][1]
+    name = plan["names"][1]
     monkeypatch.setenv(sampling_tasks.FAULT_ENV, "#1")
-    with pytest.raises(sampling_tasks.InjectedFault, match=shard["name"]):
-        sampling_tasks.maybe_inject_fault(shard["name"], 1, str(run_dir / "samples"))
-    sampling_tasks.maybe_inject_fault(shard["name"], 1, str(run_dir / "samples"))  # the retry passes
-    monkeypatch.setenv(sampling_tasks.FAULT_ENV, f"{shard['name']}:always")
+    with pytest.raises(sampling_tasks.InjectedFault, match=name):
+        sampling_tasks.maybe_inject_fault(name, 1, str(run_dir / "samples"))
+    sampling_tasks.maybe_inject_fault(name, 1, str(run_dir / "samples"))  # the retry passes
+    monkeypatch.setenv(sampling_tasks.FAULT_ENV, f"{name}:always")
     for _ in range(2):
         with pytest.raises(sampling_tasks.InjectedFault):
-            sampling_tasks.maybe_inject_fault(shard["name"], 1, str(run_dir / "samples"))
+            sampling_tasks.maybe_inject_fault(name, 1, str(run_dir / "samples"))
 
 
 def _samples_ref(run_dir):
@@ -82,8 +85,23 @@ def test_fit_value_select_tasks_write_their_files(sampled_run):
     sel = value_tasks.select.fn(str(run_dir), info, mle, 10)
     chosen = pd.read_parquet(run_dir / "selection.parquet")
     assert sel["selected"] == len(chosen) == 10
-    # Selected points are the highest predicted values at the pool size among the valued points.
-    assert set(chosen["point_id"]) <= set(table["point_id"])
+    # Selected points are the highest predicted values c·n^(−α) at the pool size, 5 per class
+    # (class-balanced), recomputed here from the saved laws and the labels.
+    import numpy as np
+
+    from pointscale.data import open_dataset
+    from pointscale.laws import FittedScalingLaws
+
+    ds = open_dataset(info["path"])
+    laws = FittedScalingLaws.load(run_dir / "laws_mle.parquet")
+    pred = pd.Series(laws.c * float(ds.n_pool) ** (-laws.alpha), index=laws.point_ids.astype(str)).dropna()
+    labels = pd.Series(np.asarray(ds.y_train), index=ds.point_ids.astype(str)).reindex(pred.index)
+    expected = set()
+    for _, part in pred.groupby(labels):
+        expected |= set(part.sort_values(ascending=False, kind="mergesort").index[:5])
+    assert set(chosen["point_id"].astype(str)) == expected
+    np.testing.assert_allclose(chosen["predicted_value"].to_numpy(),
+                               pred.reindex(chosen["point_id"].astype(str)).to_numpy(), rtol=1e-12)
     # run.json records which outputs are current, with the sha256 of each file.
     outputs = read_json(run_dir / "run.json")["outputs"]
     assert outputs["values"]["files"] == {"values.parquet": sha256_file(run_dir / "values.parquet")}

@@ -134,8 +134,10 @@ def build_deployments(serve: ServeOptions, options: PipelineOptions = PipelineOp
         parameters={"options": scheduled.model_dump(mode="json"),
                     "out": str(runs_dir / _scheduled_name(options)), "wait_for_lock": True},
     )
-    # One long watch run per period: the first starts now, the next when it ends.
-    start = datetime.now(timezone.utc) + timedelta(seconds=2)
+    # One long watch run per period. `serve_all` starts the first at once; the schedule
+    # takes over when it ends (an anchor "now" would depend on when the server's
+    # scheduler next looks: just missed, the first scheduled run is a period away).
+    start = datetime.now(timezone.utc) + timedelta(seconds=serve.watch_run_seconds)
     watch = watch_flow.to_deployment(
         name=WATCH_DEPLOYMENT.split("/")[1], tags=TAGS, entrypoint_type=module,
         schedules=[Interval(timedelta(seconds=serve.watch_run_seconds), anchor_date=start)],
@@ -181,13 +183,25 @@ def serve_all(serve: ServeOptions, options: PipelineOptions = PipelineOptions(),
     """
     require_api_url()
     deployments = build_deployments(serve, options)
-    from prefect import serve as prefect_serve
+    import asyncio
+
+    from prefect import get_client
+    from prefect.runner import Runner
 
     poll = poll_seconds if poll_seconds is not None else max(1.0, min(10.0, float(serve.watch_interval)))
     kwargs: dict[str, Any] = {"query_seconds": poll}
     if serve.limit is not None:
         kwargs["limit"] = serve.limit
-    prefect_serve(*deployments, **kwargs)
+    # prefect.serve(), plus the first watch run started now rather than a period from now.
+    runner = Runner(**kwargs)
+    ids = {f"{d.flow_name}/{d.name}": runner.add_deployment(d) for d in deployments}
+    with get_client(sync_client=True) as client:
+        client.create_flow_run_from_deployment(ids[WATCH_DEPLOYMENT])
+    print("Your deployments are being served:", ", ".join(ids), flush=True)
+    try:
+        asyncio.run(runner.start())
+    except KeyboardInterrupt:
+        pass
 
 
 # --------------------------------------------------------------------------- deployments/prefect.yaml

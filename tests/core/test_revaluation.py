@@ -34,8 +34,8 @@ def _sample_fit_value(run_dir, info, sampling) -> None:
     """What the flow's stages do after ingest, in-process."""
     groups = pipeline.load_point_groups(run_dir)
     plan = pipeline.plan_sampling(info["path"], sampling, groups, RunFolder(run_dir).samples)
-    for shard in plan["shards"]:
-        pipeline.run_shard(info["path"], sampling, shard, RunFolder(run_dir).samples)
+    for i in range(plan["n_shards"]):
+        pipeline.run_shard(info["path"], sampling, plan["plan"], i, RunFolder(run_dir).samples)
     pipeline.fit_laws(run_dir, sampling)
     pipeline.value(run_dir, info["path"], sampling)
 

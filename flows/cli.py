@@ -140,12 +140,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_revalue(args) -> int:
-    from pointscale.revaluation import revaluation_base
+    from pointscale.pipeline import check_extension
 
     from .sampling import check_dask_address
 
     execution = options_from_args(ExecutionOptions, args)
-    revaluation_base(args.run_dir)
+    check_extension(args.run_dir, args.dataset)  # bad new data: one line, before any server or fit
     check_dask_address(execution.dask_address)
     with ExitStack() as stack:
         _server(stack)
@@ -220,7 +220,8 @@ def cmd_addition(args) -> int:
         raise ConfigError(f"{args.run_dir} holds no finished run (run.json missing)")
     ds = open_dataset(manifest["dataset"]["path"])
     laws = FittedScalingLaws.load(run.file("laws_mle.parquet"))
-    result = point_addition_experiment(ds, laws, model=manifest["config"]["sampling"]["model"],
+    sampling = manifest["config"]["sampling"]
+    result = point_addition_experiment(ds, laws, model=sampling["model"], model_params=sampling["model_params"],
                                        n_small=args.n_small, n_large=args.n_large, m=args.m,
                                        repeats=args.repeats, seed=manifest["config"]["data"]["seed"])
     frame = result.to_frame() if hasattr(result, "to_frame") else pd.DataFrame(result)

@@ -37,7 +37,7 @@ import pandas as pd
 from .data import open_dataset
 from .errors import ConfigError
 from .io import atomic_write_bytes, atomic_write_parquet
-from .pipeline import VALUES, load_point_groups, save_point_groups
+from .pipeline import VALUES, base_version, load_point_groups, save_point_groups
 from .runs import RunFolder
 
 VALUES_BEFORE = "values_before.parquet"
@@ -63,11 +63,7 @@ def revaluation_base(run_dir: str | Path) -> dict[str, Any]:
     manifest = run.read_manifest()
     if not manifest.get("config") or not manifest.get("dataset"):
         raise ConfigError(f"{run.root} holds no completed pipeline run to extend; run `pointscale run` first")
-    base = manifest["dataset"]
-    if manifest.get("kind") == "revalue" and manifest.get("status") != "completed" \
-            and manifest.get("previous_dataset"):
-        base = manifest["previous_dataset"]
-    return {"config": manifest["config"], "dataset": base}
+    return {"config": manifest["config"], "dataset": base_version(manifest)}
 
 
 def start_revaluation(run_dir: str | Path, ds_info: Mapping[str, Any], base: Mapping[str, Any], *,

@@ -1,9 +1,18 @@
 """The pipeline's stages as plain functions over a run folder.
 
-Each stage reads its inputs from the run folder (or small plain arguments),
-writes its outputs there atomically, and returns a small JSON-able summary.
-The Prefect tasks in ``tasks/`` are thin wrappers around these; the CLI, a
-Dask worker or a notebook can call them just the same.
+Each stage reads exactly the inputs it is given (the files the previous
+stages produced, named by argument, never "whatever is in the folder"),
+writes its outputs there atomically, and returns a small JSON-able summary
+whose ``files`` lists what it wrote. The Prefect tasks in ``tasks/`` are thin
+wrappers around these; the CLI, a Dask worker or a notebook can call them just
+the same.
+
+Which outputs are current is recorded in ``run.json`` under ``outputs``:
+``outputs[stage]`` holds the stage's key (a hash of everything that changes
+its result: inputs, settings and code), the sha256 of each file it wrote and
+its summary; a stage switched off is recorded as ``None``. A stage whose
+record matches its key and whose files are intact is up to date
+(:func:`current_output`) and need not run again; any other record is stale.
 """
 
 from __future__ import annotations
@@ -27,20 +36,67 @@ from .seeding import STREAM_POINT_CHOICE, rng
 PIPELINE_VERSION = "1"
 
 
-def code_version() -> str:
-    """Hash of the core package's source: a cache key part that changes with the code."""
-    global _CODE_VERSION
-    if _CODE_VERSION is None:
-        root = Path(__file__).parent
+def code_version(*packages: str | Path) -> str:
+    """Hash of the source of the core package and of ``packages`` (folders of ``.py`` files).
+
+    A cache-key part that changes whenever code that computes a result does:
+    the orchestration layer passes its own folders (``tasks/``, ``flows/``).
+    """
+    roots = (Path(__file__).parent, *(Path(p).resolve() for p in packages))
+    if roots not in _CODE_VERSIONS:
         h = hashlib.sha256(PIPELINE_VERSION.encode())
-        for path in sorted(root.rglob("*.py")):
-            h.update(str(path.relative_to(root)).encode())
-            h.update(path.read_bytes())
-        _CODE_VERSION = h.hexdigest()[:16]
-    return _CODE_VERSION
+        for root in roots:
+            h.update(root.name.encode() + b"\0")
+            for path in sorted(root.rglob("*.py")):
+                h.update(str(path.relative_to(root)).encode())
+                h.update(path.read_bytes())
+        _CODE_VERSIONS[roots] = h.hexdigest()[:16]
+    return _CODE_VERSIONS[roots]
 
 
-_CODE_VERSION: str | None = None
+_CODE_VERSIONS: dict[tuple[Path, ...], str] = {}
+
+
+# --------------------------------------------------------------------------- which outputs are current
+
+
+def current_output(run_dir: str | Path, stage: str, key: str) -> dict[str, Any] | None:
+    """The recorded summary of ``stage`` if it is up to date for ``key``, else None.
+
+    Up to date: ``run.json`` records ``stage`` with this key, and every file it
+    wrote still has the recorded sha256 (a file rewritten by a run with other
+    settings, or deleted, makes the record stale).
+    """
+    from .io import sha256_file
+
+    run = RunFolder(run_dir)
+    record = (run.read_manifest().get("outputs") or {}).get(stage)
+    if not record or record.get("key") != key:
+        return None
+    for name, digest in record.get("files", {}).items():
+        path = run.file(name)
+        if not path.is_file() or sha256_file(path) != digest:
+            return None
+    return dict(record["result"], output=record["files"])
+
+
+def record_output(run_dir: str | Path, stage: str, key: str, result: Mapping[str, Any]) -> dict[str, Any]:
+    """Record ``result`` (a stage summary listing its ``files``) as the current output of ``stage``.
+
+    Returns the summary with ``output`` = ``{file name: sha256}``, the
+    reference downstream stages take (and key their own records on).
+    """
+    from .io import sha256_file
+
+    run = RunFolder(run_dir)
+    files = {name: sha256_file(run.file(name)) for name in result.get("files", ())}
+    run.update_manifest(outputs={stage: {"key": key, "files": files, "result": dict(result)}})
+    return dict(result, output=files)
+
+
+def clear_output(run_dir: str | Path, stage: str) -> None:
+    """Record that ``stage`` has no current output (it was switched off for this run)."""
+    RunFolder(run_dir).update_manifest(outputs={stage: None})
 
 
 # --------------------------------------------------------------------------- ingest
@@ -152,7 +208,7 @@ def choose_points(dataset: Dataset, points: int | str | None, seed: int) -> list
 #: on the 2-core development machine; only used to size shards, never for results.
 FIT_SECONDS = {
     "logreg": 0.0003, "ridge": 0.0001, "linear": 0.0001,  # batched exact fast paths
-    "knn": 0.008, "decision_tree": 0.006, "svm": 0.02, "xgboost": 0.05, "mlp": 0.1,
+    "knn": 0.008, "decision_tree": 0.006, "svm": 0.02, "xgboost": 0.05, "mlp": 0.1, "mlp_batched": 0.02,
     "hist_gbm": 0.1, "random_forest": 0.1,
 }
 #: Seconds of fitting per shard: ~20x a Prefect task's overhead on Dask (~85 ms),
@@ -179,7 +235,7 @@ def auto_shard_size(model: str, block_size: int, n_points: int, n_rounds: int, w
 def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | None, k_max: int | None,
                      samples_per_point: int, seed: int, block_size: int, shard_size: int | None,
                      n_points: int, model_params: Mapping[str, Any] | None = None,
-                     workers: int | None = None):
+                     workers: int | None = None, device: str = "cpu"):
     """The validated sampling config of a run on ``dataset``.
 
     Unset k bounds follow :func:`pointscale.sampling.config.default_k_range`:
@@ -188,16 +244,18 @@ def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | No
     that are set are validated (an error names the largest k the pool allows;
     a k_max beyond a third of the pool is accepted with a ``FinitePoolWarning``).
     ``shard_size`` None means :func:`auto_shard_size` (an execution setting:
-    it never changes a sample).
+    it never changes a sample), as is ``device``.
     """
     from .sampling import SamplingConfig
     from .sampling.config import default_k_min
+    from .sampling.devices import resolve_device
     from .sampling.models import default_model
 
+    resolve_device(device)  # no GPU for device="cuda": one line, before anything runs
     if model is None:  # the default follows the task, as the metric's does
         model = default_model(dataset.task)
     common = dict(model=model, metric=metric, samples_per_point=samples_per_point, seed=seed,
-                  block_size=block_size, model_params=dict(model_params or {}))
+                  block_size=block_size, model_params=dict(model_params or {}), device=device)
     if shard_size is None:
         shard_size = auto_shard_size(str(model), block_size, n_points, samples_per_point, workers)
     common["shard_size"] = shard_size
@@ -383,9 +441,9 @@ def fit_laws(run_dir: str | Path, sampling: Mapping[str, Any]) -> dict[str, Any]
     start = time.perf_counter()
     samples = load_samples(run_dir, sampling)
     laws = fit_mle_chunked(samples)
-    laws.save(run.file("laws_mle.parquet"))
+    laws.save(run.file(LAWS_MLE))
     flags = {name: int(np.sum(v)) for name, v in laws.flags.items()}
-    return {"points": laws.n_points, "samples": int(len(samples)), "flags": flags,
+    return {"files": [LAWS_MLE], "points": laws.n_points, "samples": int(len(samples)), "flags": flags,
             "median_alpha": float(np.nanmedian(laws.alpha)) if laws.n_points else None,
             "seconds": round(time.perf_counter() - start, 3)}
 
@@ -439,33 +497,45 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
     model = AmortizedScalingLaws(random_state=cfg.seed, **{"task": ds.task, **dict(params or {})})
     model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, sampled, oob=oob)
     laws = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids, oob=oob)
-    laws.save(run.file("laws_amortized.parquet"))
+    laws.save(run.file(LAWS_AMORTIZED))
     model.save(run.file("amortized_model"))
-    return {"points_predicted": laws.n_points, "points_trained": len(sampled), "points_sampled": n_sampled,
-            "max_train_points": max_train_points, "alpha_prior": model.alpha_prior_,
-            "hidden_layer_sizes": list(model.hidden_layer_sizes_),
+    return {"files": [LAWS_AMORTIZED], "points_predicted": laws.n_points, "points_trained": len(sampled),
+            "points_sampled": n_sampled, "max_train_points": max_train_points,
+            "alpha_prior": model.alpha_prior_, "hidden_layer_sizes": list(model.hidden_layer_sizes_),
             "seconds": round(time.perf_counter() - start, 3)}
 
 
 # --------------------------------------------------------------------------- values, selection, report
 
 
-def _load_laws(path: Path):
+#: Output files of the stages (names inside the run folder).
+LAWS_MLE, LAWS_AMORTIZED = "laws_mle.parquet", "laws_amortized.parquet"
+#: The laws behind ``shapley`` (fit_laws' choice) and the aggregate learning curve, from the value stage.
+LAWS, LEARNING_CURVE = "laws.parquet", "learning_curve.json"
+VALUES, SELECTION, REMOVAL, REPORT = "values.parquet", "selection.parquet", "removal.parquet", "report.md"
+
+
+def _load_laws(run: RunFolder, name: str | None):
     from .laws import FittedScalingLaws
 
-    return FittedScalingLaws.load(path) if path.exists() else None
+    return FittedScalingLaws.load(run.file(name)) if name else None
 
 
 def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
-          target_sizes: Sequence[int] | None = None, method: str = "auto") -> dict[str, Any]:
+          target_sizes: Sequence[int] | None = None, *, laws_mle: str = LAWS_MLE,
+          laws_amortized: str | None = None, method: str = "auto") -> dict[str, Any]:
     """The values table -> ``values.parquet`` (and ``laws.parquet``, ``learning_curve.json``).
 
-    ``shapley`` comes from :func:`pointscale.laws.fit_laws` with ``method``
-    ("auto": the estimator with the best held-out-sample likelihood; its
-    choice and scores are returned and stored with ``laws.parquet``);
-    ``shapley_mle``, ``shapley_amortized``, ``mc_mean`` and ``oob`` sit beside
-    it for comparison. The amortized laws of the previous stage are reused
-    when the chosen estimator needs them on all samples.
+    ``laws_mle`` and ``laws_amortized`` name the law files to use (None: no
+    amortized laws in this run, whatever file the folder holds). ``shapley``
+    comes from :func:`pointscale.laws.fit_laws` with ``method`` ("auto": the
+    estimator with the best held-out-sample likelihood; its choice and scores
+    are returned and stored with ``laws.parquet``); ``shapley_mle``,
+    ``shapley_amortized``, ``mc_mean`` and ``oob`` sit beside it for
+    comparison. The amortized laws named here are reused when the chosen
+    estimator needs them on all samples; without them auto chooses between
+    mle and shrinkage only. ``learning_curve.json``: the aggregate law of the
+    base fits' utilities.
     """
     from .io import atomic_write_json
     from .laws.auto import select_laws
@@ -476,8 +546,8 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     run = RunFolder(run_dir)
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
-    mle = _load_laws(run.file("laws_mle.parquet"))
-    amortized = _load_laws(run.file("laws_amortized.parquet"))
+    mle = _load_laws(run, laws_mle)
+    amortized = _load_laws(run, laws_amortized)
     # u_base (the base fits' utilities) feeds the learning curve.
     samples = load_samples(run_dir, sampling, columns=SAMPLE_COLUMNS + ("u_base",))
     oob = _oob(run_dir)
@@ -496,38 +566,36 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     candidates = None if amortized is not None else ("shrinkage", "mle")
     laws, _ = select_laws(samples, ds, method=method, oob=oob, random_state=cfg.seed, fitted=fitted,
                           candidates=candidates)
-    laws.save(run.file("laws.parquet"))
+    laws.save(run.file(LAWS))
     sizes = list(target_sizes) if target_sizes else [ds.n_pool, 10 * ds.n_pool]
     table = values_table(laws, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=sizes,
                          samples=samples, amortized=amortized,
                          compare={"mle": mle, "amortized": amortized}, oob=oob)
-    atomic_write_parquet(run.file("values.parquet"), table)
-    curve = None
+    atomic_write_parquet(run.file(VALUES), table)
+    files = [VALUES, LAWS]
     try:
         curve = fit_learning_curve(samples, n_pool=ds.n_pool, seed=cfg.seed)
         curve["metric"] = cfg.metric
-        atomic_write_json(run.file("learning_curve.json"), curve)
+        atomic_write_json(run.file(LEARNING_CURVE), curve)
+        files.append(LEARNING_CURVE)
     except DataError as exc:  # too few base fits: say so, do not invent a curve
         curve = {"skipped": str(exc)}
     by_estimator = table["estimator"].value_counts().to_dict()
-    return {"points": int(len(table)), "by_estimator": {str(k): int(v) for k, v in by_estimator.items()},
+    return {"files": files, "points": int(len(table)),
+            "by_estimator": {str(k): int(v) for k, v in by_estimator.items()},
             "estimator": laws.meta["selection"],
             "negative_c": int(table["negative_c"].sum()) if "negative_c" in table else None,
             "target_sizes": sizes, "learning_curve": curve}
 
 
-def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None = None) -> dict[str, Any]:
-    """The m most valuable points at the current size -> ``selection.parquet``."""
+def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None = None, *,
+           laws: str = LAWS_MLE) -> dict[str, Any]:
+    """The m most valuable points at the current size, ranked by the laws in ``laws`` -> ``selection.parquet``."""
     from .valuation import select_points
 
     run = RunFolder(run_dir)
     ds = open_dataset(dataset_path)
-    # The laws the value stage chose (fit_laws), else the MLE, else the amortized laws.
-    source = _load_laws(run.file("laws.parquet"))
-    if source is None:
-        source = _load_laws(run.file("laws_mle.parquet"))
-    if source is None:
-        source = _load_laws(run.file("laws_amortized.parquet"))
+    source = _load_laws(run, laws)
     n_current = int(n_current or ds.n_pool)
     labels = None
     if ds.task == "classification":
@@ -538,11 +606,12 @@ def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None
     if m < 1:
         # Nothing to rank (e.g. every point has fewer than 3 samples): say so, do not invent.
         chosen = pd.DataFrame({"point_id": pd.Series(dtype=str), "predicted_value": pd.Series(dtype=float)})
-        atomic_write_parquet(run.file("selection.parquet"), chosen)
-        return {"selected": 0, "n_current": n_current, "note": "no point has a finite fitted law"}
+        atomic_write_parquet(run.file(SELECTION), chosen)
+        return {"files": [SELECTION], "selected": 0, "n_current": n_current,
+                "note": "no point has a finite fitted law"}
     chosen = select_points(source, n_current, m, labels=labels, balanced=labels is not None)
-    atomic_write_parquet(run.file("selection.parquet"), chosen)
-    return {"selected": int(len(chosen)), "n_current": n_current}
+    atomic_write_parquet(run.file(SELECTION), chosen)
+    return {"files": [SELECTION], "selected": int(len(chosen)), "n_current": n_current}
 
 
 #: Pool points the removal curve refits on at most (7 fits per fraction): beyond
@@ -550,9 +619,9 @@ def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None
 REMOVAL_MAX_TRAIN = 20_000
 
 
-def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
+def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any], *, values: str = VALUES,
             max_train: int | None = REMOVAL_MAX_TRAIN) -> dict[str, Any]:
-    """Removal curve (lowest-valued first vs random) -> ``removal.parquet``.
+    """Removal curve (lowest-valued first vs random), from the values in ``values`` -> ``removal.parquet``.
 
     On pools above ``max_train`` points the curve is computed on a seeded
     subsample of that many (see :func:`~pointscale.valuation.removal_curve`).
@@ -566,55 +635,41 @@ def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     if ds.X_test.shape[0] == 0:
         # Given splits without a test file: scoring on the validation rows the values
         # were computed against would flatter them, so there is no curve.
-        return {"rows": 0, "skipped": "no test split (pass --test to get a removal curve)"}
-    values = pd.read_parquet(run.file("values.parquet"))
-    values = values[["point_id", "shapley"]]
-    curve = removal_curve(ds, values, model=cfg.model, model_params=cfg.model_params, seed=cfg.seed,
+        return {"files": [], "rows": 0, "skipped": "no test split (pass --test to get a removal curve)"}
+    table = pd.read_parquet(run.file(values), columns=["point_id", "shapley"])
+    curve = removal_curve(ds, table, model=cfg.model, model_params=cfg.model_params, seed=cfg.seed,
                           max_train=max_train)
-    atomic_write_parquet(run.file("removal.parquet"), curve)
-    return {"rows": int(len(curve)), "n_pool_used": int(curve["n_pool_used"].iloc[0]),
+    atomic_write_parquet(run.file(REMOVAL), curve)
+    return {"files": [REMOVAL], "rows": int(len(curve)), "n_pool_used": int(curve["n_pool_used"].iloc[0]),
             "n_pool": int(ds.n_pool)}
 
 
-def report(run_dir: str | Path, dataset_path: str) -> dict[str, Any]:
-    """``report.md`` and its figures; returns the path and a short summary text."""
+def report(run_dir: str | Path, dataset_path: str, *, laws: str | None = LAWS_MLE, values: str = VALUES,
+           selection: str | None = SELECTION, removal: str | None = None, chosen_laws: str | None = None,
+           learning_curve: str | None = None) -> dict[str, Any]:
+    """``report.md`` and its figures from the named outputs; returns the path and a short summary text.
+
+    Only the files named here are reported (None: that output is not part of
+    this run), so a rerun with other switches never reports a stale file.
+    ``chosen_laws`` (the value stage's ``laws.parquet``) adds which estimator
+    ``fit_laws`` chose and why; ``learning_curve`` the aggregate learning curve.
+    """
     from .io import read_json
     from .report import report_summary, write_report
 
     run = RunFolder(run_dir)
     ds = open_dataset(dataset_path)
-    laws = _load_laws(run.file("laws_mle.parquet"))
-    values = pd.read_parquet(run.file("values.parquet"))
-    selection = pd.read_parquet(run.file("selection.parquet")) if run.file("selection.parquet").exists() else None
-    experiments = {}
-    if run.file("removal.parquet").exists():
-        experiments["removal"] = pd.read_parquet(run.file("removal.parquet"))
-    manifest = run.read_manifest()
-    chosen = _load_laws(run.file("laws.parquet"))
-    curve_path = run.file("learning_curve.json")
-    curve = read_json(curve_path) if curve_path.exists() else None
-    path = write_report(run.root, dataset=ds, laws=chosen if chosen is not None else laws, values=values,
-                        selection=selection, experiments=experiments or None, manifest=manifest,
-                        estimator_choice=None if chosen is None else chosen.meta.get("selection"),
+    law_table = _load_laws(run, laws)
+    table = pd.read_parquet(run.file(values))
+    chosen = pd.read_parquet(run.file(selection)) if selection else None
+    experiments = {"removal": pd.read_parquet(run.file(removal))} if removal else None
+    # The report lists the run's facts; the stage records (keys, hashes) are for the pipeline.
+    manifest = {k: v for k, v in run.read_manifest().items() if k != "outputs"}
+    picked = _load_laws(run, chosen_laws)
+    curve = read_json(run.file(learning_curve)) if learning_curve else None
+    path = write_report(run.root, dataset=ds, laws=picked if picked is not None else law_table, values=table,
+                        selection=chosen, experiments=experiments, manifest=manifest,
+                        estimator_choice=None if picked is None else picked.meta.get("selection"),
                         learning_curve=curve)
-    summary = report_summary(dataset=ds, laws=laws, values=values, manifest=manifest)
+    summary = report_summary(dataset=ds, laws=law_table, values=table, manifest=manifest)
     return {"path": str(path), "summary": summary}
-
-
-def values_change(before: pd.DataFrame, after: pd.DataFrame) -> dict[str, Any]:
-    """How existing points' Shapley values moved between two values tables."""
-    from scipy.stats import spearmanr
-
-    merged = before[["point_id", "shapley"]].merge(after[["point_id", "shapley"]], on="point_id",
-                                                    suffixes=("_before", "_after"))
-    merged["change"] = merged["shapley_after"] - merged["shapley_before"]
-    ok = np.isfinite(merged["shapley_before"]) & np.isfinite(merged["shapley_after"])
-    rho = float(spearmanr(merged.loc[ok, "shapley_before"], merged.loc[ok, "shapley_after"])[0]) \
-        if ok.sum() > 2 else float("nan")
-    summary = {
-        "points_compared": int(ok.sum()),
-        "points_new": int(len(set(after["point_id"]) - set(before["point_id"]))),
-        "spearman_before_after": rho,
-        "median_abs_change": float(np.nanmedian(np.abs(merged["change"]))) if ok.any() else float("nan"),
-    }
-    return {"table": merged, "summary": summary}

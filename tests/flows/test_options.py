@@ -47,6 +47,7 @@ NON_DEFAULT = {
     "block_size": ["--block-size", "4"], "shard_size": ["--shard-size", "2"], "workers": ["--workers", "3"],
     "dask_address": ["--dask-address", "tcp://127.0.0.1:1"], "amortized": ["--no-amortized"],
     "removal": ["--no-removal"], "select_m": ["--select", "5"], "target_sizes": ["--target-sizes", "10", "20"],
+    "device": ["--device", "auto"],
     "valid": ["--valid", "valid.csv"], "test": ["--test", "test.csv"], "split_column": ["--split-column", "part"],
     "coerce_numeric": ["--coerce-numeric"], "encoding": ["--encoding", "latin-1"],
 }

@@ -139,7 +139,7 @@ class ReproduceConfig(StableConfig):
         None: adult and magic (when installed), else breast_cancer.
     metric : str or None, default=None
         The sampling utility; None: the task's default.
-    transfer_metrics : tuple of str, default=("neg_log_loss",)
+    transfer_metrics : tuple of str, default=("neg_brier", "neg_log_loss")
         Utilities whose value transfer is shown beside the one used.
     seed : int, default=0
     block_size : int, default=32
@@ -151,7 +151,7 @@ class ReproduceConfig(StableConfig):
     models: tuple[ModelScale, ...]
     datasets: tuple[str, ...] | None = None
     metric: str | None = None
-    transfer_metrics: tuple[str, ...] = ("neg_log_loss",)
+    transfer_metrics: tuple[str, ...] = ("neg_brier", "neg_log_loss")
     seed: int = 0
     block_size: int = 32
     shard_size: int = 8

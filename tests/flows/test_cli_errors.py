@@ -71,7 +71,7 @@ HELP = {
     "addition": ["--run-dir", "--n-small", "--n-large", "--repeats"],
     "server": ["--port"],
     "serve": ["--data-dir", "--cron", "--watch-interval"],
-    "reproduce": ["--quick", "--out", "--results"],
+    "reproduce": ["--quick", "--out", "--results", "--datasets", "--models", "--gt-per-size", "--page-only"],
 }
 
 

@@ -301,6 +301,8 @@ def run_reproduction(config: ReproduceConfig, out: str | Path, *, datasets: Sequ
                                                  / ds.n_pool), "fingerprint": ds.fingerprint})
         order = point_order(ds, config.seed)
         for scale in config.models:
+            if scale.datasets is not None and ds.name not in scale.datasets:
+                continue
             t0 = time.perf_counter()
             log(f"{ds.name} / {scale.label}")
             tables, arrays = one_model(phases, ds, scale, config, order, log)

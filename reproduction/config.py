@@ -206,6 +206,7 @@ def full_config() -> ReproduceConfig:
     """
     return ReproduceConfig(
         name="full",
+        transfer_metrics=("neg_log_loss",),  # neg_brier: benchmarks/utility.py (README)
         models=(
             # Extrapolation only to 2000: fits at k = 5000 run at ~15 samples/s on the shared machine.
             ModelScale("logreg", gt_points=1000, gt_per_size=1000, extrap_per_size=6, max_extrap_size=2000,

@@ -186,6 +186,9 @@ def write_results(result: ReproductionResult, path: str | Path, *, command: str 
              f"{man['finished_utc']}. Models: "
              + "; ".join(f"`{m['model']}` {m['model_params'] or '(registry defaults)'}" for m in cfg["models"])
              + ".\n\n" + _table(ds_facts.drop(columns=["fingerprint"], errors="ignore")))
+    if not man.get("finished", True):
+        facts = (f"**Partial run**: it was stopped before every model finished; this page covers "
+                 f"{', '.join(man.get('models_done', [])) or 'nothing yet'}.\n\n" + facts)
     notes = ("Notes from the run:\n\n" + "\n".join(f"* {m}" for m in man.get("messages", []))
              if man.get("messages") else "")
     law_figs, est_figs = [], []

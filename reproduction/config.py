@@ -210,7 +210,10 @@ def full_config() -> ReproduceConfig:
         models=(
             # Extrapolation only to 2000: fits at k = 5000 run at ~15 samples/s on the shared machine.
             ModelScale("logreg", gt_points=1000, gt_per_size=1000, extrap_per_size=6, max_extrap_size=2000,
+                       # initial sizes 500 and 2000 (the paper: 5000): 2 x 200 repeats x 10 cold fits at
+                       # 5,100 rows did not fit the session on the shared machine
                        fit_ns=(10, 30), shapley_ns=(10, 20, 30), extra_points=1000, addition_repeats=200,
+                       addition_sizes=(500, 2000),
                        noisy_points=400, transfer_points=300, transfer_samples=20),
             # Cold fits (~0.1-0.3 s each under load) bound these: one block of 16 points (every base fit
             # serves all 16), on magic (10 features, the MiniBooNE stand-in) only.

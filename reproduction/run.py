@@ -155,7 +155,8 @@ def _addition(phases: Phases, ds: Any, scale: ModelScale, gt: pd.DataFrame, pool
     start = time.perf_counter()
     table, messages = P.point_addition(ds, sources, model=scale.model, model_params=dict(scale.model_params),
                                        sizes=scale.addition_sizes, m=scale.addition_m,
-                                       repeats=scale.addition_repeats, shapley_range=(lo, hi), seed=seed)
+                                       repeats=scale.addition_repeats, shapley_range=(lo, hi), seed=seed,
+                                       map=phases.map)
     fits = int(table.drop_duplicates("laws")["fits"].fillna(0).sum()) if "fits" in table else 0
     phases.experiment_cost(ds.name, scale.label, "point_addition", total, fits, 0,
                            ", ".join(map(str, scale.addition_sizes)), time.perf_counter() - start)

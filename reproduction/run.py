@@ -17,7 +17,7 @@ import builtins
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -43,6 +43,7 @@ class ReproductionResult:
     tables: dict[str, pd.DataFrame]
     manifest: dict[str, Any]
     folder: Path
+    others: list[Path] = field(default_factory=list)
 
     @classmethod
     def load(cls, folder: str | Path) -> "ReproductionResult":
@@ -54,13 +55,38 @@ class ReproductionResult:
             tables[name] = pd.read_csv(p) if p.exists() and p.stat().st_size > 1 else pd.DataFrame()
         return cls(tables=tables, manifest=read_json(folder / "manifest.json"), folder=folder)
 
+    @classmethod
+    def merge(cls, results: Sequence["ReproductionResult"]) -> "ReproductionResult":
+        """One result from runs of the same scale over different datasets (e.g. run side by side).
+
+        Tables are concatenated; the manifest lists every run's datasets,
+        models done, messages and wall time (the longest), and each run's folder.
+        """
+        first = results[0]
+        if len(results) == 1:
+            return first
+        hashes = {r.manifest["config_hash"] for r in results}
+        if len(hashes) > 1:
+            raise ConfigError("runs to merge must share one reproduction config (same scale and options)")
+        tables = {name: pd.concat([r.tables.get(name, pd.DataFrame()) for r in results], ignore_index=True)
+                  for name in TABLES}
+        man = dict(first.manifest)
+        man["datasets"] = [d for r in results for d in r.manifest["datasets"]]
+        man["models_done"] = [m for r in results for m in r.manifest.get("models_done", [])]
+        man["messages"] = [m for r in results for m in r.manifest.get("messages", [])]
+        man["finished"] = all(r.manifest.get("finished", True) for r in results)
+        man["wall_seconds"] = max(r.manifest["wall_seconds"] for r in results)
+        man["finished_utc"] = max(r.manifest["finished_utc"] for r in results)
+        man["folders"] = [str(r.folder) for r in results]
+        return cls(tables=tables, manifest=man, folder=first.folder, others=[r.folder for r in results[1:]])
+
     def arrays(self, dataset: str, model: str) -> dict[str, pd.DataFrame]:
-        base = self.folder / "arrays"
         out = {}
-        for name in ("psi", "se", "pred", "points"):
-            p = base / f"{dataset}_{model}_{name}.parquet"
-            if p.exists():
-                out[name] = pd.read_parquet(p)
+        for folder in [self.folder, *self.others]:
+            for name in ("psi", "se", "pred", "points"):
+                p = folder / "arrays" / f"{dataset}_{model}_{name}.parquet"
+                if p.exists():
+                    out[name] = pd.read_parquet(p)
         return out
 
 

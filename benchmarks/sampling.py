@@ -1,7 +1,8 @@
 """Benchmark: the sampling engine (issue 3) against the paper's protocol.
 
 Run ``python -m benchmarks.sampling`` (``--quick`` for a smaller run,
-``--memory`` to add the peak-memory run of issue 8).
+``--memory`` to add the peak-memory run of issue 8; ``--models`` runs only
+the batched MLP, SVM and multinomial benchmark of :mod:`benchmarks.batched_models`).
 
 What it measures, all in one run so the ratios compare like with like:
 
@@ -245,7 +246,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller run (about a minute)")
     parser.add_argument("--memory", action="store_true", help="also the 10^5-sample peak-memory run")
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--models", action="store_true",
+                        help="only the batched MLP, precomputed-kernel SVM and multinomial logreg (issue 16)")
     args = parser.parse_args(argv)
+    if args.models:
+        from benchmarks.batched_models import run_models
+
+        print("== batched models, one worker: ours vs the paper's protocol (two cold registry fits per sample)")
+        table = run_models(args.quick)
+        print("\n== summary")
+        cols = [c for c in ("model", "dataset", "k", "ratio (cpu)", "ratio (wall)", "acc diff pp", "U corr",
+                            "max |Δ - Δ registry|", "max |Δ - Δ cold|") if c in table.columns]
+        print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        return 0
     quick = args.quick
     budget = 6.0 if quick else 20.0
     n_fid = 100 if quick else 300

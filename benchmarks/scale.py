@@ -85,6 +85,8 @@ class TreeMemory:
         self.peak_sum = 0
         self.peak_single = 0
         self.peak_root = 0
+        self.peak_worker = 0  # a Dask worker or nanny (not the CLI, not a Prefect server)
+        self._kinds: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -107,66 +109,163 @@ class TreeMemory:
                 self.peak_single = max(self.peak_single, rss)
                 if p.pid == self.root.pid:
                     self.peak_root = max(self.peak_root, rss)
+                elif self._kind(p) == "worker":
+                    self.peak_worker = max(self.peak_worker, rss)
             self.peak_sum = max(self.peak_sum, total)
             self._stop.wait(self.interval)
+
+    def _kind(self, proc) -> str:
+        import psutil
+
+        kind = self._kinds.get(proc.pid)
+        if kind is None:
+            try:
+                cmd = " ".join(proc.cmdline())
+            except psutil.Error:
+                return "unknown"
+            kind = self._kinds[proc.pid] = "server" if "prefect" in cmd and "server" in cmd else "worker"
+        return kind
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
 
 
+def _run_cli(args: list[str], out: Path, log_path: Path, timeout: float, env: dict,
+             kill_after_shards: int | None = None) -> dict:
+    """``pointscale run ARGS --out OUT`` in its own session; wall time and peak RSS of its tree.
+
+    With ``kill_after_shards``, the whole process group is SIGKILLed as soon as
+    that many ledger shards are committed (the crash of a resume check).
+    """
+    import signal
+
+    import resource
+
+    cmd = [sys.executable, "-m", "flows.cli", "run", *args, "--out", str(out)]
+    load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        mem = TreeMemory(proc.pid)
+        killed = False
+        try:
+            deadline = started + timeout
+            while proc.poll() is None:
+                if time.perf_counter() > deadline:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    raise RuntimeError(f"{' '.join(cmd)} ran past {timeout:.0f} s; see {log_path}")
+                if kill_after_shards is not None:
+                    shards = out / "samples" / "shards"
+                    done = len(list(shards.glob("*.parquet.sha256"))) if shards.exists() else 0
+                    if done >= kill_after_shards:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                        killed = True
+                        break
+                time.sleep(0.2)
+        finally:
+            mem.stop()
+            try:  # Dask workers can outlive the leader in its group
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the command and every descendant it waited for (workers included):
+    # on a shared machine, cpu / cores bounds what the wall time would be without the others.
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if not killed and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode} after {wall:.0f} s:\n"
+                           f"{log_path.read_text()[-3000:]}")
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 1), "killed": killed,
+            "peak_rss_tree_mb": round(mem.peak_sum / 2**20, 1),
+            "peak_rss_process_mb": round(mem.peak_single / 2**20, 1),
+            "peak_rss_cli_mb": round(mem.peak_root / 2**20, 1),
+            "peak_rss_worker_mb": round(mem.peak_worker / 2**20, 1),
+            "load_1min_at_start": round(load, 2), "under_load": load > (os.cpu_count() or 1),
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _run_facts(out: Path) -> dict:
+    """Stage timings, counts and ledger size of a finished run folder."""
+    from pointscale.sampling import Ledger
+
+    manifest = json.loads((out / "run.json").read_text())
+    stats = Ledger(out / "samples").stats()
+    counts = manifest.get("counts", {})
+    # Everything the ledger folder holds (sample shards, commit records, and any
+    # evidence files recorded beside them), not only the sample Parquet bytes.
+    on_disk = sum(p.stat().st_size for p in (out / "samples").rglob("*")
+                  if p.is_file() and "quarantine" not in p.parts)
+    return {
+        "n_pool": int(manifest["dataset"]["n_pool"]),
+        "timings": {s: manifest.get("timings", {}).get(s) for s in STAGES},
+        "counts": counts,
+        "ledger_rows": stats["rows"],
+        "ledger_bytes": on_disk,
+        "ledger_sample_parquet_bytes": stats["bytes"],
+        "ledger_bytes_per_sample": round(on_disk / max(stats["rows"], 1), 2),
+        "shards": counts.get("shards_planned"),
+        "fits": counts.get("fits_executed"),
+        "sample_seconds_per_sample": round((manifest["timings"].get("sample") or 0) / max(stats["rows"], 1), 8),
+    }
+
+
 def run_size(n_pool: int, spp: int, work: Path, workers: int, timeout: float, env: dict) -> dict:
-    """One ``pointscale run`` at ``n_pool`` points; its timings, memory and ledger facts."""
+    """One ``pointscale run`` at ``n_pool`` synthetic points; its timings, memory and ledger facts."""
     data = make_data(n_pool, work / f"synthetic-{n_pool}.parquet")
     out = work / f"run-{n_pool}-s{spp}"
     if out.exists():  # a fresh run every time: nothing reused from an earlier attempt
         import shutil
 
         shutil.rmtree(out)
-    cmd = [sys.executable, "-m", "flows.cli", "run", "--dataset", str(data), "--target", "label",
-           "--id-column", "row_id", "--points", "all", "--samples-per-point", str(spp),
-           "--workers", str(workers), "--out", str(out)]
-    load = os.getloadavg()[0]
-    started = time.perf_counter()
-    log = open(work / f"run-{n_pool}-s{spp}.log", "w")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    mem = TreeMemory(proc.pid)
-    try:
-        code = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        code = -9
-    finally:
-        mem.stop()
-        log.close()
-    wall = time.perf_counter() - started
-    if code != 0:
-        tail = (work / f"run-{n_pool}-s{spp}.log").read_text()[-3000:]
-        raise RuntimeError(f"pointscale run at n={n_pool} exited {code} after {wall:.0f} s:\n{tail}")
-    manifest = json.loads((out / "run.json").read_text())
+    args = ["--dataset", str(data), "--target", "label", "--id-column", "row_id", "--points", "all",
+            "--samples-per-point", str(spp), "--workers", str(workers)]
+    row = _run_cli(args, out, work / f"run-{n_pool}-s{spp}.log", timeout, env)
+    row.update(_run_facts(out), samples_per_point=spp, workers=workers)
+    return row
+
+
+def resume_check(dataset: str, spp: int, work: Path, workers: int, timeout: float, env: dict,
+                 kill_fraction: float) -> dict:
+    """A clean run, then a run SIGKILLed after ``kill_fraction`` of its shards and its rerun.
+
+    Reports the clean run's wall time and peak RSS, how many samples were
+    committed at the kill, and how many the rerun reused and added (it must
+    reuse every committed one), and whether the final ledgers are identical.
+    """
+    import shutil
+
     from pointscale.sampling import Ledger
 
-    stats = Ledger(out / "samples").stats()
-    counts = manifest.get("counts", {})
-    return {
-        "n_pool": int(manifest["dataset"]["n_pool"]),
-        "samples_per_point": spp,
-        "workers": workers,
-        "timings": {s: manifest.get("timings", {}).get(s) for s in STAGES},
-        "wall_s": round(wall, 2),
-        "peak_rss_tree_mb": round(mem.peak_sum / 2**20, 1),
-        "peak_rss_process_mb": round(mem.peak_single / 2**20, 1),
-        "peak_rss_cli_mb": round(mem.peak_root / 2**20, 1),
-        "ledger_rows": stats["rows"],
-        "ledger_bytes": stats["bytes"],
-        "ledger_bytes_per_sample": round(stats["bytes"] / max(stats["rows"], 1), 2),
-        "shards": counts.get("shards_planned"),
-        "fits": counts.get("fits_executed"),
-        "sample_seconds_per_sample": round(manifest["timings"]["sample"] / max(stats["rows"], 1), 8),
-        "load_1min_at_start": round(load, 2),
-        "under_load": load > (os.cpu_count() or 1),
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    args = ["--dataset", dataset, "--points", "all", "--samples-per-point", str(spp), "--workers", str(workers)]
+    clean = work / f"{dataset}-clean"
+    crashed = work / f"{dataset}-crash"
+    for folder in (clean, crashed):
+        if folder.exists():
+            shutil.rmtree(folder)
+    # As a user runs it: the CLI starts (and stops) its own local Prefect server.
+    env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+    result = {"dataset": dataset, "samples_per_point": spp, "workers": workers}
+    result["clean"] = _run_cli(args, clean, work / f"{dataset}-clean.log", timeout, env)
+    result["clean"].update(_run_facts(clean))
+    n_shards = result["clean"]["shards"]
+    kill_at = max(1, int(round(kill_fraction * n_shards)))
+    result["crash"] = _run_cli(args, crashed, work / f"{dataset}-crash.log", timeout, env, kill_after_shards=kill_at)
+    committed = Ledger(crashed / "samples").read_table(["point_id"]).num_rows
+    result["crash"]["committed_samples_at_kill"] = committed
+    result["rerun"] = _run_cli(args, crashed, work / f"{dataset}-rerun.log", timeout, env)
+    result["rerun"].update(_run_facts(crashed))
+    counts = result["rerun"]["counts"]
+    a = Ledger(clean / "samples").read().sort_values("sample_id").reset_index(drop=True)
+    b = Ledger(crashed / "samples").read().sort_values("sample_id").reset_index(drop=True)
+    result["rerun_reused_every_committed_sample"] = counts.get("samples_reused") == committed
+    result["ledgers_identical"] = bool(a.drop(columns=["error"], errors="ignore").equals(
+        b.drop(columns=["error"], errors="ignore")))
+    return result
 
 
 def growth(rows: list[dict]) -> list[dict]:
@@ -213,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--force", action="store_true", help="redo sizes already in the results file")
     parser.add_argument("--quick", action="store_true", help="sizes 1000 and 10000")
+    parser.add_argument("--resume-check", metavar="DATASET",
+                        help="instead: a clean run of DATASET with --points all, then one SIGKILLed after "
+                             "--kill-fraction of its shards and its rerun (e.g. adult)")
+    parser.add_argument("--kill-fraction", type=float, default=0.5)
     args = parser.parse_args(argv)
     sizes = [1000, 10_000] if args.quick else args.sizes
     work = args.work or Path(tempfile.mkdtemp(prefix="pointscale-scale-"))
@@ -227,6 +330,14 @@ def main(argv: list[str] | None = None) -> int:
     with local_prefect_server(timeout=180) as url:
         env = dict(os.environ, PREFECT_API_URL=url, PYTHONPATH=os.pathsep.join(
             [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        if args.resume_check:
+            out = resume_check(args.resume_check, args.samples_per_point, work, args.workers, args.timeout, env,
+                               args.kill_fraction)
+            path = args.results.with_name(f"resume-{args.resume_check}.json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(out, indent=1) + "\n")
+            print(json.dumps(out, indent=1))
+            return 0
         for n in sizes:
             want = (n, args.samples_per_point, args.workers)
             if not args.force and any(key(r) == want for r in results["runs"]):

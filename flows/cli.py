@@ -137,6 +137,9 @@ def cmd_run(args) -> int:
 
 def cmd_revalue(args) -> int:
     execution = options_from_args(ExecutionOptions, args)
+    from pointscale.pipeline import check_extension
+
+    check_extension(args.run_dir, args.dataset)  # bad new data: one line, before any server or fit
     with ExitStack() as stack:
         _server(stack)
         from flows.pipeline import revalue_flow
@@ -207,7 +210,8 @@ def cmd_addition(args) -> int:
         raise ConfigError(f"{args.run_dir} holds no finished run (run.json missing)")
     ds = open_dataset(manifest["dataset"]["path"])
     laws = FittedScalingLaws.load(run.file("laws_mle.parquet"))
-    result = point_addition_experiment(ds, laws, model=manifest["config"]["sampling"]["model"],
+    sampling = manifest["config"]["sampling"]
+    result = point_addition_experiment(ds, laws, model=sampling["model"], model_params=sampling["model_params"],
                                        n_small=args.n_small, n_large=args.n_large, m=args.m,
                                        repeats=args.repeats, seed=manifest["config"]["data"]["seed"])
     frame = result.to_frame() if hasattr(result, "to_frame") else pd.DataFrame(result)

@@ -31,9 +31,10 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Sequence, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 from pointscale.errors import ConfigError
 
@@ -62,6 +63,13 @@ class Cli:
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
 
+def _absolute_if_exists(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
+
+
 class DataOptions(BaseModel):
     """Which data a run values, and how it is split."""
 
@@ -77,6 +85,23 @@ class DataOptions(BaseModel):
     task: Optional[Literal["classification", "regression"]] = Field(
         None, description="default: inferred from the target")
     seed: Annotated[int, Field(ge=0)] = Field(0, description="root seed of every random draw")
+    valid: Annotated[Optional[str], Cli(metavar="FILE")] = Field(
+        None, description="your own validation file or folder (same columns); then --dataset is the training "
+                          "pool, all of it valued, and nothing is drawn")
+    test: Annotated[Optional[str], Cli(metavar="FILE")] = Field(
+        None, description="your own test file or folder (with --valid; default: no test split)")
+    split_column: Optional[str] = Field(
+        None, description="column whose values train/valid/test give each row's split (instead of files)")
+    coerce_numeric: bool = Field(
+        False, description="read stray non-numbers in numeric columns as missing (counted in run.json) "
+                           "instead of stopping")
+    encoding: Optional[str] = Field(None, description="text encoding of CSV files (default: utf-8)")
+
+    @field_validator("valid", "test")
+    @classmethod
+    def _absolute(cls, value: Optional[str]) -> Optional[str]:
+        # Served flows run elsewhere: a file given relative to the caller's folder is kept absolute.
+        return _absolute_if_exists(value)
 
     def data_config(self) -> dict[str, Any]:
         """The :class:`pointscale.data.DataConfig` fields (``dataset`` is its ``source``)."""
@@ -87,15 +112,28 @@ class DataOptions(BaseModel):
 class SamplingOptions(DataOptions):
     """What is sampled: the model, the utility, the subset sizes and counts."""
 
-    model: str = Field("logreg", description="model registry name")
+    model: Optional[str] = Field(
+        None, description="registry name (logreg, ridge, xgboost, knn, ...) or your own scikit-learn-compatible "
+                          "class as module:Class, e.g. sklearn.svm:SVC (default: logreg for classification, ridge "
+                          "for regression)")
     model_params: Annotated[dict[str, Any], Cli("--model-param", "NAME=VALUE")] = Field(
         default_factory=dict,
         description="extra model setting, repeatable (e.g. n_estimators=100); values are JSON when they parse")
     metric: Optional[str] = Field(
         None, description="utility: paper_ce (classification default), neg_brier, accuracy, neg_log_loss "
-                          "(validation-specific), sklearn:NAME; neg_mse (regression default)")
-    points: Union[PositiveInt, Literal["all"]] = Field(
-        "all", description="N points drawn with the seed, or all")
+                          "(validation-specific); neg_mse (regression default); or sklearn:NAME for any "
+                          "scikit-learn scorer")
+    points: Union[PositiveInt, Literal["all"], str] = Field(
+        "all", description="N points drawn with the seed, all, or a FILE with one point id per line")
+
+    @field_validator("points", mode="before")
+    @classmethod
+    def _points(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)  # "100" from the command line is a count, not a file name
+        if isinstance(value, str) and value != "all":
+            return _absolute_if_exists(value)
+        return value
     samples_per_point: Annotated[int, Field(ge=1)] = Field(100, description="samples per valued point")
     k_min: Optional[Annotated[int, Field(ge=1)]] = Field(
         None, description="smallest subset size (default: 100, or less if the data is small)")
@@ -104,6 +142,9 @@ class SamplingOptions(DataOptions):
     block_size: Annotated[int, Field(ge=1)] = Field(32, description="points sharing one base subset")
     shard_size: Optional[Annotated[int, Field(ge=1)]] = Field(
         None, description="blocks per task (default: about 2 s of fits per task, >= 4 tasks per worker)")
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu", description="where the batched MLP and logistic solvers compute: cuda fails without a GPU, "
+                           "auto falls back to the CPU with a warning (never changes a sample beyond rounding)")
 
     def sampling_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`pointscale.pipeline.resolve_sampling` (without the data)."""

@@ -135,11 +135,7 @@ def revalue_flow(
         config = manifest["config"]
         # The run's own options; only where the fits run may change.
         options = PipelineOptions.model_validate({**config["options"], **execution.model_dump()})
-        old_info = manifest["dataset"]
-        if manifest.get("kind") == "revalue" and manifest.get("status") != "completed" \
-                and manifest.get("previous_dataset"):
-            # An interrupted revaluation: extend the version it started from again.
-            old_info = manifest["previous_dataset"]
+        old_info = pipeline.base_version(manifest)
         data = dict(config["data"], source=str(source))
         ds_info = ingest_tasks.ingest(data, str(run.root), base_path=old_info["path"])
         if ds_info["fingerprint"] == old_info["fingerprint"]:

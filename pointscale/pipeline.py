@@ -77,6 +77,29 @@ def ingest(data: Mapping[str, Any], run_dir: str | Path | None = None, base_path
     }
 
 
+def base_version(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The dataset version a revaluation of this run extends (its ``run.json`` entry)."""
+    if manifest.get("kind") == "revalue" and manifest.get("status") != "completed" \
+            and manifest.get("previous_dataset"):
+        # An interrupted revaluation: extend the version it started from again.
+        return dict(manifest["previous_dataset"])
+    return dict(manifest["dataset"])
+
+
+def check_extension(run_dir: str | Path, source: str) -> None:
+    """Before any compute: ``source`` must extend the run's dataset version.
+
+    Same columns and classes, and -- with given splits -- the same validation
+    and test rows. Raises the DataError the revaluation would raise inside
+    the flow, so the command line can say it in one line first.
+    """
+    manifest = RunFolder(run_dir).read_manifest()
+    if not manifest.get("config"):
+        raise ConfigError(f"{run_dir} holds no completed pipeline run to extend; run `pointscale run` first")
+    data = DataConfig.from_dict(dict(manifest["config"]["data"], source=str(source)))
+    load_from_config(data, base=open_dataset(base_version(manifest)["path"]))
+
+
 def read_point_ids(path: str | Path) -> list[str]:
     """Point ids from a file, one per line (blank lines and ``#`` comments skipped, duplicates dropped)."""
     file = Path(path)
@@ -129,7 +152,7 @@ def choose_points(dataset: Dataset, points: int | str | None, seed: int) -> list
 #: on the 2-core development machine; only used to size shards, never for results.
 FIT_SECONDS = {
     "logreg": 0.0003, "ridge": 0.0001, "linear": 0.0001,  # batched exact fast paths
-    "knn": 0.008, "decision_tree": 0.006, "svm": 0.02, "xgboost": 0.05, "mlp": 0.1,
+    "knn": 0.008, "decision_tree": 0.006, "svm": 0.02, "xgboost": 0.05, "mlp": 0.1, "mlp_batched": 0.02,
     "hist_gbm": 0.1, "random_forest": 0.1,
 }
 #: Seconds of fitting per shard: ~20x a Prefect task's overhead on Dask (~85 ms),
@@ -156,7 +179,7 @@ def auto_shard_size(model: str, block_size: int, n_points: int, n_rounds: int, w
 def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | None, k_max: int | None,
                      samples_per_point: int, seed: int, block_size: int, shard_size: int | None,
                      n_points: int, model_params: Mapping[str, Any] | None = None,
-                     workers: int | None = None):
+                     workers: int | None = None, device: str = "cpu"):
     """The validated sampling config of a run on ``dataset``.
 
     Unset k bounds follow :func:`pointscale.sampling.config.default_k_range`:
@@ -165,16 +188,18 @@ def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | No
     that are set are validated (an error names the largest k the pool allows;
     a k_max beyond a third of the pool is accepted with a ``FinitePoolWarning``).
     ``shard_size`` None means :func:`auto_shard_size` (an execution setting:
-    it never changes a sample).
+    it never changes a sample), as is ``device``.
     """
     from .sampling import SamplingConfig
     from .sampling.config import default_k_min
+    from .sampling.devices import resolve_device
     from .sampling.models import default_model
 
+    resolve_device(device)  # no GPU for device="cuda": one line, before anything runs
     if model is None:  # the default follows the task, as the metric's does
         model = default_model(dataset.task)
     common = dict(model=model, metric=metric, samples_per_point=samples_per_point, seed=seed,
-                  block_size=block_size, model_params=dict(model_params or {}))
+                  block_size=block_size, model_params=dict(model_params or {}), device=device)
     if shard_size is None:
         shard_size = auto_shard_size(str(model), block_size, n_points, samples_per_point, workers)
     common["shard_size"] = shard_size
@@ -398,7 +423,8 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
         sampled = sampled[np.sort(pick)]
         samples = samples.loc[samples["point_id"].isin(sampled)]
     idx = ds.index_of(sampled.tolist())
-    model = AmortizedScalingLaws(random_state=cfg.seed, **dict(params or {}))
+    # The dataset knows its task; inferring it from y would call integer targets (diabetes) classes.
+    model = AmortizedScalingLaws(random_state=cfg.seed, **{"task": ds.task, **dict(params or {})})
     model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, sampled)
     laws = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids)
     laws.save(run.file("laws_amortized.parquet"))

@@ -190,6 +190,11 @@ class SamplingConfig(StableConfig):
     shard_size : int, default=64
         Blocks per shard (the unit of work of a task or worker). Execution
         only: never changes a sample.
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where the batched solvers compute (:mod:`pointscale.sampling.devices`):
+        ``cuda`` fails at once without a GPU, ``auto`` falls back to the CPU
+        with a warning. Execution only: a GPU computes the same samples up to
+        floating-point rounding.
     """
 
     model: Any = None
@@ -205,8 +210,9 @@ class SamplingConfig(StableConfig):
     block_size: int = 32
     fast_path: bool = True
     shard_size: int = 64
+    device: str = "cpu"
 
-    _unhashed: ClassVar[tuple[str, ...]] = ("shard_size",)
+    _unhashed: ClassVar[tuple[str, ...]] = ("shard_size", "device")
 
     # ------------------------------------------------------------------ validation
 
@@ -248,6 +254,9 @@ class SamplingConfig(StableConfig):
         if not isinstance(self.fast_path, (bool, np.bool_)):
             raise ConfigError(f"fast_path={self.fast_path!r} must be True or False")
         set_("fast_path", bool(self.fast_path))
+        from .devices import check_device_name
+
+        check_device_name(self.device)
 
         if self.mode == "uniform":
             if self.sizes is not None:

@@ -11,8 +11,10 @@ workers).
 For each block: draw the base subset D (:mod:`.plans`), fit D once, then
 D ∪ {z} for every z of the block --
 
-* through a batched exact solver (:mod:`.fastpath`) for logistic, ridge and
-  linear regression when ``fast_path=True``;
+* through a batched solver when ``fast_path=True``: exact ones
+  (:mod:`.fastpath`) for logistic, ridge and linear regression, the paper's
+  MLP trained for the whole block at once (:mod:`.batched_mlp`), the SVM on
+  one precomputed kernel per block (:mod:`.svm_kernel`);
 * otherwise with the registry's estimator or the user's own (a class path,
   :mod:`.estimators`): cold fits that share the base (and the model seed)
   for every learner, warm-started from the base solution for registry
@@ -38,7 +40,8 @@ base_id, plan_key    int64, identity of the base and of the plan
 round, block         int64, position in the plan
 block_members        str, the block's pool indices (``w:hex``, see plans) to redraw D
 model, metric        str
-method               str, ``batched_newton``, ``rank_one``, ``warm`` or ``cold``
+method               str, ``batched_newton``, ``rank_one``, ``batched_adam``,
+                     ``precomputed_kernel``, ``warm`` or ``cold``
 dataset_fingerprint  str
 config_hash          str, :meth:`SamplingConfig.identity_hash`
 ==================== ==========================================================
@@ -60,6 +63,7 @@ from ..data import Dataset, open_dataset
 from ..errors import LedgerError
 from ..seeding import STREAM_MODEL, combine_ids, int_seed
 from .config import SamplingConfig
+from .devices import resolve_device
 from .fastpath import fast_solver_for
 from .metrics import METRICS, utility
 from .models import MODELS, estimator_factory, make_estimator, warm_start_exact
@@ -206,11 +210,11 @@ class _Fitter:
                 "errors": errors, "method": method}
 
 
-def _fast_block(solver, ds: Dataset, D: np.ndarray, Z: np.ndarray) -> dict[str, Any] | None:
+def _fast_block(solver, ds: Dataset, D: np.ndarray, Z: np.ndarray, seed: int) -> dict[str, Any] | None:
     """The block through a batched solver; None when the solver declines (use the model)."""
     try:
         with np.errstate(all="ignore"):
-            fit = solver(ds.X_train[D], ds.y_train[D], ds.X_train[Z], ds.y_train[Z])
+            fit = solver(ds.X_train[D], ds.y_train[D], ds.X_train[Z], ds.y_train[Z], seed=seed)
     except (ArithmeticError, ValueError, np.linalg.LinAlgError):
         # Numerical trouble in the batched solver: let the model itself fit this
         # block (its failures, if any, are then recorded as such).
@@ -260,10 +264,12 @@ def run_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
     identity = cfg.identity_hash()
     info = pool_info(ds)
     solver = None
+    device = resolve_device(cfg.device)  # a missing GPU fails here, before any fit
     # Batched solvers score with the built-in metrics' stacked arithmetic only.
     if cfg.fast_path and cfg.model in MODELS and cfg.metric in METRICS:
         settings = dict(make_estimator(cfg.model, ds.task, 0, cfg.model_params).get_params(deep=False))
-        solver = fast_solver_for(cfg.model, settings, ds.task, ds.n_classes, ds.X_val, ds.y_val, cfg.metric)
+        solver = fast_solver_for(cfg.model, settings, ds.task, ds.n_classes, ds.X_val, ds.y_val, cfg.metric,
+                                 device)
     fitter = _Fitter(ds, cfg)
 
     cols: dict[str, list] = {c: [] for c in COLUMNS}
@@ -271,7 +277,10 @@ def run_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
         for block in blocks:
             Z = info.indices(block.point_ids)
             D = draw_subset(info, cfg.seed, block.base_id, block.k, Z)
-            out = _fast_block(solver, ds, D, Z) if solver is not None else None
+            # The model seed is the block's, as on the generic path (same initialisation for D and D ∪ {z}).
+            seed = cfg.model_params.get("random_state")  # a seed the user set wins, as on the generic path
+            seed = int_seed(cfg.seed, STREAM_MODEL, block.base_id) if seed is None else int(seed)
+            out = _fast_block(solver, ds, D, Z, seed) if solver is not None else None
             if out is None:
                 out = fitter(block, D, Z)
             B = len(Z)

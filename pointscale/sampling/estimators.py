@@ -14,12 +14,13 @@ also takes an unfitted estimator object and stores it as its class path plus
   settings (:func:`build`); a user's object never crosses a process boundary.
   Nested estimators (a ``Pipeline``'s steps, a bagging ensemble's base) are
   encoded the same way, recursively.
-* **Checked before any compute** (:func:`check_estimator`): the class
-  imports (and is importable under its path, so not defined in ``__main__``),
-  has ``fit``/``get_params``/``set_params``, and accepts its settings;
-  :func:`check_response` then checks, per metric, that it can produce what
-  the metric scores (``predict_proba``, ``decision_function`` or
-  ``predict``).
+* **Checked before any compute**: :func:`normalize` (at construction of
+  the config) -- the class imports (and is importable under its path, so not
+  defined in ``__main__``), has ``fit``/``get_params``/``set_params``, and
+  accepts its settings; then, with the data, :func:`check_for_task` (a
+  classifier is not used for a regression) and :func:`check_response` (it
+  offers what the metric scores: ``predict_proba``, ``decision_function`` or
+  ``predict``), and scikit-learn's own parameter checks.
 
 Seeds: an estimator with a ``random_state`` setting left at None gets the
 per-base integer seed (common random numbers across the fits of a block, as
@@ -191,13 +192,6 @@ def _set_params(est: Any, params: Mapping[str, Any], path: str) -> None:
         valid = sorted(est.get_params(deep=False))
         raise ConfigError(f"model {path!r} does not accept setting(s) {', '.join(sorted(params))}: {exc} "
                           f"(valid: {', '.join(valid)})") from None
-
-
-def check_params(path: str, params: Mapping[str, Any]) -> None:
-    """ConfigError if the class rejects a setting name or value (before any compute)."""
-    from .models import validate_estimator_params
-
-    validate_estimator_params(build(path, params, seed=None), path)
 
 
 def build(path: str, params: Mapping[str, Any], seed: int | None) -> Any:

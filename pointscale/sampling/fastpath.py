@@ -30,7 +30,12 @@ unpenalised intercept b (together θ, with x̃ = [x, 1]),
    rank-(K−1) term (x̃x̃ᵀ) ⊗ (diag p − ppᵀ), applied by Woodbury with a K × K
    solve per column. The intercepts are unpenalised and invariant to a common
    shift; a unit curvature along that one direction fixes the gauge (their
-   sum stays 0) without changing any prediction.
+   sum stays 0) without changing any prediction. Each column's step is
+   damped by backtracking on its own objective (the approximate Hessian is
+   positive definite, so the step descends): with many features and few
+   rows (d = 500, k = 300) a single point can move the optimum far enough
+   that the full step overshoots, and the damped iteration still converges
+   in ~20 iterations instead of falling back to exact Newton per column.
 
 Failure modes: a singular base Hessian cannot occur with C < ∞ (the penalty
 makes it positive definite; the gauge term covers the intercepts). Perfectly
@@ -54,7 +59,7 @@ predictions of all columns, the same arithmetic as for a single estimator.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from scipy.linalg import LinAlgError
@@ -65,12 +70,14 @@ from .metrics import METRICS
 
 STEP_TOL = 1e-12
 REL_TOL = 1e-10      # batched columns: step ≤ 1e-10 × ‖θ_z − θ₀‖∞ (relative accuracy of Δθ)
-MAX_BATCH_ITER = 30
+MAX_MULTI_ITER = 100  # damped quasi-Newton iterations (multinomial) before the exact fallback
 QN_CONTRACTION = 0.5  # a column whose step shrinks less than this per iteration goes exact
 QN_ITER = 20         # quasi-Newton iterations with the base Hessian before switching
 EXACT_ITER = 20      # exact batched Newton iterations for the columns still moving
 MAX_NEWTON_ITER = 100
-MAX_MULTINOMIAL_PARAMS = 1500
+# Dense (d+1)K Hessian: 6000 parameters is a 288 MB matrix and one Cholesky per base;
+# measured 30x two cold exact fits at 5,010 (benchmarks/sampling.py --models).
+MAX_MULTINOMIAL_PARAMS = 6000
 
 
 def cho_factor(A: np.ndarray) -> np.ndarray:
@@ -98,6 +105,10 @@ class BlockFit:
     method: str
     iterations: int = 0
     fallbacks: int = 0
+    #: The base model (trained on D alone) as a function of feature rows: class
+    #: probabilities (n, K) for classification, predictions (n,) for regression.
+    #: Scoring pool points outside D costs a prediction, not a fit (out-of-bag evidence).
+    predict_base: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def _augment(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
@@ -224,7 +235,7 @@ class LogisticBinarySolver:
         proba = np.stack([1.0 - p1, p1], axis=-1)
         return self.metric.from_proba(proba, self.y_val)
 
-    def __call__(self, Xd, yd, Xz, yz) -> BlockFit:
+    def __call__(self, Xd, yd, Xz, yz, seed: int | None = None) -> BlockFit:
         C = self.C
         X1 = _augment(Xd, self.fit_intercept)
         Z1 = _augment(Xz, self.fit_intercept)  # (B, d1)
@@ -279,8 +290,14 @@ class LogisticBinarySolver:
                 Theta[:, b], done[b] = newton_binary(Xb, np.append(y, yz[b]), C, pen, Theta[:, b])
                 fallbacks += 1
         scores = self._score(np.column_stack([theta0, Theta]))
+        fit_intercept = self.fit_intercept
+
+        def predict_base(X):
+            p1 = expit(_augment(X, fit_intercept) @ theta0)
+            return np.column_stack([1.0 - p1, p1])
+
         return BlockFit(u_base=float(scores[0]), u_with=scores[1:], converged=done & ok0,
-                        method=self.method, iterations=it, fallbacks=fallbacks)
+                        method=self.method, iterations=it, fallbacks=fallbacks, predict_base=predict_base)
 
 
 # --------------------------------------------------------------------------- multinomial logistic
@@ -347,7 +364,7 @@ class LogisticMultinomialSolver(LogisticBinarySolver):
         logits = np.einsum("nj,bjk->bnk", self.Xv1, Thetas)
         return self.metric.from_proba(softmax(logits, axis=-1), self.y_val)
 
-    def __call__(self, Xd, yd, Xz, yz) -> BlockFit:
+    def __call__(self, Xd, yd, Xz, yz, seed: int | None = None) -> BlockFit:
         C, K = self.C, self.K
         X1 = _augment(Xd, self.fit_intercept)
         Z1 = _augment(Xz, self.fit_intercept)
@@ -372,10 +389,19 @@ class LogisticMultinomialSolver(LogisticBinarySolver):
         Thetas = np.repeat(Theta0[None], B, axis=0)            # (B, d1, K)
         done = np.zeros(B, dtype=bool)
         active = np.ones(B, dtype=bool)                        # columns still iterating
-        last = np.full(B, np.inf)
         eye = np.eye(K)
+
+        def objective(Th):
+            """F_{D∪z}(θ_z) of every column: (B,)."""
+            M = np.einsum("ij,bjk->bik", X1, Th)
+            mz = np.einsum("bj,bjk->bk", Z1, Th)
+            return (C * (np.sum(logsumexp(M, axis=-1) - np.sum(M * Y[None], axis=-1), axis=1)
+                         + logsumexp(mz, axis=-1) - np.sum(mz * Yz, axis=-1))
+                    + 0.5 * np.sum(pen[None, :, None] * Th * Th, axis=(1, 2)))
+
+        f = objective(Thetas)
         it = 0
-        for it in range(1, MAX_BATCH_ITER + 1):
+        for it in range(1, MAX_MULTI_ITER + 1):
             M = np.einsum("ij,bjk->bik", X1, Thetas)            # (B, k, K)
             R = softmax(M, axis=-1) - Y[None]
             mz = np.einsum("bj,bjk->bk", Z1, Thetas)
@@ -389,19 +415,25 @@ class LogisticMultinomialSolver(LogisticBinarySolver):
             inner = np.linalg.solve(eye[None] + S @ Q, rhs[:, :, None])[:, :, 0]
             step = (Uf - np.einsum("bdk,bk->bd", W, inner)).reshape(B, d1, K)
             step[~active] = 0.0
-            Thetas = Thetas - step
-            flat = step.reshape(B, D)
-            small = active & _small_step(flat, Thetas.reshape(B, D), axis=1,
+            # The approximate Hessian is positive definite, so the step is a descent
+            # direction: backtracking (Armijo, per column) makes the iteration converge
+            # even for a point that moves the solution far (many features, few rows),
+            # where the full step can overshoot.
+            dec = np.sum(Gf * step.reshape(B, D), axis=1)
+            t = np.ones(B)
+            for _ls in range(40):
+                new = Thetas - t[:, None, None] * step
+                f_new = objective(new)
+                ok = ~active | (f_new <= f - 1e-4 * t * dec) | (dec < 1e-12 * (1.0 + np.abs(f)))
+                if ok.all():
+                    break
+                t = np.where(ok, t, 0.5 * t)
+            Thetas, f = new, f_new
+            taken = (t[:, None] * step.reshape(B, D))
+            small = active & _small_step(taken, Thetas.reshape(B, D), axis=1,
                                          moved=(Thetas - Theta0[None]).reshape(B, D))
             done |= small
-            # As in the binary solver: a column that contracts slowly or diverges
-            # stops here (its diverging step undone) and is finished by damped Newton.
-            size = np.max(np.abs(flat), axis=1)
-            stalled = active & ~small & (size > QN_CONTRACTION * last)
-            grew = stalled & (size > last)
-            Thetas[grew] += step[grew]
-            last = np.where(active, size, last)
-            active &= ~small & ~stalled
+            active &= ~small
             if not active.any():
                 break
         fallbacks = 0
@@ -410,8 +442,13 @@ class LogisticMultinomialSolver(LogisticBinarySolver):
                                                     C, pen, gauge, Thetas[b])
             fallbacks += 1
         scores = self._score_all(np.concatenate([Theta0[None], Thetas]))
+        fit_intercept = self.fit_intercept
+
+        def predict_base(X):
+            return softmax(_augment(X, fit_intercept) @ Theta0, axis=1)
+
         return BlockFit(u_base=float(scores[0]), u_with=scores[1:], converged=done & ok0,
-                        method=self.method, iterations=it, fallbacks=fallbacks)
+                        method=self.method, iterations=it, fallbacks=fallbacks, predict_base=predict_base)
 
 
 # --------------------------------------------------------------------------- ridge / least squares
@@ -430,7 +467,7 @@ class RidgeSolver:
         self.y_val = np.asarray(y_val, dtype=np.float64)
         self.metric = METRICS[metric]
 
-    def __call__(self, Xd, yd, Xz, yz) -> BlockFit | None:
+    def __call__(self, Xd, yd, Xz, yz, seed: int | None = None) -> BlockFit | None:
         X1 = _augment(Xd, self.fit_intercept)
         Z1 = _augment(Xz, self.fit_intercept)
         y = np.asarray(yd, dtype=np.float64)
@@ -454,8 +491,10 @@ class RidgeSolver:
         pred = (self.Xv1 @ np.column_stack([theta0, Theta])).T
         scores = self.metric.from_pred(pred, self.y_val)
         B = Z1.shape[0]
+        fit_intercept = self.fit_intercept
         return BlockFit(u_base=float(scores[0]), u_with=scores[1:], converged=np.ones(B, dtype=bool),
-                        method=self.method, iterations=1)
+                        method=self.method, iterations=1,
+                        predict_base=lambda X: _augment(X, fit_intercept) @ theta0)
 
 
 # --------------------------------------------------------------------------- selection
@@ -466,11 +505,21 @@ _RIDGE_IGNORED = {"solver", "tol", "max_iter", "random_state", "copy_X", "n_jobs
 
 
 def fast_solver_for(model: str, params: Mapping[str, Any], task: str, n_classes: int,
-                    X_val, y_val, metric: str):
-    """A batched exact solver for this model and settings, or None if there is none.
+                    X_val, y_val, metric: str, device=None):
+    """A batched solver for this model and settings, or None if there is none.
 
-    ``params`` are the full settings (registry defaults plus overrides).
+    ``params`` are the full settings (registry defaults plus overrides);
+    ``device`` (a resolved :class:`~.devices.Device`) is where solvers that
+    can run on a GPU compute.
     """
+    if model == "svm":
+        from .svm_kernel import svm_solver_for
+
+        return svm_solver_for(params, task, n_classes, X_val, y_val, metric)
+    if model == "mlp_batched":
+        from .batched_mlp import MLPBlockSolver
+
+        return MLPBlockSolver(params, task, n_classes, X_val, y_val, metric, device)
     if model == "logreg" and task == "classification":
         C = params.get("C", 1.0)
         extra = set(params) - _LOGREG_IGNORED - {"C", "fit_intercept", "l1_ratio", "penalty",
@@ -487,7 +536,12 @@ def fast_solver_for(model: str, params: Mapping[str, Any], task: str, n_classes:
             return None
         fit_intercept = bool(params.get("fit_intercept", True))
         if n_classes == 2:
+            if device is not None and device.is_gpu:
+                from .device_logreg import DeviceLogisticSolver
+
+                return DeviceLogisticSolver(C, fit_intercept, X_val, y_val, metric, device)
             return LogisticBinarySolver(C, fit_intercept, X_val, y_val, metric)
+        # Multinomial stays on the CPU (LAPACK Cholesky + Woodbury), whatever the device.
         if (np.shape(X_val)[1] + 1) * n_classes > MAX_MULTINOMIAL_PARAMS:
             return None  # the dense (d+1)K Hessian would cost more than it saves
         return LogisticMultinomialSolver(C, fit_intercept, X_val, y_val, metric, n_classes)

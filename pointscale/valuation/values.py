@@ -200,14 +200,20 @@ def _check_range(k_min: Any, k_max: Any) -> tuple[int, int]:
     return lo, hi
 
 
+#: Points per block of :func:`_direct_sum`: its temporaries are points × _CHUNK
+#: floats (~130 MB here), whatever the number of points.
+_POINT_CHUNK = 65_536
+
+
 def _direct_sum(alpha: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Σ_{k=lo}^{hi} k^(−α) by blocks (hi − lo small)."""
+    """Σ_{k=lo}^{hi} k^(−α) by blocks of sizes and of points (hi − lo small)."""
     out = np.zeros(alpha.shape, dtype=np.float64)
-    a = alpha[:, None]
-    for start in range(lo, hi + 1, _CHUNK):
-        ks = np.arange(start, min(start + _CHUNK, hi + 1), dtype=np.float64)
-        with np.errstate(over="ignore", invalid="ignore"):
-            out += np.exp(-a * np.log(ks)[None, :]).sum(axis=1)
+    for p0 in range(0, alpha.shape[0], _POINT_CHUNK):
+        a = alpha[p0:p0 + _POINT_CHUNK, None]
+        for start in range(lo, hi + 1, _CHUNK):
+            ks = np.arange(start, min(start + _CHUNK, hi + 1), dtype=np.float64)
+            with np.errstate(over="ignore", invalid="ignore"):
+                out[p0:p0 + _POINT_CHUNK] += np.exp(-a * np.log(ks)[None, :]).sum(axis=1)
     return out
 
 

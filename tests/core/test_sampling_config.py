@@ -124,8 +124,8 @@ def test_round_trip_and_hash_is_process_independent():
     assert again.stable_hash() == cfg.stable_hash()
     assert cfg.sizes == (10, 20, 30) and (cfg.k_min, cfg.k_max) == (10, 30)
     # The value, recomputed independently: sha256 of sorted-key compact JSON of the fields
-    # (minus the execution-only shard_size), tagged with the class name.
-    fields = {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k != "shard_size"}
+    # (minus the execution-only shard_size and device), tagged with the class name.
+    fields = {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k not in ("shard_size", "device")}
     text = json.dumps({"type": "SamplingConfig", "fields": fields}, sort_keys=True, separators=(",", ":"))
     assert cfg.stable_hash() == hashlib.sha256(text.encode("ascii")).hexdigest()
     # Two fresh interpreters with different string-hash salts compute the same hash.

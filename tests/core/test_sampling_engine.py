@@ -197,12 +197,12 @@ def test_non_finite_utility_is_a_failure(cancer):
     class InfSolver:
         method = "fake"
 
-        def __call__(self, Xd, yd, Xz, yz):
+        def __call__(self, Xd, yd, Xz, yz, seed=None):
             u_with = np.zeros(len(Xz))
             u_with[0] = np.inf
             return BlockFit(u_base=0.0, u_with=u_with, converged=np.ones(len(Xz), bool), method="fake")
 
-    out = engine._fast_block(InfSolver(), cancer, np.arange(10), np.arange(10, 14))
+    out = engine._fast_block(InfSolver(), cancer, np.arange(10), np.arange(10, 14), 0)
     assert out["failed"].tolist() == [True, False, False, False]
 
 
@@ -245,7 +245,7 @@ def test_solver_trouble_falls_back_to_the_model_itself(cancer, monkeypatch):
     class Broken:
         method = "batched_newton"
 
-        def __call__(self, *args):
+        def __call__(self, *args, **kwargs):
             raise np.linalg.LinAlgError("not positive definite")
 
     monkeypatch.setattr(engine, "fast_solver_for", lambda *a, **k: Broken())

@@ -130,3 +130,21 @@ def dask_cluster(logs: Path, *, n_workers: int = 2, timeout: float = 90.0) -> It
         with Client(address, timeout=timeout) as client:
             client.wait_for_workers(n_workers, timeout=timeout)
         yield {"address": address, "scheduler": scheduler, "workers": workers}
+
+
+def own_files(tmp_path: Path, n: int = 150):
+    """A user's training file and clean validation file with ids: ``train.csv``, ``valid.csv``."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+
+    def frame(rows: int, prefix: str):
+        x = rng.normal(size=(rows, 3))
+        return pd.DataFrame({"row_id": [f"{prefix}{i}" for i in range(rows)], "a": x[:, 0], "b": x[:, 1],
+                             "c": x[:, 2], "label": np.where(x[:, 0] + x[:, 1] > 0, "p", "q")})
+
+    train, valid = frame(n, "t"), frame(60, "v")
+    train.to_csv(tmp_path / "train.csv", index=False)
+    valid.to_csv(tmp_path / "valid.csv", index=False)
+    return train, valid

@@ -11,8 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pointscale.sampling.devices import _gpu
+
 from flows.cli import main
 from tests.conftest import run_cli
+from tests.flows.conftest import own_files as _own_files
 
 
 def _csv(tmp_path, n=120, **assign):
@@ -37,6 +40,9 @@ CASES = [
     (["--dataset", "no_such_builtin_name"], "not found"),
     (["--model-param", "n_neighbours=3", "--model", "knn"], "n_neighbours"),
 ]
+# Without a GPU (none in CI), --device cuda must stop before anything runs.
+if _gpu() is None:
+    CASES.append((["--device", "cuda", "--model", "mlp_batched"], "device='cuda' needs a CUDA GPU"))
 
 
 @pytest.mark.parametrize("args, message", CASES, ids=[c[1][:30] for c in CASES])
@@ -64,14 +70,16 @@ def test_single_class_target(tmp_path, capsys):
 
 HELP = {
     # each subcommand's help must document the options its command reads
-    "run": ["--dataset", "--model", "--metric", "--k-min", "--k-max", "--samples-per-point", "--points"],
+    "run": ["--dataset", "--model", "--metric", "--k-min", "--k-max", "--samples-per-point", "--points",
+            "--valid", "--test", "--split-column", "--coerce-numeric", "--encoding"],
     "revalue": ["--run-dir", "--dataset"],
     "ingest": ["--dataset", "--target"],
     "sample": ["--dataset", "--samples-per-point"],
     "addition": ["--run-dir", "--n-small", "--n-large", "--repeats"],
     "server": ["--port"],
-    "serve": ["--data-dir", "--cron", "--watch-interval"],
-    "reproduce": ["--quick", "--out", "--results", "--datasets", "--models", "--gt-per-size", "--page-only"],
+    "serve": ["--data-dir", "--cron", "--watch-interval", "--valid", "--model"],
+    "reproduce": ["--quick", "--out", "--results", "--datasets", "--models", "--gt-per-size", "--page-only",
+                  "--with-runs"],
 }
 
 
@@ -89,3 +97,59 @@ def test_an_unknown_option_exits_2_and_names_it(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["addition", "--run-dir", "x", "--no-such-option"])
     assert exit_info.value.code == 2 and "--no-such-option" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- your own data and model
+
+
+def _own_args(tmp_path):
+    return ["--dataset", str(tmp_path / "train.csv"), "--valid", str(tmp_path / "valid.csv"),
+            "--target", "label", "--id-column", "row_id"]
+
+
+def _stray_string(tmp_path):
+    train, _ = _own_files(tmp_path)
+    train["b"] = train["b"].astype(object)
+    train.loc[41, "b"] = "oops"
+    train.to_csv(tmp_path / "train.csv", index=False)
+    return []
+
+
+def _points_file(tmp_path, text):
+    (tmp_path / "pts.txt").write_text(text)
+    return ["--points", str(tmp_path / "pts.txt")]
+
+
+OWN_CASES = [
+    ("unimportable model", lambda tmp: ["--model", "nosuch.module:Thing"],
+     "cannot import module 'nosuch.module' for model 'nosuch.module:Thing'"),
+    ("no predict_proba under a probability metric", lambda tmp: ["--model", "sklearn.svm:SVC"],
+     "model 'sklearn.svm:SVC' has no predict_proba, which metric"),
+    ("float column with a stray string", _stray_string,
+     "column 'b' is numeric except for 1 value(s) that are not numbers: 'oops' at row 42"),
+    ("setting the class refuses", lambda tmp: ["--model", "sklearn.naive_bayes:GaussianNB",
+                                               "--model-param", "var_smoothing=-1"], "var_smoothing"),
+    ("regressor on a classification task", lambda tmp: ["--model", "sklearn.linear_model:Ridge"],
+     "is a regressor; it does not fit a classification task"),
+    ("unknown sklearn scorer", lambda tmp: ["--metric", "sklearn:f2"], "unknown scikit-learn scorer 'f2'"),
+    ("regression scorer", lambda tmp: ["--metric", "sklearn:r2"], "does not fit a classification task"),
+    ("unknown point ids", lambda tmp: _points_file(tmp, "t1\nzz9\n"), "1 point id(s) in"),
+    ("missing validation file", lambda tmp: ["--valid", str(tmp / "nope.csv")], "data file not found"),
+    ("unknown encoding", lambda tmp: ["--encoding", "klingon"], "unknown encoding 'klingon'"),
+]
+
+
+@pytest.mark.parametrize("make, message", [c[1:] for c in OWN_CASES], ids=[c[0] for c in OWN_CASES])
+def test_own_data_and_model_errors_exit_2_with_one_line(tmp_path, make, message):
+    # A real subprocess: exactly one line on stderr, no traceback, nothing computed.
+    _own_files(tmp_path)
+    extra = make(tmp_path)
+    args = _own_args(tmp_path)
+    if "--valid" in extra:
+        args = args[:2] + args[4:]  # the case brings its own --valid
+    proc = run_cli("run", *args, *extra, "--out", str(tmp_path / "run"), timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("pointscale: error:") and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "samples").exists() and not (tmp_path / "run" / "run.json").exists()

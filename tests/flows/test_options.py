@@ -47,6 +47,9 @@ NON_DEFAULT = {
     "block_size": ["--block-size", "4"], "shard_size": ["--shard-size", "2"], "workers": ["--workers", "3"],
     "dask_address": ["--dask-address", "tcp://127.0.0.1:1"], "amortized": ["--no-amortized"],
     "removal": ["--no-removal"], "select_m": ["--select", "5"], "target_sizes": ["--target-sizes", "10", "20"],
+    "device": ["--device", "auto"],
+    "valid": ["--valid", "valid.csv"], "test": ["--test", "test.csv"], "split_column": ["--split-column", "part"],
+    "coerce_numeric": ["--coerce-numeric"], "encoding": ["--encoding", "latin-1"],
 }
 
 
@@ -69,7 +72,7 @@ def test_unset_flags_keep_the_model_defaults():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--points", "abc"], "--points abc: input should be a valid integer"),
+    (["--points", "abc"], "--points abc: no such file; pass N, all, or a file with one point id per line"),
     (["--points", "0"], "--points 0: input should be greater than 0"),
     (["--seed", "-1"], "--seed -1"),
     (["--workers", "0"], "--workers 0"),

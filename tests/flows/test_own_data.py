@@ -1,0 +1,169 @@
+"""The user's own data and model through the real command line, Prefect server and Dask cluster:
+a training file with a clean validation file, class-path estimators, resume, the task's default
+model, coerced columns, revaluation against a fixed validation file, and finding flipped labels."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import run_cli
+from tests.flows.conftest import own_files
+
+pytestmark = pytest.mark.slow
+
+# k_max within a third of the 150-point pool (the finite-pool size rule).
+SMALL = ["--samples-per-point", "6", "--k-min", "20", "--k-max", "50", "--workers", "1", "--no-removal",
+         "--select", "5"]
+
+
+def _args(tmp_path, train="train.csv"):
+    return ["--dataset", str(tmp_path / train), "--valid", str(tmp_path / "valid.csv"), "--target", "label",
+            "--id-column", "row_id"]
+
+
+def _manifest(run_dir):
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def _ledger(run_dir):
+    return pd.concat([pd.read_parquet(p) for p in sorted((run_dir / "samples").rglob("*.parquet"))
+                      if "quarantine" not in p.parts], ignore_index=True)
+
+
+@pytest.mark.parametrize("model_args, params", [
+    (["--model", "sklearn.naive_bayes:GaussianNB"], {"var_smoothing": 1e-9}),
+    (["--model", "sklearn.linear_model:LogisticRegression", "--model-param", "C=0.5"], {"C": 0.5}),
+], ids=["GaussianNB", "LogisticRegression-C0.5"])
+def test_user_estimators_complete_with_finite_values(prefect_api, tmp_path, model_args, params):
+    train, valid = own_files(tmp_path)
+    out = tmp_path / "run"
+    proc = run_cli("run", *_args(tmp_path), *model_args, *SMALL, "--out", str(out), timeout=400)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    values = pd.read_parquet(out / "values.parquet")
+    assert len(values) == len(train) and np.isfinite(values["shapley"]).all()
+    assert set(values["point_id"]) == set(train["row_id"])  # the whole training file is valued
+    sampling = _manifest(out)["config"]["sampling"]
+    assert sampling["model"] == model_args[1]
+    assert {k: sampling["model_params"][k] for k in params} == params
+    ledger = _ledger(out)
+    assert set(ledger["method"]) == {"cold"} and not ledger["failed"].any()  # base sharing, no fast path
+    dataset = _manifest(out)["dataset"]
+    assert (dataset["n_pool"], dataset["n_val"], dataset["n_test"]) == (len(train), len(valid), 0)
+
+
+def test_resume_with_a_custom_estimator_reuses_every_sample(prefect_api, tmp_path):
+    own_files(tmp_path)
+    out = tmp_path / "run"
+    args = [*_args(tmp_path), "--model", "sklearn.naive_bayes:GaussianNB", *SMALL, "--out", str(out)]
+    assert run_cli("run", *args, timeout=400).returncode == 0
+    first = _ledger(out).sort_values("sample_id").reset_index(drop=True)
+    # Lose part of the ledger (as a crash would), then rerun the same command.
+    shards = sorted((out / "samples").rglob("*.parquet"))
+    lost = shards[len(shards) // 2]
+    for path in lost.parent.glob(lost.name + "*"):
+        path.unlink()
+    proc = run_cli("run", *args, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    counts = _manifest(out)["counts"]
+    assert 0 < counts["fits_executed"] and counts["samples_reused"] > 0
+    again = _ledger(out).sort_values("sample_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(again, first)  # the rebuilt estimator gives bit-identical samples
+    proc = run_cli("run", *args, timeout=400)
+    assert proc.returncode == 0 and _manifest(out)["counts"]["fits_executed"] == 0
+
+
+def test_regression_dataset_without_a_model_completes_with_ridge(prefect_api, tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("run", "--dataset", "diabetes", "--points", "40", *SMALL, "--out", str(out), timeout=400)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    sampling = _manifest(out)["config"]["sampling"]
+    assert (sampling["model"], sampling["metric"]) == ("ridge", "neg_mse")
+    assert set(_ledger(out)["method"]) == {"rank_one"}  # ridge's exact fast path
+    assert np.isfinite(pd.read_parquet(out / "values.parquet")["shapley"]).all()
+
+
+def test_coerced_column_is_reported_in_run_json(prefect_api, tmp_path):
+    train, _ = own_files(tmp_path)
+    train["b"] = train["b"].astype(object)
+    train.loc[[3, 77], "b"] = ["oops", "?!"]
+    train.to_csv(tmp_path / "train.csv", index=False)
+    out = tmp_path / "run"
+    proc = run_cli("run", *_args(tmp_path), "--coerce-numeric", "--points", "20", *SMALL, "--out", str(out),
+                   timeout=400)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    manifest = _manifest(out)
+    assert manifest["dataset"]["report"]["coerced_to_missing"] == {"b": 2}
+    assert manifest["config"]["data"]["coerce_numeric"] is True
+
+
+def test_revalue_keeps_the_validation_file_fixed_while_training_rows_arrive(prefect_api, tmp_path):
+    train, valid = own_files(tmp_path)
+    out = tmp_path / "run"
+    assert run_cli("run", *_args(tmp_path), *SMALL, "--out", str(out), timeout=400).returncode == 0
+    rng = np.random.default_rng(5)
+    new = train.sample(20, random_state=1).assign(row_id=[f"n{i}" for i in range(20)],
+                                                  a=rng.normal(size=20))
+    pd.concat([train, new]).to_csv(tmp_path / "train2.csv", index=False)
+    proc = run_cli("revalue", "--run-dir", str(out), "--dataset", str(tmp_path / "train2.csv"),
+                   "--workers", "1", timeout=400)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    manifest = _manifest(out)
+    assert manifest["revalue"]["new_points"] == 20 and manifest["dataset"]["n_val"] == len(valid)
+    assert len(pd.read_parquet(out / "values.parquet")) == len(train) + 20
+    # The validation file changed in place: refused, nothing lost.
+    valid.assign(a=valid["a"] + 1).to_csv(tmp_path / "valid.csv", index=False)
+    pd.concat([train, new, new.assign(row_id=[f"m{i}" for i in range(20)])]).to_csv(tmp_path / "train3.csv",
+                                                                                  index=False)
+    proc = run_cli("revalue", "--run-dir", str(out), "--dataset", str(tmp_path / "train3.csv"),
+                   "--workers", "1", timeout=400)
+    assert proc.returncode == 2 and "validation rows differ" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(pd.read_parquet(out / "values.parquet")) == len(train) + 20
+
+
+def test_flipped_labels_are_found_against_a_clean_validation_file(prefect_api, tmp_path):
+    # The issue's acceptance check, exactly the command a user types (default model, utility and
+    # size range): 10 % flipped labels in a digits training file, a clean validation file, 20 samples
+    # per point (benchmarks/own_data.py).
+    from benchmarks.own_data import aucs, make_files
+
+    made = make_files(tmp_path, seed=0)
+    out = tmp_path / "run"
+    proc = run_cli("run", "--dataset", str(tmp_path / "train.csv"), "--valid", str(tmp_path / "valid.csv"),
+                   "--target", "label", "--id-column", "row_id", "--samples-per-point", "20",
+                   "--workers", "2", "--out", str(out), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = aucs(out, made["flipped"])
+    assert result["valued"] == 1347 and result["flipped_valued"] == 135
+    assert result["auc_shapley"] >= 0.8, result
+
+
+def test_watcher_keeps_a_validation_file_fixed_while_training_files_arrive(prefect_server, tmp_path):
+    # The served flow the watcher's event starts, with serve's options: a validation file kept in the
+    # watched folder under a leading "_" (which the scan skips) stays the validation split of every run.
+    from flows.options import PipelineOptions
+    from flows.watch import on_new_data_flow, scan_datasets
+
+    data = tmp_path / "incoming"
+    data.mkdir()
+    train, valid = own_files(data)
+    (data / "valid.csv").rename(data / "_valid.csv")
+    found, _ = scan_datasets(data)
+    assert set(found) == {"train"}  # the validation file is not a dataset
+    options = PipelineOptions(target="label", id_column="row_id", valid=str(data / "_valid.csv"),
+                              model="sklearn.naive_bayes:GaussianNB", samples_per_point=6, k_min=20, k_max=50,
+                              workers=1, removal=False, select_m=5)
+    runs = tmp_path / "runs"
+    first = on_new_data_flow(name="train", path=found["train"]["path"], runs_dir=str(runs), options=options)
+    assert first["action"] == "pipeline"
+    more = train.sample(20, random_state=2).assign(row_id=[f"n{i}" for i in range(20)])
+    pd.concat([train, more]).to_csv(data / "train.csv", index=False)
+    found, _ = scan_datasets(data)
+    second = on_new_data_flow(name="train", path=found["train"]["path"], runs_dir=str(runs), options=options)
+    assert second["action"] == "revalue" and second["new_points"] == 20
+    manifest = _manifest(runs / "train")
+    assert manifest["dataset"]["n_val"] == len(valid) and manifest["dataset"]["n_pool"] == len(train) + 20
+    assert manifest["config"]["sampling"]["model"] == "sklearn.naive_bayes:GaussianNB"

@@ -1,9 +1,18 @@
 """The pipeline's stages as plain functions over a run folder.
 
-Each stage reads its inputs from the run folder (or small plain arguments),
-writes its outputs there atomically, and returns a small JSON-able summary.
-The Prefect tasks in ``tasks/`` are thin wrappers around these; the CLI, a
-Dask worker or a notebook can call them just the same.
+Each stage reads exactly the inputs it is given (the files the previous
+stages produced, named by argument, never "whatever is in the folder"),
+writes its outputs there atomically, and returns a small JSON-able summary
+whose ``files`` lists what it wrote. The Prefect tasks in ``tasks/`` are thin
+wrappers around these; the CLI, a Dask worker or a notebook can call them just
+the same.
+
+Which outputs are current is recorded in ``run.json`` under ``outputs``:
+``outputs[stage]`` holds the stage's key (a hash of everything that changes
+its result: inputs, settings and code), the sha256 of each file it wrote and
+its summary; a stage switched off is recorded as ``None``. A stage whose
+record matches its key and whose files are intact is up to date
+(:func:`current_output`) and need not run again; any other record is stale.
 """
 
 from __future__ import annotations
@@ -27,20 +36,67 @@ from .seeding import STREAM_POINT_CHOICE, rng
 PIPELINE_VERSION = "1"
 
 
-def code_version() -> str:
-    """Hash of the core package's source: a cache key part that changes with the code."""
-    global _CODE_VERSION
-    if _CODE_VERSION is None:
-        root = Path(__file__).parent
+def code_version(*packages: str | Path) -> str:
+    """Hash of the source of the core package and of ``packages`` (folders of ``.py`` files).
+
+    A cache-key part that changes whenever code that computes a result does:
+    the orchestration layer passes its own folders (``tasks/``, ``flows/``).
+    """
+    roots = (Path(__file__).parent, *(Path(p).resolve() for p in packages))
+    if roots not in _CODE_VERSIONS:
         h = hashlib.sha256(PIPELINE_VERSION.encode())
-        for path in sorted(root.rglob("*.py")):
-            h.update(str(path.relative_to(root)).encode())
-            h.update(path.read_bytes())
-        _CODE_VERSION = h.hexdigest()[:16]
-    return _CODE_VERSION
+        for root in roots:
+            h.update(root.name.encode() + b"\0")
+            for path in sorted(root.rglob("*.py")):
+                h.update(str(path.relative_to(root)).encode())
+                h.update(path.read_bytes())
+        _CODE_VERSIONS[roots] = h.hexdigest()[:16]
+    return _CODE_VERSIONS[roots]
 
 
-_CODE_VERSION: str | None = None
+_CODE_VERSIONS: dict[tuple[Path, ...], str] = {}
+
+
+# --------------------------------------------------------------------------- which outputs are current
+
+
+def current_output(run_dir: str | Path, stage: str, key: str) -> dict[str, Any] | None:
+    """The recorded summary of ``stage`` if it is up to date for ``key``, else None.
+
+    Up to date: ``run.json`` records ``stage`` with this key, and every file it
+    wrote still has the recorded sha256 (a file rewritten by a run with other
+    settings, or deleted, makes the record stale).
+    """
+    from .io import sha256_file
+
+    run = RunFolder(run_dir)
+    record = (run.read_manifest().get("outputs") or {}).get(stage)
+    if not record or record.get("key") != key:
+        return None
+    for name, digest in record.get("files", {}).items():
+        path = run.file(name)
+        if not path.is_file() or sha256_file(path) != digest:
+            return None
+    return dict(record["result"], output=record["files"])
+
+
+def record_output(run_dir: str | Path, stage: str, key: str, result: Mapping[str, Any]) -> dict[str, Any]:
+    """Record ``result`` (a stage summary listing its ``files``) as the current output of ``stage``.
+
+    Returns the summary with ``output`` = ``{file name: sha256}``, the
+    reference downstream stages take (and key their own records on).
+    """
+    from .io import sha256_file
+
+    run = RunFolder(run_dir)
+    files = {name: sha256_file(run.file(name)) for name in result.get("files", ())}
+    run.update_manifest(outputs={stage: {"key": key, "files": files, "result": dict(result)}})
+    return dict(result, output=files)
+
+
+def clear_output(run_dir: str | Path, stage: str) -> None:
+    """Record that ``stage`` has no current output (it was switched off for this run)."""
+    RunFolder(run_dir).update_manifest(outputs={stage: None})
 
 
 # --------------------------------------------------------------------------- ingest
@@ -381,9 +437,9 @@ def fit_laws(run_dir: str | Path, sampling: Mapping[str, Any]) -> dict[str, Any]
     start = time.perf_counter()
     samples = load_samples(run_dir, sampling)
     laws = fit_mle_chunked(samples)
-    laws.save(run.file("laws_mle.parquet"))
+    laws.save(run.file(LAWS_MLE))
     flags = {name: int(np.sum(v)) for name, v in laws.flags.items()}
-    return {"points": laws.n_points, "samples": int(len(samples)), "flags": flags,
+    return {"files": [LAWS_MLE], "points": laws.n_points, "samples": int(len(samples)), "flags": flags,
             "median_alpha": float(np.nanmedian(laws.alpha)) if laws.n_points else None,
             "seconds": round(time.perf_counter() - start, 3)}
 
@@ -427,32 +483,43 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
     model = AmortizedScalingLaws(random_state=cfg.seed, **{"task": ds.task, **dict(params or {})})
     model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, sampled)
     laws = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids)
-    laws.save(run.file("laws_amortized.parquet"))
+    laws.save(run.file(LAWS_AMORTIZED))
     model.save(run.file("amortized_model"))
-    return {"points_predicted": laws.n_points, "points_trained": len(sampled), "points_sampled": n_sampled,
-            "max_train_points": max_train_points, "seconds": round(time.perf_counter() - start, 3)}
+    return {"files": [LAWS_AMORTIZED], "points_predicted": laws.n_points, "points_trained": len(sampled),
+            "points_sampled": n_sampled, "max_train_points": max_train_points,
+            "seconds": round(time.perf_counter() - start, 3)}
 
 
 # --------------------------------------------------------------------------- values, selection, report
 
 
-def _load_laws(path: Path):
+#: Output files of the stages (names inside the run folder).
+LAWS_MLE, LAWS_AMORTIZED = "laws_mle.parquet", "laws_amortized.parquet"
+VALUES, SELECTION, REMOVAL, REPORT = "values.parquet", "selection.parquet", "removal.parquet", "report.md"
+
+
+def _load_laws(run: RunFolder, name: str | None):
     from .laws import FittedScalingLaws
 
-    return FittedScalingLaws.load(path) if path.exists() else None
+    return FittedScalingLaws.load(run.file(name)) if name else None
 
 
 def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
-          target_sizes: Sequence[int] | None = None) -> dict[str, Any]:
-    """The values table -> ``values.parquet``."""
+          target_sizes: Sequence[int] | None = None, *, laws_mle: str = LAWS_MLE,
+          laws_amortized: str | None = None) -> dict[str, Any]:
+    """The values table -> ``values.parquet``.
+
+    ``laws_mle`` and ``laws_amortized`` name the law files to use (None: no
+    amortized laws in this run, whatever file the folder holds).
+    """
     from .sampling import SamplingConfig
     from .valuation import values_table
 
     run = RunFolder(run_dir)
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
-    mle = _load_laws(run.file("laws_mle.parquet"))
-    amortized = _load_laws(run.file("laws_amortized.parquet"))
+    mle = _load_laws(run, laws_mle)
+    amortized = _load_laws(run, laws_amortized)
     samples = load_samples(run_dir, sampling)
     points = {p for g in load_point_groups(run_dir) for p in g}
     if amortized is not None and points:
@@ -462,22 +529,22 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     sizes = list(target_sizes) if target_sizes else [ds.n_pool, 10 * ds.n_pool]
     table = values_table(mle, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=sizes,
                          samples=samples, amortized=amortized)
-    atomic_write_parquet(run.file("values.parquet"), table)
+    atomic_write_parquet(run.file(VALUES), table)
     by_estimator = table["estimator"].value_counts().to_dict()
-    return {"points": int(len(table)), "by_estimator": {str(k): int(v) for k, v in by_estimator.items()},
+    return {"files": [VALUES], "points": int(len(table)),
+            "by_estimator": {str(k): int(v) for k, v in by_estimator.items()},
             "negative_c": int(table["negative_c"].sum()) if "negative_c" in table else None,
             "target_sizes": sizes}
 
 
-def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None = None) -> dict[str, Any]:
-    """The m most valuable points at the current size -> ``selection.parquet``."""
+def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None = None, *,
+           laws: str = LAWS_MLE) -> dict[str, Any]:
+    """The m most valuable points at the current size, ranked by the laws in ``laws`` -> ``selection.parquet``."""
     from .valuation import select_points
 
     run = RunFolder(run_dir)
     ds = open_dataset(dataset_path)
-    source = _load_laws(run.file("laws_mle.parquet"))
-    if source is None:
-        source = _load_laws(run.file("laws_amortized.parquet"))
+    source = _load_laws(run, laws)
     n_current = int(n_current or ds.n_pool)
     labels = None
     if ds.task == "classification":
@@ -488,11 +555,12 @@ def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None
     if m < 1:
         # Nothing to rank (e.g. every point has fewer than 3 samples): say so, do not invent.
         chosen = pd.DataFrame({"point_id": pd.Series(dtype=str), "predicted_value": pd.Series(dtype=float)})
-        atomic_write_parquet(run.file("selection.parquet"), chosen)
-        return {"selected": 0, "n_current": n_current, "note": "no point has a finite fitted law"}
+        atomic_write_parquet(run.file(SELECTION), chosen)
+        return {"files": [SELECTION], "selected": 0, "n_current": n_current,
+                "note": "no point has a finite fitted law"}
     chosen = select_points(source, n_current, m, labels=labels, balanced=labels is not None)
-    atomic_write_parquet(run.file("selection.parquet"), chosen)
-    return {"selected": int(len(chosen)), "n_current": n_current}
+    atomic_write_parquet(run.file(SELECTION), chosen)
+    return {"files": [SELECTION], "selected": int(len(chosen)), "n_current": n_current}
 
 
 #: Pool points the removal curve refits on at most (7 fits per fraction): beyond
@@ -500,9 +568,9 @@ def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None
 REMOVAL_MAX_TRAIN = 20_000
 
 
-def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
+def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any], *, values: str = VALUES,
             max_train: int | None = REMOVAL_MAX_TRAIN) -> dict[str, Any]:
-    """Removal curve (lowest-valued first vs random) -> ``removal.parquet``.
+    """Removal curve (lowest-valued first vs random), from the values in ``values`` -> ``removal.parquet``.
 
     On pools above ``max_train`` points the curve is computed on a seeded
     subsample of that many (see :func:`~pointscale.valuation.removal_curve`).
@@ -516,49 +584,33 @@ def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     if ds.X_test.shape[0] == 0:
         # Given splits without a test file: scoring on the validation rows the values
         # were computed against would flatter them, so there is no curve.
-        return {"rows": 0, "skipped": "no test split (pass --test to get a removal curve)"}
-    values = pd.read_parquet(run.file("values.parquet"))
-    values = values[["point_id", "shapley"]]
-    curve = removal_curve(ds, values, model=cfg.model, model_params=cfg.model_params, seed=cfg.seed,
+        return {"files": [], "rows": 0, "skipped": "no test split (pass --test to get a removal curve)"}
+    table = pd.read_parquet(run.file(values), columns=["point_id", "shapley"])
+    curve = removal_curve(ds, table, model=cfg.model, model_params=cfg.model_params, seed=cfg.seed,
                           max_train=max_train)
-    atomic_write_parquet(run.file("removal.parquet"), curve)
-    return {"rows": int(len(curve)), "n_pool_used": int(curve["n_pool_used"].iloc[0]),
+    atomic_write_parquet(run.file(REMOVAL), curve)
+    return {"files": [REMOVAL], "rows": int(len(curve)), "n_pool_used": int(curve["n_pool_used"].iloc[0]),
             "n_pool": int(ds.n_pool)}
 
 
-def report(run_dir: str | Path, dataset_path: str) -> dict[str, Any]:
-    """``report.md`` and its figures; returns the path and a short summary text."""
+def report(run_dir: str | Path, dataset_path: str, *, laws: str | None = LAWS_MLE, values: str = VALUES,
+           selection: str | None = SELECTION, removal: str | None = None) -> dict[str, Any]:
+    """``report.md`` and its figures from the named outputs; returns the path and a short summary text.
+
+    Only the files named here are reported (None: that output is not part of
+    this run), so a rerun with other switches never reports a stale file.
+    """
     from .report import report_summary, write_report
 
     run = RunFolder(run_dir)
     ds = open_dataset(dataset_path)
-    laws = _load_laws(run.file("laws_mle.parquet"))
-    values = pd.read_parquet(run.file("values.parquet"))
-    selection = pd.read_parquet(run.file("selection.parquet")) if run.file("selection.parquet").exists() else None
-    experiments = {}
-    if run.file("removal.parquet").exists():
-        experiments["removal"] = pd.read_parquet(run.file("removal.parquet"))
-    manifest = run.read_manifest()
-    path = write_report(run.root, dataset=ds, laws=laws, values=values, selection=selection,
-                        experiments=experiments or None, manifest=manifest)
-    summary = report_summary(dataset=ds, laws=laws, values=values, manifest=manifest)
+    law_table = _load_laws(run, laws)
+    table = pd.read_parquet(run.file(values))
+    chosen = pd.read_parquet(run.file(selection)) if selection else None
+    experiments = {"removal": pd.read_parquet(run.file(removal))} if removal else None
+    # The report lists the run's facts; the stage records (keys, hashes) are for the pipeline.
+    manifest = {k: v for k, v in run.read_manifest().items() if k != "outputs"}
+    path = write_report(run.root, dataset=ds, laws=law_table, values=table, selection=chosen,
+                        experiments=experiments, manifest=manifest)
+    summary = report_summary(dataset=ds, laws=law_table, values=table, manifest=manifest)
     return {"path": str(path), "summary": summary}
-
-
-def values_change(before: pd.DataFrame, after: pd.DataFrame) -> dict[str, Any]:
-    """How existing points' Shapley values moved between two values tables."""
-    from scipy.stats import spearmanr
-
-    merged = before[["point_id", "shapley"]].merge(after[["point_id", "shapley"]], on="point_id",
-                                                    suffixes=("_before", "_after"))
-    merged["change"] = merged["shapley_after"] - merged["shapley_before"]
-    ok = np.isfinite(merged["shapley_before"]) & np.isfinite(merged["shapley_after"])
-    rho = float(spearmanr(merged.loc[ok, "shapley_before"], merged.loc[ok, "shapley_after"])[0]) \
-        if ok.sum() > 2 else float("nan")
-    summary = {
-        "points_compared": int(ok.sum()),
-        "points_new": int(len(set(after["point_id"]) - set(before["point_id"]))),
-        "spearman_before_after": rho,
-        "median_abs_change": float(np.nanmedian(np.abs(merged["change"]))) if ok.any() else float("nan"),
-    }
-    return {"table": merged, "summary": summary}

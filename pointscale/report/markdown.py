@@ -410,3 +410,25 @@ def write_report(
         md.append("")
 
     return atomic_write_text(run_dir / "report.md", "\n".join(md).rstrip() + "\n")
+
+
+def inline_figures(markdown: str, run_dir: str | Path) -> str:
+    """``markdown`` with every ``![caption](figures/x.png)`` replaced by an inline ``data:`` image.
+
+    For viewers that cannot follow a relative path (the Prefect UI shows an
+    artifact without the run folder, so a relative image link is a broken
+    image there). Links to missing files are left as they are.
+    """
+    import base64
+    import re
+
+    root = Path(run_dir)
+
+    def embed(match: "re.Match[str]") -> str:
+        path = root / match.group(2)
+        if not path.is_file():
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f"![{match.group(1)}](data:image/png;base64,{data})"
+
+    return re.sub(rf"!\[([^\]]*)\]\(({re.escape(FIGURE_DIR)}/[^)\s]+\.png)\)", embed, markdown)

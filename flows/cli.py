@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "reached); default: the scale's")
     p.add_argument("--page-only", action="store_true",
                    help="re-render the page from the tables already under --out (no compute)")
+    p.add_argument("--with-runs", nargs="+", metavar="DIR",
+                   help="with --page-only: merge the tables of these runs of the same scale (other datasets)")
     return parser
 
 
@@ -255,7 +257,8 @@ def cmd_reproduce(args) -> int:
     from flows.reproduce import main as reproduce_main
 
     return reproduce_main(quick=args.quick, out=args.out, results=args.results, datasets=args.datasets,
-                          models=args.models, gt_per_size=args.gt_per_size, page_only=args.page_only)
+                          models=args.models, gt_per_size=args.gt_per_size, page_only=args.page_only,
+                          with_runs=args.with_runs)
 
 
 COMMANDS = {

@@ -12,6 +12,7 @@ a run folder already holds, sampling only what is missing; its logic is
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Optional
 
@@ -45,11 +46,28 @@ def _pipeline_run_name() -> str:
     options = flow_run.parameters.get("options") or {}
     if not isinstance(options, dict):
         options = options.model_dump()
-    name = f"{_label(options.get('dataset', 'breast_cancer'))}-{options.get('model') or 'auto'}"
-    name += f"-{options.get('samples_per_point', 100)}spp"
+    return _name(options, options.get("model") or "auto")
+
+
+def _name(options: dict[str, Any], model: str) -> str:
+    name = f"{_label(options.get('dataset', 'breast_cancer'))}-{model}-{options.get('samples_per_point', 100)}spp"
     if options.get("points", "all") != "all":
-        name += f"-{options['points']}pts"
+        name += f"-{_label(str(options['points']))}pts"
     return name
+
+
+def _name_the_model(options: PipelineOptions, model: str) -> None:
+    """A run started with the task's default model is renamed once the model is known."""
+    if options.model:
+        return
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, name=_name(options.model_dump(), model))
+    except Exception as exc:  # a name is not worth failing a run for
+        get_run_logger().debug("could not rename the run: %s", exc)
 
 
 def _revalue_run_name() -> str:
@@ -127,14 +145,17 @@ def run_url() -> Optional[str]:
     from prefect.runtime import flow_run
     from prefect.settings import PREFECT_UI_URL
 
-    ui = PREFECT_UI_URL.value()
+    # The settings may predate the local server this command started: fall back to
+    # the API address in the environment (its UI is the same address without /api).
+    api = os.environ.get("PREFECT_API_URL", "").rstrip("/")
+    ui = PREFECT_UI_URL.value() or (api[: -len("/api")] if api.endswith("/api") else None)
     if not ui or not flow_run.id:
         return None
     try:
         with urllib.request.urlopen(f"{ui}/ui-settings", timeout=5) as resp:
             settings = json.load(resp)
     except (OSError, ValueError):
-        return flow_run.ui_url
+        return f"{ui}/runs/flow-run/{flow_run.id}"
     if settings.get("default_ui") == "v2" and settings.get("v2_base_url"):
         return f"{ui}{settings['v2_base_url'].rstrip('/')}/runs/flow-run/{flow_run.id}"
     return f"{ui}/runs/flow-run/{flow_run.id}"
@@ -173,6 +194,7 @@ def pipeline_flow(
         cfg = pipeline.resolve_sampling(ds, n_points=len(chosen), workers=options.workers,
                                         **options.sampling_kwargs())
         sampling = cfg.to_dict()
+        _name_the_model(options, sampling["model"] if isinstance(sampling["model"], str) else "custom")
         previous = pipeline.load_point_groups(run.root)
         if sorted(p for g in previous for p in g) != sorted(chosen):
             pipeline.save_point_groups(run.root, [chosen])

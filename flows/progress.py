@@ -125,8 +125,8 @@ class RichReporter(Reporter):
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TextColumn("elapsed"), TimeElapsedColumn(),
             TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False)
-        self.progress.start()
         self.task: Optional[int] = None
+        self.left = 0
         self.started = 0.0
         self.samples = 0
 
@@ -137,15 +137,21 @@ class RichReporter(Reporter):
         self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {words}")
 
     def sampling_started(self, shards: int, samples: int, reused: int) -> None:
-        self.started, self.samples = time.monotonic(), 0
-        self.task = self.progress.add_task("sampling shards", total=shards, rate="")
+        self.started, self.samples, self.left = time.monotonic(), 0, shards
+        if shards:
+            self.progress.start()
+            self.task = self.progress.add_task("sampling shards", total=shards, rate="")
 
     def shard_done(self, samples: int, attempt: int) -> None:
         if self.task is None:
             return
         self.samples += samples
+        self.left -= 1
         rate = self.samples / max(time.monotonic() - self.started, 1e-9)
         self.progress.update(self.task, advance=1, rate=f"{rate:,.0f} samples/s")
+        if self.left <= 0:  # the bar stays as the last line of the sampling; stages print below it
+            self.progress.stop()
+            self.task = None
 
     def close(self) -> None:
         self.progress.stop()

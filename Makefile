@@ -13,7 +13,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: run test install install-test data ui bench clean
+.PHONY: run test test-ui install install-test data ui bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,16 @@ run: $(STAMP)
 ## make test: the whole test suite
 test: $(TEST_STAMP)
 	$(PY) -m pytest $(ARGS)
+
+## make test-ui: the UI as a person sees it, in headless Chromium (Debian's chromium and
+## chromium-driver are installed with apt-get when missing; run as root, or with sudo)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+test-ui: $(TEST_STAMP)
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
+	fi
+	$(PY) -m pytest -m ui tests/ui $(ARGS)
 
 ## make data: optional real datasets (adult, magic, california), no dependencies pulled
 data: $(STAMP)

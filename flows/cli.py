@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from .options import (DataOptions, ExecutionOptions, PipelineOptions, SamplingOptions, ServeOptions,
                       add_options, options_from_args)
-from .runtime import configure_environment
+from .runtime import configure_environment, terminate_on_sigterm
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "reached); default: the scale's")
     p.add_argument("--page-only", action="store_true",
                    help="re-render the page from the tables already under --out (no compute)")
+    p.add_argument("--with-runs", nargs="+", metavar="DIR",
+                   help="with --page-only: merge the tables of these runs of the same scale (other datasets)")
     return parser
 
 
@@ -120,29 +122,41 @@ def _server(stack: ExitStack) -> None:
 
 
 def cmd_run(args) -> int:
+    from .sampling import check_dask_address
+
     options = options_from_args(PipelineOptions, args)
     _validate(options, options.workers)
+    check_dask_address(options.dask_address)
     with ExitStack() as stack:
         _server(stack)
         from flows.pipeline import pipeline_flow
 
+        from .progress import reporting, terminal_reporter
+
         start = time.perf_counter()
-        result = pipeline_flow(options=options, out=args.out, wait_for_lock=args.wait)
+        with reporting(terminal_reporter()):
+            result = pipeline_flow(options=options, out=args.out, wait_for_lock=args.wait)
     print(result["summary"])
     print(f"\nresults in {result['run_dir']}  (report: {result['report']}; {time.perf_counter() - start:.0f} s)")
     return 0
 
 
 def cmd_revalue(args) -> int:
-    execution = options_from_args(ExecutionOptions, args)
     from pointscale.pipeline import check_extension
 
+    from .sampling import check_dask_address
+
+    execution = options_from_args(ExecutionOptions, args)
     check_extension(args.run_dir, args.dataset)  # bad new data: one line, before any server or fit
+    check_dask_address(execution.dask_address)
     with ExitStack() as stack:
         _server(stack)
         from flows.pipeline import revalue_flow
 
-        result = revalue_flow(source=args.dataset, run_dir=args.run_dir, execution=execution)
+        from .progress import reporting, terminal_reporter
+
+        with reporting(terminal_reporter()):
+            result = revalue_flow(source=args.dataset, run_dir=args.run_dir, execution=execution)
     if not result.get("changed", True):
         print(f"dataset unchanged; nothing to do ({result['run_dir']})")
         return 0
@@ -222,8 +236,8 @@ def cmd_server(args) -> int:
     from .runtime import local_prefect_server
 
     with local_prefect_server(port=args.port, timeout=120) as url:
-        print(f"Prefect UI at {url[:-4]}  (API: {url}); export PREFECT_API_URL={url}")
-        print("Ctrl-C to stop.")
+        print(f"Prefect UI at {url[:-4]}  (API: {url}); export PREFECT_API_URL={url}", flush=True)
+        print("Ctrl-C to stop.", flush=True)
         try:
             while True:
                 time.sleep(3600)
@@ -243,7 +257,8 @@ def cmd_reproduce(args) -> int:
     from flows.reproduce import main as reproduce_main
 
     return reproduce_main(quick=args.quick, out=args.out, results=args.results, datasets=args.datasets,
-                          models=args.models, gt_per_size=args.gt_per_size, page_only=args.page_only)
+                          models=args.models, gt_per_size=args.gt_per_size, page_only=args.page_only,
+                          with_runs=args.with_runs)
 
 
 COMMANDS = {
@@ -254,6 +269,8 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     configure_environment()
+    # SIGTERM ends the command like Ctrl-C does: a local Prefect server it started is stopped.
+    terminate_on_sigterm()
     args = build_parser().parse_args(argv)
     from pointscale.errors import PointscaleError
 
@@ -261,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except PointscaleError as exc:
         print(f"pointscale: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(exc, "exit_status", EXIT_USAGE)
     except KeyboardInterrupt:
         print("pointscale: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

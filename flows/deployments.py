@@ -7,13 +7,16 @@ for ``prefect deploy`` with a process work pool):
 * ``pointscale-pipeline/scheduled``: the whole pipeline on a cron schedule
   (UTC), into ``<runs_dir>/<dataset name>``. Every stage is cached on
   content, so a scheduled run on unchanged data does almost nothing.
-* ``pointscale-watch/watch``: the data watcher (:func:`flows.watch.watch_flow`)
-  on an interval; at most one runs at a time (a run due while one is still
-  running is cancelled, the next interval catches up).
+* ``pointscale-watch/watch``: the data watcher (:func:`flows.watch.watch_flow`).
+  One flow run scans every ``watch_interval`` seconds for
+  ``watch_run_seconds`` (an hour by default) and logs one line per change, so
+  the run list shows one watch run per hour, not one per scan; the first
+  starts when ``serve`` starts. At most one runs at a time.
 * ``pointscale-on-new-data/on-new-data``: no schedule; a
   ``DeploymentEventTrigger`` on ``pointscale.dataset.updated`` runs it with the
   event's ``name``, ``path`` and ``fingerprint`` as parameters, and the
-  serve options (samples per point, workers, ...) as its default parameters.
+  serve's pipeline options (every option of ``pointscale run``) as its
+  default ``options``.
 
 Entrypoints are module paths (``flows.watch.on_new_data_flow``), so the
 served runs work from any working folder where pointscale is installed.
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import os
 import urllib.request
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -86,6 +89,11 @@ def _scheduled_name(options: PipelineOptions) -> str:
     return dataset_name(options.dataset if builtin else Path(options.dataset).stem)
 
 
+def _watch_parameters(serve: ServeOptions, data_dir: str, runs_dir: str) -> dict[str, Any]:
+    return {"data_dir": data_dir, "runs_dir": runs_dir, "min_age_seconds": serve.min_age_seconds,
+            "poll_seconds": serve.watch_interval, "run_seconds": serve.watch_run_seconds}
+
+
 def build_deployments(serve: ServeOptions, options: PipelineOptions = PipelineOptions()) -> list:
     """The three ``RunnerDeployment`` objects (not yet registered).
 
@@ -106,6 +114,7 @@ def build_deployments(serve: ServeOptions, options: PipelineOptions = PipelineOp
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.deployments.runner import EntrypointType
     from prefect.events import DeploymentEventTrigger
+    from prefect.schedules import Interval
 
     from .pipeline import pipeline_flow
     from .watch import on_new_data_flow, watch_flow
@@ -125,11 +134,15 @@ def build_deployments(serve: ServeOptions, options: PipelineOptions = PipelineOp
         parameters={"options": scheduled.model_dump(mode="json"),
                     "out": str(runs_dir / _scheduled_name(options)), "wait_for_lock": True},
     )
+    # One long watch run per period. `serve_all` starts the first at once; the schedule
+    # takes over when it ends (an anchor "now" would depend on when the server's
+    # scheduler next looks: just missed, the first scheduled run is a period away).
+    start = datetime.now(timezone.utc) + timedelta(seconds=serve.watch_run_seconds)
     watch = watch_flow.to_deployment(
-        name=WATCH_DEPLOYMENT.split("/")[1], interval=timedelta(seconds=float(serve.watch_interval)), tags=TAGS,
-        entrypoint_type=module,
+        name=WATCH_DEPLOYMENT.split("/")[1], tags=TAGS, entrypoint_type=module,
+        schedules=[Interval(timedelta(seconds=serve.watch_run_seconds), anchor_date=start)],
         description=f"Scan {data_dir} every {serve.watch_interval:g} s; emit {DATASET_EVENT} for new or changed data",
-        parameters={"data_dir": str(data_dir), "runs_dir": str(runs_dir), "min_age_seconds": serve.min_age_seconds},
+        parameters=_watch_parameters(serve, str(data_dir), str(runs_dir)),
         concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
     )
     trigger = DeploymentEventTrigger(
@@ -170,13 +183,25 @@ def serve_all(serve: ServeOptions, options: PipelineOptions = PipelineOptions(),
     """
     require_api_url()
     deployments = build_deployments(serve, options)
-    from prefect import serve as prefect_serve
+    import asyncio
+
+    from prefect import get_client
+    from prefect.runner import Runner
 
     poll = poll_seconds if poll_seconds is not None else max(1.0, min(10.0, float(serve.watch_interval)))
     kwargs: dict[str, Any] = {"query_seconds": poll}
     if serve.limit is not None:
         kwargs["limit"] = serve.limit
-    prefect_serve(*deployments, **kwargs)
+    # prefect.serve(), plus the first watch run started now rather than a period from now.
+    runner = Runner(**kwargs)
+    ids = {f"{d.flow_name}/{d.name}": runner.add_deployment(d) for d in deployments}
+    with get_client(sync_client=True) as client:
+        client.create_flow_run_from_deployment(ids[WATCH_DEPLOYMENT])
+    print("Your deployments are being served:", ", ".join(ids), flush=True)
+    try:
+        asyncio.run(runner.start())
+    except KeyboardInterrupt:
+        pass
 
 
 # --------------------------------------------------------------------------- deployments/prefect.yaml
@@ -203,8 +228,11 @@ _YAML_HEADER = """\
 #
 # scheduled:   the whole pipeline every night at 03:00 UTC (cached on content:
 #              unchanged data costs almost nothing).
-# watch:       scans data/incoming every minute and emits
-#              pointscale.dataset.updated for each new or changed dataset; one at a time.
+# watch:       scans data/incoming every minute and emits pointscale.dataset.updated
+#              for each new or changed dataset; one flow run scans for an hour (one
+#              run per hour in the run list, a log line per change). The first
+#              scheduled run starts an hour after `prefect deploy`; start one now with
+#              `prefect deployment run pointscale-watch/watch`.
 # on-new-data: runs for every pointscale.dataset.updated event: the whole pipeline the
 #              first time a dataset is seen, an incremental revaluation after that.
 #
@@ -240,9 +268,8 @@ def prefect_yaml_document(serve: ServeOptions | None = None,
              "description": f"Scan the data folder; emit {DATASET_EVENT} for new or changed datasets",
              "tags": TAGS, "work_pool": pool,
              "concurrency_limit": {"limit": 1, "collision_strategy": "CANCEL_NEW"},
-             "schedules": [{"interval": serve.watch_interval}],
-             "parameters": {"data_dir": serve.data_dir, "runs_dir": serve.runs_dir,
-                            "min_age_seconds": serve.min_age_seconds}},
+             "schedules": [{"interval": serve.watch_run_seconds}],
+             "parameters": _watch_parameters(serve, serve.data_dir, serve.runs_dir)},
             {"name": ON_NEW_DATA_DEPLOYMENT.split("/")[1], "entrypoint": "flows.watch.on_new_data_flow",
              "description": f"Value a new or changed dataset (triggered by {DATASET_EVENT})",
              "tags": TAGS, "work_pool": pool,

@@ -183,6 +183,9 @@ class ServeOptions(BaseModel):
 
     data_dir: str = Field(..., description="folder watched for new or changed datasets")
     watch_interval: Annotated[float, Field(gt=0)] = Field(60.0, description="seconds between scans")
+    watch_run_seconds: Annotated[float, Field(gt=0)] = Field(
+        3600.0, description="seconds one watch flow run lasts, scanning all the while (one run per period "
+                            "in the run list, not one per scan)")
     cron: str = Field("0 3 * * *", description="schedule of the pipeline deployment (UTC)")
     runs_dir: str = Field("runs", description="run folders <runs-dir>/<dataset name> and the watcher's state")
     min_age_seconds: Annotated[float, Field(ge=0), Cli("--min-age")] = Field(

@@ -1,86 +1,191 @@
-"""The pipeline flow: ingest -> sample -> fit MLE -> fit amortized -> value -> select -> report.
+"""The pipeline flow: ingest -> sample -> fit MLE -> fit amortized -> value -> select -> removal -> report.
 
-Every stage is a task (or, for sampling, a subflow on Dask) that reads and
-writes the run folder and is cached on content, so a re-run after a change
-redoes only what changed, and a re-run after a crash resumes from the ledger.
-``revalue`` runs the same stages on a new dataset version that extends the
-one a run folder already holds, sampling only what is missing.
+Every stage is a task (or, for sampling, a subflow on Dask) that takes the
+results of the stages before it (so it reads exactly what they wrote, and the
+run graph draws the true order) and reruns only when its inputs, its settings
+or the code changed (:mod:`tasks._cache`); a rerun after a crash resumes from
+the ledger. ``run.json`` records which outputs are current (``outputs``).
+``revalue`` runs the same stages on a new dataset version that extends the one
+a run folder already holds, sampling only what is missing; its logic is
+:mod:`pointscale.revaluation`.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from pathlib import Path
 from typing import Any, Optional
 
-import pandas as pd
 from prefect import flow, get_run_logger
+from prefect.utilities.annotations import quote
 
-from pointscale import pipeline
+from pointscale import pipeline, revaluation
 from pointscale.data import DataConfig, open_dataset
-from pointscale.errors import ConfigError
 from pointscale.runs import RunFolder, package_versions
 from tasks import ingest as ingest_tasks
 from tasks import laws as law_tasks
 from tasks import valuation as value_tasks
+from tasks._cache import code_version
 
-from flows.options import ExecutionOptions, PipelineOptions
-from flows.sampling import dask_task_runner, sample_stage
+from .options import ExecutionOptions, PipelineOptions
+from .progress import RunProgress, reporter
+from .sampling import check_dask_address, dask_task_runner, describe_cluster, sample_stage
 
-def _stage(run: RunFolder, name: str, timings: dict[str, float], started: float) -> None:
+
+def _label(dataset: str) -> str:
+    """A short dataset name for run names: a built-in name, or a file's or folder's stem."""
+    from pathlib import PurePath
+
+    return PurePath(str(dataset).rstrip("/")).stem or str(dataset)
+
+
+def _pipeline_run_name() -> str:
+    """``<dataset>-<model>-<samples>spp[-<points>pts]``: what a person looks for in the run list."""
+    from prefect.runtime import flow_run
+
+    options = flow_run.parameters.get("options") or {}
+    if not isinstance(options, dict):
+        options = options.model_dump()
+    return _name(options, options.get("model") or "auto")
+
+
+def _name(options: dict[str, Any], model: str) -> str:
+    name = f"{_label(options.get('dataset', 'breast_cancer'))}-{model}-{options.get('samples_per_point', 100)}spp"
+    if options.get("points", "all") != "all":
+        name += f"-{_label(str(options['points']))}pts"
+    return name
+
+
+def _name_the_model(options: PipelineOptions, model: str) -> None:
+    """A run started with the task's default model is renamed once the model is known."""
+    if options.model:
+        return
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, name=_name(options.model_dump(), model))
+    except Exception as exc:  # a name is not worth failing a run for
+        get_run_logger().debug("could not rename the run: %s", exc)
+
+
+def _revalue_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    return f"revalue-{_label(params.get('run_dir', 'run'))}-with-{_label(params.get('source', 'data'))}"
+
+
+def _stage_done(run: RunFolder, name: str, timings: dict[str, float], started: float) -> None:
     timings[name] = round(time.perf_counter() - started, 3)
     run.update_manifest(timings={name: timings[name]}, stage=name)
 
 
-def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any], options: PipelineOptions, *,
-                timings: dict[str, float]) -> dict[str, Any]:
+def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any], options: PipelineOptions,
+                progress: RunProgress, *, timings: dict[str, float]) -> dict[str, Any]:
+    """Sampling and every stage after it, each given what the stages before it produced."""
     logger = get_run_logger()
-    path, fp = ds_info["path"], ds_info["fingerprint"]
+    root = str(run.root)
 
     t = time.perf_counter()
+    words = describe_cluster(options.workers, options.dask_address)
+    progress.stage("dask", f"{words} ...")
+    logger.info("%s", words)
     runner = dask_task_runner(workers=options.workers, address=options.dask_address)
-    counts = sample_stage.with_options(task_runner=runner)(
-        run_dir=str(run.root), dataset_path=path, dataset_fingerprint=fp, sampling=sampling,
-        points_hash=pipeline.points_hash(run.root))
-    run.update_manifest(counts=counts)
-    _stage(run, "sample", timings, t)
-    logger.info("sampled: %s", counts)
+    samples = sample_stage.with_options(task_runner=runner)(
+        run_dir=root, dataset=ds_info, sampling=sampling, points_hash=pipeline.points_hash(run.root),
+        progress_id=progress.artifact_id)
+    run.update_manifest(counts=samples["counts"])
+    _stage_done(run, "sample", timings, t)
 
-    lh = pipeline.ledger_hash(run.root)
+    # Every stage reads the stored dataset version, but only through the samples: quoted,
+    # the reference draws no edge from ingest to each stage, so the run graph shows the
+    # order that matters (ingest -> sample -> fit -> value -> ...), drawn from real results.
+    dataset = quote(ds_info)
     t = time.perf_counter()
-    mle = law_tasks.fit_mle(str(run.root), sampling, lh)
-    _stage(run, "fit_mle", timings, t)
-    amort = None
+    progress.stage("fit-mle", "fitting the per-point laws (maximum likelihood)")
+    mle = law_tasks.fit_mle(root, sampling, samples)
+    _stage_done(run, "fit_mle", timings, t)
+    amortized = None
     if options.amortized:
         t = time.perf_counter()
-        amort = law_tasks.fit_amortized(str(run.root), path, fp, sampling, lh)
-        _stage(run, "fit_amortized", timings, t)
+        progress.stage("fit-amortized", "training the amortized estimator")
+        amortized = law_tasks.fit_amortized(root, dataset, sampling, samples)
+        _stage_done(run, "fit_amortized", timings, t)
+    else:
+        pipeline.clear_output(root, "laws_amortized")
     t = time.perf_counter()
-    values = value_tasks.value(str(run.root), path, fp, sampling, lh, options.target_sizes)
-    selection = value_tasks.select(str(run.root), path, fp, lh, options.select_m)
-    _stage(run, "value_select", timings, t)
+    progress.stage("value", "valuing the points")
+    values = value_tasks.value(root, dataset, sampling, samples, mle, amortized, options.target_sizes)
+    progress.stage("select", f"selecting {options.select_m} points")
+    selection = value_tasks.select(root, dataset, mle, options.select_m)
+    _stage_done(run, "value_select", timings, t)
+    removal = None
     if options.removal:
         t = time.perf_counter()
-        value_tasks.removal(str(run.root), path, fp, sampling, lh)
-        _stage(run, "removal", timings, t)
-    run.update_manifest(results={"mle": mle, "amortized": amort, "values": values, "selection": selection})
+        progress.stage("removal", "computing the removal curve")
+        removal = value_tasks.removal(root, dataset, sampling, values)
+        _stage_done(run, "removal", timings, t)
+    else:
+        pipeline.clear_output(root, "removal")
     t = time.perf_counter()
-    rep = value_tasks.report(str(run.root), path)
-    _stage(run, "report", timings, t)
-    return {"run_dir": str(run.root), "counts": counts, "summary": rep["summary"], "report": rep["path"]}
+    progress.stage("report", "writing the report")
+    rep = value_tasks.report(root, dataset, mle, values, selection, removal)
+    _stage_done(run, "report", timings, t)
+    return {"run_dir": root, "counts": samples["counts"], "summary": rep["summary"], "report": rep["path"],
+            "values": values}
 
 
-@flow(name="pointscale-pipeline", validate_parameters=True)
+def run_url() -> Optional[str]:
+    """This flow run's page in the UI the server serves by default (V2 unless turned off)."""
+    import json
+    import urllib.request
+
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_UI_URL
+
+    # The settings may predate the local server this command started: fall back to
+    # the API address in the environment (its UI is the same address without /api).
+    api = os.environ.get("PREFECT_API_URL", "").rstrip("/")
+    ui = PREFECT_UI_URL.value() or (api[: -len("/api")] if api.endswith("/api") else None)
+    if not ui or not flow_run.id:
+        return None
+    try:
+        with urllib.request.urlopen(f"{ui}/ui-settings", timeout=5) as resp:
+            settings = json.load(resp)
+    except (OSError, ValueError):
+        return f"{ui}/runs/flow-run/{flow_run.id}"
+    if settings.get("default_ui") == "v2" and settings.get("v2_base_url"):
+        return f"{ui}{settings['v2_base_url'].rstrip('/')}/runs/flow-run/{flow_run.id}"
+    return f"{ui}/runs/flow-run/{flow_run.id}"
+
+
+def _start(words: str) -> RunProgress:
+    """The run's progress bar, and its UI link for the terminal."""
+    url = run_url()
+    if url:
+        reporter().run_url(url)
+    return RunProgress.create(words)
+
+
+@flow(name="pointscale-pipeline", flow_run_name=_pipeline_run_name, validate_parameters=True)
 def pipeline_flow(
     options: PipelineOptions = PipelineOptions(),
     out: Optional[str] = None,
     wait_for_lock: bool = False,
 ) -> dict[str, Any]:
     """Value the points of a dataset: the whole pipeline on one dataset version."""
+    logger = get_run_logger()
     started = time.perf_counter()
+    progress = _start(f"reading {options.dataset}")
+    check_dask_address(options.dask_address)
     data = DataConfig(**options.data_config()).to_dict()
+    progress.stage("ingest", f"reading and checking {options.dataset}")
     ds_info = ingest_tasks.ingest(data, out)
     run = RunFolder(ds_info["run_dir"])
+    logger.info("dataset %s (%s): %d pool, %d validation, %d test rows; run folder %s", ds_info["name"],
+                ds_info["fingerprint"][:8], ds_info["n_pool"], ds_info["n_val"], ds_info["n_test"], run.root)
     with run.lock(wait=wait_for_lock):
         timings: dict[str, float] = {"ingest": round(time.perf_counter() - started, 3)}
         run.update_manifest(timings=dict(timings))
@@ -89,6 +194,7 @@ def pipeline_flow(
         cfg = pipeline.resolve_sampling(ds, n_points=len(chosen), workers=options.workers,
                                         **options.sampling_kwargs())
         sampling = cfg.to_dict()
+        _name_the_model(options, sampling["model"] if isinstance(sampling["model"], str) else "custom")
         previous = pipeline.load_point_groups(run.root)
         if sorted(p for g in previous for p in g) != sorted(chosen):
             pipeline.save_point_groups(run.root, [chosen])
@@ -99,15 +205,18 @@ def pipeline_flow(
             dataset=ds_info,
             points={"n": len(chosen), "file": "points.json"},
             versions=package_versions(),
-            code_version=pipeline.code_version(),
+            code_version=code_version(),
             status="running",
+            # Facts of an earlier run in this folder are not facts of this one.
+            timings=None, counts=None, revalue=None, values_change=None, previous_dataset=None,
         )
-        result = _run_stages(run, ds_info, sampling, options, timings=timings)
+        result = _run_stages(run, ds_info, sampling, options, progress, timings=timings)
         run.update_manifest(status="completed", total_seconds=round(time.perf_counter() - started, 3))
+    progress.stage("done", f"done in {time.perf_counter() - started:.0f} s: {result['report']}")
     return result
 
 
-@flow(name="pointscale-revalue", validate_parameters=True)
+@flow(name="pointscale-revalue", flow_run_name=_revalue_run_name, validate_parameters=True)
 def revalue_flow(
     source: str,
     run_dir: str,
@@ -118,53 +227,41 @@ def revalue_flow(
     """Revalue after new data: extend the run's dataset version with ``source``.
 
     Rows already in the run keep their ids, split and features; every ledger
-    sample of those points is reused. Only new points are sampled (and points
-    below the target count topped up), the laws are refitted, the amortized
-    model values new points at once, and ``values_change.parquet`` records how
-    existing points' values moved. ``fingerprint`` (from the watcher's event)
-    is recorded for traceability.
+    sample of those points is reused. Only new points are sampled, the laws
+    are refitted, the amortized model values new points at once, and
+    ``values_change.parquet`` (and the ``values-change`` artifact) shows how
+    existing points' values moved. The run's own options apply; only where
+    the fits run (``execution``) may change. ``fingerprint`` (from the
+    watcher's event) is recorded for traceability. See
+    :mod:`pointscale.revaluation` for the logic and its recovery rules.
     """
     logger = get_run_logger()
     started = time.perf_counter()
+    progress = _start(f"revaluing {run_dir} with {source}")
+    check_dask_address(execution.dask_address)
     run = RunFolder(run_dir)
-    manifest = run.read_manifest()
-    if not manifest.get("config"):
-        raise ConfigError(f"{run_dir} holds no completed pipeline run to extend; run `pointscale run` first")
+    revaluation.revaluation_base(run.root)  # a folder with no run to extend fails before the lock
     with run.lock(wait=wait_for_lock):
-        manifest = run.read_manifest()
-        config = manifest["config"]
-        # The run's own options; only where the fits run may change.
+        base = revaluation.revaluation_base(run.root)
+        config = base["config"]
         options = PipelineOptions.model_validate({**config["options"], **execution.model_dump()})
-        old_info = pipeline.base_version(manifest)
-        data = dict(config["data"], source=str(source))
-        ds_info = ingest_tasks.ingest(data, str(run.root), base_path=old_info["path"])
-        if ds_info["fingerprint"] == old_info["fingerprint"]:
+        progress.stage("ingest", f"reading {source} on top of the run's data")
+        ds_info = ingest_tasks.ingest(dict(config["data"], source=str(source)), str(run.root),
+                                      base_path=base["dataset"]["path"])
+        plan = revaluation.start_revaluation(run.root, ds_info, base, source=str(source),
+                                             event_fingerprint=fingerprint)
+        if not plan["changed"]:
             logger.info("dataset unchanged (%s); nothing to revalue", ds_info["fingerprint"][:8])
+            progress.stage("done", "dataset unchanged; nothing to revalue")
             return {"run_dir": str(run.root), "changed": False}
-        ds = open_dataset(ds_info["path"])
-        old = open_dataset(old_info["path"])
-        groups = pipeline.load_point_groups(run.root)
-        known = {p for g in groups for p in g}
-        old_pool = set(old.point_ids.tolist())
-        new_points = [p for p in ds.point_ids.tolist() if p not in old_pool and p not in known]
-        if options.points == "all" or new_points:
-            groups = groups + ([sorted(new_points)] if new_points else [])
-        pipeline.save_point_groups(run.root, groups)
-        sampling = config["sampling"]
-        prev_values = run.file("values.parquet")
-        previous = pd.read_parquet(prev_values) if prev_values.exists() else None
-        run.update_manifest(kind="revalue", dataset=ds_info, previous_dataset=old_info, status="running",
-                            revalue={"source": str(source), "event_fingerprint": fingerprint,
-                                     "new_points": len(new_points)})
+        logger.info("revaluing: %d new points join %d already valued; their samples are reused",
+                    len(plan["new_points"]), sum(len(g) for g in plan["groups"]) - len(plan["new_points"]))
         timings: dict[str, float] = {"ingest": round(time.perf_counter() - started, 3)}
-        result = _run_stages(run, ds_info, sampling, options, timings=timings)
-        if previous is not None:
-            moved = pipeline.values_change(previous, pd.read_parquet(prev_values))
-            from pointscale.io import atomic_write_parquet
-
-            atomic_write_parquet(run.file("values_change.parquet"), moved["table"])
-            run.update_manifest(values_change=moved["summary"])
-            result["values_change"] = moved["summary"]
+        result = _run_stages(run, ds_info, config["sampling"], options, progress, timings=timings)
+        change = value_tasks.compare_values(str(run.root), result["values"])
+        if change is not None:
+            result["values_change"] = change
         run.update_manifest(status="completed", total_seconds=round(time.perf_counter() - started, 3))
-    result["new_points"] = len(new_points)
+    result["new_points"] = len(plan["new_points"])
+    progress.stage("done", f"done in {time.perf_counter() - started:.0f} s")
     return result

@@ -28,7 +28,7 @@ def _workers() -> int:
 
 def main(quick: bool, out: str, results: str, datasets: list[str] | None = None, *, scale: str | None = None,
          workers: int | None = None, models: list[str] | None = None, gt_per_size: int | None = None,
-         page_only: bool = False) -> int:
+         page_only: bool = False, with_runs: list[str] | None = None) -> int:
     """Run the reproduction and write ``results`` (Markdown) and its figures.
 
     Parameters
@@ -50,6 +50,9 @@ def main(quick: bool, out: str, results: str, datasets: list[str] | None = None,
         Logistic regression's ground-truth samples per size.
     page_only : bool, default=False
         Re-render the page from the tables under ``out``.
+    with_runs : list of str, optional
+        With ``page_only``: also the tables of these run folders (the same scale run over other
+        datasets side by side), merged into one page.
     """
     from pointscale.errors import ConfigError
     from reproduction import SCALES, ReproductionResult, run_reproduction, verdicts, write_results
@@ -65,7 +68,13 @@ def main(quick: bool, out: str, results: str, datasets: list[str] | None = None,
     if gt_per_size:
         command += f" --gt-per-size {gt_per_size}"
     if page_only:
-        result = ReproductionResult.load(out)
+        command += f" --out {shlex.quote(out)} --page-only"
+    if with_runs:
+        command += " --with-runs " + " ".join(shlex.quote(d) for d in with_runs)
+    if with_runs and not page_only:
+        raise ConfigError("--with-runs only applies with --page-only")
+    if page_only:
+        result = ReproductionResult.merge([ReproductionResult.load(f) for f in [out, *(with_runs or [])]])
     else:
         config = SCALES[name]()
         if models:

@@ -7,6 +7,7 @@ prefect: Prefect reads its settings from the environment when first used.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,15 +18,22 @@ from pathlib import Path
 from typing import Iterator
 
 
-def configure_environment(home: str | os.PathLike | None = None) -> None:
-    """Telemetry off and Prefect's home inside the project (the working folder).
+LOGGING_CONFIG = Path(__file__).with_name("logging.yml")
 
-    Values already set by the user win.
+
+def configure_environment(home: str | os.PathLike | None = None) -> None:
+    """Telemetry off, Prefect's home inside the project, run logs to the API and not the console.
+
+    Values already set by the user win. Child processes (the local server,
+    Dask workers, served flow runs) inherit these.
     """
     os.environ.setdefault("PREFECT_HOME", str(Path(home or Path.cwd() / ".prefect").resolve()))
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's internals print warnings only; flow and task runs log INFO to the
+    # API (the UI shows them) and nothing to the console (see logging.yml).
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH", str(LOGGING_CONFIG))
     os.environ.setdefault("MPLBACKEND", "Agg")
     # Dask's scheduler/nanny INFO lines (workers joining and leaving) drown the summary.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
@@ -61,6 +69,43 @@ def wait_healthy(api_url: str, timeout: float, proc: subprocess.Popen | None = N
     raise TimeoutError(f"Prefect server at {api_url} not healthy after {timeout:.0f} s ({last})")
 
 
+def server_environment(port: int) -> dict[str, str]:
+    """Environment of a ``prefect server start`` on 127.0.0.1:``port``.
+
+    ``--port`` alone does not tell the UI where its API is (it would call
+    127.0.0.1:4200 whatever the port): ``PREFECT_UI_API_URL`` does. Analytics
+    off on the server (``--analytics-off``) and in the UI it serves
+    (``PREFECT_SERVER_ANALYTICS_ENABLED``).
+    """
+    env = os.environ.copy()
+    env.pop("PREFECT_API_URL", None)
+    env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    # No "Upgrade" banners in a local UI. (The V2 UI, Prefect's default, still starts
+    # its analytics client on every page load whatever the analytics setting says;
+    # the V1 UI has none but lists no task runs on this Prefect version. README says so.)
+    env.setdefault("PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT", "false")
+    return env
+
+
+def stop_process_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM the group ``proc`` leads (it was started in a new session), then SIGKILL what is left."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    try:  # children of the leader (uvicorn workers) can outlive it
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 @contextmanager
 def local_prefect_server(
     port: int | None = None, *, timeout: float = 90.0, log_path: str | os.PathLike | None = None,
@@ -70,20 +115,21 @@ def local_prefect_server(
 
     Telemetry is off and its SQLite database lives in ``PREFECT_HOME``. While
     it runs, ``PREFECT_API_URL`` points at it (inherited by Dask workers
-    started from this process).
+    started from this process). The server runs in a process group of its own,
+    stopped as a whole; :func:`terminate_on_sigterm` turns SIGTERM into a
+    normal exit so that this happens when the caller is terminated too.
     """
     configure_environment()
     port = port or free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    env = os.environ.copy()
-    env.pop("PREFECT_API_URL", None)
     log_file = Path(log_path) if log_path else Path(os.environ["PREFECT_HOME"]) / f"server-{port}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
             [prefect_executable(), "server", "start", "--host", "127.0.0.1", "--port", str(port),
              "--analytics-off", "--log-level", "WARNING"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=server_environment(port),
+            start_new_session=True,
         )
     previous = os.environ.get("PREFECT_API_URL")
     try:
@@ -97,9 +143,13 @@ def local_prefect_server(
                 os.environ.pop("PREFECT_API_URL", None)
             else:
                 os.environ["PREFECT_API_URL"] = previous
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process_group(proc)
+
+
+def terminate_on_sigterm() -> None:
+    """Make SIGTERM raise ``SystemExit`` in the main thread, so ``finally`` blocks (servers) run."""
+
+    def handler(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)

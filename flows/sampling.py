@@ -3,20 +3,63 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+import socket
+from typing import Any, Optional
+from urllib.parse import urlparse
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
 from pointscale import pipeline
-from pointscale.errors import PointscaleError
+from pointscale.errors import ConfigError, PointscaleError
 from pointscale.runs import RunFolder
-from tasks.sampling import sample_shard
+from tasks.sampling import RETRIES, sample_shard
+
+from .progress import RunProgress
 
 
 class ShardFailed(PointscaleError):
     """A shard kept failing after its retries."""
+
+    #: A failed run, not bad input: the command exits 1.
+    exit_status = 1
+
+
+class DaskUnreachable(ConfigError):
+    """``--dask-address`` names no scheduler this machine can reach."""
+
+
+def check_dask_address(address: Optional[str], timeout: float = 10.0) -> None:
+    """Fail in seconds, with one line, when nothing listens at the scheduler address.
+
+    Only the TCP connection is tried (``tcp://host:port``, or ``host:port``);
+    Dask's own handshake comes after, when the runner connects.
+
+    Raises
+    ------
+    DaskUnreachable
+    """
+    if not address:
+        return
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    if parsed.scheme not in ("tcp", "tls") or not parsed.hostname:
+        raise DaskUnreachable(f"--dask-address {address!r} must look like tcp://HOST:PORT "
+                              "(the address `dask scheduler` prints)")
+    port = parsed.port or 8786
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise DaskUnreachable(f"no Dask scheduler answers at {address} ({reason}); start one "
+                              "(`dask scheduler`) or fix --dask-address") from None
+
+
+def describe_cluster(workers: Optional[int], address: Optional[str]) -> str:
+    if address:
+        return f"connecting to the Dask scheduler at {address}"
+    n = workers or os.cpu_count() or 1
+    return f"starting a local Dask cluster ({n} worker process{'es' if n != 1 else ''})"
 
 
 def dask_task_runner(workers: int | None = None, address: str | None = None):
@@ -24,24 +67,41 @@ def dask_task_runner(workers: int | None = None, address: str | None = None):
 
     Local workers get one thread each (the models are single-threaded; the
     parallelism is the workers) and inherit this process's environment,
-    including ``PREFECT_API_URL``.
+    including ``PREFECT_API_URL``. No dashboard, and the scheduler's HTTP
+    server on a free port: ``dashboard_address=None`` still binds 8787 (and
+    warns "Port 8787 is already in use" when another cluster has it).
     """
     from prefect_dask import DaskTaskRunner
 
     if address:
         return DaskTaskRunner(address=address)
+    import logging
+
+    # Closing the cluster after the last shard, the nanny kills worker processes still
+    # tearing down Prefect's log and event threads, and warns; nothing is lost then.
+    logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
     n = workers or os.cpu_count() or 1
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
-        cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True,
-                        "dashboard_address": None, "host": "127.0.0.1"},
+        cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
+                        # The scheduler always serves HTTP (health, metrics), by default on 8787;
+                        # a free port and no dashboard, so two runs never collide or warn.
+                        "scheduler_kwargs": {"dashboard": False, "dashboard_address": "127.0.0.1:0"}},
     )
 
 
-@flow(name="sample", log_prints=False)
-def sample_stage(run_dir: str, dataset_path: str, dataset_fingerprint: str, sampling: dict[str, Any],
-                 points_hash: str) -> dict[str, Any]:
-    """Sample every planned shard not yet in the ledger; return counts.
+def _sampling_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    dataset, sampling = params.get("dataset") or {}, params.get("sampling") or {}
+    return f"sample-{dataset.get('name', 'data')}-{sampling.get('model', 'model')}"
+
+
+@flow(name="pointscale-sample", flow_run_name=_sampling_run_name, log_prints=False)
+def sample_stage(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], points_hash: str,
+                 progress_id: Optional[str] = None) -> dict[str, Any]:
+    """Sample every planned shard not yet in the ledger; return counts and the ledger's hash.
 
     The points to value are read from the run folder (``points.json``;
     ``points_hash`` is its content hash, so the flow run records which set
@@ -49,43 +109,50 @@ def sample_stage(run_dir: str, dataset_path: str, dataset_fingerprint: str, samp
     results carry paths, hashes, indices and counts, never point ids.
     The ledger is the system of record: shards already written are not
     planned again, so a rerun after a crash does only the unfinished work.
+    ``dataset`` is the ingest result (path and fingerprint, never arrays).
+    ``progress_id`` is the pipeline run's progress artifact, updated here.
     """
     logger = get_run_logger()
     run = RunFolder(run_dir)
+    progress = RunProgress(progress_id)
     groups = pipeline.load_point_groups(run.root)
     if pipeline.points_hash(run.root) != points_hash:
         raise PointscaleError(f"{run.file('points.json')} changed since the run started "
                               f"(content hash {points_hash[:12]} expected); rerun the command")
-    plan = pipeline.plan_sampling(dataset_path, sampling, groups, run.samples)
+    plan = pipeline.plan_sampling(dataset["path"], sampling, groups, run.samples)
     del groups
     shards = pipeline.plan_shard_names(plan["plan"])
     config_hash = sampling_hash(sampling)
-    logger.info("sampling: %d shards to run, %d samples reused from the ledger",
-                len(shards), plan["samples_reused"])
-    progress = create_progress_artifact(
-        0.0, key="sampling-progress", description=f"Shards of {len(shards)} done") if shards else None
+    logger.info("Dask is ready: %d shards (%d samples) to run, %d samples reused from the ledger",
+                len(shards), plan["samples_todo"], plan["samples_reused"])
+    progress.sampling_started(len(shards), plan["samples_todo"], plan["samples_reused"])
     futures = [
-        sample_shard.submit(dataset_path, dataset_fingerprint, sampling, config_hash, plan["plan"],
+        sample_shard.submit(dataset["path"], dataset["fingerprint"], sampling, config_hash, plan["plan"],
                             plan["plan_hash"], i, name, str(run.samples))
         for i, name in enumerate(shards)
     ]
     index = {future.task_run_id: i for i, future in enumerate(futures)}
-    done, failures, results = 0, [], []
+    failures, results = [], []
     for future in as_completed(futures):
-        done += 1
+        i = index[future.task_run_id]
         # Ask the future itself: ``future.state`` can lag behind a finished shard
         # (task states reach the API asynchronously), which dropped its counts.
         try:
-            results.append(future.result())
+            result = future.result()
         except Exception as exc:  # the shard's own error after retries
-            i = index[future.task_run_id]
             failures.append(f"shard {shards[i]} (#{i}): {type(exc).__name__}: {exc}")
-        if progress is not None:
-            update_progress_artifact(progress, 100.0 * done / len(shards),
-                                     description=f"{done}/{len(shards)} shards")
+            progress.shard_done(0, RETRIES + 1)
+            continue
+        results.append(result)
+        if result.get("attempt", 1) > 1:
+            logger.warning("shard %s succeeded on attempt %d (the earlier failure is in its task run's log)",
+                           result["name"], result["attempt"])
+        progress.shard_done(result["samples"], result.get("attempt", 1))
+    retried = sorted(r["name"] for r in results if r.get("attempt", 1) > 1)
     summary = {
         "shards_planned": len(shards),
         "shards_executed": len(results),
+        "shards_retried": len(retried),
         "samples_planned": plan["samples_planned"],
         "samples_reused": plan["samples_reused"],
         "samples_new": sum(r["samples"] for r in results),
@@ -94,6 +161,8 @@ def sample_stage(run_dir: str, dataset_path: str, dataset_fingerprint: str, samp
         "shard_seconds": round(sum(r["seconds"] for r in results), 3),
         "quarantined": plan["quarantined"],
     }
+    if retried:
+        summary["retried_shards"] = retried
     if failures:
         summary["failed_shards"] = sorted(failures)
         run.update_manifest(sampling_progress=summary)
@@ -102,7 +171,10 @@ def sample_stage(run_dir: str, dataset_path: str, dataset_fingerprint: str, samp
             f"{len(results)} are saved in the ledger and a rerun resumes from there. "
             + "; ".join(sorted(failures))
         )
-    return summary
+    logger.info("sampled %d new samples in %d shards (%d retried); %d reused", summary["samples_new"],
+                len(results), len(retried), plan["samples_reused"])
+    return {"counts": summary, "ledger_hash": pipeline.ledger_hash(run.root),
+            "points_hash": pipeline.points_hash(run.root)}
 
 
 def sampling_hash(sampling: dict[str, Any]) -> str:

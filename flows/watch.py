@@ -158,17 +158,23 @@ def save_state(runs_dir: str | Path, data_dir: str | Path, datasets: dict[str, d
 # --------------------------------------------------------------------------- flows
 
 
-@flow(name="pointscale-watch", validate_parameters=True)
-def watch_flow(data_dir: str, runs_dir: str = "runs", min_age_seconds: float = 1.0) -> dict[str, Any]:
-    """Scan ``data_dir``; emit ``pointscale.dataset.updated`` for each new or changed dataset."""
+def scan_once(data_dir: str, runs_dir: str, min_age_seconds: float, settling_seen: set[str]) -> dict[str, Any]:
+    """One scan: emit ``pointscale.dataset.updated`` for each new or changed dataset, save the state.
+
+    Logs one line per change (and per dataset that starts settling), nothing
+    for a scan that finds nothing new.
+    """
     from prefect.events import emit_event
 
     logger = get_run_logger()
     current, fresh = scan_datasets(data_dir, min_age_seconds)
     previous = load_state(runs_dir, data_dir)
     updated, removed = diff_datasets(current, previous)
-    if fresh:
-        logger.info("not yet settled (next scan): %s", ", ".join(fresh))
+    for name in sorted(set(fresh) - settling_seen):
+        logger.info("%s is still being written; it is reported once it has not changed for %g s",
+                    name, min_age_seconds)
+    settling_seen.clear()
+    settling_seen.update(fresh)
     for name in updated:
         info = current[name]
         prev = previous.get(name, {}).get("fingerprint")
@@ -191,12 +197,53 @@ def watch_flow(data_dir: str, runs_dir: str = "runs", min_age_seconds: float = 1
     return {"datasets": sorted(current), "updated": updated, "removed": removed, "settling": fresh}
 
 
+def _watch_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return f"watch-{Path(str(flow_run.parameters.get('data_dir', 'data'))).name}"
+
+
+@flow(name="pointscale-watch", flow_run_name=_watch_run_name, validate_parameters=True)
+def watch_flow(data_dir: str, runs_dir: str = "runs", min_age_seconds: float = 1.0, poll_seconds: float = 60.0,
+               run_seconds: float = 0.0) -> dict[str, Any]:
+    """Scan ``data_dir`` every ``poll_seconds`` for ``run_seconds``; emit an event per new or changed dataset.
+
+    One flow run covers many scans (``run_seconds`` 0: a single scan), so the
+    run list shows one watch run per period and one triggered run per
+    change, not one run per poll. The run stops a little before
+    ``run_seconds`` so that the next scheduled one never collides with it.
+    """
+    logger = get_run_logger()
+    started = time.monotonic()
+    stop = max(0.0, run_seconds - 2 * poll_seconds - 5.0) if run_seconds else 0.0
+    if stop:
+        logger.info("watching %s every %g s for %.0f min; one log line per new or changed dataset",
+                    data_dir, poll_seconds, stop / 60)
+    settling: set[str] = set()
+    changes: dict[str, list[str]] = {"updated": [], "removed": []}
+    while True:
+        result = scan_once(data_dir, runs_dir, min_age_seconds, settling)
+        changes["updated"] += result["updated"]
+        changes["removed"] += result["removed"]
+        if time.monotonic() - started + poll_seconds > stop:
+            break
+        time.sleep(poll_seconds)
+    return {"datasets": result["datasets"], "updated": changes["updated"], "removed": changes["removed"],
+            "settling": result["settling"]}
+
+
 def _completed_run(run_dir: Path) -> bool:
     manifest = RunFolder(run_dir).read_manifest()
     return bool(manifest.get("config")) and manifest.get("status") == "completed"
 
 
-@flow(name="pointscale-on-new-data", validate_parameters=True)
+def _new_data_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return f"new-data-{flow_run.parameters.get('name', 'dataset')}"
+
+
+@flow(name="pointscale-on-new-data", flow_run_name=_new_data_run_name, validate_parameters=True)
 def on_new_data_flow(
     name: str,
     path: str,

@@ -1,9 +1,18 @@
 """The pipeline's stages as plain functions over a run folder.
 
-Each stage reads its inputs from the run folder (or small plain arguments),
-writes its outputs there atomically, and returns a small JSON-able summary.
-The Prefect tasks in ``tasks/`` are thin wrappers around these; the CLI, a
-Dask worker or a notebook can call them just the same.
+Each stage reads exactly the inputs it is given (the files the previous
+stages produced, named by argument, never "whatever is in the folder"),
+writes its outputs there atomically, and returns a small JSON-able summary
+whose ``files`` lists what it wrote. The Prefect tasks in ``tasks/`` are thin
+wrappers around these; the CLI, a Dask worker or a notebook can call them just
+the same.
+
+Which outputs are current is recorded in ``run.json`` under ``outputs``:
+``outputs[stage]`` holds the stage's key (a hash of everything that changes
+its result: inputs, settings and code), the sha256 of each file it wrote and
+its summary; a stage switched off is recorded as ``None``. A stage whose
+record matches its key and whose files are intact is up to date
+(:func:`current_output`) and need not run again; any other record is stale.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .data import DataConfig, Dataset, load_from_config, open_dataset
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .io import atomic_write_parquet
 from .runs import RunFolder
 from .sampling.config import default_k_range
@@ -27,20 +36,67 @@ from .seeding import STREAM_POINT_CHOICE, rng
 PIPELINE_VERSION = "1"
 
 
-def code_version() -> str:
-    """Hash of the core package's source: a cache key part that changes with the code."""
-    global _CODE_VERSION
-    if _CODE_VERSION is None:
-        root = Path(__file__).parent
+def code_version(*packages: str | Path) -> str:
+    """Hash of the source of the core package and of ``packages`` (folders of ``.py`` files).
+
+    A cache-key part that changes whenever code that computes a result does:
+    the orchestration layer passes its own folders (``tasks/``, ``flows/``).
+    """
+    roots = (Path(__file__).parent, *(Path(p).resolve() for p in packages))
+    if roots not in _CODE_VERSIONS:
         h = hashlib.sha256(PIPELINE_VERSION.encode())
-        for path in sorted(root.rglob("*.py")):
-            h.update(str(path.relative_to(root)).encode())
-            h.update(path.read_bytes())
-        _CODE_VERSION = h.hexdigest()[:16]
-    return _CODE_VERSION
+        for root in roots:
+            h.update(root.name.encode() + b"\0")
+            for path in sorted(root.rglob("*.py")):
+                h.update(str(path.relative_to(root)).encode())
+                h.update(path.read_bytes())
+        _CODE_VERSIONS[roots] = h.hexdigest()[:16]
+    return _CODE_VERSIONS[roots]
 
 
-_CODE_VERSION: str | None = None
+_CODE_VERSIONS: dict[tuple[Path, ...], str] = {}
+
+
+# --------------------------------------------------------------------------- which outputs are current
+
+
+def current_output(run_dir: str | Path, stage: str, key: str) -> dict[str, Any] | None:
+    """The recorded summary of ``stage`` if it is up to date for ``key``, else None.
+
+    Up to date: ``run.json`` records ``stage`` with this key, and every file it
+    wrote still has the recorded sha256 (a file rewritten by a run with other
+    settings, or deleted, makes the record stale).
+    """
+    from .io import sha256_file
+
+    run = RunFolder(run_dir)
+    record = (run.read_manifest().get("outputs") or {}).get(stage)
+    if not record or record.get("key") != key:
+        return None
+    for name, digest in record.get("files", {}).items():
+        path = run.file(name)
+        if not path.is_file() or sha256_file(path) != digest:
+            return None
+    return dict(record["result"], output=record["files"])
+
+
+def record_output(run_dir: str | Path, stage: str, key: str, result: Mapping[str, Any]) -> dict[str, Any]:
+    """Record ``result`` (a stage summary listing its ``files``) as the current output of ``stage``.
+
+    Returns the summary with ``output`` = ``{file name: sha256}``, the
+    reference downstream stages take (and key their own records on).
+    """
+    from .io import sha256_file
+
+    run = RunFolder(run_dir)
+    files = {name: sha256_file(run.file(name)) for name in result.get("files", ())}
+    run.update_manifest(outputs={stage: {"key": key, "files": files, "result": dict(result)}})
+    return dict(result, output=files)
+
+
+def clear_output(run_dir: str | Path, stage: str) -> None:
+    """Record that ``stage`` has no current output (it was switched off for this run)."""
+    RunFolder(run_dir).update_manifest(outputs={stage: None})
 
 
 # --------------------------------------------------------------------------- ingest
@@ -268,24 +324,28 @@ def run_shard(dataset_path: str, sampling: Mapping[str, Any], plan: str | Path, 
               ledger_dir: str | Path) -> dict[str, Any]:
     """Sample shard ``shard_index`` of a plan file and append it to the ledger atomically.
 
-    Returns its counts (small: the rows went to the ledger).
+    The shard's out-of-bag evidence is committed with it. Returns its counts
+    (small: the rows went to the ledger).
     """
-    from .sampling import Ledger, SamplingConfig, as_dataset, run_blocks
+    from .sampling import Ledger, SamplingConfig, as_dataset, sample_blocks
     from .sampling.plans import read_plan_shard
 
     start = time.perf_counter()
     ds = as_dataset(dataset_path)  # memory-mapped once per worker process
     cfg = SamplingConfig.from_dict(dict(sampling))
     shard = read_plan_shard(plan, shard_index, ds)
-    frame = run_blocks(ds, cfg, shard.blocks)
-    Ledger(ledger_dir).write_shard(shard.name, frame)
+    result = sample_blocks(ds, cfg, shard.blocks)
+    frame = result.samples
+    counts = {"fits": result.n_fits, "oob_predictions": result.n_oob_predictions}
+    Ledger(ledger_dir).write_shard(shard.name, frame, oob=result.oob, counts=counts)
     n_failed = int(frame["failed"].sum()) if "failed" in frame else 0
     return {
         "name": shard.name,
         "samples": int(len(frame)),
         "failed": n_failed,
-        # One fit per base plus one per point valued against it.
-        "fits": int(len(frame) + len(shard.blocks)),
+        # One fit per base plus one per point valued against it; the out-of-bag
+        # evidence adds predictions only.
+        **counts,
         "seconds": round(time.perf_counter() - start, 4),
     }
 
@@ -381,11 +441,19 @@ def fit_laws(run_dir: str | Path, sampling: Mapping[str, Any]) -> dict[str, Any]
     start = time.perf_counter()
     samples = load_samples(run_dir, sampling)
     laws = fit_mle_chunked(samples)
-    laws.save(run.file("laws_mle.parquet"))
+    laws.save(run.file(LAWS_MLE))
     flags = {name: int(np.sum(v)) for name, v in laws.flags.items()}
-    return {"points": laws.n_points, "samples": int(len(samples)), "flags": flags,
+    return {"files": [LAWS_MLE], "points": laws.n_points, "samples": int(len(samples)), "flags": flags,
             "median_alpha": float(np.nanmedian(laws.alpha)) if laws.n_points else None,
             "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _oob(run_dir: str | Path):
+    """The run's out-of-bag evidence (None when the ledger holds none)."""
+    from .sampling import Ledger, oob_evidence
+
+    oob = oob_evidence(Ledger(RunFolder(run_dir).samples))
+    return None if oob.empty else oob
 
 
 #: Points the amortized estimator trains on at most. Training costs epochs x
@@ -401,8 +469,9 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
                   max_train_points: int | None = AMORTIZED_MAX_TRAIN_POINTS) -> dict[str, Any]:
     """The amortized estimator trained on the samples -> ``laws_amortized.parquet``.
 
-    Laws are predicted for every point of the training pool, including points
-    with no samples yet (e.g. rows that just arrived). With more than
+    Inputs are the points' features, labels and out-of-bag evidence. Laws are
+    predicted for every point of the training pool, including points with no
+    samples yet (e.g. rows that just arrived). With more than
     ``max_train_points`` sampled points, a seeded subsample of that many
     trains the model (None: all).
     """
@@ -415,6 +484,7 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
     samples = load_samples(run_dir, sampling)
+    oob = _oob(run_dir)
     sampled = np.unique(samples["point_id"].to_numpy(dtype=object))
     n_sampled = len(sampled)
     if max_train_points is not None and n_sampled > int(max_train_points):
@@ -425,59 +495,107 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
     idx = ds.index_of(sampled.tolist())
     # The dataset knows its task; inferring it from y would call integer targets (diabetes) classes.
     model = AmortizedScalingLaws(random_state=cfg.seed, **{"task": ds.task, **dict(params or {})})
-    model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, sampled)
-    laws = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids)
-    laws.save(run.file("laws_amortized.parquet"))
+    model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, sampled, oob=oob)
+    laws = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids, oob=oob)
+    laws.save(run.file(LAWS_AMORTIZED))
     model.save(run.file("amortized_model"))
-    return {"points_predicted": laws.n_points, "points_trained": len(sampled), "points_sampled": n_sampled,
-            "max_train_points": max_train_points, "seconds": round(time.perf_counter() - start, 3)}
+    return {"files": [LAWS_AMORTIZED], "points_predicted": laws.n_points, "points_trained": len(sampled),
+            "points_sampled": n_sampled, "max_train_points": max_train_points,
+            "alpha_prior": model.alpha_prior_, "hidden_layer_sizes": list(model.hidden_layer_sizes_),
+            "seconds": round(time.perf_counter() - start, 3)}
 
 
 # --------------------------------------------------------------------------- values, selection, report
 
 
-def _load_laws(path: Path):
+#: Output files of the stages (names inside the run folder).
+LAWS_MLE, LAWS_AMORTIZED = "laws_mle.parquet", "laws_amortized.parquet"
+#: The laws behind ``shapley`` (fit_laws' choice) and the aggregate learning curve, from the value stage.
+LAWS, LEARNING_CURVE = "laws.parquet", "learning_curve.json"
+VALUES, SELECTION, REMOVAL, REPORT = "values.parquet", "selection.parquet", "removal.parquet", "report.md"
+
+
+def _load_laws(run: RunFolder, name: str | None):
     from .laws import FittedScalingLaws
 
-    return FittedScalingLaws.load(path) if path.exists() else None
+    return FittedScalingLaws.load(run.file(name)) if name else None
 
 
 def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
-          target_sizes: Sequence[int] | None = None) -> dict[str, Any]:
-    """The values table -> ``values.parquet``."""
+          target_sizes: Sequence[int] | None = None, *, laws_mle: str = LAWS_MLE,
+          laws_amortized: str | None = None, method: str = "auto") -> dict[str, Any]:
+    """The values table -> ``values.parquet`` (and ``laws.parquet``, ``learning_curve.json``).
+
+    ``laws_mle`` and ``laws_amortized`` name the law files to use (None: no
+    amortized laws in this run, whatever file the folder holds). ``shapley``
+    comes from :func:`pointscale.laws.fit_laws` with ``method`` ("auto": the
+    estimator with the best held-out-sample likelihood; its choice and scores
+    are returned and stored with ``laws.parquet``); ``shapley_mle``,
+    ``shapley_amortized``, ``mc_mean`` and ``oob`` sit beside it for
+    comparison. The amortized laws named here are reused when the chosen
+    estimator needs them on all samples; without them auto chooses between
+    mle and shrinkage only. ``learning_curve.json``: the aggregate law of the
+    base fits' utilities.
+    """
+    from .io import atomic_write_json
+    from .laws.auto import select_laws
     from .sampling import SamplingConfig
     from .valuation import values_table
+    from .valuation.learning_curve import fit_learning_curve
 
     run = RunFolder(run_dir)
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
-    mle = _load_laws(run.file("laws_mle.parquet"))
-    amortized = _load_laws(run.file("laws_amortized.parquet"))
-    samples = load_samples(run_dir, sampling)
+    mle = _load_laws(run, laws_mle)
+    amortized = _load_laws(run, laws_amortized)
+    # u_base (the base fits' utilities) feeds the learning curve.
+    samples = load_samples(run_dir, sampling, columns=SAMPLE_COLUMNS + ("u_base",))
+    oob = _oob(run_dir)
     points = {p for g in load_point_groups(run_dir) for p in g}
     if amortized is not None and points:
         # Value the run's points (amortized covers the whole pool).
         keep = np.isin(amortized.point_ids.astype(str), np.asarray(sorted(points), dtype=str))
         amortized = amortized.subset(keep)
+    fitted = {}
+    if amortized is not None:
+        sampled = np.isin(amortized.point_ids.astype(str), samples["point_id"].astype(str).unique())
+        fitted["amortized"] = amortized.subset(sampled)
+    if mle is not None:
+        fitted["mle"] = mle
+    # Without the amortized stage (--no-amortized) auto chooses between mle and shrinkage only.
+    candidates = None if amortized is not None else ("shrinkage", "mle")
+    laws, _ = select_laws(samples, ds, method=method, oob=oob, random_state=cfg.seed, fitted=fitted,
+                          candidates=candidates)
+    laws.save(run.file(LAWS))
     sizes = list(target_sizes) if target_sizes else [ds.n_pool, 10 * ds.n_pool]
-    table = values_table(mle, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=sizes,
-                         samples=samples, amortized=amortized)
-    atomic_write_parquet(run.file("values.parquet"), table)
+    table = values_table(laws, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=sizes,
+                         samples=samples, amortized=amortized,
+                         compare={"mle": mle, "amortized": amortized}, oob=oob)
+    atomic_write_parquet(run.file(VALUES), table)
+    files = [VALUES, LAWS]
+    try:
+        curve = fit_learning_curve(samples, n_pool=ds.n_pool, seed=cfg.seed)
+        curve["metric"] = cfg.metric
+        atomic_write_json(run.file(LEARNING_CURVE), curve)
+        files.append(LEARNING_CURVE)
+    except DataError as exc:  # too few base fits: say so, do not invent a curve
+        curve = {"skipped": str(exc)}
     by_estimator = table["estimator"].value_counts().to_dict()
-    return {"points": int(len(table)), "by_estimator": {str(k): int(v) for k, v in by_estimator.items()},
+    return {"files": files, "points": int(len(table)),
+            "by_estimator": {str(k): int(v) for k, v in by_estimator.items()},
+            "estimator": laws.meta["selection"],
             "negative_c": int(table["negative_c"].sum()) if "negative_c" in table else None,
-            "target_sizes": sizes}
+            "target_sizes": sizes, "learning_curve": curve}
 
 
-def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None = None) -> dict[str, Any]:
-    """The m most valuable points at the current size -> ``selection.parquet``."""
+def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None = None, *,
+           laws: str = LAWS_MLE) -> dict[str, Any]:
+    """The m most valuable points at the current size, ranked by the laws in ``laws`` -> ``selection.parquet``."""
     from .valuation import select_points
 
     run = RunFolder(run_dir)
     ds = open_dataset(dataset_path)
-    source = _load_laws(run.file("laws_mle.parquet"))
-    if source is None:
-        source = _load_laws(run.file("laws_amortized.parquet"))
+    source = _load_laws(run, laws)
     n_current = int(n_current or ds.n_pool)
     labels = None
     if ds.task == "classification":
@@ -488,11 +606,12 @@ def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None
     if m < 1:
         # Nothing to rank (e.g. every point has fewer than 3 samples): say so, do not invent.
         chosen = pd.DataFrame({"point_id": pd.Series(dtype=str), "predicted_value": pd.Series(dtype=float)})
-        atomic_write_parquet(run.file("selection.parquet"), chosen)
-        return {"selected": 0, "n_current": n_current, "note": "no point has a finite fitted law"}
+        atomic_write_parquet(run.file(SELECTION), chosen)
+        return {"files": [SELECTION], "selected": 0, "n_current": n_current,
+                "note": "no point has a finite fitted law"}
     chosen = select_points(source, n_current, m, labels=labels, balanced=labels is not None)
-    atomic_write_parquet(run.file("selection.parquet"), chosen)
-    return {"selected": int(len(chosen)), "n_current": n_current}
+    atomic_write_parquet(run.file(SELECTION), chosen)
+    return {"files": [SELECTION], "selected": int(len(chosen)), "n_current": n_current}
 
 
 #: Pool points the removal curve refits on at most (7 fits per fraction): beyond
@@ -500,9 +619,9 @@ def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None
 REMOVAL_MAX_TRAIN = 20_000
 
 
-def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
+def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any], *, values: str = VALUES,
             max_train: int | None = REMOVAL_MAX_TRAIN) -> dict[str, Any]:
-    """Removal curve (lowest-valued first vs random) -> ``removal.parquet``.
+    """Removal curve (lowest-valued first vs random), from the values in ``values`` -> ``removal.parquet``.
 
     On pools above ``max_train`` points the curve is computed on a seeded
     subsample of that many (see :func:`~pointscale.valuation.removal_curve`).
@@ -516,49 +635,41 @@ def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     if ds.X_test.shape[0] == 0:
         # Given splits without a test file: scoring on the validation rows the values
         # were computed against would flatter them, so there is no curve.
-        return {"rows": 0, "skipped": "no test split (pass --test to get a removal curve)"}
-    values = pd.read_parquet(run.file("values.parquet"))
-    values = values[["point_id", "shapley"]]
-    curve = removal_curve(ds, values, model=cfg.model, model_params=cfg.model_params, seed=cfg.seed,
+        return {"files": [], "rows": 0, "skipped": "no test split (pass --test to get a removal curve)"}
+    table = pd.read_parquet(run.file(values), columns=["point_id", "shapley"])
+    curve = removal_curve(ds, table, model=cfg.model, model_params=cfg.model_params, seed=cfg.seed,
                           max_train=max_train)
-    atomic_write_parquet(run.file("removal.parquet"), curve)
-    return {"rows": int(len(curve)), "n_pool_used": int(curve["n_pool_used"].iloc[0]),
+    atomic_write_parquet(run.file(REMOVAL), curve)
+    return {"files": [REMOVAL], "rows": int(len(curve)), "n_pool_used": int(curve["n_pool_used"].iloc[0]),
             "n_pool": int(ds.n_pool)}
 
 
-def report(run_dir: str | Path, dataset_path: str) -> dict[str, Any]:
-    """``report.md`` and its figures; returns the path and a short summary text."""
+def report(run_dir: str | Path, dataset_path: str, *, laws: str | None = LAWS_MLE, values: str = VALUES,
+           selection: str | None = SELECTION, removal: str | None = None, chosen_laws: str | None = None,
+           learning_curve: str | None = None) -> dict[str, Any]:
+    """``report.md`` and its figures from the named outputs; returns the path and a short summary text.
+
+    Only the files named here are reported (None: that output is not part of
+    this run), so a rerun with other switches never reports a stale file.
+    ``chosen_laws`` (the value stage's ``laws.parquet``) adds which estimator
+    ``fit_laws`` chose and why; ``learning_curve`` the aggregate learning curve.
+    """
+    from .io import read_json
     from .report import report_summary, write_report
 
     run = RunFolder(run_dir)
     ds = open_dataset(dataset_path)
-    laws = _load_laws(run.file("laws_mle.parquet"))
-    values = pd.read_parquet(run.file("values.parquet"))
-    selection = pd.read_parquet(run.file("selection.parquet")) if run.file("selection.parquet").exists() else None
-    experiments = {}
-    if run.file("removal.parquet").exists():
-        experiments["removal"] = pd.read_parquet(run.file("removal.parquet"))
-    manifest = run.read_manifest()
-    path = write_report(run.root, dataset=ds, laws=laws, values=values, selection=selection,
-                        experiments=experiments or None, manifest=manifest)
-    summary = report_summary(dataset=ds, laws=laws, values=values, manifest=manifest)
+    law_table = _load_laws(run, laws)
+    table = pd.read_parquet(run.file(values))
+    chosen = pd.read_parquet(run.file(selection)) if selection else None
+    experiments = {"removal": pd.read_parquet(run.file(removal))} if removal else None
+    # The report lists the run's facts; the stage records (keys, hashes) are for the pipeline.
+    manifest = {k: v for k, v in run.read_manifest().items() if k != "outputs"}
+    picked = _load_laws(run, chosen_laws)
+    curve = read_json(run.file(learning_curve)) if learning_curve else None
+    path = write_report(run.root, dataset=ds, laws=picked if picked is not None else law_table, values=table,
+                        selection=chosen, experiments=experiments, manifest=manifest,
+                        estimator_choice=None if picked is None else picked.meta.get("selection"),
+                        learning_curve=curve)
+    summary = report_summary(dataset=ds, laws=law_table, values=table, manifest=manifest)
     return {"path": str(path), "summary": summary}
-
-
-def values_change(before: pd.DataFrame, after: pd.DataFrame) -> dict[str, Any]:
-    """How existing points' Shapley values moved between two values tables."""
-    from scipy.stats import spearmanr
-
-    merged = before[["point_id", "shapley"]].merge(after[["point_id", "shapley"]], on="point_id",
-                                                    suffixes=("_before", "_after"))
-    merged["change"] = merged["shapley_after"] - merged["shapley_before"]
-    ok = np.isfinite(merged["shapley_before"]) & np.isfinite(merged["shapley_after"])
-    rho = float(spearmanr(merged.loc[ok, "shapley_before"], merged.loc[ok, "shapley_after"])[0]) \
-        if ok.sum() > 2 else float("nan")
-    summary = {
-        "points_compared": int(ok.sum()),
-        "points_new": int(len(set(after["point_id"]) - set(before["point_id"]))),
-        "spearman_before_after": rho,
-        "median_abs_change": float(np.nanmedian(np.abs(merged["change"]))) if ok.any() else float("nan"),
-    }
-    return {"table": merged, "summary": summary}

@@ -28,6 +28,7 @@ STREAM_SELECTION = 7
 STREAM_SIMULATION = 8
 STREAM_LABEL_NOISE = 9
 STREAM_BOOTSTRAP = 10
+STREAM_OOB = 11
 
 _MASK64 = (1 << 64) - 1
 
@@ -70,3 +71,24 @@ def combine_ids(ids: Iterable[str | int]) -> int:
         h.update(str(i).encode("utf-8"))
         h.update(b"\x00")
     return int.from_bytes(h.digest()[:8], "little") >> 1
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on uint64s: a fast, well-mixed hash of integer identities."""
+    x = x.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        x += np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def point_keys(point_ids, seed: int) -> np.ndarray:
+    """A pseudo-random 64-bit key per point id: depends on the id and seed, never on order.
+
+    Sorting by it draws a random subset (e.g. held-out points) keyed by identity.
+    """
+    ids = np.asarray(point_ids)
+    ints = np.fromiter((id_to_int(p) & _MASK64 for p in ids.tolist()), dtype=np.uint64, count=len(ids))
+    salt = mix64(np.array([seed], dtype=np.uint64))[0]
+    return mix64(ints ^ salt)

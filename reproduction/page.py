@@ -186,6 +186,13 @@ def write_results(result: ReproductionResult, path: str | Path, *, command: str 
              f"{man['finished_utc']}. Models: "
              + "; ".join(f"`{m['model']}` {m['model_params'] or '(registry defaults)'}" for m in cfg["models"])
              + ".\n\n" + _table(ds_facts.drop(columns=["fingerprint"], errors="ignore")))
+    if man.get("folders"):
+        facts = ("Merged from runs of the same scale side by side, one per folder: "
+                 + ", ".join(f"`{f}`" for f in man["folders"]) + " (datasets: "
+                 + ", ".join(d["dataset"] for d in man["datasets"]) + "); wall time is the longest run's.\n\n" + facts)
+    if not man.get("finished", True):
+        facts = (f"**Partial run**: it was stopped before every model finished; this page covers "
+                 f"{', '.join(man.get('models_done', [])) or 'nothing yet'}.\n\n" + facts)
     notes = ("Notes from the run:\n\n" + "\n".join(f"* {m}" for m in man.get("messages", []))
              if man.get("messages") else "")
     law_figs, est_figs = [], []
@@ -215,7 +222,7 @@ def write_results(result: ReproductionResult, path: str | Path, *, command: str 
                          law[~law["target"].isin(["mean_per_size", "pooled"])]) if not law.empty else "")
     cost = t.get("cost", pd.DataFrame())
     values = {
-        "command": command, "tables_dir": os.path.relpath(result.folder / "tables"), "facts": facts, "notes": notes,
+        "command": command, "tables_dir": str(result.folder / "tables"), "facts": facts, "notes": notes,
         "verdicts": "\n".join(verdicts(result)) or "_(no results)_",
         "sizes": _table(t.get("sizes")), "metric": man["metric"], "transfer": _table(t.get("transfer")),
         "law_fit": law_txt, "sign_changes": _table(t.get("sign_changes"), digits=2), "point_r2": _table(t.get("point_r2")),

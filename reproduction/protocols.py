@@ -296,15 +296,34 @@ def addition_candidates(gt: pd.DataFrame, fit_log_ols: Callable, threshold: floa
     return laws.subset(keep), int(keep.sum()), laws.n_points
 
 
+def _addition_one(job: tuple) -> tuple:
+    """One law source's point addition (module level so a process pool can run it); opens the dataset by path."""
+    from pointscale.data import open_dataset
+    from pointscale.errors import DegenerateExperimentError
+
+    path, laws, kw = job
+    ds = open_dataset(path)
+    try:
+        return "ok", point_addition_experiment(ds, laws, candidates=list(laws.point_ids), **kw)
+    except DegenerateExperimentError as exc:
+        return "refused", str(exc)
+    except (ConfigError, DataError) as exc:
+        return "skipped", str(exc)
+
+
 def point_addition(ds: Any, sources: Mapping[str, tuple[Any, str]], *, model: str, model_params: Mapping[str, Any],
                    sizes: tuple[int, int], m: int, repeats: int, shapley_range: tuple[int, int],
-                   seed: int) -> tuple[pd.DataFrame, list[str]]:
+                   seed: int, map: Callable = map) -> tuple[pd.DataFrame, list[str]]:
     """Point addition for each source of candidate laws; refused regimes become rows with their reason.
 
     Parameters
     ----------
+    ds : Dataset
+        A saved dataset (``ds.path``): each source runs in ``map``'s worker, which opens it by path.
     sources : mapping of name to (laws, description)
         The candidates are the points of each ``laws``.
+    map : callable, default=builtins.map
+        Runs the sources (independent experiments), e.g. a process pool's ``map``.
 
     Returns
     -------
@@ -313,20 +332,18 @@ def point_addition(ds: Any, sources: Mapping[str, tuple[Any, str]], *, model: st
         read from the experiment), gains and paired gains vs random, their
         standard errors, ``refused`` (the reason, or empty). And messages.
     """
-    from pointscale.errors import DegenerateExperimentError
-
+    kw = dict(model=model, model_params=dict(model_params), n_small=sizes[0], n_large=sizes[1], m=m,
+              repeats=repeats, shapley_range=shapley_range, seed=seed)
+    ref = str(ds.path) if getattr(ds, "path", None) is not None else ds
+    jobs = [(ref, laws, kw) for laws, _ in sources.values()]
     rows, messages = [], []
-    for name, (laws, what) in sources.items():
-        try:
-            res = point_addition_experiment(
-                ds, laws, model=model, model_params=dict(model_params), n_small=sizes[0], n_large=sizes[1], m=m,
-                repeats=repeats, candidates=list(laws.point_ids), shapley_range=shapley_range, seed=seed)
-        except DegenerateExperimentError as exc:
+    for (name, (laws, what)), (status, res) in zip(sources.items(), map(_addition_one, jobs)):
+        if status == "refused":
             rows.append({"laws": name, "candidates": laws.n_points, "source": what, "regime": "both",
-                         "refused": str(exc)})
+                         "refused": res})
             continue
-        except (ConfigError, DataError) as exc:
-            messages.append(f"point addition with {name} laws skipped: {exc}")
+        if status == "skipped":
+            messages.append(f"point addition with {name} laws skipped: {res}")
             continue
         messages.extend(f"point addition ({name}): {msg}" for msg in res.messages)
         summ = res.summary.copy()

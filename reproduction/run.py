@@ -17,7 +17,7 @@ import builtins
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -43,6 +43,7 @@ class ReproductionResult:
     tables: dict[str, pd.DataFrame]
     manifest: dict[str, Any]
     folder: Path
+    others: list[Path] = field(default_factory=list)
 
     @classmethod
     def load(cls, folder: str | Path) -> "ReproductionResult":
@@ -54,13 +55,38 @@ class ReproductionResult:
             tables[name] = pd.read_csv(p) if p.exists() and p.stat().st_size > 1 else pd.DataFrame()
         return cls(tables=tables, manifest=read_json(folder / "manifest.json"), folder=folder)
 
+    @classmethod
+    def merge(cls, results: Sequence["ReproductionResult"]) -> "ReproductionResult":
+        """One result from runs of the same scale over different datasets (e.g. run side by side).
+
+        Tables are concatenated; the manifest lists every run's datasets,
+        models done, messages and wall time (the longest), and each run's folder.
+        """
+        first = results[0]
+        if len(results) == 1:
+            return first
+        hashes = {r.manifest["config_hash"] for r in results}
+        if len(hashes) > 1:
+            raise ConfigError("runs to merge must share one reproduction config (same scale and options)")
+        tables = {name: pd.concat([r.tables.get(name, pd.DataFrame()) for r in results], ignore_index=True)
+                  for name in TABLES}
+        man = dict(first.manifest)
+        man["datasets"] = [d for r in results for d in r.manifest["datasets"]]
+        man["models_done"] = [m for r in results for m in r.manifest.get("models_done", [])]
+        man["messages"] = [m for r in results for m in r.manifest.get("messages", [])]
+        man["finished"] = all(r.manifest.get("finished", True) for r in results)
+        man["wall_seconds"] = max(r.manifest["wall_seconds"] for r in results)
+        man["finished_utc"] = max(r.manifest["finished_utc"] for r in results)
+        man["folders"] = [str(r.folder) for r in results]
+        return cls(tables=tables, manifest=man, folder=first.folder, others=[r.folder for r in results[1:]])
+
     def arrays(self, dataset: str, model: str) -> dict[str, pd.DataFrame]:
-        base = self.folder / "arrays"
         out = {}
-        for name in ("psi", "se", "pred", "points"):
-            p = base / f"{dataset}_{model}_{name}.parquet"
-            if p.exists():
-                out[name] = pd.read_parquet(p)
+        for folder in [self.folder, *self.others]:
+            for name in ("psi", "se", "pred", "points"):
+                p = folder / "arrays" / f"{dataset}_{model}_{name}.parquet"
+                if p.exists():
+                    out[name] = pd.read_parquet(p)
         return out
 
 
@@ -108,14 +134,86 @@ def ground_truth_config(phases: Phases, ds: Any, scale: ModelScale, config: Repr
                          mode="staggered", sizes=plan["grid"], samples_per_size=scale.gt_per_size, seed=config.seed)
 
 
+def _estimators(ds: Any, scale: ModelScale, uni: pd.DataFrame, extra: pd.DataFrame, index: pd.Index, lo: int,
+                hi: int, seed: int) -> tuple[dict, dict]:
+    """Per-point MLE (and amortized) laws and Shapley estimates from the first n uniform samples of each point."""
+    from pointscale.laws import AmortizedScalingLaws, fit_mle
+    from pointscale.valuation import distributional_shapley, monte_carlo_values
+
+    estimates, shap_est = {}, {}
+    for n in sorted(set(scale.fit_ns) | set(scale.shapley_ns)):
+        part = first_n(uni, n)
+        laws = quiet(fit_mle, part[["point_id", "k", "delta"]])
+        if n in scale.fit_ns:
+            estimates[("mle", n)] = laws
+        shap_est[("mle", n)] = distributional_shapley(laws, lo, hi).to_series()
+        if n in scale.shapley_ns:
+            shap_est[("monte_carlo", n)] = monte_carlo_values(part)["mc_mean"]
+    X, y = np.asarray(ds.X_train), np.asarray(ds.y_train)
+    for n in scale.amortized_ns:
+        # trained on every sampled point (ground-truth and extra), as the paper did; evaluated on the former
+        train = pd.concat([first_n(uni, n), first_n(extra, n)], ignore_index=True)
+        ids = np.asarray(sorted(train["point_id"].unique().tolist()), dtype=object)
+        model = AmortizedScalingLaws(random_state=seed)
+        quiet(model.fit, X[ds.index_of(ids)], y[ds.index_of(ids)], train[["point_id", "k", "delta"]], ids)
+        pidx = ds.index_of(list(index))
+        laws = quiet(model.predict_laws, X[pidx], y[pidx], np.asarray(list(index), dtype=object))
+        estimates[("amortized", n)] = laws
+        shap_est[("amortized", n)] = distributional_shapley(laws, lo, hi).to_series()
+    return estimates, shap_est
+
+
+def _addition(phases: Phases, ds: Any, scale: ModelScale, gt: pd.DataFrame, pool: pd.DataFrame, lo: int, hi: int,
+              seed: int, log: Callable[[str], Any]) -> tuple[pd.DataFrame, list[str]]:
+    """Point addition with the paper's candidate laws and with the project's default estimator."""
+    from pointscale.laws import fit_log_ols
+
+    paper_laws, kept, total = P.addition_candidates(gt, fit_log_ols)
+    default_laws, default_name = _default_laws(pool[["point_id", "k", "delta"]])
+    finite = np.isfinite(default_laws.c) & np.isfinite(default_laws.alpha)
+    sources = {
+        "log_ols, R²≥0.9": (paper_laws, f"log-space fit on the staggered ground truth, {kept} of {total} points "
+                                        f"with R² ≥ {P.PAPER_R2_FILTER}"),
+        "default": (default_laws.subset(finite), f"{default_name} on the uniform samples ({int(finite.sum())} "
+                                                 "points)"),
+    }
+    log(f"  {ds.name}/{scale.label}: point addition, {scale.addition_repeats} repeats x {len(sources)} law sources")
+    start = time.perf_counter()
+    table, messages = P.point_addition(ds, sources, model=scale.model, model_params=dict(scale.model_params),
+                                       sizes=scale.addition_sizes, m=scale.addition_m,
+                                       repeats=scale.addition_repeats, shapley_range=(lo, hi), seed=seed,
+                                       map=phases.map)
+    fits = int(table.drop_duplicates("laws")["fits"].fillna(0).sum()) if "fits" in table else 0
+    phases.experiment_cost(ds.name, scale.label, "point_addition", total, fits, 0,
+                           ", ".join(map(str, scale.addition_sizes)), time.perf_counter() - start)
+    return table, messages
+
+
+def _transfer(phases: Phases, ds: Any, scale: ModelScale, config: ReproduceConfig, uni_cfg: Any, order: np.ndarray,
+              metric: str, log: Callable[[str], Any]) -> pd.DataFrame:
+    """Value transfer (validation vs test, same fits) for the utility used and the ones shown beside it."""
+    t_ids = [str(p) for p in order[: min(scale.transfer_points, ds.n_pool)]]
+    rows = []
+    for util in dict.fromkeys([metric, *config.transfer_metrics]):
+        cfg = uni_cfg.replace(metric=util, samples_per_point=scale.transfer_samples, seed=config.seed + 3)
+        log(f"  {ds.name}/{scale.label}: value transfer, {util}, {len(t_ids)} points x {scale.transfer_samples}")
+
+        def sample(variant_ds, variant, cfg=cfg, util=util):
+            return phases.sample(variant_ds, cfg, t_ids, f"transfer_{util}_{variant}", scale.label,
+                                 ledger_name=f"transfer-{util}-{variant}-{cfg.identity_hash()[:10]}")
+
+        frames = P.transfer_samples(ds, sample, config.seed)
+        rows.append({"utility": util, "used_for_sampling": util == metric, **P.value_transfer(frames)})
+    return pd.DataFrame(rows)
+
+
 def one_model(phases: Phases, ds: Any, scale: ModelScale, config: ReproduceConfig, order: np.ndarray,
               log: Callable[[str], Any]) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """Every protocol for one (dataset, model): tables without the key, and the figure arrays."""
     from pointscale.data import open_dataset
     from pointscale.laws import fit_log_ols, fit_mle
-    from pointscale.valuation import distributional_shapley, flip_labels, grid_shapley, monte_carlo_values
-
     from pointscale.sampling.metrics import default_metric
+    from pointscale.valuation import flip_labels, grid_shapley
 
     label, seed = scale.label, config.seed
     metric = config.metric or default_metric(ds.task)  # resolved: the ledger folders are named by it
@@ -166,80 +264,27 @@ def one_model(phases: Phases, ds: Any, scale: ModelScale, config: ReproduceConfi
     margin = P.full_model_margin(ds, scale.model, params, seed, index)
     T["relations"] = P.relations(gt_laws["mle"], truth_shap, margin, index)
     if scale.noisy_points:
-        n_noisy = min(scale.noisy_points, ds.n_pool)
-        noisy_ids = [str(p) for p in order[:n_noisy]]
+        noisy_ids = [str(p) for p in order[: min(scale.noisy_points, ds.n_pool)]]
         noisy, flipped = flip_labels(ds, noisy_ids, scale.flip_fraction, seed=seed)
         noisy = open_dataset(noisy.save(phases.out / "datasets"))
-        log(f"  {ds.name}/{label}: label noise, {n_noisy} points ({len(flipped)} flipped)")
+        log(f"  {ds.name}/{label}: label noise, {len(noisy_ids)} points ({len(flipped)} flipped)")
         ns = phases.sample(noisy, uni_cfg.replace(samples_per_point=scale.noisy_samples, seed=seed + 2), noisy_ids,
                            "label_noise", label)
         T["noisy"] = P.label_noise(ns, [str(f) for f in flipped], noisy_ids, (lo, hi), fit_mle)
 
     # ---- 3. estimators against the ground truth
-    estimates, shap_est = {}, {}
-    for n in sorted(set(scale.fit_ns) | set(scale.shapley_ns)):
-        part = first_n(uni, n)
-        laws = quiet(fit_mle, part[["point_id", "k", "delta"]])
-        if n in scale.fit_ns:
-            estimates[("mle", n)] = laws
-        shap_est[("mle", n)] = distributional_shapley(laws, lo, hi).to_series()
-        if n in scale.shapley_ns:
-            shap_est[("monte_carlo", n)] = monte_carlo_values(part)["mc_mean"]
-    for n in scale.amortized_ns:
-        from pointscale.laws import AmortizedScalingLaws
-
-        train = pd.concat([first_n(uni, n), first_n(extra, n)], ignore_index=True)
-        ids = np.asarray(sorted(train["point_id"].unique().tolist()), dtype=object)
-        X, y = np.asarray(ds.X_train), np.asarray(ds.y_train)
-        model = AmortizedScalingLaws(random_state=seed)
-        quiet(model.fit, X[ds.index_of(ids)], y[ds.index_of(ids)], train[["point_id", "k", "delta"]], ids)
-        pidx = ds.index_of(list(index))
-        laws = quiet(model.predict_laws, X[pidx], y[pidx], np.asarray(list(index), dtype=object))
-        estimates[("amortized", n)] = laws
-        shap_est[("amortized", n)] = distributional_shapley(laws, lo, hi).to_series()
+    estimates, shap_est = _estimators(ds, scale, uni, extra, index, lo, hi, seed)
     T["accuracy"] = P.estimator_accuracy(estimates, psi, se, extrap)
     T["shapley"] = P.shapley_accuracy(shap_est, truth_shap.reindex(index),
                                       P.shapley_ceiling(se[list(grid)], lo, hi, psi[list(grid)]))
 
-    # ---- 4. point addition
+    # ---- 4. point addition; 5. value transfer
     messages: list[str] = []
     if scale.addition_repeats:
-        paper_laws, kept, total = P.addition_candidates(gt, fit_log_ols)
-        default_laws, default_name = _default_laws(pd.concat([uni, extra], ignore_index=True)[["point_id", "k",
-                                                                                               "delta"]])
-        finite = np.isfinite(default_laws.c) & np.isfinite(default_laws.alpha)
-        sources = {
-            "log_ols, R²≥0.9": (paper_laws, f"log-space fit on the staggered ground truth, {kept} of {total} "
-                                            f"points with R² ≥ {P.PAPER_R2_FILTER}"),
-            "default": (default_laws.subset(finite), f"{default_name} on the uniform samples "
-                                                     f"({int(finite.sum())} points)"),
-        }
-        log(f"  {ds.name}/{label}: point addition, {scale.addition_repeats} repeats x {len(sources)} law sources")
-        start = time.perf_counter()
-        T["addition"], messages = P.point_addition(
-            ds, sources, model=scale.model, model_params=params, sizes=scale.addition_sizes, m=scale.addition_m,
-            repeats=scale.addition_repeats, shapley_range=(lo, hi), seed=seed)
-        add = T["addition"]
-        fits = int(add.drop_duplicates("laws")["fits"].fillna(0).sum()) if "fits" in add else 0
-        phases.experiment_cost(ds.name, label, "point_addition", len(gt_ids), fits, 0,
-                               ", ".join(map(str, scale.addition_sizes)), time.perf_counter() - start)
-
-    # ---- 5. value transfer, for the utility used and the ones shown beside it
+        T["addition"], messages = _addition(phases, ds, scale, gt, pd.concat([uni, extra], ignore_index=True),
+                                            lo, hi, seed, log)
     if scale.transfer_points:
-        t_ids = [str(p) for p in order[: min(scale.transfer_points, ds.n_pool)]]
-        used = metric
-        rows = []
-        for util in dict.fromkeys([used, *config.transfer_metrics]):
-            cfg = uni_cfg.replace(metric=util, samples_per_point=scale.transfer_samples, seed=seed + 3)
-            log(f"  {ds.name}/{label}: value transfer, {util}, {len(t_ids)} points x {scale.transfer_samples}")
-
-            def sample(variant_ds, variant, cfg=cfg, util=util):
-                return phases.sample(variant_ds, cfg, t_ids, f"transfer_{util}_{variant}", label,
-                                     ledger_name=f"transfer-{util}-{variant}-{cfg.identity_hash()[:10]}")
-
-            frames = P.transfer_samples(ds, sample, seed)
-            rows.append({"utility": util, "used_for_sampling": util == used, **P.value_transfer(frames)})
-        T["transfer"] = pd.DataFrame(rows)
+        T["transfer"] = _transfer(phases, ds, scale, config, uni_cfg, order, metric, log)
 
     arrays = {"psi": psi, "se": se, "pred": P.law_predictions(gt_laws["mle"], index, list(psi.columns)),
               "points": pd.DataFrame({"alpha": P.by_id(gt_laws["mle"].alpha, gt_laws["mle"].point_ids, index),
@@ -279,6 +324,7 @@ def run_reproduction(config: ReproduceConfig, out: str | Path, *, datasets: Sequ
     names = list(datasets or config.datasets or ("adult", "magic"))
     phases = Phases(out, map, log, config.block_size, config.shard_size)
     parts: dict[str, list[pd.DataFrame]] = {}
+    done: list[str] = []
     ds_facts = []
     loaded = []
     for name in names:
@@ -301,6 +347,8 @@ def run_reproduction(config: ReproduceConfig, out: str | Path, *, datasets: Sequ
                                                  / ds.n_pool), "fingerprint": ds.fingerprint})
         order = point_order(ds, config.seed)
         for scale in config.models:
+            if scale.datasets is not None and ds.name not in scale.datasets:
+                continue
             t0 = time.perf_counter()
             log(f"{ds.name} / {scale.label}")
             tables, arrays = one_model(phases, ds, scale, config, order, log)
@@ -313,6 +361,17 @@ def run_reproduction(config: ReproduceConfig, out: str | Path, *, datasets: Sequ
                 atomic_write_parquet(out / "arrays" / f"{ds.name}_{scale.label}_{k}.parquet",
                                      frame.set_axis([str(c) for c in frame.columns], axis=1))
             log(f"{ds.name} / {scale.label}: done in {time.perf_counter() - t0:.0f} s")
+            done.append(f"{ds.name}/{scale.label}")
+            # written after every model, so a long run that is stopped still leaves a readable record
+            _write(out, parts, phases, config, ds_facts, workers, start, done, finished=False)
+    return _write(out, parts, phases, config, ds_facts, workers, start, done, finished=True)
+
+
+def _write(out: Path, parts: dict[str, list[pd.DataFrame]], phases: Phases, config: ReproduceConfig,
+           ds_facts: list[dict], workers: int, start: float, done: list[str], finished: bool) -> ReproductionResult:
+    """Tables (CSV) and manifest of the models finished so far."""
+    from pointscale.sampling.metrics import default_metric
+
     tables = {k: pd.concat(v, ignore_index=True) for k, v in parts.items()}
     tables["cost"] = pd.DataFrame(phases.cost_rows)
     (out / "tables").mkdir(parents=True, exist_ok=True)
@@ -320,12 +379,10 @@ def run_reproduction(config: ReproduceConfig, out: str | Path, *, datasets: Sequ
         frame = tables.get(name, pd.DataFrame())
         tables[name] = frame
         frame.to_csv(out / "tables" / f"{name}.csv", index=False)
-    from pointscale.sampling.metrics import default_metric
-
     manifest = {"config": config.to_dict(), "config_hash": config.stable_hash(), "datasets": ds_facts,
                 "metric": config.metric or default_metric("classification"),
-                "machine": _machine(workers), "messages": phases.messages,
-                "wall_seconds": time.perf_counter() - start,
+                "machine": _machine(workers), "messages": list(phases.messages),
+                "wall_seconds": time.perf_counter() - start, "finished": finished, "models_done": list(done),
                 "finished_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     atomic_write_json(out / "manifest.json", manifest)
     return ReproductionResult(tables=tables, manifest=manifest, folder=out)

@@ -1,43 +1,63 @@
-"""Content-based cache keys for Prefect tasks.
+"""Stage caching: a stage reruns exactly when something that changes its result changed.
 
-Prefect's ``TASK_SOURCE`` policy hashes only a task's own body, not the core
-code it calls, so every key here includes :func:`pointscale.pipeline.code_version`
-(a hash of the core package) and the content hashes of the task's inputs
-(dataset fingerprint, ledger content hash, config hash). A key is withheld
-(no caching) when an output file the task promises is missing, so deleting an
-output (or the ledger quarantining a corrupted shard) and re-running recomputes it.
+A stage's key is the hash of its inputs (settings, the dataset fingerprint,
+the ledger's content hash, the sha256 of the files the previous stages
+produced: every reference it is passed) and of the code that computes it
+(:func:`code_version`: the core package *and* ``tasks/`` and ``flows/``).
+``run.json`` records, per stage, the key it last ran with and the sha256 of
+each file it wrote (:func:`pointscale.pipeline.record_output`). A stage whose
+record matches its key and whose files are intact is skipped, returning the
+recorded summary; anything else (other inputs, other code, a file rewritten
+by a run with other switches, or deleted) recomputes it.
+
+The record lives in the run folder, not in Prefect's result storage, so it
+cannot point at a file that another run has since overwritten.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping
 
+from pointscale import pipeline
 from pointscale.config import stable_hash
-from pointscale.pipeline import code_version
+
+_ROOT = Path(__file__).resolve().parents[1]
 
 
-def content_key(*names: str, outputs: Sequence[str] = ()) -> Callable[[Any, dict[str, Any]], str | None]:
-    """A ``cache_key_fn`` over the named parameters (plain JSON values).
+def code_version() -> str:
+    """Hash of the code that computes results: ``pointscale/``, ``tasks/`` and ``flows/``."""
+    return pipeline.code_version(_ROOT / "tasks", _ROOT / "flows")
 
-    ``outputs`` are paths formatted with the task's parameters
-    (``"{ledger_dir}/shards/{shard_name}.parquet.sha256"``); relative ones are
-    taken under the ``run_dir`` parameter.
+
+def stage_key(stage: str, inputs: Mapping[str, Any]) -> str:
+    """The key of ``stage`` for these inputs (plain JSON values) under the current code."""
+    return stable_hash({"stage": stage, "code": code_version(), "inputs": dict(inputs)})
+
+
+def run_stage(run_dir: str, stage: str, inputs: Mapping[str, Any],
+              compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``compute()`` unless ``stage`` is up to date for ``inputs``; record and return its summary.
+
+    The summary carries ``output`` (``{file: sha256}``) and ``reused`` (True
+    when the recorded output was up to date and nothing ran).
     """
+    key = stage_key(stage, inputs)
+    current = pipeline.current_output(run_dir, stage, key)
+    if current is not None:
+        _logger().info("%s is up to date (same inputs and code): %s", stage,
+                              ", ".join(current["output"]) or "no files")
+        return dict(current, reused=True)
+    return dict(pipeline.record_output(run_dir, stage, key, compute()), reused=False)
 
-    def key(context: Any, parameters: dict[str, Any]) -> str | None:
-        for out in outputs:
-            try:
-                path = Path(out.format(**parameters))
-            except (KeyError, IndexError):
-                return None
-            if not path.is_absolute():
-                if parameters.get("run_dir") is None:
-                    return None
-                path = Path(parameters["run_dir"]) / path
-            if not path.exists():
-                return None
-        payload = {n: parameters.get(n) for n in names}
-        return f"{context.task.name}-{code_version()}-{stable_hash(payload)[:32]}"
 
-    return key
+def _logger() -> logging.Logger:
+    """The run's logger (its lines reach the UI), or this module's outside a run (``.fn()`` calls)."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()  # type: ignore[return-value]
+    except MissingContextError:
+        return logging.getLogger(__name__)

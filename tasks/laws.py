@@ -1,4 +1,4 @@
-"""Law-fitting tasks, cached on the ledger's content."""
+"""Law-fitting tasks: each runs when its inputs (the ledger, the points, the settings) or the code changed."""
 
 from __future__ import annotations
 
@@ -8,20 +8,25 @@ from prefect import task
 
 from pointscale import pipeline
 
-from ._cache import content_key
+from ._cache import run_stage
 
 
-@task(name="fit-mle", retries=1, persist_result=True,
-      cache_key_fn=content_key("run_dir", "ledger_hash", "sampling", outputs=("laws_mle.parquet",)))
-def fit_mle(run_dir: str, sampling: dict[str, Any], ledger_hash: str) -> dict[str, Any]:
-    """Per-point maximum likelihood -> laws_mle.parquet."""
-    return pipeline.fit_laws(run_dir, sampling)
+@task(name="fit-mle", retries=1)
+def fit_mle(run_dir: str, sampling: dict[str, Any], samples: dict[str, Any]) -> dict[str, Any]:
+    """Per-point maximum likelihood -> laws_mle.parquet.
+
+    ``samples`` is the sampling stage's result (its ``ledger_hash`` and
+    ``points_hash`` identify the samples the laws are fitted to).
+    """
+    inputs = {"sampling": sampling, "ledger": samples["ledger_hash"], "points": samples["points_hash"]}
+    return run_stage(run_dir, "laws_mle", inputs, lambda: pipeline.fit_laws(run_dir, sampling))
 
 
-@task(name="fit-amortized", retries=1, persist_result=True,
-      cache_key_fn=content_key("run_dir", "ledger_hash", "dataset_fingerprint", "sampling", "params",
-                               outputs=("laws_amortized.parquet",)))
-def fit_amortized(run_dir: str, dataset_path: str, dataset_fingerprint: str, sampling: dict[str, Any],
-                  ledger_hash: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+@task(name="fit-amortized", retries=1)
+def fit_amortized(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], samples: dict[str, Any],
+                  params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The amortized estimator -> laws_amortized.parquet (every pool point)."""
-    return pipeline.fit_amortized(run_dir, dataset_path, sampling, params)
+    inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "ledger": samples["ledger_hash"],
+              "points": samples["points_hash"], "params": params}
+    return run_stage(run_dir, "laws_amortized", inputs,
+                     lambda: pipeline.fit_amortized(run_dir, dataset["path"], sampling, params))

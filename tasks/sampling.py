@@ -6,11 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from pointscale import pipeline
-
-from ._cache import content_key
 
 FAULT_ENV = "POINTSCALE_FAIL_SHARD"
 
@@ -40,14 +39,21 @@ def maybe_inject_fault(shard_name: str, shard_index: int, ledger_dir: str) -> No
     raise InjectedFault(f"injected failure in shard {shard_name} ({FAULT_ENV}={spec})")
 
 
+#: Attempts of a shard task: the first and two retries.
+RETRIES = 2
+
+
 @task(
     name="sample-shard",
-    task_run_name="sample-{shard_index}",
-    retries=2,
+    # The shard's name is derived from its base ids: the same shard has the same
+    # name in every run, so a shard that failed is found again by name on the rerun.
+    task_run_name="shard-{shard_name}",
+    retries=RETRIES,
     retry_delay_seconds=[1, 4],
-    persist_result=True,
-    cache_key_fn=content_key("dataset_fingerprint", "config_hash", "plan_hash", "shard_index", "ledger_dir",
-                             outputs=("{ledger_dir}/shards/{shard_name}.parquet.sha256",)),
+    # No result cache: the ledger is the record. Planning leaves out every shard
+    # already committed, so a shard task only runs for work that is missing.
+    cache_policy=NO_CACHE,
+    persist_result=False,
 )
 def sample_shard(dataset_path: str, dataset_fingerprint: str, sampling: dict[str, Any], config_hash: str,
                  plan: str, plan_hash: str, shard_index: int, shard_name: str, ledger_dir: str) -> dict[str, Any]:
@@ -57,5 +63,11 @@ def sample_shard(dataset_path: str, dataset_fingerprint: str, sampling: dict[str
     (memory-mapped there), the plan file's path and hash, the shard's index
     and name -- never point ids or arrays, and returns only counts.
     """
+    from prefect.runtime import task_run
+
+    attempt = int(task_run.run_count or 1)
+    if attempt > 1:
+        get_run_logger().warning("shard %s: attempt %d of %d (the previous attempt failed; its error is "
+                                 "logged above)", shard_name, attempt, RETRIES + 1)
     maybe_inject_fault(shard_name, shard_index, ledger_dir)
-    return pipeline.run_shard(dataset_path, sampling, plan, shard_index, ledger_dir)
+    return {**pipeline.run_shard(dataset_path, sampling, plan, shard_index, ledger_dir), "attempt": attempt}

@@ -1,60 +1,98 @@
-"""Valuation, selection and report tasks (cheap; cached on their inputs' content)."""
+"""Valuation, selection, removal and report tasks, and what the UI shows of a run.
+
+Each stage takes the results of the stages it depends on (so the run graph
+draws the true order, and each stage reads exactly the files those stages
+wrote) and reruns only when one of them, a setting or the code changed.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from prefect import task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 
 from pointscale import pipeline
 
-from ._cache import content_key
+from ._cache import run_stage
 
 
-@task(name="value", persist_result=True,
-      cache_key_fn=content_key("run_dir", "ledger_hash", "dataset_fingerprint", "sampling", "target_sizes",
-                               outputs=("values.parquet",)))
-def value(run_dir: str, dataset_path: str, dataset_fingerprint: str, sampling: dict[str, Any],
-          ledger_hash: str, target_sizes: list[int] | None = None) -> dict[str, Any]:
-    """The values table -> values.parquet."""
-    return pipeline.value(run_dir, dataset_path, sampling, target_sizes)
+def _ref(result: Optional[dict[str, Any]]) -> Optional[dict[str, str]]:
+    """What a downstream key needs of an upstream result: its files' sha256 (None: not in this run)."""
+    return None if result is None else dict(result["output"])
 
 
-@task(name="select", persist_result=True,
-      cache_key_fn=content_key("run_dir", "ledger_hash", "dataset_fingerprint", "m",
-                               outputs=("selection.parquet",)))
-def select(run_dir: str, dataset_path: str, dataset_fingerprint: str, ledger_hash: str, m: int) -> dict[str, Any]:
+@task(name="value")
+def value(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], samples: dict[str, Any],
+          laws_mle: dict[str, Any], laws_amortized: Optional[dict[str, Any]] = None,
+          target_sizes: Optional[list[int]] = None) -> dict[str, Any]:
+    """The values table -> values.parquet, from these laws (and no others)."""
+    inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "ledger": samples["ledger_hash"],
+              "points": samples["points_hash"], "laws_mle": _ref(laws_mle),
+              "laws_amortized": _ref(laws_amortized), "target_sizes": target_sizes}
+    return run_stage(run_dir, "values", inputs, lambda: pipeline.value(
+        run_dir, dataset["path"], sampling, target_sizes, laws_mle=pipeline.LAWS_MLE,
+        laws_amortized=pipeline.LAWS_AMORTIZED if laws_amortized else None))
+
+
+@task(name="select")
+def select(run_dir: str, dataset: dict[str, Any], laws_mle: dict[str, Any], m: int) -> dict[str, Any]:
     """The m most valuable points at the current size -> selection.parquet."""
-    return pipeline.select(run_dir, dataset_path, m)
+    inputs = {"dataset": dataset["fingerprint"], "laws_mle": _ref(laws_mle), "m": m}
+    return run_stage(run_dir, "selection", inputs,
+                     lambda: pipeline.select(run_dir, dataset["path"], m, laws=pipeline.LAWS_MLE))
 
 
-@task(name="removal-curve", persist_result=True,
-      cache_key_fn=content_key("run_dir", "ledger_hash", "dataset_fingerprint", "sampling",
-                               outputs=("removal.parquet",)))
-def removal(run_dir: str, dataset_path: str, dataset_fingerprint: str, sampling: dict[str, Any],
-            ledger_hash: str) -> dict[str, Any]:
+@task(name="removal-curve")
+def removal(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any],
+            values: dict[str, Any]) -> dict[str, Any]:
     """Removal curve: retrain without the lowest-valued points vs random ones."""
-    return pipeline.removal(run_dir, dataset_path, sampling)
+    inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "values": _ref(values)}
+    return run_stage(run_dir, "removal", inputs,
+                     lambda: pipeline.removal(run_dir, dataset["path"], sampling, values=pipeline.VALUES))
 
 
 @task(name="report")
-def report(run_dir: str, dataset_path: str) -> dict[str, Any]:
-    """report.md with figures, plus the same summary as Prefect artifacts."""
-    out = pipeline.report(run_dir, dataset_path)
+def report(run_dir: str, dataset: dict[str, Any], laws_mle: dict[str, Any], values: dict[str, Any],
+           selection: Optional[dict[str, Any]], removal: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """report.md with figures from exactly these outputs; the report, values and outputs in the UI."""
     import pandas as pd
 
-    from pointscale.report import top_bottom_points
+    from pointscale.report import inline_figures
+    from pointscale.report.views import outputs_view, values_view
     from pointscale.runs import RunFolder
 
+    has_curve = bool(removal) and pipeline.REMOVAL in removal["output"]
+    made = values["output"]  # the value stage's files: the chosen laws and the learning curve too
+    out = pipeline.report(run_dir, dataset["path"], laws=pipeline.LAWS_MLE, values=pipeline.VALUES,
+                          selection=pipeline.SELECTION if selection else None,
+                          removal=pipeline.REMOVAL if has_curve else None,
+                          chosen_laws=pipeline.LAWS if pipeline.LAWS in made else None,
+                          learning_curve=pipeline.LEARNING_CURVE if pipeline.LEARNING_CURVE in made else None)
     run = RunFolder(run_dir)
-    values = pd.read_parquet(run.file("values.parquet"))
-    create_table_artifact(top_bottom_points(values), key="values-top-bottom",
-                          description="Most and least valuable points (Shapley over the sampled range)")
     with open(out["path"], encoding="utf-8") as fh:
-        create_markdown_artifact(fh.read(), key="pointscale-report", description=f"Report of {run.root.name}")
-    for name in ("values.parquet", "laws_mle.parquet", "laws_amortized.parquet", "selection.parquet",
-                 "report.md", "run.json"):
-        if run.file(name).exists():
-            create_link_artifact(run.file(name).as_uri(), link_text=name, description=f"{name} of this run")
+        # The UI shows an artifact without the run folder: figures go inline.
+        create_markdown_artifact(inline_figures(fh.read(), run.root), key="pointscale-report",
+                                 description=f"Report of {run.root.name}")
+    create_markdown_artifact(values_view(pd.read_parquet(run.file(pipeline.VALUES))), key="values-top-bottom",
+                             description="Most and least valuable points (Shapley value over the sampled range)")
+    create_markdown_artifact(outputs_view(run.root, run.read_manifest()), key="run-outputs",
+                             description=f"Files of {run.root.name} and where they are")
     return out
+
+
+@task(name="compare-values")
+def compare_values(run_dir: str, values: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """After a revaluation: values_change.parquet and a before/after view in the UI."""
+    import pandas as pd
+
+    from pointscale.report.views import values_change_view
+    from pointscale.revaluation import VALUES_CHANGE, finish_revaluation
+    from pointscale.runs import RunFolder
+
+    summary = finish_revaluation(run_dir)
+    if summary is not None:
+        table = pd.read_parquet(RunFolder(run_dir).file(VALUES_CHANGE))
+        create_markdown_artifact(values_change_view(table, summary), key="values-change",
+                                 description="How existing points' values moved with the new data")
+    return summary

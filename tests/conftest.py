@@ -12,6 +12,9 @@ os.environ["DO_NOT_TRACK"] = "1"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Run logs to the API at INFO, not to the console (as every pointscale process does).
+os.environ.setdefault("PREFECT_LOGGING_SETTINGS_PATH",
+                      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flows", "logging.yml"))
 
 
 import subprocess  # noqa: E402

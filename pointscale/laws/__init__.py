@@ -1,6 +1,8 @@
 """Fitting individualized scaling laws psi_k(z) ~ c(z) * k**(-alpha(z)).
 
+* :func:`fit_laws` -- the entry point: picks the estimator by held-out likelihood.
 * :func:`fit_mle` -- vectorised maximum likelihood of the Gaussian noise model.
+* :func:`fit_shrinkage` -- empirical Bayes: per-point laws under a learned population prior.
 * :func:`fit_log_ols` -- the log-space baseline for staggered (many-per-size) data.
 * :class:`AmortizedScalingLaws` -- one model predicting every point's law from
   its features, trained on all samples' likelihood at once.
@@ -13,6 +15,8 @@ import importlib
 
 _EXPORTS = {
     "FittedScalingLaws": ".result",
+    "fit_laws": ".auto",
+    "fit_shrinkage": ".shrinkage",
     "fit_mle": ".mle",
     "fit_log_ols": ".logols",
     "AmortizedScalingLaws": ".amortized",

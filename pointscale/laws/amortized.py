@@ -57,13 +57,16 @@ from sklearn.utils.validation import check_array, check_is_fitted
 
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_bytes, atomic_write_json, read_json
-from ..seeding import STREAM_AMORTIZED, id_to_int, rng
+from ..seeding import STREAM_AMORTIZED, point_keys, rng
 from . import _amortized_core as core
 from .result import FittedScalingLaws
 
 __all__ = ["AmortizedScalingLaws"]
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+#: Candidate weights of the α prior and hidden layers for the "auto" settings.
+ALPHA_PRIOR_GRID = (0.0, 0.1, 1.0)
+HIDDEN_GRID = ((32, 32), (128, 128))
 _E2 = float(np.exp(2.0))
 _TASKS = ("auto", "classification", "regression", "none")
 _LEARNERS = ("mlp", "xgboost")
@@ -79,21 +82,34 @@ _SIGN_UNCERTAIN = (0.1, 0.9)
 _Z_CLIP = 5.0
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        x += np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+def _is_auto(value: Any) -> bool:
+    return isinstance(value, str) and value == "auto"
 
 
-def _point_keys(point_ids: np.ndarray, seed: int) -> np.ndarray:
-    """A pseudo-random key per point id: depends on the id and seed, never on order."""
-    ints = np.fromiter((id_to_int(p) & ((1 << 64) - 1) for p in point_ids.tolist()),
-                       dtype=np.uint64, count=len(point_ids))
-    salt = _splitmix64(np.array([seed], dtype=np.uint64))[0]
-    return _splitmix64(ints ^ salt)
+def oob_features(oob: pd.DataFrame | None, point_ids: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Model inputs from out-of-bag evidence (:func:`pointscale.sampling.oob_evidence`).
+
+    Per point: the mean score of its own label by models trained without it,
+    the share of those models that predicted it correctly, log(1 + n_oob),
+    and the mean score in each size bucket (the overall mean where a bucket
+    is empty). Points without evidence get the population means and an
+    indicator column.
+    """
+    if oob is None:
+        return np.zeros((len(point_ids), 0)), []
+    frame = oob.set_index("point_id") if "point_id" in oob.columns else oob
+    frame = frame.reindex(np.asarray(point_ids, dtype=object))
+    buckets = sorted(c for c in frame.columns if c.startswith("oob_score_b"))
+    cols = ["oob_score", "oob_correct"] + buckets
+    F = frame[cols].to_numpy(dtype=np.float64)
+    n = frame["n_oob"].fillna(0).to_numpy(dtype=np.float64)
+    for j in range(2, F.shape[1]):
+        F[:, j] = np.where(np.isfinite(F[:, j]), F[:, j], F[:, 0])
+    missing = ~np.isfinite(F).all(axis=1) | (n == 0)
+    means = np.nanmean(np.where(missing[:, None], np.nan, F), axis=0) if (~missing).any() else np.zeros(F.shape[1])
+    F = np.where(missing[:, None] | ~np.isfinite(F), means[None, :], F)
+    F = np.column_stack([F, np.log1p(n), missing.astype(np.float64)])
+    return F, cols + ["log1p_n_oob", "no_oob"]
 
 
 def _as_ids(point_ids: Any, n: int, what: str) -> np.ndarray:
@@ -121,8 +137,10 @@ class AmortizedScalingLaws(BaseEstimator):
         -> classification, continuous -> regression).
     learner : {"mlp", "xgboost"}, default="mlp"
         The function class (see the module docstring).
-    hidden_layer_sizes : tuple of int, default=(128, 128)
-        MLP only. Hidden layers (tanh).
+    hidden_layer_sizes : tuple of int or "auto", default="auto"
+        MLP only. Hidden layers (tanh). "auto" tries each of
+        :data:`HIDDEN_GRID` and keeps the one with the best held-out-point
+        likelihood.
     learning_rate : float or None, default=None
         Adam step (MLP, default 1e-3) or shrinkage (XGBoost, default 0.1).
     batch_size : int or None, default=None
@@ -131,7 +149,8 @@ class AmortizedScalingLaws(BaseEstimator):
         epoch is 10 to 40 steps).
     max_iter : int or None, default=None
         Epochs (MLP, default 500) or boosting rounds (XGBoost, default 2000)
-        at most.
+        at most; the epoch (round) used is chosen by the held-out points'
+        likelihood (early stopping).
     n_iter_no_change : int, default=10
         Epochs (MLP) or rounds (XGBoost, x3) without an improvement of the
         held-out NLL by ``tol`` before the MLP halves its learning rate (twice)
@@ -146,15 +165,15 @@ class AmortizedScalingLaws(BaseEstimator):
         How the sign of c is learned (see :mod:`._amortized_core`).
     alpha_range, beta_range : tuple of float, default=(0, e²)
         Bounds of α and β (the paper's α, β ≤ e²).
-    alpha_prior : float, default=1.0
+    alpha_prior : float or "auto", default="auto"
         Weight λ of a per-point penalty λ·(α − 1)² added to the training loss
         (not to the held-out metric), like the paper's (tinier) prior: it
-        keeps poorly determined points from steep laws with a huge c. For one
-        point it weighs about as much as 10 samples' information on α, but it
-        acts on the shared function. Measured on breast_cancer with 10
-        samples per point, EV of ψ_k: -0.11 without it, 0.70 with λ = 0.1,
-        0.78 with λ = 1; it also helped on adult and did not hurt the
-        synthetic benchmark.
+        keeps poorly determined points from steep laws with a huge c. "auto"
+        tries each of :data:`ALPHA_PRIOR_GRID` and keeps the weight whose
+        model has the lowest NLL on the held-out points' samples -- chosen on
+        the data being fitted, never by accuracy on an evaluation set. (An
+        earlier fixed λ = 1 had been chosen by accuracy on breast_cancer and
+        imposed α ≈ 1 by construction; its α are not the data's.)
     random_state : int or None, default=0
         Seed of the split, initial weights and minibatch order. None draws
         fresh entropy (recorded in ``seed_``).
@@ -190,13 +209,19 @@ class AmortizedScalingLaws(BaseEstimator):
         The held-out points among them (all their samples held out).
     fit_meta_ : dict
         Counts (rows dropped, points held out) and the fit's wall time.
+    alpha_prior_, hidden_layer_sizes_ :
+        The settings used (chosen by held-out-point likelihood when "auto").
+    selection_ : list of dict
+        Every setting tried with its held-out NLL and early-stopped epoch.
+    oob_features_ : list of str
+        Names of the out-of-bag inputs (empty when fitted without ``oob``).
     seed_ : int
     """
 
-    def __init__(self, *, task="auto", learner="mlp", hidden_layer_sizes=(128, 128),
+    def __init__(self, *, task="auto", learner="mlp", hidden_layer_sizes="auto",
                  learning_rate=None, batch_size=None, max_iter=None, n_iter_no_change=10,
                  tol=1e-4, validation_fraction=0.2, max_depth=4, sign_model="mixture",
-                 alpha_range=(0.0, _E2), beta_range=(0.0, _E2), alpha_prior=1.0, random_state=0,
+                 alpha_range=(0.0, _E2), beta_range=(0.0, _E2), alpha_prior="auto", random_state=0,
                  n_jobs=None, verbose=0):
         self.task = task
         self.learner = learner
@@ -230,9 +255,10 @@ class AmortizedScalingLaws(BaseEstimator):
             lo, hi = (float(v) for v in getattr(self, name))
             if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be (low, high) with low < high")
-        sizes = tuple(int(h) for h in self.hidden_layer_sizes)
-        if not sizes or min(sizes) < 1:
-            raise ConfigError(f"hidden_layer_sizes={self.hidden_layer_sizes!r} must be positive ints")
+        if not _is_auto(self.hidden_layer_sizes):
+            sizes = tuple(int(h) for h in self.hidden_layer_sizes)
+            if not sizes or min(sizes) < 1:
+                raise ConfigError(f"hidden_layer_sizes={self.hidden_layer_sizes!r} must be positive ints or 'auto'")
         for name in ("n_iter_no_change", "max_depth"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
@@ -244,8 +270,8 @@ class AmortizedScalingLaws(BaseEstimator):
             raise ConfigError(f"learning_rate={self.learning_rate} must be > 0 or None")
         if not float(self.tol) >= 0:
             raise ConfigError(f"tol={self.tol} must be >= 0")
-        if not float(self.alpha_prior) >= 0:
-            raise ConfigError(f"alpha_prior={self.alpha_prior} must be >= 0")
+        if not _is_auto(self.alpha_prior) and not float(self.alpha_prior) >= 0:
+            raise ConfigError(f"alpha_prior={self.alpha_prior} must be >= 0 or 'auto'")
 
     def _link(self) -> core.Link:
         return core.Link(tuple(float(v) for v in self.alpha_range),
@@ -303,7 +329,8 @@ class AmortizedScalingLaws(BaseEstimator):
         return Zx, head, X
 
     # ------------------------------------------------------------------- fit
-    def fit(self, X, y, samples: pd.DataFrame, point_ids=None) -> "AmortizedScalingLaws":
+    def fit(self, X, y, samples: pd.DataFrame, point_ids=None, oob: pd.DataFrame | None = None
+            ) -> "AmortizedScalingLaws":
         """Train on the samples of the points whose features are ``X``.
 
         Parameters
@@ -318,6 +345,10 @@ class AmortizedScalingLaws(BaseEstimator):
         point_ids : array-like of shape (n,), default=None
             Identity of each row of ``X``; None means 0..n-1. Points without
             samples are allowed (they carry no information for training).
+        oob : DataFrame, optional
+            Out-of-bag evidence per point (:func:`pointscale.sampling.oob_evidence`);
+            its summaries (:func:`oob_features`) become inputs, and
+            :meth:`predict_laws` then needs it too.
 
         Returns
         -------
@@ -338,6 +369,8 @@ class AmortizedScalingLaws(BaseEstimator):
         X = check_array(X, dtype=np.float64, ensure_all_finite=True, input_name="X")
         n = X.shape[0]
         ids = _as_ids(point_ids, n, "fit")
+        F_oob, self.oob_features_ = oob_features(oob, ids)
+        X = np.hstack([X, F_oob])
         self.task_ = self._resolve_task(y)
         self.n_features_in_ = X.shape[1]
         self.x_mean_ = X.mean(axis=0)
@@ -368,7 +401,7 @@ class AmortizedScalingLaws(BaseEstimator):
         self.seed_ = (int(np.random.SeedSequence().entropy % (1 << 63))
                       if self.random_state is None else int(self.random_state))
         # Held-out points by a keyed hash of their ids: the split does not depend on row order.
-        keys = _point_keys(ids[has], self.seed_)
+        keys = point_keys(ids[has], self.seed_)
         order = has[np.argsort(keys, kind="stable")]
         n_val = max(1, int(round(float(self.validation_fraction) * has.size)))
         val, trn = order[:n_val], order[n_val:]
@@ -413,28 +446,52 @@ class AmortizedScalingLaws(BaseEstimator):
         bs = self.batch_size or max(min(max(trn.size // 10, 32), 256), int(np.ceil(trn.size / 40)))
         lr = float(self.learning_rate or 1e-3)
         out_scale = np.asarray(_MLP_OUT_SCALE[: link.n_outputs])
-        net, best, curve, train_curve = mlp.train(
-            Z[trn], head[trn], p_tr, Z[val], head[val], p_va, link, self.u0_,
-            n_heads=n_heads, hidden=tuple(int(h) for h in self.hidden_layer_sizes),
-            max_epochs=int(self.max_iter or 500), learning_rate=lr, batch_size=int(bs),
-            n_iter_no_change=int(self.n_iter_no_change), tol=float(self.tol),
-            rng=rng(self.seed_, STREAM_AMORTIZED, "mlp"), out_scale=out_scale,
-            alpha_prior=float(self.alpha_prior), verbose=self.verbose,
-        )
+        hiddens = HIDDEN_GRID if _is_auto(self.hidden_layer_sizes) else (tuple(self.hidden_layer_sizes),)
+        priors = ALPHA_PRIOR_GRID if _is_auto(self.alpha_prior) else (float(self.alpha_prior),)
+        # Every setting is trained from the same seed on the same points and
+        # judged by the same held-out points' likelihood (the early-stopping
+        # metric, which never includes the prior).
+        best = None
+        grid = []
+        for hidden in hiddens:
+            for prior in priors:
+                net, epoch, curve, train_curve = mlp.train(
+                    Z[trn], head[trn], p_tr, Z[val], head[val], p_va, link, self.u0_,
+                    n_heads=n_heads, hidden=tuple(int(h) for h in hidden),
+                    max_epochs=int(self.max_iter or 500), learning_rate=lr, batch_size=int(bs),
+                    n_iter_no_change=int(self.n_iter_no_change), tol=float(self.tol),
+                    rng=rng(self.seed_, STREAM_AMORTIZED, "mlp"), out_scale=out_scale,
+                    alpha_prior=float(prior), verbose=self.verbose,
+                )
+                score = float(np.min(curve))
+                grid.append({"hidden_layer_sizes": [int(h) for h in hidden], "alpha_prior": float(prior),
+                             "heldout_nll": score, "epochs": int(epoch)})
+                if best is None or score < best[0]:
+                    best = (score, net, epoch, curve, train_curve, hidden, prior)
+        _, net, epoch, curve, train_curve, hidden, prior = best
         self.model_ = net
-        self.best_iteration_ = int(best)
+        self.best_iteration_ = int(epoch)
         self.validation_curve_ = [float(v) for v in curve]
         self.loss_curve_ = [float(v) for v in train_curve]
+        self.hidden_layer_sizes_ = tuple(int(h) for h in hidden)
+        self.alpha_prior_ = float(prior)
+        self.selection_ = grid
 
     def _fit_xgb(self, F, trn, val, p_tr, p_va, link) -> None:
         from . import _amortized_xgb as xgbl
+
+        # One setting only (boosting is slower to train than the MLP): the
+        # prior weight defaults to 0.1 for trees; rounds are early-stopped.
+        self.alpha_prior_ = 0.1 if _is_auto(self.alpha_prior) else float(self.alpha_prior)
+        self.hidden_layer_sizes_ = ()
+        self.selection_ = []
 
         booster, best, curve, train_curve = xgbl.train(
             F[trn], p_tr, F[val], p_va, link, self.u0_,
             n_rounds=int(self.max_iter or 2000), learning_rate=float(self.learning_rate or 0.1),
             max_depth=int(self.max_depth), reg_lambda=1.0, min_child_weight=1.0,
             n_iter_no_change=3 * int(self.n_iter_no_change), seed=self.seed_ % (1 << 31),
-            nthread=self._threads(), alpha_prior=float(self.alpha_prior), verbose=self.verbose,
+            nthread=self._threads(), alpha_prior=self.alpha_prior_, verbose=self.verbose,
         )
         self.model_ = booster
         self.best_iteration_ = int(best)
@@ -442,8 +499,13 @@ class AmortizedScalingLaws(BaseEstimator):
         self.loss_curve_ = [float(v) for v in train_curve]
 
     # --------------------------------------------------------------- predict
-    def _raw(self, X, y, what: str) -> np.ndarray:
+    def _raw(self, X, y, what: str, ids=None, oob=None) -> np.ndarray:
         check_is_fitted(self, "model_")
+        if self.oob_features_:
+            if oob is None:
+                raise DataError(f"{what}: the model was fitted with out-of-bag evidence; pass oob=")
+            X = np.hstack([check_array(X, dtype=np.float64, ensure_all_finite=True, input_name="X"),
+                           oob_features(oob, ids)[0]])
         Z, head, F = self._inputs(X, y, what)
         from threadpoolctl import threadpool_limits
 
@@ -456,8 +518,8 @@ class AmortizedScalingLaws(BaseEstimator):
 
             return xgbl.predict(self.model_, F, self.u0_, self.best_iteration_, self._threads())
 
-    def predict_laws(self, X, y=None, point_ids=None, samples: pd.DataFrame | None = None
-                     ) -> FittedScalingLaws:
+    def predict_laws(self, X, y=None, point_ids=None, samples: pd.DataFrame | None = None,
+                     oob: pd.DataFrame | None = None) -> FittedScalingLaws:
         """The predicted law of every row of ``X`` (with or without samples).
 
         Parameters
@@ -483,7 +545,7 @@ class AmortizedScalingLaws(BaseEstimator):
         """
         n = np.asarray(X).shape[0] if hasattr(X, "shape") else len(X)
         ids = _as_ids(point_ids, n, "predict_laws")
-        u = self._raw(X, y, "predict_laws")
+        u = self._raw(X, y, "predict_laws", ids, oob)
         link = self._link()
         laws = link.laws(u, self.k0_, self.delta_scale_)
         nll = np.full(n, np.nan)
@@ -521,6 +583,10 @@ class AmortizedScalingLaws(BaseEstimator):
             "k0": self.k0_,
             "delta_scale": self.delta_scale_,
             "best_iteration": self.best_iteration_,
+            "alpha_prior": self.alpha_prior_,
+            "hidden_layer_sizes": list(self.hidden_layer_sizes_),
+            "hyperparameter_selection": list(self.selection_),
+            "oob_features": list(self.oob_features_),
             "validation_nll_normalised": self.validation_nll_,
             "seed": self.seed_,
             "fit": dict(self.fit_meta_),
@@ -575,6 +641,10 @@ class AmortizedScalingLaws(BaseEstimator):
             "validation_point_ids_": self.validation_point_ids_.tolist(),
             "fit_meta_": self.fit_meta_,
             "seed_": self.seed_,
+            "alpha_prior_": self.alpha_prior_,
+            "hidden_layer_sizes_": list(self.hidden_layer_sizes_),
+            "selection_": self.selection_,
+            "oob_features_": list(self.oob_features_),
         }
         doc = {"format_version": _FORMAT_VERSION, "params": _jsonable_params(self.get_params()),
                "state": state, "learner_state": learner_state}
@@ -600,7 +670,8 @@ class AmortizedScalingLaws(BaseEstimator):
                             f"this pointscale reads {_FORMAT_VERSION}")
         params = dict(doc["params"])
         for name in ("hidden_layer_sizes", "alpha_range", "beta_range"):
-            params[name] = tuple(params[name])
+            if not _is_auto(params[name]):
+                params[name] = tuple(params[name])
         model = cls(**params)
         st = doc["state"]
         model.task_ = st["task_"]
@@ -627,6 +698,10 @@ class AmortizedScalingLaws(BaseEstimator):
         model.validation_point_ids_ = vids
         model.fit_meta_ = dict(st["fit_meta_"])
         model.seed_ = int(st["seed_"])
+        model.alpha_prior_ = float(st["alpha_prior_"])
+        model.hidden_layer_sizes_ = tuple(int(h) for h in st["hidden_layer_sizes_"])
+        model.selection_ = list(st["selection_"])
+        model.oob_features_ = list(st["oob_features_"])
         if model.learner == "mlp":
             from ._amortized_mlp import MLP
 

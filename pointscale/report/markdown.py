@@ -239,6 +239,8 @@ def write_report(
     evaluation: pd.DataFrame | None = None,
     manifest: Mapping[str, Any] | None = None,
     top_n: int = 10,
+    estimator_choice: Mapping[str, Any] | None = None,
+    learning_curve: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``run_dir/report.md`` and its PNG figures (under ``run_dir/figures``).
 
@@ -260,6 +262,12 @@ def write_report(
         Output of :func:`pointscale.valuation.evaluate_estimates`.
     manifest : mapping, optional
         Run facts (config hash, counts, versions) listed at the end.
+    estimator_choice : mapping, optional
+        ``meta['selection']`` of the laws behind ``shapley``
+        (:func:`pointscale.laws.fit_laws`): the estimator and the held-out scores.
+    learning_curve : mapping, optional
+        :func:`pointscale.valuation.learning_curve.fit_learning_curve`'s result
+        (with ``metric``).
 
     Returns
     -------
@@ -281,6 +289,19 @@ def write_report(
     if info:
         md += ["## Data", ""] + [f"- {k}: {_fmt(v)}" for k, v in info.items()] + [""]
 
+    if estimator_choice:
+        md += ["## Estimator", ""]
+        chosen = estimator_choice.get("chosen")
+        if estimator_choice.get("method") == "auto":
+            md += [f"`shapley` comes from the **{chosen}** laws, chosen by held-out likelihood: "
+                   f"{estimator_choice.get('n_heldout_samples')} samples held out "
+                   f"({_fmt(estimator_choice.get('holdout_fraction'))} of each point's), every candidate "
+                   "fitted on the rest; mean Gaussian NLL per held-out sample (lower is better):", "",
+                   markdown_table(pd.DataFrame([{"estimator": k, "heldout_nll": v}
+                                                for k, v in (estimator_choice.get("heldout_nll") or {}).items()])),
+                   ""]
+        else:
+            md += [f"`shapley` comes from the **{chosen}** laws (chosen by the user).", ""]
     if laws is not None:
         md += ["## Scaling laws", "", "```", laws.summary(), "```", ""]
     if values is not None and len(values):
@@ -341,6 +362,20 @@ def write_report(
             md += ["## Law-based value vs Monte Carlo", ""]
             figure(_fig.value_vs_monte_carlo(values, fig_dir / "value_vs_mc.png"),
                    "Law-based Shapley value against the plain mean of the same samples")
+
+    if learning_curve and "epsilon" in learning_curve:
+        lc = learning_curve
+        md += ["## Learning curve (how much would more data help?)", "",
+               f"From the {lc['n_bases']} base fits of the sampling (sizes {lc['k_range'][0]}..{lc['k_range'][1]}), "
+               f"utility `{lc.get('metric', 'U')}`: U(k) = ε − c·k^(−α) with ε = {_fmt(lc['epsilon'])} "
+               f"[{_fmt(lc['epsilon_low'])}, {_fmt(lc['epsilon_high'])}], c = {_fmt(lc['c'])} "
+               f"[{_fmt(lc['c_low'])}, {_fmt(lc['c_high'])}], α = {_fmt(lc['alpha'])} "
+               f"[{_fmt(lc['alpha_low'])}, {_fmt(lc['alpha_high'])}] (95 % bootstrap intervals).", "",
+               markdown_table(pd.DataFrame(lc["predictions"]), ["k", "u", "low", "high", "extrapolated"]), "",
+               "Rows are the current pool, 2× and 10× it; sizes beyond the sampled range are extrapolations.",
+               ""]
+    elif learning_curve and learning_curve.get("skipped"):
+        md += ["## Learning curve", "", f"Not fitted: {learning_curve['skipped']}", ""]
 
     if selection is not None and len(selection):
         md += ["## Selected points", ""]
@@ -410,3 +445,25 @@ def write_report(
         md.append("")
 
     return atomic_write_text(run_dir / "report.md", "\n".join(md).rstrip() + "\n")
+
+
+def inline_figures(markdown: str, run_dir: str | Path) -> str:
+    """``markdown`` with every ``![caption](figures/x.png)`` replaced by an inline ``data:`` image.
+
+    For viewers that cannot follow a relative path (the Prefect UI shows an
+    artifact without the run folder, so a relative image link is a broken
+    image there). Links to missing files are left as they are.
+    """
+    import base64
+    import re
+
+    root = Path(run_dir)
+
+    def embed(match: "re.Match[str]") -> str:
+        path = root / match.group(2)
+        if not path.is_file():
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f"![{match.group(1)}](data:image/png;base64,{data})"
+
+    return re.sub(rf"!\[([^\]]*)\]\(({re.escape(FIGURE_DIR)}/[^)\s]+\.png)\)", embed, markdown)

@@ -11,19 +11,24 @@ Table of contents:
 * :mod:`.engine` -- :func:`run_blocks` (the unit of work) and
   :func:`sample_marginals` (a whole job in-process or through any ``map``).
 * :mod:`.ledger` -- the append-only, checksummed sample ledger.
+* :mod:`.oob` -- out-of-bag evidence recorded while sampling (:func:`oob_evidence`).
 """
 
 from .config import SamplingConfig, default_sizes
-from .engine import COLUMNS, as_dataset, empty_frame, run_blocks, run_shard, sample_marginals, sort_samples
+from .engine import (COLUMNS, ShardResult, as_dataset, empty_frame, run_blocks, run_shard, sample_blocks,
+                     sample_marginals, sample_shard, sort_samples)
 from .ledger import Ledger, LedgerIntegrityWarning
 from .metrics import METRICS, check_metric, default_metric, utility
 from .models import MODELS, make_estimator
+from .oob import OOB_CAP, oob_evidence
 from .plans import Block, Shard, base_subset, plan_blocks, plan_key, shard_blocks, subset_for
 
 __all__ = [
     "COLUMNS",
     "METRICS",
     "MODELS",
+    "OOB_CAP",
+    "ShardResult",
     "Block",
     "Ledger",
     "LedgerIntegrityWarning",
@@ -36,10 +41,13 @@ __all__ = [
     "default_sizes",
     "empty_frame",
     "make_estimator",
+    "oob_evidence",
     "plan_blocks",
     "plan_key",
     "run_blocks",
     "run_shard",
+    "sample_blocks",
+    "sample_shard",
     "sample_marginals",
     "shard_blocks",
     "sort_samples",

@@ -392,18 +392,3 @@ class SamplingConfig(StableConfig):
         if self.metric is None:
             changes["metric"] = default_metric(dataset.task)
         return dataclasses.replace(self, **changes) if changes else self
-
-    def clamped_to(self, dataset) -> "SamplingConfig":
-        """A copy whose size range fits the pool: k_max (and the grid) lowered to the largest k.
-
-        Use it to run "the largest range the data allows up to [k_min, k_max]".
-        """
-        largest = self.largest_k(dataset)
-        if self.k_max <= largest:
-            return self
-        k_min = min(self.k_min, largest)
-        if self.mode == "staggered":
-            kept = tuple(s for s in self.sizes if s <= largest)  # type: ignore[union-attr]
-            sizes = default_sizes(k_min, largest, len(self.sizes)) if len(kept) < len(self.sizes) else kept
-            return dataclasses.replace(self, sizes=sizes)
-        return dataclasses.replace(self, k_min=k_min, k_max=largest)

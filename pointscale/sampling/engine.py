@@ -53,6 +53,7 @@ import builtins
 import copy
 import functools
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -65,8 +66,9 @@ from ..seeding import STREAM_MODEL, combine_ids, int_seed
 from .config import SamplingConfig
 from .devices import resolve_device
 from .fastpath import fast_solver_for
-from .metrics import METRICS, utility
+from .metrics import METRICS, full_proba, utility
 from .models import MODELS, estimator_factory, make_estimator, warm_start_exact
+from .oob import aggregate, oob_subset, score_predictions, size_bucket
 from .plans import Block, Shard, draw_subset, encode_block_members, plan_blocks, pool_info, shard_blocks
 
 COLUMNS = ("sample_id", "point_id", "k", "delta", "u_base", "u_with", "failed", "converged", "error",
@@ -169,7 +171,18 @@ class _Fitter:
             raise FloatingPointError(f"utility is not finite ({u})")
         return u, converged
 
-    def __call__(self, block: Block, D: np.ndarray, Z: np.ndarray) -> dict[str, Any]:
+    def _oob(self, est, O: np.ndarray | None):
+        """The base model's predictions for the out-of-bag points ``O`` (None: not asked)."""
+        if O is None or not O.size:
+            return None
+        X = self.ds.X_train[O]
+        if self.ds.task == "classification":
+            if hasattr(est, "predict_proba"):
+                return full_proba(est, X, self.ds.n_classes), True
+            return np.asarray(est.predict(X)), False
+        return np.asarray(est.predict(X), dtype=np.float64), True
+
+    def __call__(self, block: Block, D: np.ndarray, Z: np.ndarray, O: np.ndarray | None = None) -> dict[str, Any]:
         ds, cfg = self.ds, self.config
         B = len(Z)
         u_with = np.full(B, np.nan)
@@ -183,7 +196,12 @@ class _Fitter:
             u_base, base_conv = self._fit_score(base, Xd, yd)
         except Exception as exc:  # noqa: BLE001 -- any fit failure is data, not a crash
             return {"u_base": np.nan, "u_with": u_with, "failed": np.ones(B, dtype=bool),
-                    "converged": converged, "errors": [f"base: {_error_text(exc)}"] * B, "method": "cold"}
+                    "converged": converged, "errors": [f"base: {_error_text(exc)}"] * B, "method": "cold",
+                    "oob": None}
+        try:
+            oob = self._oob(base, O)
+        except Exception:  # noqa: BLE001 -- a model that cannot predict gives no evidence
+            oob = None
         method = "warm" if self.warm else "cold"
         # D ∪ {z} in one buffer whose last row changes per z (each fit is scored
         # before the next z overwrites it), instead of a fresh copy of D per sample.
@@ -207,10 +225,11 @@ class _Fitter:
                 failed[j] = True
                 errors[j] = _error_text(exc)
         return {"u_base": u_base, "u_with": u_with, "failed": failed, "converged": converged,
-                "errors": errors, "method": method}
+                "errors": errors, "method": method, "oob": oob}
 
 
-def _fast_block(solver, ds: Dataset, D: np.ndarray, Z: np.ndarray, seed: int) -> dict[str, Any] | None:
+def _fast_block(solver, ds: Dataset, D: np.ndarray, Z: np.ndarray, seed: int, O: np.ndarray | None = None
+                ) -> dict[str, Any] | None:
     """The block through a batched solver; None when the solver declines (use the model)."""
     try:
         with np.errstate(all="ignore"):
@@ -224,8 +243,19 @@ def _fast_block(solver, ds: Dataset, D: np.ndarray, Z: np.ndarray, seed: int) ->
     u_with = np.asarray(fit.u_with, dtype=np.float64)
     failed = ~np.isfinite(u_with) | (not np.isfinite(fit.u_base))
     errors = [("utility is not finite" if f else None) for f in failed]
+    # Out-of-bag evidence: the base model (trained on D alone) predicts the
+    # pool points outside D -- predictions, not fits.
+    oob = None
+    predict_base = getattr(fit, "predict_base", None)
+    if O is not None and O.size and predict_base is not None:
+        try:
+            with np.errstate(all="ignore"):
+                oob = (np.asarray(predict_base(ds.X_train[O])), True)
+        except (ArithmeticError, ValueError):
+            oob = None  # no evidence from this base, never a made-up one
     return {"u_base": float(fit.u_base), "u_with": u_with, "failed": failed,
-            "converged": np.asarray(fit.converged, dtype=bool), "errors": errors, "method": fit.method}
+            "converged": np.asarray(fit.converged, dtype=bool), "errors": errors, "method": fit.method,
+            "oob": oob}
 
 
 # --------------------------------------------------------------------------- the unit of work
@@ -237,6 +267,28 @@ def _blocks_of(blocks: Shard | Block | Iterable[Block]) -> list[Block]:
     if isinstance(blocks, Block):
         return [blocks]
     return list(blocks)
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What sampling some blocks produced.
+
+    Attributes
+    ----------
+    samples : DataFrame
+        The ledger rows (:data:`COLUMNS`).
+    oob : DataFrame
+        Out-of-bag evidence (:mod:`.oob`): integer sums per (point, size bucket).
+    n_fits : int
+        Model fits made: one per base plus one per sample (OOB adds none).
+    n_oob_predictions : int
+        Points scored by base models (predictions, not fits).
+    """
+
+    samples: pd.DataFrame
+    oob: pd.DataFrame
+    n_fits: int
+    n_oob_predictions: int
 
 
 def run_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
@@ -255,11 +307,24 @@ def run_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
     -------
     pandas.DataFrame
         Columns :data:`COLUMNS`, rows in block order then block member order.
+        (:func:`sample_blocks` also returns the out-of-bag evidence.)
+    """
+    return sample_blocks(dataset, config, blocks, oob=False).samples
+
+
+def sample_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
+                  blocks: Shard | Iterable[Block], *, oob: bool = True) -> ShardResult:
+    """:func:`run_blocks` plus the out-of-bag evidence of every base model.
+
+    Each base model, once fitted on D, scores the pool points outside D (at
+    most :data:`~.oob.OOB_CAP`, see :mod:`.oob`): predictions only, no fit.
+    ``oob=False`` skips them (the samples are identical either way).
     """
     ds = as_dataset(dataset)
     blocks = _blocks_of(blocks)
     if not blocks:
-        return empty_frame()
+        return ShardResult(empty_frame(), aggregate(np.array([]), np.array([], dtype=np.int64),
+                                                    np.array([]), np.array([]), np.array([])), 0, 0)
     cfg = _resolved(config, ds)
     identity = cfg.identity_hash()
     info = pool_info(ds)
@@ -271,19 +336,32 @@ def run_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
         solver = fast_solver_for(cfg.model, settings, ds.task, ds.n_classes, ds.X_val, ds.y_val, cfg.metric,
                                  device)
     fitter = _Fitter(ds, cfg)
+    y_scale = float(np.std(ds.y_train)) if ds.task == "regression" else 1.0
+    o_idx, o_bucket, o_correct, o_score = [], [], [], []
+    n_fits = 0
 
     cols: dict[str, list] = {c: [] for c in COLUMNS}
     with _one_thread(cfg.model):
         for block in blocks:
             Z = info.indices(block.point_ids)
             D = draw_subset(info, cfg.seed, block.base_id, block.k, Z)
+            O = oob_subset(info.n_pool, D, cfg.seed, block.base_id) if oob else None
             # The model seed is the block's, as on the generic path (same initialisation for D and D ∪ {z}).
             seed = cfg.model_params.get("random_state")  # a seed the user set wins, as on the generic path
             seed = int_seed(cfg.seed, STREAM_MODEL, block.base_id) if seed is None else int(seed)
-            out = _fast_block(solver, ds, D, Z, seed) if solver is not None else None
+            out = _fast_block(solver, ds, D, Z, seed, O) if solver is not None else None
             if out is None:
-                out = fitter(block, D, Z)
+                out = fitter(block, D, Z, O)
             B = len(Z)
+            n_fits += B + 1
+            if out.get("oob") is not None:
+                pred, is_proba = out["oob"]
+                correct, score = score_predictions(ds.task, ds.y_train[O], pred, y_scale=y_scale,
+                                                   is_proba=is_proba)
+                o_idx.append(O)
+                o_bucket.append(np.full(O.size, size_bucket(block.k, cfg.k_min, cfg.k_max), dtype=np.int64))
+                o_correct.append(correct)
+                o_score.append(score)
             failed = np.asarray(out["failed"], dtype=bool)
             u_with = np.where(failed, np.nan, out["u_with"])
             u_base = float(out["u_base"]) if np.isfinite(out["u_base"]) else np.nan
@@ -308,13 +386,22 @@ def run_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
             cols["method"].extend([out["method"]] * B)
             cols["dataset_fingerprint"].extend([ds.fingerprint] * B)
             cols["config_hash"].extend([identity] * B)
-    frame = pd.DataFrame(cols, columns=list(COLUMNS))
-    return frame.astype(_DTYPES)
+    frame = pd.DataFrame(cols, columns=list(COLUMNS)).astype(_DTYPES)
+    cat = lambda parts, dtype: np.concatenate(parts) if parts else np.array([], dtype=dtype)  # noqa: E731
+    idx = cat(o_idx, np.int64)
+    evidence = aggregate(info.ids, idx, cat(o_bucket, np.int64),
+                         cat(o_correct, bool), cat(o_score, np.float64))
+    return ShardResult(frame, evidence, n_fits, int(idx.size))
 
 
 def run_shard(dataset: Dataset | str | Path, config: SamplingConfig, shard: Shard) -> pd.DataFrame:
     """:func:`run_blocks` on a shard (module-level, so process pools can pickle it)."""
     return run_blocks(dataset, config, shard.blocks)
+
+
+def sample_shard(dataset: Dataset | str | Path, config: SamplingConfig, shard: Shard) -> ShardResult:
+    """:func:`sample_blocks` on a shard (module-level, so process pools can pickle it)."""
+    return sample_blocks(dataset, config, shard.blocks)
 
 
 # --------------------------------------------------------------------------- in-process driver
@@ -364,16 +451,17 @@ def sample_marginals(dataset: Dataset | str | Path, config: SamplingConfig,
     shards = shard_blocks(todo, cfg.shard_size)
     total = sum(s.n_samples for s in shards)
     ref = ds if map is builtins.map else _dataset_ref(ds)
-    fn = functools.partial(run_shard, ref, cfg)
+    fn = functools.partial(sample_shard, ref, cfg)
     frames = []
     n_done = 0
     if progress is not None:
         progress(0, total)
-    for shard, frame in zip(shards, map(fn, shards)):
+    for shard, result in zip(shards, map(fn, shards)):
         if ledger is not None:
-            ledger.write_shard(shard.name, frame)
+            ledger.write_shard(shard.name, result.samples, oob=result.oob,
+                               counts={"fits": result.n_fits, "oob_predictions": result.n_oob_predictions})
         else:
-            frames.append(frame)
+            frames.append(result.samples)
         n_done += shard.n_samples
         if progress is not None:
             progress(n_done, total)

@@ -71,6 +71,7 @@ from .metrics import METRICS
 STEP_TOL = 1e-12
 REL_TOL = 1e-10      # batched columns: step ≤ 1e-10 × ‖θ_z − θ₀‖∞ (relative accuracy of Δθ)
 MAX_MULTI_ITER = 100  # damped quasi-Newton iterations (multinomial) before the exact fallback
+EXACT_FALLBACK_PARAMS = 1500  # up to this (d+1)K, slow multinomial columns go to exact Newton at once
 QN_CONTRACTION = 0.5  # a column whose step shrinks less than this per iteration goes exact
 QN_ITER = 20         # quasi-Newton iterations with the base Hessian before switching
 EXACT_ITER = 20      # exact batched Newton iterations for the columns still moving
@@ -352,6 +353,12 @@ def newton_multinomial(X1, Y, C, pen, gauge_row, Theta=None) -> tuple[np.ndarray
     return Theta, False
 
 
+def _rows_times(A: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """``A @ T[b]`` for every b: (n, d) and (B, d, K) to (B, n, K) as one matrix product."""
+    B, d, K = T.shape
+    return (A @ T.transpose(1, 0, 2).reshape(d, B * K)).reshape(len(A), B, K).transpose(1, 0, 2)
+
+
 class LogisticMultinomialSolver(LogisticBinarySolver):
     """Block-wise exact L2 multinomial logistic regression (scikit-learn's parametrisation)."""
 
@@ -361,7 +368,7 @@ class LogisticMultinomialSolver(LogisticBinarySolver):
 
     def _score_all(self, Thetas: np.ndarray) -> np.ndarray:
         # Thetas: (B, d1, K)
-        logits = np.einsum("nj,bjk->bnk", self.Xv1, Thetas)
+        logits = _rows_times(self.Xv1, Thetas)
         return self.metric.from_proba(softmax(logits, axis=-1), self.y_val)
 
     def __call__(self, Xd, yd, Xz, yz, seed: int | None = None) -> BlockFit:
@@ -385,35 +392,36 @@ class LogisticMultinomialSolver(LogisticBinarySolver):
             Ub[:, :, c, c] = Z1
         Ub = Ub.reshape(B, D, K)
         W = cho_solve(L, Ub.transpose(1, 0, 2).reshape(D, B * K)).reshape(D, B, K).transpose(1, 0, 2)
-        Q = np.einsum("bdk,bdl->bkl", Ub, W)                 # U_bᵀ H0⁻¹ U_b  (B, K, K)
+        Q = Ub.transpose(0, 2, 1) @ W                        # U_bᵀ H0⁻¹ U_b  (B, K, K)
         Thetas = np.repeat(Theta0[None], B, axis=0)            # (B, d1, K)
         done = np.zeros(B, dtype=bool)
         active = np.ones(B, dtype=bool)                        # columns still iterating
         eye = np.eye(K)
 
         def objective(Th):
-            """F_{D∪z}(θ_z) of every column: (B,)."""
-            M = np.einsum("ij,bjk->bik", X1, Th)
-            mz = np.einsum("bj,bjk->bk", Z1, Th)
-            return (C * (np.sum(logsumexp(M, axis=-1) - np.sum(M * Y[None], axis=-1), axis=1)
-                         + logsumexp(mz, axis=-1) - np.sum(mz * Yz, axis=-1))
-                    + 0.5 * np.sum(pen[None, :, None] * Th * Th, axis=(1, 2)))
+            """F_{D∪z}(θ_z) of every column (B,), and the margins it computed (reused by the gradient)."""
+            M = _rows_times(X1, Th)                              # (B, k, K)
+            mz = (Z1[:, None, :] @ Th)[:, 0, :]
+            f = (C * (np.sum(logsumexp(M, axis=-1) - np.sum(M * Y[None], axis=-1), axis=1)
+                      + logsumexp(mz, axis=-1) - np.sum(mz * Yz, axis=-1))
+                 + 0.5 * np.sum(pen[None, :, None] * Th * Th, axis=(1, 2)))
+            return f, M, mz
 
-        f = objective(Thetas)
+        f, M, mz = objective(Thetas)
+        X1T = np.ascontiguousarray(X1.T)
+        last = np.full(B, np.inf)
         it = 0
         for it in range(1, MAX_MULTI_ITER + 1):
-            M = np.einsum("ij,bjk->bik", X1, Thetas)            # (B, k, K)
             R = softmax(M, axis=-1) - Y[None]
-            mz = np.einsum("bj,bjk->bk", Z1, Thetas)
             pz = softmax(mz, axis=-1)
-            G = (C * np.einsum("ij,bik->bjk", X1, R) + pen[None, :, None] * Thetas
+            G = (C * _rows_times(X1T, R) + pen[None, :, None] * Thetas
                  + C * Z1[:, :, None] * (pz - Yz)[:, None, :])
             Gf = G.reshape(B, D)
             Uf = cho_solve(L, Gf.T).T                          # H0⁻¹ g  (B, D)
             S = C * (pz[:, :, None] * eye[None] - pz[:, :, None] * pz[:, None, :])
-            rhs = np.einsum("bkl,bdl,bd->bk", S, W, Gf)           # S Wᵀ g
+            rhs = (S @ (W.transpose(0, 2, 1) @ Gf[:, :, None]))[:, :, 0]   # S Wᵀ g
             inner = np.linalg.solve(eye[None] + S @ Q, rhs[:, :, None])[:, :, 0]
-            step = (Uf - np.einsum("bdk,bk->bd", W, inner)).reshape(B, d1, K)
+            step = (Uf - (W @ inner[:, :, None])[:, :, 0]).reshape(B, d1, K)
             step[~active] = 0.0
             # The approximate Hessian is positive definite, so the step is a descent
             # direction: backtracking (Armijo, per column) makes the iteration converge
@@ -423,7 +431,7 @@ class LogisticMultinomialSolver(LogisticBinarySolver):
             t = np.ones(B)
             for _ls in range(40):
                 new = Thetas - t[:, None, None] * step
-                f_new = objective(new)
+                f_new, M, mz = objective(new)
                 ok = ~active | (f_new <= f - 1e-4 * t * dec) | (dec < 1e-12 * (1.0 + np.abs(f)))
                 if ok.all():
                     break
@@ -434,6 +442,12 @@ class LogisticMultinomialSolver(LogisticBinarySolver):
                                          moved=(Thetas - Theta0[None]).reshape(B, D))
             done |= small
             active &= ~small
+            if D <= EXACT_FALLBACK_PARAMS:
+                # Small (d+1)K: exact Newton on one column is cheap, so a column that needs
+                # damping or contracts slowly is finished that way rather than iterated on.
+                size = np.max(np.abs(taken), axis=1)
+                active &= ~((t < 1.0) | (size > QN_CONTRACTION * last))
+                last = size
             if not active.any():
                 break
         fallbacks = 0

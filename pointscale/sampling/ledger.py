@@ -3,18 +3,22 @@
 Layout of a ledger folder::
 
     shards/<name>.parquet        the rows of one shard (append-only)
-    shards/<name>.parquet.sha256 its commit record (JSON): sha256, bytes, rows, base ids
+    shards/<name>.parquet.sha256 its commit record (JSON): sha256, bytes, rows, base ids,
+                                 fits, and the checksum of its out-of-bag evidence
+    oob/<name>.parquet           the shard's out-of-bag evidence (:mod:`.oob`), if any
     quarantine/                  shards that failed verification, moved aside
 
 Writing a shard (:meth:`Ledger.write_shard`): serialise the rows to Parquet in
 memory, write the bytes atomically (temporary file, fsync, rename), then
-write the commit record atomically. The record is written *last*, so a shard
-is committed exactly when its record exists; a crash in between leaves an
+write the shard's out-of-bag evidence the same way, then the commit record
+(which holds both checksums) atomically. The record is written *last*, so a
+shard and its evidence are committed together exactly when the record exists; a crash in between leaves an
 uncommitted Parquet file that readers ignore and a rerun overwrites.
 
 Reading (:meth:`Ledger.read`): only committed shards, each verified against
-its sha256 (and the record's row count and base ids against the rows). A
-corrupted or truncated shard -- or a record without its file, or an
+its sha256 (and the record's row count and base ids against the rows), and
+its evidence file against its own sha256. A corrupted or truncated shard (or
+evidence file) -- or a record without its file, or an
 unreadable record -- is moved to ``quarantine/``, reported with a
 :class:`LedgerIntegrityWarning` and listed in :attr:`Ledger.quarantined`; its
 bases then count as not done, so the next run samples them again. Rows are
@@ -59,6 +63,10 @@ class ShardRecord:
     rows: int
     n_failed: int
     base_ids: tuple[int, ...]
+    oob_sha256: str | None = None
+    oob_bytes: int = 0
+    fits: int | None = None
+    oob_predictions: int = 0
 
 
 class Ledger:
@@ -78,9 +86,10 @@ class Ledger:
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
         self.shard_dir = self.folder / "shards"
+        self.oob_dir = self.folder / "oob"
         self.quarantine_dir = self.folder / "quarantine"
         self.quarantined: list[tuple[str, str]] = []
-        self._verified: dict[str, tuple[tuple[int, int, int], ShardRecord]] = {}
+        self._verified: dict[str, tuple[tuple[int, ...], ShardRecord]] = {}
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.folder)!r})"
@@ -93,13 +102,28 @@ class Ledger:
     def _record(self, name: str) -> Path:
         return self.shard_dir / f"{name}.parquet{RECORD_SUFFIX}"
 
+    def _oob(self, name: str) -> Path:
+        return self.oob_dir / f"{name}.parquet"
+
     # ------------------------------------------------------------------ writing
 
-    def write_shard(self, name: str, frame: pd.DataFrame) -> Path:
+    def write_shard(self, name: str, frame: pd.DataFrame, *, oob: pd.DataFrame | None = None,
+                    counts: dict[str, int] | None = None) -> Path:
         """Write one shard atomically and commit it with its checksum record.
 
         Rewriting an existing name replaces it (the old record is withdrawn
         first, so the old checksum never vouches for new bytes).
+
+        Parameters
+        ----------
+        name : str
+        frame : DataFrame
+            The ledger rows.
+        oob : DataFrame, optional
+            The shard's out-of-bag evidence (:func:`.engine.sample_blocks`);
+            committed by the same record.
+        counts : dict, optional
+            ``fits`` and ``oob_predictions`` made for the shard (recorded).
         """
         if not isinstance(name, str) or not _NAME.match(name):
             raise LedgerError(f"shard name {name!r} must be letters, digits, '_', '.', '-'")
@@ -117,9 +141,20 @@ class Ledger:
             "n_failed": int(frame["failed"].sum()) if "failed" in frame.columns else 0,
             "base_ids": sorted({int(b) for b in frame["base_id"].tolist()}),
         }
+        oob_data = None
+        if oob is not None:
+            buf = io.BytesIO()
+            oob.reset_index(drop=True).to_parquet(buf, engine="pyarrow", index=False)
+            oob_data = buf.getvalue()
+            record["oob"] = {"sha256": hashlib.sha256(oob_data).hexdigest(), "bytes": len(oob_data),
+                             "rows": int(len(oob))}
+        for key, value in (counts or {}).items():
+            record[key] = int(value)
         self._record(name).unlink(missing_ok=True)
         self._verified.pop(name, None)
         path = atomic_write_bytes(self._parquet(name), data)
+        if oob_data is not None:
+            atomic_write_bytes(self._oob(name), oob_data)
         atomic_write_json(self._record(name), record)
         return path
 
@@ -144,7 +179,7 @@ class Ledger:
     def _quarantine(self, name: str, reason: str) -> None:
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{time.time_ns() % 1_000_000_000:09d}"
-        for src in (self._parquet(name), self._record(name)):
+        for src in (self._parquet(name), self._record(name), self._oob(name)):
             if src.exists():
                 os.replace(src, self.quarantine_dir / f"{src.name}.{stamp}")
         self._verified.pop(name, None)
@@ -156,9 +191,13 @@ class Ledger:
     def _load_record(self, name: str) -> ShardRecord:
         with open(self._record(name), encoding="utf-8") as fh:
             raw = json.load(fh)
+        oob = raw.get("oob") or {}
         return ShardRecord(name=name, sha256=str(raw["sha256"]), bytes=int(raw["bytes"]),
                            rows=int(raw["rows"]), n_failed=int(raw.get("n_failed", 0)),
-                           base_ids=tuple(int(b) for b in raw["base_ids"]))
+                           base_ids=tuple(int(b) for b in raw["base_ids"]),
+                           oob_sha256=str(oob["sha256"]) if oob else None, oob_bytes=int(oob.get("bytes", 0)),
+                           fits=int(raw["fits"]) if "fits" in raw else None,
+                           oob_predictions=int(raw.get("oob_predictions", 0)))
 
     def _check(self, name: str) -> ShardRecord | None:
         """The shard's record if its file matches it; quarantines it otherwise."""
@@ -176,6 +215,11 @@ class Ledger:
             self._quarantine(name, "shard file missing")
             return None
         key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        try:  # the evidence file's identity is part of the cache key too
+            ost = self._oob(name).stat()
+            key = key + (ost.st_size, ost.st_mtime_ns, ost.st_ino)
+        except FileNotFoundError:
+            pass
         cached = self._verified.get(name)
         if cached is not None and cached[0] == key and cached[1] == record:
             return record
@@ -186,6 +230,14 @@ class Ledger:
         if digest != record.sha256:
             self._quarantine(name, "sha256 mismatch (corrupted)")
             return None
+        if record.oob_sha256 is not None:
+            oob_path = self._oob(name)
+            if not oob_path.exists():
+                self._quarantine(name, "out-of-bag evidence file missing")
+                return None
+            if oob_path.stat().st_size != record.oob_bytes or sha256_file(oob_path) != record.oob_sha256:
+                self._quarantine(name, "out-of-bag evidence does not match its checksum (corrupted)")
+                return None
         self._verified[name] = (key, record)
         return record
 
@@ -290,6 +342,29 @@ class Ledger:
         """
         return self.read_table(columns, verify=verify, where=where).to_pandas()
 
+    def read_oob(self) -> pd.DataFrame:
+        """The out-of-bag evidence tables of all verified shards, concatenated.
+
+        A shard whose bases were already counted from an earlier shard (in
+        name order) is left out whole, so no base's predictions count twice.
+        """
+        from .oob import OOB_COLUMNS
+
+        frames, counted = [], set()
+        for rec in self.verify():
+            if rec.oob_sha256 is None or counted.intersection(rec.base_ids):
+                continue
+            try:
+                frames.append(pd.read_parquet(self._oob(rec.name), engine="pyarrow"))
+            except Exception as exc:  # noqa: BLE001 -- any unreadable file is quarantined
+                self._quarantine(rec.name, f"unreadable out-of-bag evidence: {type(exc).__name__}: {exc}")
+                continue
+            counted.update(rec.base_ids)
+        if not frames:
+            return pd.DataFrame({c: pd.Series([], dtype="object" if c == "point_id" else "int64")
+                                 for c in OOB_COLUMNS})
+        return pd.concat(frames, ignore_index=True)
+
     def completed_base_ids(self) -> set[int]:
         """Base ids of every verified shard (a shard holds whole blocks, so these bases are done)."""
         done: set[int] = set()
@@ -302,7 +377,8 @@ class Ledger:
         return stable_hash([(r.name, r.sha256) for r in self.verify()])
 
     def stats(self) -> dict[str, Any]:
-        """Counts: shards, rows, failed samples, bases, bytes, quarantined, uncommitted."""
+        """Counts: shards, rows, failed samples, bases, bytes, fits and out-of-bag predictions
+        (as recorded), quarantined, uncommitted."""
         recs = self.verify()
         return {
             "shards": len(recs),
@@ -310,6 +386,8 @@ class Ledger:
             "failed": sum(r.n_failed for r in recs),
             "bases": len({b for r in recs for b in r.base_ids}),
             "bytes": sum(r.bytes for r in recs),
+            "fits": sum(r.fits or 0 for r in recs),
+            "oob_predictions": sum(r.oob_predictions for r in recs),
             "quarantined": len(self.quarantine_contents()),
             "uncommitted": len(self.uncommitted()),
         }

@@ -103,6 +103,7 @@ class PoolInfo:
         ids = [str(p) for p in dataset.point_ids.tolist()]
         self.fingerprint = dataset.fingerprint
         self.n_pool = len(ids)
+        self.ids = np.asarray(ids, dtype=object)
         self.index = {pid: i for i, pid in enumerate(ids)}
         self.task = dataset.task
         if dataset.task == "classification":

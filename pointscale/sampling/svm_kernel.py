@@ -72,7 +72,7 @@ class RowSVC(ClassifierMixin, BaseEstimator):
         idx = np.asarray(R)[:, 0].astype(np.intp)
         self.train_rows_ = idx
         self.gamma_ = self._gamma_of(self.rows.F[idx])
-        K = np.exp(-self.gamma_ * self.rows.S[np.ix_(idx, idx)])
+        K = _rbf(self.rows.S, idx, idx, self.gamma_)
         self.svc_ = SVC(C=self.C, kernel="precomputed", tol=self.tol, class_weight=self.class_weight,
                         random_state=self.random_state).fit(K, y)
         self.classes_ = self.svc_.classes_
@@ -82,11 +82,17 @@ class RowSVC(ClassifierMixin, BaseEstimator):
         return self.svc_.predict(self._kernel(R))
 
     def _kernel(self, R):
-        idx = np.asarray(R)[:, 0].astype(np.intp)
-        return np.exp(-self.gamma_ * self.rows.S[np.ix_(idx, self.train_rows_)])
+        return _rbf(self.rows.S, np.asarray(R)[:, 0].astype(np.intp), self.train_rows_, self.gamma_)
 
     def decision_function(self, R):
         return self.svc_.decision_function(self._kernel(R))
+
+
+def _rbf(S: np.ndarray, rows: np.ndarray, cols: np.ndarray, gamma: float) -> np.ndarray:
+    """``exp(−γ S[rows][:, cols])`` (two takes gather faster than ``np.ix_``; exp in place)."""
+    K = S.take(rows, axis=0).take(cols, axis=1)
+    K *= -gamma
+    return np.exp(K, out=K)
 
 
 def squared_distances(A: np.ndarray, B: np.ndarray) -> np.ndarray:

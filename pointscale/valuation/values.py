@@ -42,7 +42,7 @@ With a fitted law ψ_k(z) = c(z)·k^(−α(z)):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -517,18 +517,20 @@ def values_table(
     samples: pd.DataFrame | None = None,
     amortized: FittedScalingLaws | None = None,
     level: float = 0.95,
+    compare: Mapping[str, FittedScalingLaws | None] | None = None,
+    oob: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The content of ``values.parquet``: one row per valued point.
 
-    Each row's numbers come from one estimator: the per-point MLE ``laws``
-    when the point has a finite fit there, else the ``amortized`` laws (which
-    may cover points that were never sampled), else none (NaNs,
-    ``estimator="none"``).
+    Each row's numbers come from one estimator: ``laws`` (in the pipeline the
+    estimator :func:`pointscale.laws.fit_laws` chose) when the point has a
+    finite fit there, else the ``amortized`` laws (which may cover points
+    that were never sampled), else none (NaNs, ``estimator="none"``).
 
     Parameters
     ----------
     laws : FittedScalingLaws or None
-        Per-point laws (usually MLE).
+        Per-point laws (e.g. from :func:`pointscale.laws.fit_laws`).
     dataset : Dataset
         Gives labels and the pool size.
     k_min, k_max : int
@@ -540,6 +542,14 @@ def values_table(
         (over [k_min, k_max]).
     amortized : FittedScalingLaws, optional
         Fallback laws (estimator ``"amortized"``).
+    compare : mapping of str to FittedScalingLaws, optional
+        Other estimators' laws, each giving a column ``shapley_<name>`` (NaN
+        for points they do not cover), e.g. ``{"mle": ..., "amortized": ...}``.
+    oob : DataFrame, optional
+        Out-of-bag evidence (:func:`pointscale.sampling.oob_evidence`): adds
+        ``oob`` (mean score of the point's own label by models trained
+        without it; low = the rest of the data disagrees with its label) and
+        ``n_oob``.
 
     Returns
     -------
@@ -667,6 +677,17 @@ def values_table(
         cols["mc_mean"] = mc["mc_mean"].to_numpy(dtype=np.float64)
         cols["mc_se"] = mc["mc_se"].to_numpy(dtype=np.float64)
         cols["mc_n"] = mc["mc_n"].fillna(0).to_numpy(dtype=np.int64)
+    for name, other in dict(compare or {}).items():
+        col = np.full(n, np.nan)
+        if other is not None:
+            sv = distributional_shapley(other, lo, hi, level=level)
+            pos = pd.Index(other.point_ids).get_indexer(ids)
+            col = np.where(pos >= 0, np.asarray(sv.value)[np.maximum(pos, 0)], np.nan)
+        cols[f"shapley_{name}"] = col
+    if oob is not None:
+        ev = oob.set_index("point_id").reindex(ids)
+        cols["oob"] = ev["oob_score"].to_numpy(dtype=np.float64)
+        cols["n_oob"] = ev["n_oob"].fillna(0).to_numpy(dtype=np.int64)
     for key in flag_keys:
         cols[f"flag_{key}"] = _nullable_flag(flag_val[key], flag_has[key])
     frame = pd.DataFrame(cols)

@@ -254,19 +254,37 @@ def test_model_selection_on_held_out_points(sim):
 def test_held_out_samples_never_reach_training(sim):
     # Scramble the deltas of the held-out points: if they (or their scale)
     # reached training, the training loss would change; only the held-out
-    # curve may. (The held-out curve does steer the learning-rate halvings,
-    # so patience is set beyond max_iter here.)
-    a = _small_fit(sim, max_iter=30, n_iter_no_change=100)
+    # curve may. (The held-out curve does steer the learning-rate halvings and
+    # the choice of settings, so patience is set beyond max_iter and the
+    # settings are fixed here.)
+    fixed = dict(alpha_prior=1.0, hidden_layer_sizes=(128, 128))
+    a = _small_fit(sim, max_iter=30, n_iter_no_change=100, **fixed)
     mask = np.arange(len(sim["ids"])) < 600
     s = samples_of(sim, mask).copy()
     held = s["point_id"].isin(a.validation_point_ids_)
     s.loc[held, "delta"] = -3.0 * s.loc[held, "delta"].to_numpy()[::-1]
-    b = AmortizedScalingLaws(random_state=11, max_iter=30, n_iter_no_change=100).fit(
+    b = AmortizedScalingLaws(random_state=11, max_iter=30, n_iter_no_change=100, **fixed).fit(
         sim["X"][mask], sim["y"][mask], s, sim["ids"][mask])
     assert set(b.validation_point_ids_) == set(a.validation_point_ids_)
     assert len(a.loss_curve_) == len(b.loss_curve_) == 30
     np.testing.assert_array_equal(a.loss_curve_, b.loss_curve_)
     assert not np.allclose(a.validation_curve_, b.validation_curve_)
+
+
+def test_auto_settings_are_chosen_by_held_out_point_likelihood(sim):
+    # Issue 12 item 5: the alpha prior (and width) are chosen by the held-out
+    # points' likelihood on the data being fitted. Every grid setting is
+    # recorded with its held-out NLL; the model kept is the best of them, and
+    # refitting with that setting fixed reproduces it exactly.
+    a = _small_fit(sim, max_iter=15)
+    grid = a.selection_
+    assert len(grid) == 6
+    best = min(grid, key=lambda g: g["heldout_nll"])
+    assert a.alpha_prior_ == best["alpha_prior"]
+    assert list(a.hidden_layer_sizes_) == best["hidden_layer_sizes"]
+    assert a.validation_nll_ == pytest.approx(best["heldout_nll"], abs=0)
+    b = _small_fit(sim, max_iter=15, alpha_prior=a.alpha_prior_, hidden_layer_sizes=a.hidden_layer_sizes_)
+    assert b.validation_nll_ == a.validation_nll_
 
 
 # --------------------------------------------------------------------- files

@@ -32,7 +32,8 @@ def test_round_trip_is_exact(tmp_path):
     pd.testing.assert_frame_equal(out, pd.concat([a, b], ignore_index=True), check_exact=True)
     assert ledger.completed_base_ids() == {1, 2, 3}
     assert ledger.stats() == {"shards": 2, "rows": 9, "failed": 0, "bases": 3,
-                              "bytes": ledger.stats()["bytes"], "quarantined": 0, "uncommitted": 0}
+                              "bytes": ledger.stats()["bytes"], "fits": 0, "oob_predictions": 0,
+                              "quarantined": 0, "uncommitted": 0}
     assert len(ledger) == 9
 
 

@@ -118,3 +118,47 @@ def test_top_bottom_points_and_summary(run):
 def test_markdown_table_escapes_and_formats():
     t = markdown_table(pd.DataFrame({"a": ["x|y"], "b": [1.23456789e-6], "c": [np.nan], "d": [True]}))
     assert t.splitlines()[2] == "| x\\|y | 1.235e-06 | – | yes |"
+
+
+def test_inline_figures_embed_the_report_images(tmp_path, run):
+    import base64
+    import re
+
+    from pointscale.report import inline_figures
+
+    data, laws, values = run
+    path = write_report(tmp_path, dataset=data, laws=laws, values=values)
+    text = path.read_text()
+    linked = re.findall(r"!\[[^\]]*\]\((figures/[^)]+\.png)\)", text)
+    assert linked, "the report links figures"
+    inlined = inline_figures(text, tmp_path)
+    assert "](figures/" not in inlined  # no relative image link is left for a viewer to break on
+    embedded = re.findall(r"!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", inlined)
+    assert [base64.b64decode(e) for e in embedded] == [(tmp_path / f).read_bytes() for f in linked]
+    # A link to a missing file stays as it was (never a made-up image).
+    assert inline_figures("![x](figures/missing.png)", tmp_path) == "![x](figures/missing.png)"
+
+
+def test_views_round_numbers_and_list_only_current_outputs(tmp_path, run):
+    import re
+
+    from pointscale.report.views import outputs_view, values_change_view, values_view
+
+    data, laws, values = run
+    view = values_view(values, 5)
+    assert "Most valuable 5" in view and "Least valuable 5" in view
+    numbers = re.findall(r"-?\d+\.\d+(?:e-?\d+)?", view)
+    assert numbers and all(len(n.split("e")[0].lstrip("-").replace(".", "").lstrip("0")) <= 4 for n in numbers)
+    (tmp_path / "values.parquet").write_bytes(b"x" * 2048)
+    (tmp_path / "laws_amortized.parquet").write_bytes(b"left over from an earlier run")
+    manifest = {"outputs": {"values": {"files": {"values.parquet": "ab" * 32}}, "laws_amortized": None}}
+    text = outputs_view(tmp_path, manifest)
+    assert "| values.parquet |" in text and "2.0 kB" in text and str(tmp_path) in text
+    assert "laws_amortized.parquet" not in text.split("Not part of this run")[0]
+    assert "`laws_amortized`" in text and "file://" not in text
+    change = pd.DataFrame({"point_id": ["a", "b"], "shapley_before": [0.1, 0.2], "shapley_after": [0.3, 0.1],
+                           "change": [0.2, -0.1]})
+    before_after = values_change_view(change, {"points_compared": 2, "points_new": 1,
+                                               "spearman_before_after": -1.0, "median_abs_change": 0.15})
+    assert before_after.index("| a |") < before_after.index("| b |")  # largest move first
+    assert "new points: 1" in before_after

@@ -167,3 +167,17 @@ def test_tiny_run_monte_carlo_shapley_equals_the_mean_of_the_ledger(tiny):
     expect = score_pair(mc.to_numpy(), truth.to_numpy())["explained_variance"]
     row = tiny.result.tables["shapley"].query("model == 'logreg' and estimator == 'monte_carlo' and n == 12")
     assert row["explained_variance"].iloc[0] == pytest.approx(expect, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_a_finished_run_reloads_and_merges_into_one_page(tiny):
+    from reproduction import ReproductionResult, write_results
+
+    loaded = ReproductionResult.load(tiny.out / "work")
+    assert loaded.manifest["finished"] and loaded.manifest["models_done"] == ["breast_cancer/logreg",
+                                                                                "breast_cancer/xgboost"]
+    pd.testing.assert_frame_equal(loaded.tables["shapley"], tiny.result.tables["shapley"], check_dtype=False)
+    merged = ReproductionResult.merge([loaded, ReproductionResult.load(tiny.out / "work")])
+    assert len(merged.tables["law_fit"]) == 2 * len(loaded.tables["law_fit"])
+    page = write_results(merged, tiny.out / "merged" / "results.md").read_text()
+    assert "Merged from runs of the same scale" in page

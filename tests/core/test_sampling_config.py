@@ -62,15 +62,6 @@ def test_k_max_too_large_names_largest_allowed_k(cancer):
         SamplingConfig(k_min=100, k_max=largest + 1, block_size=32).validate_for(cancer)
 
 
-def test_clamped_to_fits_the_pool(cancer):
-    cfg = SamplingConfig(k_min=100, k_max=1000).clamped_to(cancer)
-    assert cfg.k_max == cancer.n_pool - cfg.block_size and cfg.k_min == 100
-    cfg.validate_for(cancer)
-    stag = SamplingConfig(mode="staggered").clamped_to(cancer)
-    assert max(stag.sizes) <= cancer.n_pool - stag.block_size
-    stag.validate_for(cancer)
-
-
 def test_k_min_below_number_of_classes(four_classes):
     with pytest.raises(ConfigError, match=r"k_min=3 must be at least the number of classes \(4\)"):
         SamplingConfig(k_min=3, k_max=50).validate_for(four_classes)

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import pytest
 
+from flows.runtime import stop_process_group
 from tests.conftest import REPO
 
 
@@ -59,25 +59,6 @@ def tail(path: Path, n: int = 4000) -> str:
         return f"({path} unreadable)"
 
 
-def _kill_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM the process group we started (its own session), then SIGKILL what is left of it."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)  # start_new_session: the group id is the leader's pid
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    # Children (flow runs, Dask workers) can outlive the leader in its group.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 @contextmanager
 def background(args: Sequence[str], log: Path, *, env: dict[str, str] | None = None,
                cwd: str | Path = REPO) -> Iterator[subprocess.Popen]:
@@ -89,7 +70,7 @@ def background(args: Sequence[str], log: Path, *, env: dict[str, str] | None = N
     try:
         yield proc
     finally:
-        _kill_group(proc)
+        stop_process_group(proc, grace=15.0)
 
 
 def pointscale_args(*args: str) -> list[str]:

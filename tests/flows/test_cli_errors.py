@@ -78,7 +78,8 @@ HELP = {
     "addition": ["--run-dir", "--n-small", "--n-large", "--repeats"],
     "server": ["--port"],
     "serve": ["--data-dir", "--cron", "--watch-interval", "--valid", "--model"],
-    "reproduce": ["--quick", "--out", "--results"],
+    "reproduce": ["--quick", "--out", "--results", "--datasets", "--models", "--gt-per-size", "--page-only",
+                  "--with-runs"],
 }
 
 
@@ -152,3 +153,19 @@ def test_own_data_and_model_errors_exit_2_with_one_line(tmp_path, make, message)
     assert len(lines) == 1 and lines[0].startswith("pointscale: error:") and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "samples").exists() and not (tmp_path / "run" / "run.json").exists()
+
+
+def test_unreachable_dask_address_is_one_line_in_seconds(tmp_path):
+    """Checked before a server or a cluster starts: nothing listens on this loopback port."""
+    import time
+
+    from flows.runtime import free_port
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    proc = run_cli("run", "--dask-address", address, "--points", "10", "--out", str(tmp_path / "r"), timeout=120)
+    took = time.monotonic() - started
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert f"no Dask scheduler answers at {address}" in proc.stderr
+    assert took < 60

@@ -169,7 +169,8 @@ def test_prefect_yaml_deploys_the_same_three_deployments(prefect_server, tmp_pat
             assert {d.work_pool_name for d in deps.values()} == {"pointscale-local"}
             assert deps[PIPELINE_DEPLOYMENT].entrypoint == "flows.pipeline.pipeline_flow"
             assert [s.schedule.cron for s in deps[PIPELINE_DEPLOYMENT].schedules] == ["0 3 * * *"]
-            assert [s.schedule.interval.total_seconds() for s in deps[WATCH_DEPLOYMENT].schedules] == [60]
+            assert [s.schedule.interval.total_seconds() for s in deps[WATCH_DEPLOYMENT].schedules] == [3600]
+            assert deps[WATCH_DEPLOYMENT].parameters["poll_seconds"] == 60
             assert deps[ON_NEW_DATA_DEPLOYMENT].schedules == []
             # Runs start in the folder `prefect deploy` ran from (relative paths resolve there).
             pull = deps[WATCH_DEPLOYMENT].pull_steps[0]["prefect.deployments.steps.set_working_directory"]
@@ -245,7 +246,9 @@ def test_cron_deployment_is_registered_with_its_schedule(served):
     assert scheduled["samples_per_point"] == SAMPLES_PER_POINT
     assert (scheduled["model"], scheduled["metric"], scheduled["select_m"]) == (MODEL, METRIC, 7)
     assert scheduled["target"] is None  # breast_cancer knows its target; "label" is the watched files' column
-    assert [s.schedule.interval.total_seconds() for s in watch.schedules] == [WATCH_INTERVAL]
+    # One watch run scans every WATCH_INTERVAL seconds for an hour: one run per hour, not per scan.
+    assert [s.schedule.interval.total_seconds() for s in watch.schedules] == [3600]
+    assert watch.parameters["poll_seconds"] == WATCH_INTERVAL and watch.parameters["run_seconds"] == 3600
     assert watch.parameters["data_dir"] == str(served["data"].resolve())
     assert on_new.schedules == []
     triggered = on_new.parameters["options"]
@@ -281,7 +284,7 @@ def _report(what: str, dropped: float, run) -> None:
 def test_new_dataset_triggers_the_whole_pipeline(first_run):
     run = first_run["run"]
     assert run.state.is_completed(), f"{run.state.type}: {run.state.message}"
-    assert run.parameters["name"] == "cancer"
+    assert run.parameters["name"] == "cancer" and run.name == "new-data-cancer"
     assert run.parameters["path"] == str(first_run["path"].resolve())
     assert (run.parameters["options"]["model"], run.parameters["options"]["metric"]) == (MODEL, METRIC)
     manifest = read_json(first_run["run_dir"] / "run.json")
@@ -303,14 +306,38 @@ def test_new_dataset_triggers_the_whole_pipeline(first_run):
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=tree)))
     by_key = {a.key: a for a in artifacts if a.key}
-    assert by_key["sampling-progress"].type == "progress"
-    assert float(by_key["sampling-progress"].data) == pytest.approx(100.0)
-    assert by_key["values-top-bottom"].type == "table"
-    assert by_key["pointscale-report"].type == "markdown"
-    # Link artifacts are stored as markdown links to the run's files.
-    links = " ".join(str(a.data) for a in artifacts if a.type == "markdown" and not a.key)
+    pipeline_run = next(r for r in _flow_runs(tree) if r.name.startswith("cancer-"))
+    # Progress on the pipeline run itself, finished.
+    progress = [a for a in artifacts if a.key == "pipeline-progress"]
+    assert len(progress) == 1 and progress[0].flow_run_id == pipeline_run.id
+    assert float(progress[0].data) == pytest.approx(100.0)
+    assert by_key["values-top-bottom"].type == "markdown" and "Most valuable" in by_key["values-top-bottom"].data
+    report = by_key["pointscale-report"].data
+    assert "data:image/png;base64," in report and "](figures/" not in report
+    # One readable outputs artifact instead of a link card per file.
+    outputs = by_key["run-outputs"].data
     for name in ("report.md", "values.parquet", "run.json"):
-        assert f"[{name}](file://{(first_run['run_dir'] / name).resolve()})" in links, links
+        assert f"| {name} |" in outputs, outputs
+    assert "file://" not in outputs and not [a for a in artifacts if not a.key]
+    # A name that says what ran, and the flows' own lines in the API (INFO).
+    assert pipeline_run.name == f"cancer-{MODEL}-{SAMPLES_PER_POINT}spp"
+    messages = _log_messages(pipeline_run.id)
+    assert any("pool" in m and "validation" in m for m in messages), messages
+
+
+def _flow_runs(ids: list[UUID]) -> list:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with _client() as client:
+        return client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+
+
+def _log_messages(flow_run_id: UUID) -> list[str]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with _client() as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return [log.message for log in logs]
 
 
 def test_appended_rows_are_revalued_incrementally(first_run, served):
@@ -337,6 +364,15 @@ def test_appended_rows_are_revalued_incrementally(first_run, served):
     added = after[~after["sample_id"].isin(before["sample_id"])]
     assert set(added["point_id"]) == new_ids
     assert added.groupby("point_id").size().eq(SAMPLES_PER_POINT).all()
+    # The before/after view in the UI.
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with _client() as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=_flow_run_tree(run.id))))
+    change = [a for a in artifacts if a.key == "values-change"]
+    assert len(change) == 1 and "Values before and after" in change[0].data
+    assert f"new points: {ADDED_ROWS}" in change[0].data
     # The earlier samples are untouched.
     kept = after[after["sample_id"].isin(before["sample_id"])].sort_values("sample_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(kept[before.columns], before.sort_values("sample_id").reset_index(drop=True))

@@ -106,14 +106,22 @@ def test_transient_shard_failure_is_retried(prefect_api, tmp_path):
     markers = list((out / "samples" / ".faults").iterdir())
     assert len(markers) == 1  # it did fail once, then the retry succeeded
     assert len(Ledger(out / "samples").read()) == N_SMALL
+    # The retry stays visible afterwards: counted, and the shard named by its stable key.
+    counts = read_json(out / "run.json")["counts"]
+    assert counts["shards_retried"] == 1 and counts["retried_shards"] == [markers[0].name]
+    # Not a terminal: plain progress lines, the run's UI link, no traceback.
+    assert "flow run: http://127.0.0.1:" in proc.stderr and f"{N_SMALL // 8}/{N_SMALL // 8} shards" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_permanent_shard_failure_names_the_shard_and_keeps_the_rest(prefect_api, tmp_path):
     out = tmp_path / "run"
     proc = run_cli("run", *SMALL, "--out", str(out),
                    env={"POINTSCALE_FAIL_SHARD": "#3:always"}, timeout=300)
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert "shard" in proc.stderr and "(#3)" in proc.stderr and "injected failure" in proc.stderr
+    # One line for the failure, no traceback (the tracebacks of each attempt are in the UI).
+    assert "Traceback" not in proc.stderr and proc.stderr.count("injected failure") == 1, proc.stderr
     kept = Ledger(out / "samples").read()
     assert len(kept) == N_SMALL - 8  # every other shard is saved
     # Without the fault, a rerun does exactly the missing shard.

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from pointscale import pipeline
+from pointscale.io import read_json, sha256_file
+from pointscale.laws import FittedScalingLaws
+from pointscale.valuation import distributional_shapley
 from pointscale.sampling import Ledger
 from tasks import ingest as ingest_tasks
 from tasks import laws as law_tasks
@@ -68,23 +72,40 @@ def test_fault_hook_fails_once_then_passes(sampled_run, monkeypatch):
             sampling_tasks.maybe_inject_fault(name, 1, str(run_dir / "samples"))
 
 
+def _samples_ref(run_dir):
+    """What the sampling subflow returns to the stages after it."""
+    return {"counts": {}, "ledger_hash": pipeline.ledger_hash(run_dir), "points_hash": pipeline.points_hash(run_dir)}
+
+
 def test_fit_value_select_tasks_write_their_files(sampled_run):
     run_dir, info, sampling, _, _ = sampled_run
-    lh = pipeline.ledger_hash(run_dir)
-    mle = law_tasks.fit_mle.fn(str(run_dir), sampling, lh)
-    assert mle["points"] == 40 and mle["samples"] == 40 * 12
-    values = value_tasks.value.fn(str(run_dir), info["path"], info["fingerprint"], sampling, lh)
+    samples = _samples_ref(run_dir)
+    mle = law_tasks.fit_mle.fn(str(run_dir), sampling, samples)
+    assert mle["points"] == 40 and mle["samples"] == 40 * 12 and set(mle["output"]) == {"laws_mle.parquet"}
+    values = value_tasks.value.fn(str(run_dir), info, sampling, samples, mle)
     table = pd.read_parquet(run_dir / "values.parquet")
     assert values["points"] == len(table) == 40 and table["point_id"].is_unique
-    sel = value_tasks.select.fn(str(run_dir), info["path"], info["fingerprint"], lh, 10)
+    # shapley comes from the estimator fit_laws chose by held-out likelihood; the
+    # comparison columns and the out-of-bag evidence sit beside it.
+    choice = values["estimator"]
+    scores, se = choice["heldout_nll"], choice["se_of_difference_to_best"]
+    best = min((v, k) for k, v in scores.items() if v is not None)
+    assert choice["method"] == "auto" and choice["best"] == best[1]
+    assert choice["chosen"] == next(c for c in choice["candidates"]
+                                    if scores[c] is not None and scores[c] - best[0] <= se[c])
+    assert set(table["estimator"]) == {choice["chosen"]}
+    assert {"shapley_mle", "shapley_amortized", "mc_mean", "oob", "n_oob"} <= set(table.columns)
+    assert (table["n_oob"] > 0).all() and table["oob"].between(0, 1).all()
+    mle_laws = FittedScalingLaws.load(run_dir / "laws_mle.parquet")
+    expected = distributional_shapley(mle_laws, sampling["k_min"], sampling["k_max"]).to_series()
+    np.testing.assert_allclose(table.set_index("point_id")["shapley_mle"], expected.reindex(table["point_id"]))
+    assert "epsilon" in values["learning_curve"] and (run_dir / "learning_curve.json").exists()
+    sel = value_tasks.select.fn(str(run_dir), info, mle, 10)
     chosen = pd.read_parquet(run_dir / "selection.parquet")
     assert sel["selected"] == len(chosen) == 10
     # Selected points are the highest predicted values c·n^(−α) at the pool size, 5 per class
     # (class-balanced), recomputed here from the saved laws and the labels.
-    import numpy as np
-
     from pointscale.data import open_dataset
-    from pointscale.laws import FittedScalingLaws
 
     ds = open_dataset(info["path"])
     laws = FittedScalingLaws.load(run_dir / "laws_mle.parquet")
@@ -96,35 +117,59 @@ def test_fit_value_select_tasks_write_their_files(sampled_run):
     assert set(chosen["point_id"].astype(str)) == expected
     np.testing.assert_allclose(chosen["predicted_value"].to_numpy(),
                                pred.reindex(chosen["point_id"].astype(str)).to_numpy(), rtol=1e-12)
+    # run.json records which outputs are current, with the sha256 of each file.
+    outputs = read_json(run_dir / "run.json")["outputs"]
+    assert outputs["values"]["files"] == {name: sha256_file(run_dir / name) for name in
+                                          ("values.parquet", "laws.parquet", "learning_curve.json")}
 
 
-def test_cache_keys_follow_content_and_outputs(sampled_run):
+def test_a_stage_reruns_exactly_when_its_inputs_code_or_files_change(sampled_run, monkeypatch):
     run_dir, info, sampling, _, _ = sampled_run
-    from tasks._cache import content_key
+    from tasks import _cache
 
-    class Ctx:
-        class task:  # noqa: N801 - mimics TaskRunContext.task
-            name = "fit-mle"
+    samples = _samples_ref(run_dir)
+    calls = []
 
-    key_fn = content_key("run_dir", "ledger_hash", outputs=("laws_mle.parquet",))
-    params = {"run_dir": str(run_dir), "ledger_hash": "abc"}
-    (run_dir / "laws_mle.parquet").touch(exist_ok=True)
-    k1 = key_fn(Ctx, params)
-    assert k1 == key_fn(Ctx, dict(params)) and k1 != key_fn(Ctx, {**params, "ledger_hash": "abd"})
-    assert key_fn(Ctx, {**params, "run_dir": str(run_dir / "elsewhere")}) is None  # output missing: no cache
+    def compute():
+        calls.append(1)
+        return pipeline.fit_laws(str(run_dir), sampling)
+
+    def run(inputs):
+        return _cache.run_stage(str(run_dir), "laws_mle", inputs, compute)
+
+    pipeline.clear_output(run_dir, "laws_mle")  # an earlier test fitted these laws
+    inputs = {"sampling": sampling, "ledger": samples["ledger_hash"], "points": samples["points_hash"]}
+    first = run(inputs)
+    assert not first["reused"] and len(calls) == 1
+    again = run(dict(inputs))
+    assert again["reused"] and len(calls) == 1 and again["output"] == first["output"]
+    # Another setting, another key.
+    run({**inputs, "points": "other"})
+    assert len(calls) == 2
+    run(inputs)
+    assert len(calls) == 3  # the record now holds the other key: not current for these inputs
+    run(inputs)
+    assert len(calls) == 3
+    # The file rewritten behind the record's back (another run's switches): stale.
+    (run_dir / "laws_mle.parquet").write_bytes(b"not the laws")
+    run(inputs)
+    assert len(calls) == 4
+    # Deleted: stale.
+    (run_dir / "laws_mle.parquet").unlink()
+    run(inputs)
+    assert len(calls) == 5
+    # Code of tasks/ or flows/ changed: a new key.
+    monkeypatch.setattr(_cache, "code_version", lambda: "edited")
+    run(inputs)
+    assert len(calls) == 6
 
 
-def test_shard_cache_key_needs_the_committed_shard(sampled_run):
-    """A shard quarantined from the ledger must run again, whatever Prefect cached."""
-    run_dir, info, sampling, plan, _ = sampled_run
-    from tasks._cache import content_key
+def test_code_version_covers_the_orchestration_code(tmp_path):
+    from tasks._cache import code_version
 
-    class Ctx:
-        class task:  # noqa: N801
-            name = "sample-shard"
-
-    key_fn = content_key("shard_name", "ledger_dir", outputs=("{ledger_dir}/shards/{shard_name}.parquet.sha256",))
-    name = plan["names"][0]
-    params = {"shard_name": name, "ledger_dir": str(run_dir / "samples")}
-    assert key_fn(Ctx, params) is not None
-    assert key_fn(Ctx, {**params, "shard_name": "r99999-missing"}) is None
+    for version in ("1", "2"):
+        (tmp_path / version / "flows").mkdir(parents=True)
+        (tmp_path / version / "flows" / "x.py").write_text(f"a = {version}\n")
+    one, two = (pipeline.code_version(tmp_path / v / "flows") for v in ("1", "2"))
+    assert len({one, two, pipeline.code_version()}) == 3  # an edit in an added package changes the key
+    assert code_version() != pipeline.code_version()  # tasks/ and flows/ are part of it

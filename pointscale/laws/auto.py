@@ -1,0 +1,370 @@
+r"""One entry point that picks the law estimator by held-out likelihood.
+
+:func:`fit_laws` fits per-point scaling laws with one of
+
+* ``"mle"`` -- per-point maximum likelihood (:func:`~pointscale.laws.fit_mle`);
+* ``"shrinkage"`` -- empirical Bayes with a population prior
+  (:func:`~pointscale.laws.shrinkage.fit_shrinkage`);
+* ``"amortized"`` -- one model from the point's features, label and
+  out-of-bag evidence to its law (:class:`~pointscale.laws.AmortizedScalingLaws`);
+* ``"amortized_shrinkage"`` -- empirical Bayes whose per-point prior means
+  are the amortized predictions;
+
+or, with ``method="auto"`` (the default), chooses among them by evidence:
+
+Selection rule
+--------------
+Of every point with at least 3 samples, a fraction ``holdout_fraction``
+(20 %, at least one) of its samples is held out -- the samples with the
+smallest keyed hash of their ``sample_id`` (or of ``(point_id, k, delta)``
+when there is no id), so the split does not depend on row order. Every
+candidate is fitted on the remaining samples and scored by the mean Gaussian
+negative log-likelihood per held-out sample (:func:`heldout_nll`), in the
+units of Δ. A candidate that gives no law for a point with held-out samples
+scores +inf (it cannot value that point). The held-out score is itself an
+estimate: the chosen candidate is the first in the preference order
+:data:`CANDIDATES` whose score is within one standard error of the lowest
+(the standard error of the mean paired difference over the same held-out
+samples; the "one-standard-error rule" of cross-validation), so a difference
+the held-out samples cannot resolve does not move the choice away from the
+estimator that needs the fewest assumptions about the data (shrinkage needs
+no features). It is refitted on all samples. The scores, their standard
+errors, the best-scoring candidate and the choice are recorded in
+``meta['selection']``.
+
+By default (``shared_noise=True``) every candidate's law for the mean ψ_k is
+scored under *one* noise model (σ, β per point) shared by all candidates --
+that of the shrinkage fit to the same training samples. Values are computed
+from ψ_k alone, and the increments Δ are heavy-tailed (measured on adult with
+logistic regression: single held-out samples 15–200 standard deviations from
+the point's own fit), so with each candidate's own noise model the score is
+decided by which candidate is least confident about a handful of points'
+noise: at 10 samples per point one held-out sample moved a candidate's score
+by more than the gaps between candidates. The own-noise scores are recorded
+too (``heldout_nll_own_noise``); ``shared_noise=False`` selects by them.
+
+The held-out likelihood never looks at values or at an evaluation set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError, DataError
+from ..seeding import mix64, combine_ids
+from .result import FittedScalingLaws
+
+__all__ = ["fit_laws", "select_laws", "CANDIDATES", "holdout_mask"]
+
+#: Every estimator ``fit_laws`` knows, in tie-breaking order.
+CANDIDATES = ("shrinkage", "amortized_shrinkage", "mle", "amortized")
+_NEED_DATASET = ("amortized", "amortized_shrinkage")
+
+
+def holdout_mask(samples: pd.DataFrame, fraction: float, *, min_samples: int = 3, seed: int = 0) -> np.ndarray:
+    """Which rows to hold out: ``fraction`` of each point's samples (at least one).
+
+    Points with fewer than ``min_samples`` samples keep all of them. Rows are
+    chosen by a keyed hash of their identity, never by position.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"holdout_fraction={fraction} must lie in (0, 1)")
+    n = len(samples)
+    if "sample_id" in samples.columns:
+        # sample ids are already hashes of identities; mix them with the seed (vectorised).
+        ids = samples["sample_id"].to_numpy(dtype=np.int64).astype(np.uint64)
+        keys = (mix64(ids ^ mix64(np.array([seed + 0x5EED], dtype=np.uint64))[0]) >> np.uint64(1)
+                ).astype(np.int64)
+    else:
+        keys = np.array([combine_ids(("holdout", seed, str(p), repr(float(k)), repr(float(d))))
+                         for p, k, d in zip(samples["point_id"].tolist(), samples["k"].tolist(),
+                                            samples["delta"].tolist())], dtype=np.int64)
+    frame = pd.DataFrame({"p": samples["point_id"].to_numpy(), "key": keys, "row": np.arange(n)})
+    frame["rank"] = frame.groupby("p", sort=False)["key"].rank(method="first")
+    count = frame.groupby("p", sort=False)["key"].transform("size").to_numpy()
+    n_out = np.where(count >= min_samples, np.maximum(1, np.round(fraction * count)), 0)
+    return frame["rank"].to_numpy() <= n_out
+
+
+def _usable(samples: pd.DataFrame) -> pd.DataFrame:
+    keep = np.isfinite(pd.to_numeric(samples["delta"], errors="coerce").to_numpy(dtype=np.float64))
+    if "failed" in samples.columns:
+        keep &= ~samples["failed"].fillna(False).to_numpy(dtype=bool)
+    return samples.loc[keep]
+
+
+def _amortized(samples: pd.DataFrame, dataset: Any, oob: pd.DataFrame | None, seed: int,
+               params: Mapping[str, Any] | None) -> FittedScalingLaws:
+    from .amortized import AmortizedScalingLaws
+
+    ids = np.asarray(sorted(set(samples["point_id"].tolist())), dtype=object)
+    idx = dataset.index_of(ids)
+    X = np.asarray(dataset.X_train)[idx]
+    y = np.asarray(dataset.y_train)[idx]
+    # The dataset knows its task; inferring it from y would call integer targets classes.
+    task = getattr(dataset, "task", "auto")
+    model = AmortizedScalingLaws(random_state=seed, **{"task": task, **dict(params or {})})
+    model.fit(X, y, samples, ids, oob=oob)
+    return model.predict_laws(X, y, ids, samples=samples, oob=oob)
+
+
+def _fit(method: str, samples: pd.DataFrame, dataset: Any, oob, seed: int, params,
+         cache: dict[str, FittedScalingLaws]) -> FittedScalingLaws:
+    """One candidate on these samples; the amortized fit is shared by the two that use it."""
+    import warnings
+
+    from ..errors import ConvergenceWarning
+    from .mle import fit_mle
+    from .shrinkage import fit_shrinkage
+
+    if method in cache:
+        return cache[method]
+    with warnings.catch_warnings():
+        # Convergence problems are recorded in each law's flags; here they would be noise.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if method == "mle":
+            laws = fit_mle(samples)
+        elif method == "shrinkage":
+            laws = fit_shrinkage(samples, covariates=oob_covariates(oob))
+        elif method == "amortized":
+            laws = _amortized(samples, dataset, oob, seed, params)
+        elif method == "amortized_shrinkage":
+            prior = _fit("amortized", samples, dataset, oob, seed, params, cache)
+            laws = fit_shrinkage(samples, prior=prior)
+        else:
+            raise ConfigError(f"method={method!r} must be 'auto' or one of {CANDIDATES}")
+    cache[method] = laws
+    return laws
+
+
+def oob_covariates(oob: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Covariates of the shrinkage prior from out-of-bag evidence (None without evidence).
+
+    The mean score of the point's own label and the share predicted correctly
+    by models trained without it, and the mean score in the smallest and the
+    largest size bucket (the overall mean where a bucket is empty).
+    """
+    if oob is None or len(oob) == 0:
+        return None
+    frame = oob.set_index("point_id")
+    buckets = sorted(c for c in frame.columns if c.startswith("oob_score_b"))
+    cols = {"oob_score": frame["oob_score"], "oob_correct": frame["oob_correct"]}
+    for b in (buckets[:1] + buckets[-1:]) if buckets else []:
+        cols[b] = frame[b].fillna(frame["oob_score"])
+    return pd.DataFrame(cols)
+
+
+def heldout_nll(laws: FittedScalingLaws, heldout: pd.DataFrame, noise: FittedScalingLaws | None = None) -> float:
+    """Mean Gaussian NLL per held-out sample under ``laws`` (+inf if a point has no law).
+
+    ``noise``: take each point's σ, β from these laws instead (a noise model
+    shared by the candidates being compared), so that only the mean laws differ.
+    """
+    from .likelihood import mean_nll_by_point
+
+    pos = pd.Index(laws.point_ids).get_indexer(heldout["point_id"].to_numpy())
+    if (pos < 0).any():
+        return float("inf")
+    sigma, beta = laws.sigma, laws.beta
+    if noise is not None:
+        npos = pd.Index(noise.point_ids).get_indexer(laws.point_ids)
+        sigma = np.where(npos >= 0, noise.sigma[np.maximum(npos, 0)], np.nan)
+        beta = np.where(npos >= 0, noise.beta[np.maximum(npos, 0)], np.nan)
+    k = heldout["k"].to_numpy(dtype=np.float64)
+    d = heldout["delta"].to_numpy(dtype=np.float64)
+    per = mean_nll_by_point(pos, k, d, laws.c, laws.alpha, sigma, beta, n_points=laws.n_points)
+    counts = np.bincount(pos, minlength=laws.n_points)
+    seen = counts > 0
+    total = per[seen] * counts[seen]
+    if not np.all(np.isfinite(total)):
+        return float("inf")
+    return float(total.sum() / counts.sum())
+
+
+def heldout_terms(laws: FittedScalingLaws, heldout: pd.DataFrame, noise: FittedScalingLaws | None = None
+                  ) -> np.ndarray:
+    """Gaussian NLL of every held-out sample (NaN where a point has no law); see :func:`heldout_nll`."""
+    from .likelihood import LOG_2PI
+
+    pos = pd.Index(laws.point_ids).get_indexer(heldout["point_id"].to_numpy())
+    src = laws if noise is None else noise
+    npos = pd.Index(src.point_ids).get_indexer(heldout["point_id"].to_numpy())
+    ok = (pos >= 0) & (npos >= 0)
+    p, q = np.maximum(pos, 0), np.maximum(npos, 0)
+    k = heldout["k"].to_numpy(dtype=np.float64)
+    d = heldout["delta"].to_numpy(dtype=np.float64)
+    with np.errstate(all="ignore"):
+        mean = np.where(laws.c[p] == 0.0, 0.0, laws.c[p] * k ** (-laws.alpha[p]))
+        log_var = 2.0 * np.log(src.sigma[q]) - src.beta[q] * np.log(k)
+        out = 0.5 * LOG_2PI + 0.5 * log_var + 0.5 * (d - mean) ** 2 * np.exp(-log_var)
+    return np.where(ok, out, np.nan)
+
+
+def best_of(scores: Mapping[str, float], cands) -> str:
+    """The candidate with the lowest score (ties: the earlier)."""
+    return min(cands, key=lambda c: (scores[c], list(cands).index(c)))
+
+
+def _one_se_choice(cands, scores, terms) -> tuple[str, dict[str, float]]:
+    """The first candidate (in preference order) within one standard error of the best.
+
+    The standard error is that of the mean paired difference of held-out
+    sample NLLs between the candidate and the best one (the same samples).
+    """
+    best = best_of(scores, cands)
+    se: dict[str, float] = {}
+    for c in cands:
+        if not np.isfinite(scores[c]):
+            se[c] = float("inf")
+            continue
+        diff = terms[c] - terms[best]
+        diff = diff[np.isfinite(diff)]
+        se[c] = float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("inf")
+    for c in cands:
+        if np.isfinite(scores[c]) and scores[c] - scores[best] <= se[c]:
+            return c, se
+    return best, se
+
+
+def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "auto", oob=None,
+                holdout_fraction: float = 0.2, candidates=None, random_state: int = 0,
+                amortized_params: Mapping[str, Any] | None = None,
+                fitted: Mapping[str, FittedScalingLaws] | None = None, shared_noise: bool = True,
+                ) -> tuple[FittedScalingLaws, dict[str, FittedScalingLaws]]:
+    """:func:`fit_laws`, also returning every candidate fitted on all samples along the way.
+
+    ``oob`` is the out-of-bag evidence table (:func:`pointscale.sampling.oob_evidence`);
+    ``fitted`` maps methods to laws already fitted on *all* these samples
+    (e.g. by earlier pipeline stages), reused instead of refitting.
+
+    Returns
+    -------
+    laws : FittedScalingLaws
+        The chosen estimator's laws (``meta['selection']`` records the choice).
+    fitted : dict of str to FittedScalingLaws
+        Laws fitted on *all* samples, by method (the chosen one, and the
+        amortized laws when the chosen one needed them).
+    """
+    t0 = time.perf_counter()
+    if not isinstance(samples, pd.DataFrame):
+        raise DataError(f"samples must be a pandas DataFrame, got {type(samples).__name__}")
+    allowed = ("auto",) + CANDIDATES
+    if method not in allowed:
+        raise ConfigError(f"method={method!r} must be one of {allowed}")
+    if method in _NEED_DATASET and dataset is None:
+        raise ConfigError(f"method={method!r} needs the dataset (features and labels of the points)")
+    seed = int(random_state)
+    usable = _usable(samples)
+    full_cache: dict[str, FittedScalingLaws] = {k: v for k, v in dict(fitted or {}).items() if v is not None}
+    if method != "auto":
+        laws = _fit(method, usable, dataset, oob, seed, amortized_params, full_cache)
+        meta = {**laws.meta, "selection": {"method": method, "chosen": method}}
+        return dataclasses.replace(laws, meta=meta), full_cache
+
+    cands = [c for c in (candidates or CANDIDATES) if c in CANDIDATES]
+    if dataset is None:
+        cands = [c for c in cands if c not in _NEED_DATASET]
+    if not cands:
+        raise ConfigError(f"no candidate estimator to choose from (candidates={candidates!r})")
+    mask = holdout_mask(usable, holdout_fraction, seed=seed)
+    train, held = usable.loc[~mask], usable.loc[mask]
+    scores: dict[str, float] = {}
+    own: dict[str, float] = {}
+    terms: dict[str, np.ndarray] = {}
+    se: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    cache: dict[str, FittedScalingLaws] = {}
+    if held.empty:
+        chosen = cands[0]
+    else:
+        shared = _fit("shrinkage", train, dataset, oob, seed, amortized_params, cache) if shared_noise else None
+        for c in cands:
+            try:
+                cand = _fit(c, train, dataset, oob, seed, amortized_params, cache)
+            except (DataError, ConfigError) as exc:  # e.g. too few points for the amortized model
+                scores[c] = own[c] = float("inf")
+                errors[c] = str(exc)
+                continue
+            own[c] = heldout_nll(cand, held)
+            scores[c] = heldout_nll(cand, held, noise=shared) if shared_noise else own[c]
+            terms[c] = heldout_terms(cand, held, noise=shared if shared_noise else None)
+        chosen, se = _one_se_choice(cands, scores, terms)
+    laws = _fit(chosen, usable, dataset, oob, seed, amortized_params, full_cache)
+    selection = {
+        "method": "auto",
+        "chosen": chosen,
+        "rule": ("mean Gaussian NLL per held-out sample of the candidate's law for psi_k, under the "
+                 "noise model (sigma, beta) of the shrinkage fit shared by every candidate; each candidate "
+                 "fitted on the other samples; the first candidate in preference order within one standard "
+                 "error (paired) of the lowest") if shared_noise else
+                "mean Gaussian NLL per held-out sample (each candidate's own noise model); each candidate "
+                "fitted on the other samples; the first in preference order within one standard error "
+                "(paired) of the lowest",
+        "heldout_nll": {c: (v if np.isfinite(v) else None) for c, v in scores.items()},
+        "heldout_nll_own_noise": {c: (v if np.isfinite(v) else None) for c, v in own.items()},
+        "best": best_of(scores, cands) if scores else None,
+        "se_of_difference_to_best": {c: (v if np.isfinite(v) else None) for c, v in se.items()},
+        "shared_noise": bool(shared_noise),
+        "errors": errors,
+        "holdout_fraction": float(holdout_fraction),
+        "n_heldout_samples": int(len(held)),
+        "n_train_samples": int(len(train)),
+        "candidates": list(cands),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    meta = {**laws.meta, "selection": selection}
+    return dataclasses.replace(laws, meta=meta), full_cache
+
+
+def fit_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "auto", ledger: Any = None,
+             holdout_fraction: float = 0.2, candidates=None, random_state: int = 0,
+             amortized_params: Mapping[str, Any] | None = None, shared_noise: bool = True) -> FittedScalingLaws:
+    """Scaling laws of every point in ``samples``, by the estimator the data support best.
+
+    Parameters
+    ----------
+    samples : DataFrame
+        Columns ``point_id``, ``k``, ``delta`` and optionally ``failed`` and
+        ``sample_id`` (the ledger's rows).
+    dataset : Dataset, optional
+        Features and labels of the points; needed by the amortized
+        candidates (without it "auto" chooses between mle and shrinkage).
+    method : {"auto", "shrinkage", "amortized_shrinkage", "mle", "amortized"}, default="auto"
+        "auto" applies the selection rule of the module docstring.
+    ledger : Ledger, optional
+        The sample ledger; its out-of-bag evidence
+        (:func:`pointscale.sampling.oob_evidence`) becomes an input of the
+        amortized candidates.
+    holdout_fraction : float, default=0.2
+        Share of each point's samples held out to score the candidates.
+    candidates : sequence of str, optional
+        Restrict "auto" to these estimators.
+    random_state : int, default=0
+        Seeds the held-out split and the amortized model.
+    amortized_params : mapping, optional
+        Extra parameters of :class:`~pointscale.laws.AmortizedScalingLaws`.
+    shared_noise : bool, default=True
+        Score every candidate's mean law under the shrinkage fit's noise model
+        (see the module docstring); False: each under its own.
+
+    Returns
+    -------
+    FittedScalingLaws
+        ``meta['selection']``: the method, the choice, the held-out scores.
+    """
+    oob = None
+    if ledger is not None:
+        from ..sampling.oob import oob_evidence
+
+        oob = oob_evidence(ledger)
+        if oob.empty:
+            oob = None
+    laws, _ = select_laws(samples, dataset, method=method, oob=oob, holdout_fraction=holdout_fraction,
+                          candidates=candidates, random_state=random_state, amortized_params=amortized_params,
+                          shared_noise=shared_noise)
+    return laws

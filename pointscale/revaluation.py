@@ -1,0 +1,173 @@
+"""Revaluation after new data: extend a finished run with a new dataset version.
+
+A run folder that holds a completed run can take a new version of its data
+(rows appended, a file added to a folder). Rows already in the run keep their
+ids, split and features (the new version is ingested on top of the old one),
+so every ledger sample of the existing points stays valid and is reused. What
+changes:
+
+* new pool rows become a new *point group*, planned on its own, so sampling
+  them never disturbs the plan (and the samples) of the earlier points;
+* the laws are refitted and every stage after sampling reruns;
+* ``values_change.parquet`` compares each existing point's Shapley value
+  before and after (Spearman correlation and median absolute change in
+  ``run.json``).
+
+Recovery: the manifest records the version a revaluation started from
+(``previous_dataset``) and the values table from before it is kept as
+``values_before.parquet`` until the revaluation completes. A revaluation
+interrupted at any point and started again extends the *same* base version
+and compares against the *same* earlier values, never against a half-updated
+table.
+
+The three steps are plain functions over the run folder; the flow
+(``flows.pipeline.revalue_flow``) calls them around its ingest task and stages:
+:func:`revaluation_base`, then ingest, then :func:`start_revaluation`, the
+pipeline's stages, and :func:`finish_revaluation`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .data import open_dataset
+from .errors import ConfigError
+from .io import atomic_write_bytes, atomic_write_parquet
+from .pipeline import VALUES, base_version, load_point_groups, save_point_groups
+from .runs import RunFolder
+
+VALUES_BEFORE = "values_before.parquet"
+VALUES_CHANGE = "values_change.parquet"
+
+
+def revaluation_base(run_dir: str | Path) -> dict[str, Any]:
+    """What a revaluation of ``run_dir`` extends: its data config and base dataset version.
+
+    Returns
+    -------
+    dict
+        ``config`` (the run's config from ``run.json``) and ``dataset`` (the
+        ingest info of the base version: the run's current version, or, when
+        an earlier revaluation was interrupted, the version *it* started from).
+
+    Raises
+    ------
+    ConfigError
+        If the folder holds no pipeline run to extend.
+    """
+    run = RunFolder(run_dir)
+    manifest = run.read_manifest()
+    if not manifest.get("config") or not manifest.get("dataset"):
+        raise ConfigError(f"{run.root} holds no completed pipeline run to extend; run `pointscale run` first")
+    return {"config": manifest["config"], "dataset": base_version(manifest)}
+
+
+def start_revaluation(run_dir: str | Path, ds_info: Mapping[str, Any], base: Mapping[str, Any], *,
+                      source: str, event_fingerprint: str | None = None) -> dict[str, Any]:
+    """Record the new version, add its new points as a group, keep the values from before.
+
+    Parameters
+    ----------
+    run_dir : path
+    ds_info : mapping
+        Ingest info of the new version (``pointscale.pipeline.ingest`` with
+        ``base_path`` = the base version's path).
+    base : mapping
+        :func:`revaluation_base` of the run.
+    source : str
+        The new data file or folder (recorded).
+    event_fingerprint : str, optional
+        Fingerprint from the watcher's event (recorded for traceability).
+
+    Returns
+    -------
+    dict
+        ``changed`` (False when the new version is the base version: nothing
+        to do), ``new_points`` (ids), ``groups`` (the point groups now valued).
+    """
+    run = RunFolder(run_dir)
+    old_info = base["dataset"]
+    groups = load_point_groups(run.root)
+    if ds_info["fingerprint"] == old_info["fingerprint"]:
+        return {"changed": False, "new_points": [], "groups": groups}
+    ds = open_dataset(ds_info["path"])
+    old = open_dataset(old_info["path"])
+    known = {p for g in groups for p in g}
+    old_pool = set(old.point_ids.astype(str).tolist())
+    new_points = sorted(p for p in ds.point_ids.astype(str).tolist() if p not in old_pool and p not in known)
+    # A version built on the base has a fingerprint of its own (it names the base) even
+    # when the file brought no row the base lacks: then there is nothing to revalue.
+    same_rows = all(ds_info[k] == old_info[k] for k in ("n_pool", "n_val", "n_test"))
+    if same_rows and not new_points and run.read_manifest().get("status") == "completed":
+        return {"changed": False, "new_points": [], "groups": groups}
+    if new_points:
+        # "all points" runs value every new row; a run on N drawn points keeps its N
+        # and adds the new rows (they are the reason for the revaluation).
+        groups = groups + [new_points]
+    save_point_groups(run.root, groups)
+    # Keep the values from before the first attempt: a resumed revaluation must not
+    # compare against a table an interrupted attempt already rewrote.
+    manifest = run.read_manifest()
+    resuming = manifest.get("kind") == "revalue" and manifest.get("status") != "completed" \
+        and run.file(VALUES_BEFORE).exists()
+    if not resuming:
+        if run.file(VALUES).exists():
+            atomic_write_bytes(run.file(VALUES_BEFORE), run.file(VALUES).read_bytes())
+        else:
+            run.file(VALUES_BEFORE).unlink(missing_ok=True)
+    run.update_manifest(kind="revalue", dataset=dict(ds_info), previous_dataset=dict(old_info), status="running",
+                        timings=None, counts=None, values_change=None,
+                        revalue={"source": str(source), "event_fingerprint": event_fingerprint,
+                                 "new_points": len(new_points)})
+    return {"changed": True, "new_points": new_points, "groups": groups}
+
+
+def finish_revaluation(run_dir: str | Path) -> dict[str, Any] | None:
+    """Compare the values from before with the new table -> ``values_change.parquet``.
+
+    Returns the summary (also recorded in ``run.json`` as ``values_change``),
+    or None when the run had no values table before.
+    """
+    run = RunFolder(run_dir)
+    before_path = run.file(VALUES_BEFORE)
+    summary = None
+    if before_path.exists():
+        moved = values_change(pd.read_parquet(before_path), pd.read_parquet(run.file(VALUES)))
+        atomic_write_parquet(run.file(VALUES_CHANGE), moved["table"])
+        summary = moved["summary"]
+        run.update_manifest(values_change=summary)
+        before_path.unlink()
+    return summary
+
+
+def values_change(before: pd.DataFrame, after: pd.DataFrame) -> dict[str, Any]:
+    """How existing points' Shapley values moved between two values tables.
+
+    Returns
+    -------
+    dict
+        ``table``: per point present in both, ``shapley_before``,
+        ``shapley_after`` and ``change``; ``summary``: points compared, new
+        points, Spearman correlation before/after and the median absolute
+        change.
+    """
+    from scipy.stats import spearmanr
+
+    merged = before[["point_id", "shapley"]].merge(after[["point_id", "shapley"]], on="point_id",
+                                                    suffixes=("_before", "_after"))
+    merged["change"] = merged["shapley_after"] - merged["shapley_before"]
+    ok = np.isfinite(merged["shapley_before"]) & np.isfinite(merged["shapley_after"])
+    rho = float(spearmanr(merged.loc[ok, "shapley_before"], merged.loc[ok, "shapley_after"])[0]) \
+        if ok.sum() > 2 else float("nan")
+    summary = {
+        "points_compared": int(ok.sum()),
+        "points_new": int(len(set(after["point_id"]) - set(before["point_id"]))),
+        "spearman_before_after": rho,
+        "median_abs_change": float(np.nanmedian(np.abs(merged["change"]))) if ok.any() else float("nan"),
+    }
+    return {"table": merged, "summary": summary}
+

@@ -1,0 +1,150 @@
+"""fit_shrinkage: recovery of planted laws and of the population, coverage, limits."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pointscale.errors import ConfigError
+from pointscale.laws import FittedScalingLaws, fit_mle
+from pointscale.laws.shrinkage import fit_shrinkage
+from pointscale.laws.simulate import draw_parameters, simulate_samples
+from pointscale.valuation import distributional_shapley
+
+K_REF = math.sqrt(100 * 1000)
+
+
+def population(P: int, seed: int) -> pd.DataFrame:
+    """Laws drawn from a population of the prior's family (independent normal coordinates).
+
+    Signal-to-noise ratio at k_ref ~ N(0.8, 0.6²), α ~ N(1.3, 0.25²), β ~ N(2.5, 0.4²),
+    log noise sd at k_ref ~ N(log 0.01, 0.7²).
+    """
+    g = np.random.default_rng(seed)
+    snr = g.normal(0.8, 0.6, P)
+    a = np.clip(g.normal(1.3, 0.25, P), 0.05, 7.0)
+    b = np.clip(g.normal(2.5, 0.4, P), 0.05, 7.0)
+    sd = np.exp(g.normal(np.log(0.01), 0.7, P))
+    v = snr * sd  # psi at k_ref
+    return pd.DataFrame({"point_id": [f"p{i:05d}" for i in range(P)], "c": v * K_REF**a, "alpha": a,
+                         "sigma": sd * K_REF ** (b / 2), "beta": b, "psi_ref": v})
+
+
+@pytest.fixture(scope="module")
+def pop30():
+    par = population(1500, 1)
+    s = simulate_samples(par, 30, 2)
+    return par, s, fit_shrinkage(s)
+
+
+def test_recovers_the_population(pop30):
+    # 1,500 points x 30 samples. The population's mean alpha and beta are
+    # recovered within 0.1 (the per-point information on beta is weak at 30
+    # samples, and the clipped normals shift the means by < 0.01); the spread
+    # of alpha (true 0.25) within a factor 1.5.
+    par, _, fit = pop30
+    pop = fit.meta["population"]
+    assert fit.meta["prior_scale"] == "relative"  # the family the data were drawn from
+    assert abs(pop["mean"]["alpha"] - 1.3) < 0.1
+    assert abs(pop["mean"]["beta"] - 2.5) < 0.1
+    assert 0.25 / 1.5 < pop["sd"]["alpha"] < 0.25 * 1.5
+    assert abs(pop["mean"]["v"] - 0.8) < 0.15  # mean signal-to-noise ratio
+
+
+def test_interval_coverage_is_near_nominal(pop30):
+    # Empirical-Bayes intervals are calibrated on average over points drawn
+    # from the prior. 1,500 points: the binomial s.e. of a 95 % coverage is
+    # 0.006; the band 0.90-0.99 also allows the Laplace approximation's error.
+    par, _, fit = pop30
+    cover_a = np.mean((fit.alpha_low <= par["alpha"]) & (par["alpha"] <= fit.alpha_high))
+    lo, hi = fit.predict_interval([K_REF], warn_extrapolation=False)
+    cover_psi = np.mean((lo[:, 0] <= par["psi_ref"]) & (par["psi_ref"] <= hi[:, 0]))
+    assert 0.90 <= cover_a <= 0.99
+    assert 0.90 <= cover_psi <= 0.99
+
+
+def test_beats_per_point_mle_on_every_parameter_with_few_samples(pop30):
+    par, s, fit = pop30
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mle = fit_mle(s)
+    psi_s = fit.predict([K_REF], warn_extrapolation=False)[:, 0]
+    psi_m = mle.predict([K_REF], warn_extrapolation=False)[:, 0]
+    rmse = lambda e, t: float(np.sqrt(np.nanmean((e - t) ** 2)))  # noqa: E731
+    assert rmse(fit.alpha, par["alpha"]) < 0.5 * rmse(mle.alpha, par["alpha"])
+    assert rmse(psi_s, par["psi_ref"]) < rmse(psi_m, par["psi_ref"])
+
+
+def test_converges_to_the_per_point_mle_with_many_samples():
+    # The posterior mode differs from the MLE by about (se/tau)^2 * (MLE - prior
+    # mean): it shrinks like 1/n. Going from 300 to 3,000 samples per point must
+    # cut the median gap by at least 3x (theory: 10x), and at 3,000 it must be a
+    # small fraction of a standard error.
+    par = draw_parameters(40, 3, alpha_range=(0.9, 1.6))
+    s = simulate_samples(par, 3000, 4)
+    gaps = {}
+    for n in (300, 3000):
+        sub = s.groupby("point_id", sort=False).head(n)
+        fit, mle = fit_shrinkage(sub), fit_mle(sub)
+        se_a = np.sqrt(mle.extra["var_alpha"])
+        gaps[n] = (np.median(np.abs(fit.alpha - mle.alpha)), np.median(se_a))
+        psi_s = fit.predict([K_REF], warn_extrapolation=False)[:, 0]
+        psi_m = mle.predict([K_REF], warn_extrapolation=False)[:, 0]
+        lo, hi = mle.predict_interval([K_REF], warn_extrapolation=False)
+        assert np.median(np.abs(psi_s - psi_m) / ((hi[:, 0] - lo[:, 0]) / 3.92)) < 0.5
+    assert gaps[3000][0] < gaps[300][0] / 3
+    assert gaps[3000][0] < 0.25 * gaps[3000][1]
+
+
+def test_never_explodes_with_few_samples():
+    # The synthetic population of draw_parameters (SNR 1 at k_ref, |c| over two
+    # decades) with 10 samples per point: the per-point MLE's Shapley values
+    # explode (explained variance far below 0); shrinkage must beat the plain
+    # mean of the same samples. Truth = the planted laws' Shapley values.
+    par = draw_parameters(400, 1)
+    s = simulate_samples(par, 10, 2)
+    fit = fit_shrinkage(s)
+    truth = par["c"].to_numpy() * np.array([np.mean(np.arange(100, 1001.0) ** -a) for a in par["alpha"]])
+    est = distributional_shapley(fit, 100, 1000).value
+    mc = s.groupby("point_id")["delta"].mean().reindex(par["point_id"]).to_numpy()
+    ev = lambda e: 1 - np.mean((e - truth) ** 2) / np.var(truth)  # noqa: E731
+    assert np.isfinite(est).all()
+    assert ev(est) > ev(mc) + 0.05
+    # psi at the small end of the range (where a steep, wrong alpha explodes) stays
+    # on the scale of the truth.
+    psi_true = np.abs(par["c"].to_numpy() * 100.0 ** -par["alpha"].to_numpy())
+    assert np.abs(fit.predict([100], warn_extrapolation=False)[:, 0]).max() < 10 * psi_true.max()
+
+
+def test_a_good_per_point_prior_helps():
+    # With the true laws as prior means, amortized-prior shrinkage estimates psi
+    # at k_ref better than the population prior does.
+    par = population(400, 5)
+    s = simulate_samples(par, 10, 6)
+    truth_laws = FittedScalingLaws(point_ids=par["point_id"].to_numpy(), c=par["c"], alpha=par["alpha"],
+                                   sigma=par["sigma"], beta=par["beta"], nll=np.full(len(par), np.nan),
+                                   n_samples=np.zeros(len(par), int), estimator="amortized")
+    with_prior = fit_shrinkage(s, prior=truth_laws)
+    plain = fit_shrinkage(s)
+    assert with_prior.estimator == "amortized_shrinkage" and "offset" in with_prior.meta["population"]
+    err = lambda f: np.mean((f.predict([K_REF], warn_extrapolation=False)[:, 0] - par["psi_ref"]) ** 2)  # noqa: E731
+    assert err(with_prior) < 0.8 * err(plain)
+
+
+def test_edge_cases_and_errors():
+    s = pd.DataFrame({"point_id": ["a"] * 5 + ["b"] * 5 + ["c"],
+                      "k": [100, 200, 300, 400, 500] * 2 + [100],
+                      "delta": [0.0] * 11,
+                      "failed": [False] * 10 + [True]})
+    fit = fit_shrinkage(s)
+    # all deltas zero: psi = 0 exactly; the failed-only point has no law
+    assert fit.c[0] == 0.0 and fit.c[1] == 0.0 and np.isnan(fit.c[2])
+    assert fit.flags["too_few_samples"].tolist() == [False, False, True]
+    with pytest.raises(ConfigError):
+        fit_shrinkage(s, prior_scale="bogus")
+    with pytest.raises(ConfigError):
+        fit_shrinkage(s, level=1.5)

@@ -342,24 +342,29 @@ class Ledger:
         """
         return self.read_table(columns, verify=verify, where=where).to_pandas()
 
-    def read_oob(self) -> pd.DataFrame:
-        """The out-of-bag evidence tables of all verified shards, concatenated.
+    def iter_oob(self):
+        """The out-of-bag evidence table of each verified shard, one at a time.
 
         A shard whose bases were already counted from an earlier shard (in
         name order) is left out whole, so no base's predictions count twice.
         """
-        from .oob import OOB_COLUMNS
-
-        frames, counted = [], set()
+        counted: set[int] = set()
         for rec in self.verify():
             if rec.oob_sha256 is None or counted.intersection(rec.base_ids):
                 continue
             try:
-                frames.append(pd.read_parquet(self._oob(rec.name), engine="pyarrow"))
+                table = pd.read_parquet(self._oob(rec.name), engine="pyarrow")
             except Exception as exc:  # noqa: BLE001 -- any unreadable file is quarantined
                 self._quarantine(rec.name, f"unreadable out-of-bag evidence: {type(exc).__name__}: {exc}")
                 continue
             counted.update(rec.base_ids)
+            yield table
+
+    def read_oob(self) -> pd.DataFrame:
+        """The out-of-bag evidence tables of all verified shards, concatenated (:meth:`iter_oob`)."""
+        from .oob import OOB_COLUMNS
+
+        frames = list(self.iter_oob())
         if not frames:
             return pd.DataFrame({c: pd.Series([], dtype="object" if c == "point_id" else "int64")
                                  for c in OOB_COLUMNS})

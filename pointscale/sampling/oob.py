@@ -63,14 +63,25 @@ OOB_COLUMNS = ("point_id", "bucket", "n", "n_correct", "score_fx")
 
 
 def oob_subset(n_pool: int, D: np.ndarray, seed: int, base_id: int, cap: int | None = None) -> np.ndarray:
-    """Pool indices scored by the base model trained on ``D`` (sorted); ``cap`` None: :data:`OOB_CAP`."""
+    """Pool indices scored by the base model trained on ``D`` (sorted); ``cap`` None: :data:`OOB_CAP`.
+
+    When more than ``cap`` points are out of bag, ``cap`` positions among them
+    are drawn (the same draw as ``choice(out_of_bag, cap)``: choice draws
+    positions, then indexes) and mapped past D's members, so a base costs
+    O(cap + |D|) whatever the pool size -- an O(pool) mask per base made
+    sampling quadratic in the pool.
+    """
+    from .plans import _skip_excluded
+
     cap = OOB_CAP if cap is None else int(cap)
-    mask = np.ones(n_pool, dtype=bool)
-    mask[D] = False
-    out = np.flatnonzero(mask)
-    if out.size > cap:
-        out = np.sort(rng(seed, STREAM_OOB, base_id).choice(out, size=cap, replace=False))
-    return out
+    D = np.unique(np.asarray(D, dtype=np.int64))
+    n_out = int(n_pool) - D.size
+    if n_out <= cap:
+        mask = np.ones(n_pool, dtype=bool)
+        mask[D] = False
+        return np.flatnonzero(mask)
+    positions = rng(seed, STREAM_OOB, base_id).choice(n_out, size=cap, replace=False)
+    return np.sort(_skip_excluded(positions, D))
 
 
 def size_bucket(k: int, k_min: int, k_max: int, n_buckets: int = N_BUCKETS) -> int:
@@ -145,7 +156,27 @@ def oob_evidence(ledger: Any) -> pd.DataFrame:
 
     if not isinstance(ledger, Ledger):
         ledger = Ledger(ledger)
-    return summarize(ledger.read_oob())
+    # Shard tables are summed into one (point, bucket) table as they are read,
+    # so memory holds ~points x buckets rows, not every shard's rows (at 10^6
+    # points a shard's table has ~10^5 rows and there are hundreds of shards).
+    total, pending, held = None, [], 0
+    for table in ledger.iter_oob():
+        pending.append(table)
+        held += len(table)
+        if held >= _OOB_MERGE_ROWS:
+            total, pending, held = _sum_evidence(([total] if total is not None else []) + pending), [], 0
+    parts = ([total] if total is not None else []) + pending
+    return summarize(_sum_evidence(parts) if parts else ledger.read_oob())
+
+
+#: Evidence rows held before they are summed into the running total.
+_OOB_MERGE_ROWS = 4_000_000
+
+
+def _sum_evidence(tables: list) -> pd.DataFrame:
+    """Evidence tables summed per (point, bucket): integer sums, so exact in any grouping."""
+    frame = pd.concat(tables, ignore_index=True)
+    return frame.groupby(["point_id", "bucket"], sort=False, as_index=False)[["n", "n_correct", "score_fx"]].sum()
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:

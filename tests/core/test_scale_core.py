@@ -93,3 +93,31 @@ def test_removal_budget_subsamples_and_says_so(cancer):
     assert curve.loc[curve["fraction"] == 0.2, "n_removed"].eq(30).all()
     full = removal_curve(cancer, values, fractions=(0.0,), repeats=1)
     assert (full["n_pool_used"] == cancer.n_pool).all()
+
+
+def test_out_of_bag_evidence_streams_to_the_same_table(cancer, tmp_path, monkeypatch):
+    from pointscale.sampling import oob, sample_marginals
+
+    cfg = SamplingConfig(k_min=20, k_max=60, samples_per_point=4, block_size=8, shard_size=2)
+    ledger = Ledger(tmp_path)
+    sample_marginals(cancer, cfg, [str(p) for p in cancer.point_ids[:40]], ledger=ledger)
+    whole = oob.summarize(ledger.read_oob())
+    assert len(whole) > 0
+    monkeypatch.setattr(oob, "_OOB_MERGE_ROWS", 1)  # sum after every shard
+    pd.testing.assert_frame_equal(oob.oob_evidence(ledger), whole)
+
+
+def test_out_of_bag_subset_costs_no_pool_mask():
+    # The same draw as choice over the materialised out-of-bag set (see oob_subset).
+    from pointscale.sampling.oob import oob_subset
+    from pointscale.seeding import STREAM_OOB, rng
+
+    g = np.random.default_rng(0)
+    for t in range(100):
+        n = int(g.choice([1500, 200_000]))
+        D = np.sort(g.choice(n, size=int(g.integers(1, 1000)), replace=False))
+        mask = np.ones(n, dtype=bool)
+        mask[D] = False
+        out = np.flatnonzero(mask)
+        expect = np.sort(rng(5, STREAM_OOB, t).choice(out, size=1024, replace=False)) if out.size > 1024 else out
+        assert np.array_equal(oob_subset(n, D, 5, t), expect)

@@ -68,6 +68,14 @@ class ReproductionResult:
         hashes = {r.manifest["config_hash"] for r in results}
         if len(hashes) > 1:
             raise ConfigError("runs to merge must share one reproduction config (same scale and options)")
+        # A (dataset, model) in two runs would be reported twice, with no way to say which is right.
+        seen: dict[str, Path] = {}
+        for r in results:
+            for done in r.manifest.get("models_done", []):
+                if done in seen:
+                    raise ConfigError(f"runs to merge must cover different datasets or models: {done} is in both "
+                                      f"{seen[done]} and {r.folder}; pass each run folder once")
+                seen[done] = r.folder
         tables = {name: pd.concat([r.tables.get(name, pd.DataFrame()) for r in results], ignore_index=True)
                   for name in TABLES}
         man = dict(first.manifest)

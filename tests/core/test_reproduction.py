@@ -177,7 +177,19 @@ def test_a_finished_run_reloads_and_merges_into_one_page(tiny):
     assert loaded.manifest["finished"] and loaded.manifest["models_done"] == ["breast_cancer/logreg",
                                                                                 "breast_cancer/xgboost"]
     pd.testing.assert_frame_equal(loaded.tables["shapley"], tiny.result.tables["shapley"], check_dtype=False)
-    merged = ReproductionResult.merge([loaded, ReproductionResult.load(tiny.out / "work")])
-    assert len(merged.tables["law_fit"]) == 2 * len(loaded.tables["law_fit"])
+    # The same run twice would report every (dataset, model) twice: refused, naming the pair.
+    with pytest.raises(ConfigError, match="breast_cancer/logreg is in both"):
+        ReproductionResult.merge([loaded, ReproductionResult.load(tiny.out / "work")])
+
+    def one_model(model: str) -> ReproductionResult:
+        tables = {name: (t[t["model"] == model].reset_index(drop=True) if "model" in t else t)
+                  for name, t in loaded.tables.items()}
+        manifest = dict(loaded.manifest, models_done=[f"breast_cancer/{model}"])
+        return ReproductionResult(tables=tables, manifest=manifest, folder=loaded.folder)
+
+    merged = ReproductionResult.merge([one_model("logreg"), one_model("xgboost")])
+    assert merged.manifest["models_done"] == loaded.manifest["models_done"]
+    assert len(merged.tables["law_fit"]) == len(loaded.tables["law_fit"])
     page = write_results(merged, tiny.out / "merged" / "results.md").read_text()
     assert "Merged from runs of the same scale" in page
+    assert "Law fit, breast_cancer/logreg" in page and "Law fit, breast_cancer/xgboost" in page

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pointscale.sampling import Ledger
 from tests.conftest import run_cli
 from tests.flows.conftest import own_files
 
@@ -30,8 +31,7 @@ def _manifest(run_dir):
 
 
 def _ledger(run_dir):
-    return pd.concat([pd.read_parquet(p) for p in sorted((run_dir / "samples").rglob("*.parquet"))
-                      if "quarantine" not in p.parts], ignore_index=True)
+    return Ledger(run_dir / "samples").read()
 
 
 @pytest.mark.parametrize("model_args, params", [
@@ -62,7 +62,7 @@ def test_resume_with_a_custom_estimator_reuses_every_sample(prefect_api, tmp_pat
     assert run_cli("run", *args, timeout=400).returncode == 0
     first = _ledger(out).sort_values("sample_id").reset_index(drop=True)
     # Lose part of the ledger (as a crash would), then rerun the same command.
-    shards = sorted((out / "samples").rglob("*.parquet"))
+    shards = sorted(Ledger(out / "samples").shard_dir.glob("*.parquet"))
     lost = shards[len(shards) // 2]
     for path in lost.parent.glob(lost.name + "*"):
         path.unlink()

@@ -27,11 +27,6 @@ from pointscale.sampling.plans import draw_subset, pool_info
 from pointscale.valuation import flip_labels
 
 
-@pytest.fixture(scope="module")
-def cancer():
-    return load_dataset("breast_cancer")
-
-
 SMALL = dict(k_min=30, k_max=90, samples_per_point=3, block_size=16)
 
 

@@ -28,11 +28,6 @@ from pointscale.sampling.fastpath import BlockFit
 
 
 @pytest.fixture(scope="module")
-def cancer():
-    return load_dataset("breast_cancer")
-
-
-@pytest.fixture(scope="module")
 def saved_cancer(cancer, tmp_path_factory):
     return cancer.save(tmp_path_factory.mktemp("data"))
 

@@ -15,11 +15,6 @@ from pointscale.sampling.plans import decode_block_members, encode_block_members
 
 
 @pytest.fixture(scope="module")
-def cancer():
-    return load_dataset("breast_cancer")
-
-
-@pytest.fixture(scope="module")
 def imbalanced():
     # Three classes with shares 0.6 / 0.3 / 0.1.
     rng = np.random.default_rng(1)

@@ -15,11 +15,6 @@ from pointscale.sampling.plans import draw_subset, plan_file_shards, pool_info, 
 from pointscale.valuation import removal_curve
 
 
-@pytest.fixture(scope="module")
-def cancer():
-    return load_dataset("breast_cancer")
-
-
 def _subset_by_mask(info, seed, base_id, k, excluded):
     """The direct draw: choice over the materialised available members (O(pool) per base)."""
     from pointscale.sampling.plans import stratified_counts

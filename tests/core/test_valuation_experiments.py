@@ -20,11 +20,6 @@ from pointscale.valuation import (
 
 
 @pytest.fixture(scope="module")
-def cancer():
-    return load_dataset("breast_cancer")
-
-
-@pytest.fixture(scope="module")
 def wide():
     """A synthetic binary task with a 600-row test split (breast_cancer's 113 rows are refused)."""
     from sklearn.datasets import make_classification

@@ -68,9 +68,10 @@ class Phases:
         self.cost_rows: list[dict[str, Any]] = []
         self.messages: list[str] = []
 
-    def config(self, model: str, model_params: dict, metric: str | None, **kw: Any) -> SamplingConfig:
+    def config(self, model: str, model_params: dict, metric: str | None, block_size: int | None = None,
+               **kw: Any) -> SamplingConfig:
         return SamplingConfig(model=model, model_params=dict(model_params), metric=metric,
-                              block_size=self.block_size, shard_size=self.shard_size, **kw)
+                              block_size=block_size or self.block_size, shard_size=self.shard_size, **kw)
 
     def sample(self, ds: Any, cfg: SamplingConfig, points: Sequence[str], phase: str, label: str,
                ledger_name: str | None = None) -> pd.DataFrame:

@@ -139,7 +139,8 @@ def ground_truth_config(phases: Phases, ds: Any, scale: ModelScale, config: Repr
 
     plan = size_plan(ds, scale.max_extrap_size if scale.extrap_per_size else 0)
     return phases.config(scale.model, dict(scale.model_params), config.metric or default_metric(ds.task),
-                         mode="staggered", sizes=plan["grid"], samples_per_size=scale.gt_per_size, seed=config.seed)
+                         mode="staggered", sizes=plan["grid"], samples_per_size=scale.gt_per_size, seed=config.seed,
+                         block_size=scale.gt_block_size)
 
 
 def _estimators(ds: Any, scale: ModelScale, uni: pd.DataFrame, extra: pd.DataFrame, index: pd.Index, lo: int,
@@ -236,6 +237,7 @@ def one_model(phases: Phases, ds: Any, scale: ModelScale, config: ReproduceConfi
     T["sizes"] = pd.DataFrame([{
         "fit_range": f"[{lo}, {hi}]", "grid": ", ".join(map(str, grid)), "extrapolation": ", ".join(map(str, extrap))
         or "none", "gt_points": n_gt, "gt_per_size": scale.gt_per_size,
+        "gt_block": scale.gt_block_size or config.block_size,
         "extrap_per_size": scale.extrap_per_size if extrap else 0, "uniform_per_point": scale.n_uniform,
         "extra_points": len(extra_ids), "model_params": str(params or "registry defaults")}])
 

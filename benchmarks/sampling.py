@@ -113,12 +113,19 @@ def value_points(ds, n: int) -> list[str]:
 # --------------------------------------------------------------------------- the paper's protocol
 
 
-def paper_protocol(ds, cfg: SamplingConfig, budget_s: float, max_samples: int, paper_default: bool) -> Timing:
-    """Two cold fits per sample, sequential, until the time budget or sample cap is reached."""
+def paper_protocol(ds, cfg: SamplingConfig, budget_s: float, max_samples: int, paper_default: bool,
+                   factory=None) -> Timing:
+    """Two cold fits per sample, sequential, until the time budget or sample cap is reached.
+
+    ``factory(seed)`` makes the model (default: the registry's ``cfg.model``, or scikit-learn's
+    default ``LogisticRegression()`` with ``paper_default``).
+    """
     info = pool_info(ds)
     gen = np.random.default_rng(12345)
 
     def fresh(seed):
+        if factory is not None:
+            return factory(seed)
         if paper_default:
             from sklearn.linear_model import LogisticRegression
 

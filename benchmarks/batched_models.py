@@ -42,9 +42,16 @@ from pointscale.sampling.plans import draw_subset, pool_info
 from pointscale.seeding import STREAM_MODEL, int_seed
 
 
-def paper_protocol(ds, cfg, budget_s: float, max_samples: int, factory=None) -> Timing:
-    """Two cold fits of the registry's model per sample, sequential, single-threaded."""
-    return sampling_bench.paper_protocol(ds, cfg, budget_s, max_samples, paper_default=False, factory=factory)
+def paper_protocol(ds, cfg, budget_s: float, max_samples: int, blocks, factory=None) -> Timing:
+    """Two cold fits of the registry's model per sample, sequential, single-threaded.
+
+    The sizes are our blocks' sizes, each as often as it has samples: with a few blocks,
+    k uniform on the paper's side would compare a different mix of sizes (the cost of a fit
+    grows with k, differently on the two sides).
+    """
+    ks = [b.k for b in blocks for _ in b.point_ids]
+    return sampling_bench.paper_protocol(ds, cfg, budget_s, max_samples, paper_default=False, factory=factory,
+                                         ks=ks)
 
 
 def ours(ds, cfg, blocks) -> tuple[Timing, pd.DataFrame]:
@@ -102,16 +109,20 @@ def mlp_agreement(ds, cfg, n_acc: int, n_corr: int) -> dict[str, float]:
 
 def mlp_section(ds, quick: bool) -> list[dict]:
     rows = []
-    points = spread_points(ds, 64 if quick else 96)
+    points = spread_points(ds, 64 if quick else 192)
     paper_cfg = config_for(ds, "mlp", samples_per_point=1)
-    t_paper = paper_protocol(ds, paper_cfg, 20.0 if quick else 45.0, 400)
+    # One plan (the float32 run's) for both dtypes: the same bases, so the same sizes and subsets.
+    blocks = plan_blocks(ds, config_for(ds, "mlp_batched", samples_per_point=1, model_params={"dtype": "float32"}),
+                         points)
+    t_paper = paper_protocol(ds, paper_cfg, 20.0 if quick else 45.0, 400, blocks)
     for dtype in ("float32", "float64"):
         cfg = config_for(ds, "mlp_batched", samples_per_point=1, model_params={"dtype": dtype})
-        t, frame = ours(ds, cfg, plan_blocks(ds, cfg, points))
+        t, frame = ours(ds, cfg, blocks)
         extra = {}
         if dtype == "float32":
             extra = mlp_agreement(ds, cfg, 8 if quick else 20, 16 if quick else 40)
-        rows.append(_row(f"mlp_batched ({dtype})", ds.name, cfg, t, t_paper, frame, **extra))
+        rows.append(_row(f"mlp_batched ({dtype})", ds.name, cfg, t, t_paper, frame,
+                         **{"block k": ",".join(str(b.k) for b in blocks)}, **extra))
     return rows
 
 
@@ -165,8 +176,8 @@ def svm_section(ds, quick: bool) -> list[dict]:
     cfg = config_for(ds, "svm", samples_per_point=1)
     blocks = plan_blocks(ds, cfg, spread_points(ds, 64 if quick else 128))
     budget = 20.0 if quick else 40.0
-    t_paper = paper_protocol(ds, cfg, budget, 400)
-    t_libsvm = paper_protocol(ds, cfg, budget, 400, factory=LibsvmKernelSVM)
+    t_paper = paper_protocol(ds, cfg, budget, 400, blocks)
+    t_libsvm = paper_protocol(ds, cfg, budget, 400, blocks, factory=LibsvmKernelSVM)
     t, frame = ours(ds, cfg, blocks)
     generic = cfg.replace(fast_path=False)
     start = _clock()
@@ -178,7 +189,8 @@ def svm_section(ds, quick: bool) -> list[dict]:
                     "n Δ": int(np.isfinite(diff).sum()), "share Δ within 1e-6": float(np.mean(diff <= 1e-6)),
                     "generic ratio (cpu)": t_generic.per_cpu / t_paper.per_cpu,
                     "libsvm-kernel registry/s (cpu)": t_libsvm.per_cpu,
-                    "ratio vs libsvm-kernel (cpu)": t.per_cpu / t_libsvm.per_cpu})]
+                    "ratio vs libsvm-kernel (cpu)": t.per_cpu / t_libsvm.per_cpu,
+                    "block k": ",".join(str(b.k) for b in blocks)})]
 
 
 # --------------------------------------------------------------------------- multinomial logistic
@@ -227,7 +239,7 @@ def multinomial_section(quick: bool) -> list[dict]:
         cfg = config_for(ds, "logreg", samples_per_point=1)
         blocks = plan_blocks(ds, cfg, spread_points(ds, n_points))
         t, frame = ours(ds, cfg, blocks)
-        t_paper = paper_protocol(ds, cfg, budget, cap)
+        t_paper = paper_protocol(ds, cfg, budget, cap, blocks)
         rows.append(_row("logreg multinomial", f"{ds.name} ((d+1)K={(ds.n_features + 1) * ds.n_classes})", cfg,
                          t, t_paper, frame, method=",".join(sorted(frame["method"].unique())),
                          **{"max |Δ - Δ cold|": multinomial_fidelity(ds, cfg, frame, n_fid)}))

@@ -234,7 +234,7 @@ def multinomial_fidelity(ds, cfg, frame, n: int) -> float:
 
 def multinomial_section(quick: bool) -> list[dict]:
     rows = []
-    for ds, n_points, budget, cap, n_fid in ((digits10(), 256 if quick else 640, 15.0, 400, 5),
+    for ds, n_points, budget, cap, n_fid in ((digits10(), 256 if quick else 640, 15.0 if quick else 30.0, 400, 5),
                                              (synthetic10x500(), 32, 30.0 if quick else 60.0, 2, 1)):
         cfg = config_for(ds, "logreg", samples_per_point=1)
         blocks = plan_blocks(ds, cfg, spread_points(ds, n_points))

@@ -146,7 +146,7 @@ def ground_truth_config(phases: Phases, ds: Any, scale: ModelScale, config: Repr
 def _estimators(ds: Any, scale: ModelScale, uni: pd.DataFrame, extra: pd.DataFrame, index: pd.Index, lo: int,
                 hi: int, seed: int) -> tuple[dict, dict]:
     """Per-point MLE (and amortized) laws and Shapley estimates from the first n uniform samples of each point."""
-    from pointscale.laws import AmortizedScalingLaws, fit_mle
+    from pointscale.laws import AmortizedScalingLaws, fit_laws, fit_mle
     from pointscale.valuation import distributional_shapley, monte_carlo_values
 
     estimates, shap_est = {}, {}
@@ -158,6 +158,15 @@ def _estimators(ds: Any, scale: ModelScale, uni: pd.DataFrame, extra: pd.DataFra
         shap_est[("mle", n)] = distributional_shapley(laws, lo, hi).to_series()
         if n in scale.shapley_ns:
             shap_est[("monte_carlo", n)] = monte_carlo_values(part)["mc_mean"]
+            # The product's estimators (issue 13): shrinkage, and the one `pointscale run` reports
+            # (`fit_laws(method="auto")`; here without out-of-bag inputs, which this phase's ledger
+            # holds for all of its samples, not for the first n).
+            for method in ("shrinkage", "auto"):
+                fitted = quiet(fit_laws, part[["point_id", "k", "delta", *(["sample_id"] if "sample_id" in part
+                                                                         else [])]], ds, method=method)
+                if n in scale.fit_ns:
+                    estimates[(method, n)] = fitted
+                shap_est[(method, n)] = distributional_shapley(fitted, lo, hi).to_series()
     X, y = np.asarray(ds.X_train), np.asarray(ds.y_train)
     for n in scale.amortized_ns:
         # trained on every sampled point (ground-truth and extra), as the paper did; evaluated on the former

@@ -65,9 +65,13 @@ class ReproductionResult:
         first = results[0]
         if len(results) == 1:
             return first
-        hashes = {r.manifest["config_hash"] for r in results}
-        if len(hashes) > 1:
-            raise ConfigError("runs to merge must share one reproduction config (same scale and options)")
+        # Runs may differ in which models (and which ground-truth depth) they sampled -- each
+        # (dataset, model) row states its own scale -- but not in what every number depends on.
+        shared = ("name", "seed", "metric", "block_size")
+        keys = {tuple(str(r.manifest["config"].get(k)) for k in shared) for r in results}
+        if len(keys) > 1:
+            raise ConfigError("runs to merge must share the scale, seed, utility and block size "
+                              f"({', '.join(shared)}); got {sorted(keys)}")
         # A (dataset, model) in two runs would be reported twice, with no way to say which is right.
         seen: dict[str, Path] = {}
         for r in results:
@@ -79,7 +83,13 @@ class ReproductionResult:
         tables = {name: pd.concat([r.tables.get(name, pd.DataFrame()) for r in results], ignore_index=True)
                   for name in TABLES}
         man = dict(first.manifest)
-        man["datasets"] = [d for r in results for d in r.manifest["datasets"]]
+        man["config"] = dict(first.manifest["config"])
+        models: dict[str, Any] = {}
+        for r in results:
+            for m in r.manifest["config"]["models"]:
+                models.setdefault(m["model"], m)
+        man["config"]["models"] = list(models.values())
+        man["datasets"] = list({d["dataset"]: d for r in results for d in r.manifest["datasets"]}.values())
         man["models_done"] = [m for r in results for m in r.manifest.get("models_done", [])]
         man["messages"] = [m for r in results for m in r.manifest.get("messages", [])]
         man["finished"] = all(r.manifest.get("finished", True) for r in results)

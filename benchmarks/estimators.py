@@ -159,7 +159,7 @@ def estimates(samples: pd.DataFrame, ds, oob: pd.DataFrame | None, sizes, seed: 
         t0 = time.perf_counter()
         try:
             laws, more = _quiet(select_laws, samples, ds, method=method, oob=oob, random_state=seed,
-                                fitted=fitted)
+                                fitted=fitted, k_range=(K_MIN, K_MAX))
         except Exception as exc:  # noqa: BLE001 -- report, do not hide
             info[method] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
@@ -218,9 +218,9 @@ def values_part(args, log) -> pd.DataFrame:
             oob = summarize(pd.concat(oob_rounds[:n], ignore_index=True))
             est, info = estimates(s, ds, oob, sizes, args.seed)
             auto = info.get("auto", {})
-            log(f"  n={n}: auto chose {auto.get('chosen')} (held-out NLL, shared noise "
+            log(f"  n={n}: auto chose {auto.get('chosen')} (held-out NLL, target {auto.get('target')}: "
                 f"{({k: round(v, 4) if v is not None else None for k, v in auto.get('heldout_nll', {}).items()})}"
-                f"; own noise {({k: round(v, 4) if v is not None else None for k, v in auto.get('heldout_nll_own_noise', {}).items()})})")
+                f"; of psi_k: {({k: round(v, 4) if v is not None else None for k, v in auto.get('heldout_nll_psi', {}).items()})})")
             for method in METHODS:
                 if method not in est:
                     log(f"    {method}: {info.get(method)}")
@@ -242,63 +242,77 @@ def values_part(args, log) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def flips_part(args, log) -> pd.DataFrame:
-    from sklearn.metrics import roc_auc_score
-
-    from pointscale import pipeline
+def flip_pool(name: str, seed: int):
+    """A 1,000-point training pool of ``name`` (all of it when smaller) with 10 % of its labels
+    flipped, and a clean validation split of 500 rows (or all), drawn with ``seed``."""
     from pointscale.data import load_dataset
-    from pointscale.laws.auto import select_laws
-    from pointscale.sampling.oob import summarize
     from pointscale.seeding import STREAM_SELECTION, rng
-    from pointscale.valuation import distributional_shapley, flip_labels, monte_carlo_values
+    from pointscale.valuation import flip_labels
 
-    full = load_dataset("adult")
-    g = rng(args.seed, STREAM_SELECTION, "estimators-benchmark-flip-pool")
-    pool = np.sort(g.choice(full.n_pool, 1000, replace=False))
-    val = np.sort(g.choice(len(full.y_val), 500, replace=False))
-    h = hashlib.sha256(f"{full.fingerprint}|pool1000|{args.seed}".encode()).hexdigest()
+    full = load_dataset(name)
+    g = rng(seed, STREAM_SELECTION, "estimators-benchmark-flip-pool")
+    pool = np.sort(g.choice(full.n_pool, min(1000, full.n_pool), replace=False))
+    val = np.sort(g.choice(len(full.y_val), min(500, len(full.y_val)), replace=False))
+    h = hashlib.sha256(f"{full.fingerprint}|pool1000|{seed}".encode()).hexdigest()
     ds = dataclasses.replace(full, X_train=np.asarray(full.X_train)[pool], y_train=np.asarray(full.y_train)[pool],
                              point_ids=np.asarray(full.point_ids)[pool], X_val=np.asarray(full.X_val)[val],
                              y_val=np.asarray(full.y_val)[val], val_ids=np.asarray(full.val_ids)[val],
                              fingerprint=h, path=None)
-    noisy, flipped = flip_labels(ds, list(ds.point_ids), 0.1, seed=args.seed)
-    ids = [str(p) for p in noisy.point_ids]
-    is_flipped = np.isin(np.asarray(ids, dtype=object), flipped)
-    n_max = max(args.flip_grid)
-    cfg = pipeline.resolve_sampling(noisy, model="logreg", metric=args.metric, k_min=None, k_max=None,
-                                    samples_per_point=n_max, seed=args.seed, block_size=32, shard_size=None,
-                                    n_points=len(ids))
-    log(f"\nflipped labels: adult 1,000-point pool, {int(is_flipped.sum())} flipped, clean validation "
-        f"{len(noisy.y_val)} rows, k in [{cfg.k_min}, {cfg.k_max}], utility {cfg.metric}")
-    root = Path(args.out) / f"flips-{cfg.metric}-{_cache_key(args.seed, cfg.k_min, cfg.k_max)}"
-    samples, oob_rounds = sample_rounds(noisy, ids, cfg, root, n_max, log)
+    return flip_labels(ds, list(ds.point_ids), 0.1, seed=seed)
 
-    def auc(values: pd.Series) -> float:
-        v = values.reindex(ids).to_numpy(dtype=np.float64)
-        ok = np.isfinite(v)
-        return float(roc_auc_score(is_flipped[ok], -v[ok]))
+
+def flips_part(args, log) -> pd.DataFrame:
+    """AUC of a low value for the flipped points, per seed of ``args.flip_seeds``."""
+    from sklearn.metrics import roc_auc_score
+
+    from pointscale import pipeline
+    from pointscale.laws.auto import select_laws
+    from pointscale.sampling.oob import summarize
+    from pointscale.valuation import distributional_shapley, monte_carlo_values
 
     rows = []
-    for n in args.flip_grid:
-        s = samples[samples["round"] < n]
-        oob = summarize(pd.concat(oob_rounds[:n], ignore_index=True))
-        auto, fitted = _quiet(select_laws, s, noisy, method="auto", oob=oob, random_state=args.seed)
-        sel = auto.meta["selection"]
-        log(f"  n={n}: auto chose {sel['chosen']} (held-out NLL, shared noise "
-            f"{({k: round(v, 4) if v is not None else None for k, v in sel['heldout_nll'].items()})}; own noise "
-            f"{({k: round(v, 4) if v is not None else None for k, v in sel['heldout_nll_own_noise'].items()})})")
-        cols = {"shapley (auto: %s)" % auto.meta["selection"]["chosen"]:
-                pd.Series(distributional_shapley(auto, cfg.k_min, cfg.k_max).value, index=auto.point_ids)}
-        for method in ("mle", "amortized", "shrinkage", "amortized_shrinkage"):
-            laws, _ = _quiet(select_laws, s, noisy, method=method, oob=oob, random_state=args.seed)
-            cols[f"shapley_{method}"] = pd.Series(distributional_shapley(laws, cfg.k_min, cfg.k_max).value,
-                                                  index=laws.point_ids)
-        cols["mc_mean"] = monte_carlo_values(s, k_min=cfg.k_min, k_max=cfg.k_max)["mc_mean"]
-        cols["shrunk_mean"] = shrunk_means(s, cfg.k_min, cfg.k_max)
-        cols["oob"] = oob.set_index("point_id")["oob_score"]
-        n_pred = int(sum(t["n"].sum() for t in oob_rounds[:n]))
-        for col, values in cols.items():
-            rows.append({"n": n, "column": col, "auc": auc(values), "oob_predictions": n_pred})
+    for seed in args.flip_seeds:
+        noisy, flipped = flip_pool(args.flip_dataset, seed)
+        ids = [str(p) for p in noisy.point_ids]
+        is_flipped = np.isin(np.asarray(ids, dtype=object), flipped)
+        n_max = max(args.flip_grid)
+        cfg = pipeline.resolve_sampling(noisy, model="logreg", metric=args.metric, k_min=None, k_max=None,
+                                        samples_per_point=n_max, seed=seed, block_size=32, shard_size=None,
+                                        n_points=len(ids))
+        log(f"\nflipped labels: {args.flip_dataset} {len(ids)}-point pool, seed {seed}, {int(is_flipped.sum())} "
+            f"flipped, clean validation {len(noisy.y_val)} rows, k in [{cfg.k_min}, {cfg.k_max}], utility {cfg.metric}")
+        tag = "" if args.flip_dataset == "adult" else f"{args.flip_dataset}-"
+        root = Path(args.out) / f"flips-{tag}{cfg.metric}-{_cache_key(seed, cfg.k_min, cfg.k_max)}"
+        samples, oob_rounds = sample_rounds(noisy, ids, cfg, root, n_max, log)
+
+        def auc(values: pd.Series) -> float:
+            v = values.reindex(ids).to_numpy(dtype=np.float64)
+            ok = np.isfinite(v)
+            return float(roc_auc_score(is_flipped[ok], -v[ok]))
+
+        for n in args.flip_grid:
+            s = samples[samples["round"] < n]
+            oob = summarize(pd.concat(oob_rounds[:n], ignore_index=True))
+            auto, fitted = _quiet(select_laws, s, noisy, method="auto", oob=oob, random_state=seed,
+                                  k_range=(cfg.k_min, cfg.k_max))
+            sel = auto.meta["selection"]
+            log(f"  n={n}: auto chose {sel['chosen']} (held-out NLL, target {sel['target']}: "
+                f"{({k: round(v, 4) if v is not None else None for k, v in sel['heldout_nll'].items()})}; "
+                f"of psi_k: "
+                f"{({k: round(v, 4) if v is not None else None for k, v in sel['heldout_nll_psi'].items()})})")
+            cols = {"shapley (auto)": pd.Series(distributional_shapley(auto, cfg.k_min, cfg.k_max).value,
+                                                index=auto.point_ids)}
+            for method in ("mle", "amortized", "shrinkage", "amortized_shrinkage"):
+                laws, _ = _quiet(select_laws, s, noisy, method=method, oob=oob, random_state=seed)
+                cols[f"shapley_{method}"] = pd.Series(distributional_shapley(laws, cfg.k_min, cfg.k_max).value,
+                                                      index=laws.point_ids)
+            cols["mc_mean"] = monte_carlo_values(s, k_min=cfg.k_min, k_max=cfg.k_max)["mc_mean"]
+            cols["shrunk_mean"] = shrunk_means(s, cfg.k_min, cfg.k_max)
+            cols["oob"] = oob.set_index("point_id")["oob_score"]
+            n_pred = int(sum(t["n"].sum() for t in oob_rounds[:n]))
+            for col, values in cols.items():
+                rows.append({"dataset": args.flip_dataset, "seed": seed, "n": n, "column": col,
+                             "auc": auc(values), "auto_choice": sel["chosen"], "oob_predictions": n_pred})
     return pd.DataFrame(rows)
 
 
@@ -346,12 +360,17 @@ def markdown(values: pd.DataFrame | None, flips: pd.DataFrame | None) -> str:
             choice = frame[frame["method"] == "auto"].set_index("n")["auto_choice"]
             parts.append("\nauto chose: " + ", ".join(f"{n}: {c}" for n, c in choice.items()) + "\n")
     if flips is not None and not flips.empty:
-        t = flips.pivot(index="column", columns="n", values="auc")
-        parts.append("\n**Flipped labels** (adult, 1,000-point pool, 10 % flipped): AUC of a low value\n")
-        parts += ["| column | " + " | ".join(f"{n} samples/point" for n in t.columns) + " |",
-                  "|---" * (len(t.columns) + 1) + "|"]
-        for c in t.index:
-            parts.append(f"| {c} | " + " | ".join(f"{t.loc[c, n]:.3f}" for n in t.columns) + " |")
+        for (name, n), frame in flips.groupby(["dataset", "n"], sort=False):
+            t = frame.pivot(index="column", columns="seed", values="auc")
+            t["mean"] = t.mean(axis=1)
+            choice = frame.drop_duplicates("seed").set_index("seed")["auto_choice"]
+            parts.append(f"\n**Flipped labels** ({name}, {n} samples per point, 1,000-point pool, 10 % flipped, "
+                         "clean validation split): AUC of a low value, by seed\n")
+            parts += ["| column | " + " | ".join(f"seed {c}" for c in t.columns[:-1]) + " | mean |",
+                      "|---" * (len(t.columns) + 1) + "|"]
+            for c in t.index:
+                parts.append(f"| {c} | " + " | ".join(f"{t.loc[c, k]:.3f}" for k in t.columns) + " |")
+            parts.append("\nauto chose: " + ", ".join(f"seed {k}: {v}" for k, v in choice.items()) + "\n")
     return "\n".join(parts)
 
 
@@ -380,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--truth", type=int, default=400)
     parser.add_argument("--grid", type=int, nargs="+", default=list(N_GRID))
     parser.add_argument("--flip-grid", type=int, nargs="+", default=[10, 30])
+    parser.add_argument("--flip-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--flip-dataset", default="adult",
+                        help="dataset of the flipped-label pool (adult is the reported one; magic and "
+                             "digits served to check the selection rules)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--metric", default=None,
                         help="utility (default: the engine's default for the task at run time)")
@@ -388,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.datasets, args.points, args.truth, args.grid, args.flip_grid = ["magic"], 60, 100, [10, 30], [10]
+        args.flip_seeds = [0]
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     values = flips = None
     if args.part in ("all", "values"):

@@ -381,7 +381,9 @@ def write_report(
         md += ["## Selected points", ""]
         n_at = selection["n_current"].iloc[0] if "n_current" in selection.columns else None
         if n_at is not None:
-            md += [f"The {len(selection)} candidates with the highest predicted ψ at size {_fmt(n_at)}.", ""]
+            by = (f" by the {selection['estimator'].iloc[0]} laws (the estimator behind `shapley`)"
+                  if "estimator" in selection.columns else "")
+            md += [f"The {len(selection)} candidates with the highest predicted ψ at size {_fmt(n_at)}{by}.", ""]
         md += [markdown_table(selection.head(50), ["rank", "point_id", "label", "predicted_value"]), ""]
         if len(selection) > 50:
             md += [f"(first 50 of {len(selection)}; all in selection.parquet)", ""]

@@ -119,7 +119,10 @@ def test_evidence_is_bit_identical_for_any_shard_size_and_worker_count(cancer, t
     pd.testing.assert_frame_equal(ref, two, check_exact=True)
 
 
-def test_evidence_after_a_crash_and_resume_is_identical(cancer, tmp_path):
+@pytest.mark.parametrize("floor", [None, 100])
+def test_evidence_after_a_crash_and_resume_is_identical(cancer, tmp_path, monkeypatch, floor):
+    if floor is not None:  # a pool above the floor: the cap (= block size) binds, subsets are drawn
+        monkeypatch.setattr(oob_module, "OOB_POOL_FLOOR", floor)
     cfg = SamplingConfig(model="logreg", seed=6, **SMALL)
     points = _points(cancer, 64)
     ref = _evidence(cancer, cfg, points, tmp_path / "clean", 2)

@@ -316,6 +316,130 @@ def flips_part(args, log) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rules_part(args, log) -> pd.DataFrame:
+    """The selection rules of ``fit_laws(method="auto")`` checked on flipped-label pools.
+
+    For each seed of ``args.rule_seeds`` and dataset of ``args.rule_datasets``
+    (data other than the reported runs: magic and digits), a flipped-label pool
+    (:func:`flip_pool`), 10 samples per point and a ground truth of 200
+    independent samples per point (seed + 1000). Every candidate is fitted on
+    all samples (explained variance and AUC of its Shapley values against the
+    truth), and on the training part of auto's held-out split, where each rule
+    scores it: the ψ_k likelihood under each candidate's own noise model
+    (``psi_own``) or under the shrinkage fit's (``psi_shared``, the earlier
+    rule), and the likelihood of the Shapley value with one shared variance
+    (``shapley``, the rule now used) or with a variance per point from the
+    shrinkage fit (``shapley_per_point``); each by the lowest score (``best``)
+    and by the one-standard-error rule (``1se``).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from pointscale import pipeline
+    from pointscale.laws.auto import (CANDIDATES, _fit, _one_se_choice, _usable, best_of, heldout_terms,
+                                      heldout_terms_shapley, holdout_mask)
+    from pointscale.laws.likelihood import LOG_2PI
+    from pointscale.sampling.oob import summarize
+    from pointscale.valuation import distributional_shapley, monte_carlo_values
+    from pointscale.valuation.values import power_mean
+
+    rows = []
+    for name in args.rule_datasets:
+        for seed in args.rule_seeds:
+            noisy, flipped = flip_pool(name, seed)
+            ids = [str(p) for p in noisy.point_ids]
+            is_flipped = np.isin(np.asarray(ids, dtype=object), flipped)
+            cfg = pipeline.resolve_sampling(noisy, model="logreg", metric=args.metric, k_min=None, k_max=None,
+                                            samples_per_point=30, seed=seed, block_size=32, shard_size=None,
+                                            n_points=len(ids))
+            lo, hi = cfg.k_min, cfg.k_max
+            root = Path(args.out) / f"rules-{name}-{seed}-{lo}-{hi}"
+            log(f"\nrules: {name} pool of {len(ids)}, seed {seed}, k in [{lo}, {hi}], utility {cfg.metric}")
+            samples, oob_rounds = sample_rounds(noisy, ids, cfg, root / "est", 30, log)
+            gt, _ = sample_rounds(noisy, ids, dataclasses.replace(cfg, seed=seed + 1000, samples_per_point=200),
+                                  root / "truth", 200, log)
+            truth = monte_carlo_values(gt, k_min=lo, k_max=hi)["mc_mean"].reindex(ids).to_numpy()
+            s = samples[samples["round"] < 10]
+            oob = summarize(pd.concat(oob_rounds[:10], ignore_index=True))
+
+            def shap(laws):
+                return pd.Series(distributional_shapley(laws, lo, hi).value, index=laws.point_ids
+                                 ).reindex(ids).to_numpy(dtype=np.float64)
+
+            def auc(v):
+                ok = np.isfinite(v)
+                return float(roc_auc_score(is_flipped[ok], -v[ok]))
+
+            full: dict = {}
+            row = {"dataset": name, "seed": seed, "truth_auc": auc(truth)}
+            mc = monte_carlo_values(s, k_min=lo, k_max=hi)["mc_mean"].reindex(ids).to_numpy()
+            row.update({"ev_mc_mean": ev(mc, truth), "auc_mc_mean": auc(mc)})
+            for m in CANDIDATES:
+                v = shap(_quiet(_fit, m, s, noisy, oob, seed, None, full))
+                row.update({f"ev_{m}": ev(v, truth), f"auc_{m}": auc(v)})
+            u = _usable(s)
+            mask = holdout_mask(u, 0.2, seed=seed)
+            train, held = u.loc[~mask], u.loc[mask]
+            cache: dict = {}
+            cand = {m: _quiet(_fit, m, train, noisy, oob, seed, None, cache) for m in CANDIDATES}
+            sh = cand["shrinkage"]
+            variance = float(np.var(train["delta"].to_numpy(dtype=np.float64)))
+            d = held["delta"].to_numpy(dtype=np.float64)
+            k = held["k"].to_numpy(dtype=np.float64)
+            q = pd.Index(sh.point_ids).get_indexer(held["point_id"].to_numpy())
+            # Per-point variance of a held-out delta (k unseen) under the shrinkage fit.
+            c_s, a_s = sh.c[q], sh.alpha[q]
+            s2 = (sh.sigma[q] ** 2 * power_mean(sh.beta[q], lo, hi)
+                  + c_s ** 2 * np.maximum(power_mean(2 * a_s, lo, hi) - power_mean(a_s, lo, hi) ** 2, 0.0))
+
+            def per_point(laws):
+                p = pd.Index(laws.point_ids).get_indexer(held["point_id"].to_numpy())
+                nu = np.where(laws.c == 0, 0.0, laws.c * power_mean(laws.alpha, lo, hi))[p]
+                return 0.5 * LOG_2PI + 0.5 * np.log(s2) + 0.5 * (d - nu) ** 2 / s2
+
+            def psi_shared(laws):
+                p = pd.Index(laws.point_ids).get_indexer(held["point_id"].to_numpy())
+                with np.errstate(all="ignore"):
+                    mean = np.where(laws.c[p] == 0, 0.0, laws.c[p] * k ** (-laws.alpha[p]))
+                    log_var = 2 * np.log(sh.sigma[q]) - sh.beta[q] * np.log(k)
+                    return 0.5 * LOG_2PI + 0.5 * log_var + 0.5 * (d - mean) ** 2 * np.exp(-log_var)
+
+            scorers = {"psi_own": heldout_terms, "psi_shared": psi_shared,
+                       "shapley": lambda L: heldout_terms_shapley(L, held, variance, (lo, hi)),
+                       "shapley_per_point": per_point}
+            for rule, fn in scorers.items():
+                terms = {m: (fn(cand[m], held) if rule == "psi_own" else fn(cand[m])) for m in CANDIDATES}
+                sc = {m: float(np.mean(t)) if np.isfinite(t).all() else float("inf") for m, t in terms.items()}
+                one_se, _ = _one_se_choice(list(CANDIDATES), sc, terms)
+                for how, choice in (("best", best_of(sc, list(CANDIDATES))), ("1se", one_se)):
+                    row[f"{rule}_{how}"] = choice
+                    row[f"ev_{rule}_{how}"] = row[f"ev_{choice}"]
+                    row[f"auc_{rule}_{how}"] = row[f"auc_{choice}"]
+            log("  " + ", ".join(f"{key} {val:.3f}" if isinstance(val, float) else f"{key} {val}"
+                                 for key, val in row.items() if key.startswith(("ev_", "psi", "shapley"))))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def rules_markdown(rules: pd.DataFrame) -> str:
+    """Which candidate each rule chose per pool, and the explained variance / AUC of its Shapley values."""
+    from pointscale.laws.auto import CANDIDATES
+
+    rule_cols = [f"{r}_{h}" for r in ("psi_own", "psi_shared", "shapley", "shapley_per_point") for h in ("best", "1se")]
+    parts = ["| pool | truth AUC | mc_mean EV (AUC) | " + " | ".join(f"{m} EV (AUC)" for m in CANDIDATES) + " |",
+             "|---" * (len(CANDIDATES) + 3) + "|"]
+    for _, r in rules.iterrows():
+        parts.append(f"| {r['dataset']}/{r['seed']} | {r['truth_auc']:.3f} | {r['ev_mc_mean']:.3f} ({r['auc_mc_mean']:.3f}) | "
+                     + " | ".join(f"{r[f'ev_{m}']:.3f} ({r[f'auc_{m}']:.3f})" for m in CANDIDATES) + " |")
+    parts += ["", "| rule | " + " | ".join(f"{r['dataset']}/{r['seed']}" for _, r in rules.iterrows())
+              + " | mean EV of the choice | mean AUC |", "|---" * (len(rules) + 3) + "|"]
+    for rc in rule_cols:
+        parts.append(f"| {rc} | " + " | ".join(str(v) for v in rules[rc]) + f" | {rules[f'ev_{rc}'].mean():.3f} | "
+                     f"{rules[f'auc_{rc}'].mean():.3f} |")
+    best = rules[[f"ev_{m}" for m in CANDIDATES]].max(axis=1).mean()
+    parts.append(f"\nBest candidate per pool (oracle): mean EV {best:.3f}; plain mean {rules['ev_mc_mean'].mean():.3f}.")
+    return "\n".join(parts)
+
+
 def timing_part(args, log) -> pd.DataFrame:
     """Wall time of shrinkage vs the vectorised MLE (the baseline) on the same synthetic samples."""
     from pointscale.laws import fit_mle
@@ -393,13 +517,15 @@ def results_section(folder: str | Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--part", choices=("all", "values", "flips", "timing"), default="all")
+    parser.add_argument("--part", choices=("all", "values", "flips", "timing", "rules"), default="all")
     parser.add_argument("--datasets", nargs="+", default=["adult", "magic"])
     parser.add_argument("--points", type=int, default=200)
     parser.add_argument("--truth", type=int, default=400)
     parser.add_argument("--grid", type=int, nargs="+", default=list(N_GRID))
     parser.add_argument("--flip-grid", type=int, nargs="+", default=[10, 30])
     parser.add_argument("--flip-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rule-datasets", nargs="+", default=["magic", "digits"])
+    parser.add_argument("--rule-seeds", type=int, nargs="+", default=[100, 101, 102])
     parser.add_argument("--flip-dataset", default="adult",
                         help="dataset of the flipped-label pool (adult is the reported one; magic and "
                              "digits served to check the selection rules)")
@@ -424,7 +550,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("all", "flips"):
         flips = flips_part(args, log)
         log("\n" + flips.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    rules = None
+    if args.part == "rules":  # not part of "all": it checks the rules on other data
+        rules = rules_part(args, log)
     md = markdown(values, flips)
+    if rules is not None:
+        md += "\n\n" + rules_markdown(rules)
     log("\n" + md)
     if args.save:
         out = Path(args.save)
@@ -433,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
             values.to_csv(out / "estimators_values.csv", index=False)
         if flips is not None:
             flips.to_csv(out / "estimators_flips.csv", index=False)
+        if rules is not None:
+            rules.to_csv(out / "estimators_rules.csv", index=False)
         (out / "estimators.md").write_text(md + "\n", encoding="utf-8")
     return 0
 

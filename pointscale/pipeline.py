@@ -235,7 +235,7 @@ def auto_shard_size(model: str, block_size: int, n_points: int, n_rounds: int, w
 def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | None, k_max: int | None,
                      samples_per_point: int, seed: int, block_size: int, shard_size: int | None,
                      n_points: int, model_params: Mapping[str, Any] | None = None,
-                     workers: int | None = None, device: str = "cpu"):
+                     workers: int | None = None, device: str = "cpu", warn: bool = True):
     """The validated sampling config of a run on ``dataset``.
 
     Unset k bounds follow :func:`pointscale.sampling.config.default_k_range`:
@@ -244,7 +244,9 @@ def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | No
     that are set are validated (an error names the largest k the pool allows;
     a k_max beyond a third of the pool is accepted with a ``FinitePoolWarning``).
     ``shard_size`` None means :func:`auto_shard_size` (an execution setting:
-    it never changes a sample), as is ``device``.
+    it never changes a sample), as is ``device``. ``warn=False`` checks the
+    same things without the warning (a pre-flight check before the run that
+    resolves the config again and warns once).
     """
     from .sampling import SamplingConfig
     from .sampling.config import default_k_min
@@ -264,7 +266,7 @@ def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | No
     k_max = min(hi, largest) if k_max is None else k_max
     if k_min is None:
         k_min = lo if k_max >= hi else default_k_min(k_max, dataset.n_classes)
-    return SamplingConfig(k_min=k_min, k_max=k_max, **common).resolved(dataset, n_points=n_points)
+    return SamplingConfig(k_min=k_min, k_max=k_max, **common).resolved(dataset, n_points=n_points, warn=warn)
 
 
 def plan_sampling(dataset_path: str, sampling: Mapping[str, Any], point_groups: Sequence[Sequence[str]],
@@ -288,7 +290,8 @@ def plan_sampling(dataset_path: str, sampling: Mapping[str, Any], point_groups: 
     done = set(ledger.completed_base_ids())
     shards, planned_samples, todo_samples = [], 0, 0
     for group in point_groups:
-        all_blocks = plan_blocks(ds, cfg, list(group))
+        # The run's entry (resolve_sampling) validated this config and warned once.
+        all_blocks = plan_blocks(ds, cfg, list(group), warn=False)
         planned_samples += sum(b.n_samples for b in all_blocks)
         todo = [b for b in all_blocks if b.base_id not in done]
         todo_samples += sum(b.n_samples for b in todo)

@@ -123,7 +123,7 @@ def _resolved(config: SamplingConfig, ds: Dataset) -> SamplingConfig:
     if cfg is None:
         if len(_RESOLVED) > 64:
             _RESOLVED.clear()
-        cfg = _RESOLVED[key] = config.resolved(ds, n_points=1)
+        cfg = _RESOLVED[key] = config.resolved(ds, n_points=1, warn=False)  # the plan's entry warned
     return cfg
 
 
@@ -444,8 +444,8 @@ def sample_marginals(dataset: Dataset | str | Path, config: SamplingConfig,
         :func:`sort_samples`.
     """
     ds = as_dataset(dataset)
-    plan = plan_blocks(ds, config, points)
-    cfg = config.resolved(ds, n_points=1)
+    plan = plan_blocks(ds, config, points)  # validates and warns once
+    cfg = config.resolved(ds, n_points=1, warn=False)
     done = ledger.completed_base_ids() if ledger is not None else set()
     todo = [b for b in plan if b.base_id not in done]
     shards = shard_blocks(todo, cfg.shard_size)

@@ -183,7 +183,7 @@ def _done_set(have) -> set[int]:
 
 
 def plan_blocks(dataset, config: SamplingConfig, points: Iterable[str] | None = None, *,
-                have=None) -> list[Block]:
+                have=None, warn: bool = True) -> list[Block]:
     """The deterministic list of blocks of a sampling job.
 
     Parameters
@@ -195,6 +195,9 @@ def plan_blocks(dataset, config: SamplingConfig, points: Iterable[str] | None = 
         Point ids to value; None means the whole training pool.
     have : Ledger or iterable of int, optional
         Base ids already done (or a ledger to ask); their blocks are left out.
+    warn : bool, default=True
+        Issue the finite-pool warning; False when the caller's entry point
+        already resolved ``config`` and warned.
 
     Returns
     -------
@@ -202,7 +205,7 @@ def plan_blocks(dataset, config: SamplingConfig, points: Iterable[str] | None = 
         Ordered by (round, index).
     """
     ids = _planned_points(dataset, points)
-    config = config.resolved(dataset, n_points=len(ids))
+    config = config.resolved(dataset, n_points=len(ids), warn=warn)
     key = plan_key(config, ids)
     done = _done_set(have)
     ids_arr = np.asarray(ids, dtype=object)
@@ -368,7 +371,7 @@ def subset_for(row: Mapping[str, Any], dataset, config: SamplingConfig | None = 
         raise LedgerError(f"row was sampled on dataset version {fp[:12]}, not {dataset.fingerprint[:12]}")
     if config is None:
         raise ConfigError("subset_for needs the SamplingConfig the row was sampled with (for its seed)")
-    config = config.resolved(dataset, n_points=1)
+    config = config.resolved(dataset, n_points=1, warn=False)
     if str(row["config_hash"]) != config.identity_hash():
         raise LedgerError(f"row was sampled with config {str(row['config_hash'])[:12]}, "
                           f"not {config.identity_hash()[:12]}")

@@ -28,6 +28,7 @@ import pandas as pd
 from .data import DataConfig, Dataset, load_from_config, open_dataset
 from .errors import ConfigError, DataError
 from .io import atomic_write_parquet
+from .laws.amortized import MAX_TRAIN_POINTS as _AMORTIZED_BUDGET
 from .runs import RunFolder
 from .sampling.config import default_k_range
 from .seeding import STREAM_POINT_CHOICE, rng
@@ -459,12 +460,9 @@ def _oob(run_dir: str | Path):
     return None if oob.empty else oob
 
 
-#: Points the amortized estimator trains on at most. Training costs epochs x
-#: points while the function it learns (x, y) -> law stops improving long before
-#: 10^5 points, so beyond the budget a seeded subsample of the sampled points
-#: trains it, and it still predicts every point (linear, cheap). The budget
-#: used is recorded in the stage's summary.
-AMORTIZED_MAX_TRAIN_POINTS = 100_000
+#: Points the amortized estimator trains on at most (the budget used is recorded
+#: in the stage's summary; see :data:`pointscale.laws.amortized.MAX_TRAIN_POINTS`).
+AMORTIZED_MAX_TRAIN_POINTS = _AMORTIZED_BUDGET
 
 
 def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
@@ -479,8 +477,8 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
     trains the model (None: all).
     """
     from .laws import AmortizedScalingLaws
+    from .laws.amortized import training_points
     from .sampling import SamplingConfig
-    from .seeding import STREAM_AMORTIZED
 
     run = RunFolder(run_dir)
     start = time.perf_counter()
@@ -488,14 +486,9 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
     cfg = SamplingConfig.from_dict(dict(sampling))
     samples = load_samples(run_dir, sampling)
     oob = _oob(run_dir)
-    sampled = np.unique(samples["point_id"].to_numpy(dtype=object))
-    n_sampled = len(sampled)
-    if max_train_points is not None and n_sampled > int(max_train_points):
-        pick = rng(cfg.seed, STREAM_AMORTIZED, "train-budget").choice(n_sampled, int(max_train_points),
-                                                                        replace=False)
-        sampled = sampled[np.sort(pick)]
-        samples = samples.loc[samples["point_id"].isin(sampled)]
-    idx = ds.index_of(sampled.tolist())
+    every, sampled, samples = training_points(samples, cfg.seed, max_train_points)
+    n_sampled = len(every)
+    idx = ds.index_of(sampled)
     # The dataset knows its task; inferring it from y would call integer targets (diabetes) classes.
     model = AmortizedScalingLaws(random_state=cfg.seed, **{"task": ds.task, **dict(params or {})})
     model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, sampled, oob=oob)
@@ -522,6 +515,11 @@ def _load_laws(run: RunFolder, name: str | None):
     from .laws import FittedScalingLaws
 
     return FittedScalingLaws.load(run.file(name)) if name else None
+
+
+def _member(ids: np.ndarray, among) -> np.ndarray:
+    """Mask of ``ids`` that are in ``among`` (a hash set lookup, linear in both)."""
+    return pd.Index(np.asarray(among, dtype=object)).get_indexer(np.asarray(ids, dtype=object)) >= 0
 
 
 def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
@@ -556,13 +554,12 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     oob = _oob(run_dir)
     points = {p for g in load_point_groups(run_dir) for p in g}
     if amortized is not None and points:
-        # Value the run's points (amortized covers the whole pool).
-        keep = np.isin(amortized.point_ids.astype(str), np.asarray(sorted(points), dtype=str))
-        amortized = amortized.subset(keep)
+        # Value the run's points (amortized covers the whole pool). Hash lookups:
+        # np.isin on object arrays compares every pair (quadratic in the points).
+        amortized = amortized.subset(_member(amortized.point_ids, list(points)))
     fitted = {}
     if amortized is not None:
-        sampled = np.isin(amortized.point_ids.astype(str), samples["point_id"].astype(str).unique())
-        fitted["amortized"] = amortized.subset(sampled)
+        fitted["amortized"] = amortized.subset(_member(amortized.point_ids, samples["point_id"].unique()))
     if mle is not None:
         fitted["mle"] = mle
     # Without the amortized stage (--no-amortized) auto chooses between mle and shrinkage only.

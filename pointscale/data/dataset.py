@@ -211,14 +211,21 @@ class Dataset:
 
     def index_of(self, point_ids) -> np.ndarray:
         """Indices into the training pool of the given point ids (error if unknown)."""
-        lookup = {pid: i for i, pid in enumerate(self.point_ids.tolist())}
-        out = np.empty(len(point_ids), dtype=np.int64)
-        for j, pid in enumerate(point_ids):
-            try:
-                out[j] = lookup[pid]
-            except KeyError:
-                raise DataError(f"point id {pid!r} is not in the training pool of {self.name}") from None
-        return out
+        wanted = np.asarray(point_ids if isinstance(point_ids, np.ndarray) else list(point_ids), dtype=object)
+        if wanted.size == 0:
+            return np.empty(0, dtype=np.int64)
+        pos = self.id_index().get_indexer(wanted).astype(np.int64)
+        if (pos < 0).any():
+            raise DataError(f"point id {wanted[pos < 0][0]!r} is not in the training pool of {self.name}")
+        return pos
+
+    def id_index(self) -> pd.Index:
+        """The pool's point ids as a ``pandas.Index`` (hash lookups in C), built once per object."""
+        index = self.__dict__.get("_id_index")
+        if index is None:
+            # A frozen dataclass: the cache goes straight into the instance dict.
+            index = self.__dict__["_id_index"] = pd.Index(np.asarray(self.point_ids).astype(object))
+        return index
 
     def save(self, root: str | Path) -> Path:
         """Store this version under ``root/<fingerprint>/`` (idempotent, atomic per file)."""

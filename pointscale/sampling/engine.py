@@ -343,7 +343,7 @@ def sample_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
     cols: dict[str, list] = {c: [] for c in COLUMNS}
     with _one_thread(cfg.model):
         for block in blocks:
-            Z = info.indices(block.point_ids)
+            Z = block.members if block.members is not None else info.indices(block.point_ids)
             D = draw_subset(info, cfg.seed, block.base_id, block.k, Z)
             O = oob_subset(info.n_pool, D, cfg.seed, block.base_id) if oob else None
             # The model seed is the block's, as on the generic path (same initialisation for D and D ∪ {z}).

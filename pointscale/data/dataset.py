@@ -252,8 +252,15 @@ class Dataset:
         return folder
 
 
-def open_dataset(path: str | Path, *, mmap: bool = True) -> Dataset:
-    """Load a stored dataset version from its folder (arrays memory-mapped by default)."""
+def open_dataset(path: str | Path, *, mmap: bool = True, object_ids: bool = True) -> Dataset:
+    """Load a stored dataset version from its folder (arrays memory-mapped by default).
+
+    ``object_ids=False`` keeps the point ids as the stored fixed-width string
+    arrays (memory-mapped with ``mmap``) instead of one Python string per
+    point: what a sampling worker wants, since it only ever looks up the ids
+    of its own shard's points (at 10^7 points the object array alone is
+    ~0.8 GB per process).
+    """
     folder = Path(path)
     meta_path = folder / "meta.json"
     if not meta_path.exists():
@@ -264,8 +271,12 @@ def open_dataset(path: str | Path, *, mmap: bool = True) -> Dataset:
     meta = read_json(meta_path)
     mode = "r" if mmap else None
     arrays = {n: np.load(folder / f"{n}.npy", mmap_mode=mode, allow_pickle=False) for n in _ARRAYS}
-    ids = {n: np.load(folder / f"{n}.npy", allow_pickle=False).astype(object)
-           for n in ("point_ids", "val_ids", "test_ids")}
+    if object_ids:
+        ids = {n: np.load(folder / f"{n}.npy", allow_pickle=False).astype(object)
+               for n in ("point_ids", "val_ids", "test_ids")}
+    else:
+        ids = {n: np.load(folder / f"{n}.npy", mmap_mode=mode, allow_pickle=False)
+               for n in ("point_ids", "val_ids", "test_ids")}
     classes = meta["classes"]
     return Dataset(
         name=meta["name"],

@@ -101,7 +101,8 @@ def as_dataset(dataset: Dataset | str | Path) -> Dataset:
     if ds is None:
         if len(_OPENED) > 4:
             _OPENED.clear()
-        ds = _OPENED[key] = open_dataset(key)
+        # Ids stay the stored (memory-mapped) string array: a worker needs only its shards' ids.
+        ds = _OPENED[key] = open_dataset(key, object_ids=False)
     return ds
 
 

@@ -97,6 +97,12 @@ def verdicts(result: ReproductionResult) -> list[str]:
                          + ", ".join(f"n={n}: {_f(ml[n])} vs {_f(mc[n])}" for n in common) + "). "
                          + ("**Reproduced.**" if len(common) and wins == len(common) else
                             "**Partly reproduced.**" if wins else "**Not reproduced.**"))
+            au = part[part["estimator"] == "auto"].set_index("n")["explained_variance"]
+            both = mc.index.intersection(au.index)
+            if len(both):
+                lines.append(f"* **Shapley, {dsn}/{model}, the product's estimator** (`fit_laws(method=\"auto\")`, "
+                             "not the paper's): explained variance, auto vs MC: "
+                             + ", ".join(f"n={n}: {_f(au[n])} vs {_f(mc[n])}" for n in both) + ".")
     add = t.get("addition", pd.DataFrame())
     if not add.empty:
         for (dsn, model, laws), part in add.groupby(["dataset", "model", "laws"], sort=False):

@@ -65,9 +65,13 @@ class ReproductionResult:
         first = results[0]
         if len(results) == 1:
             return first
-        hashes = {r.manifest["config_hash"] for r in results}
-        if len(hashes) > 1:
-            raise ConfigError("runs to merge must share one reproduction config (same scale and options)")
+        # Runs may differ in which models (and which ground-truth depth) they sampled -- each
+        # (dataset, model) row states its own scale -- but not in what every number depends on.
+        shared = ("name", "seed", "metric", "block_size")
+        keys = {tuple(str(r.manifest["config"].get(k)) for k in shared) for r in results}
+        if len(keys) > 1:
+            raise ConfigError("runs to merge must share the scale, seed, utility and block size "
+                              f"({', '.join(shared)}); got {sorted(keys)}")
         # A (dataset, model) in two runs would be reported twice, with no way to say which is right.
         seen: dict[str, Path] = {}
         for r in results:
@@ -79,7 +83,13 @@ class ReproductionResult:
         tables = {name: pd.concat([r.tables.get(name, pd.DataFrame()) for r in results], ignore_index=True)
                   for name in TABLES}
         man = dict(first.manifest)
-        man["datasets"] = [d for r in results for d in r.manifest["datasets"]]
+        man["config"] = dict(first.manifest["config"])
+        models: dict[str, Any] = {}
+        for r in results:
+            for m in r.manifest["config"]["models"]:
+                models.setdefault(m["model"], m)
+        man["config"]["models"] = list(models.values())
+        man["datasets"] = list({d["dataset"]: d for r in results for d in r.manifest["datasets"]}.values())
         man["models_done"] = [m for r in results for m in r.manifest.get("models_done", [])]
         man["messages"] = [m for r in results for m in r.manifest.get("messages", [])]
         man["finished"] = all(r.manifest.get("finished", True) for r in results)
@@ -146,7 +156,7 @@ def ground_truth_config(phases: Phases, ds: Any, scale: ModelScale, config: Repr
 def _estimators(ds: Any, scale: ModelScale, uni: pd.DataFrame, extra: pd.DataFrame, index: pd.Index, lo: int,
                 hi: int, seed: int) -> tuple[dict, dict]:
     """Per-point MLE (and amortized) laws and Shapley estimates from the first n uniform samples of each point."""
-    from pointscale.laws import AmortizedScalingLaws, fit_mle
+    from pointscale.laws import AmortizedScalingLaws, fit_laws, fit_mle
     from pointscale.valuation import distributional_shapley, monte_carlo_values
 
     estimates, shap_est = {}, {}
@@ -158,6 +168,15 @@ def _estimators(ds: Any, scale: ModelScale, uni: pd.DataFrame, extra: pd.DataFra
         shap_est[("mle", n)] = distributional_shapley(laws, lo, hi).to_series()
         if n in scale.shapley_ns:
             shap_est[("monte_carlo", n)] = monte_carlo_values(part)["mc_mean"]
+            # The product's estimators (issue 13): shrinkage, and the one `pointscale run` reports
+            # (`fit_laws(method="auto")`; here without out-of-bag inputs, which this phase's ledger
+            # holds for all of its samples, not for the first n).
+            for method in ("shrinkage", "auto"):
+                fitted = quiet(fit_laws, part[["point_id", "k", "delta", *(["sample_id"] if "sample_id" in part
+                                                                         else [])]], ds, method=method)
+                if n in scale.fit_ns:
+                    estimates[(method, n)] = fitted
+                shap_est[(method, n)] = distributional_shapley(fitted, lo, hi).to_series()
     X, y = np.asarray(ds.X_train), np.asarray(ds.y_train)
     for n in scale.amortized_ns:
         # trained on every sampled point (ground-truth and extra), as the paper did; evaluated on the former

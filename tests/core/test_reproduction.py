@@ -187,6 +187,12 @@ def test_a_finished_run_reloads_and_merges_into_one_page(tiny):
         manifest = dict(loaded.manifest, models_done=[f"breast_cancer/{model}"])
         return ReproductionResult(tables=tables, manifest=manifest, folder=loaded.folder)
 
+    # Runs of another seed (or scale, utility, block size) measure something else: refused.
+    reseeded = one_model("xgboost")
+    reseeded.manifest["config"] = dict(reseeded.manifest["config"], seed=1)
+    with pytest.raises(ConfigError, match="share the scale, seed"):
+        ReproductionResult.merge([one_model("logreg"), reseeded])
+
     merged = ReproductionResult.merge([one_model("logreg"), one_model("xgboost")])
     assert merged.manifest["models_done"] == loaded.manifest["models_done"]
     assert len(merged.tables["law_fit"]) == len(loaded.tables["law_fit"])

@@ -352,12 +352,18 @@ def run_size(n_pool: int, spp: int, work: Path, workers: int, timeout: float, en
 
 
 def resume_check(dataset: str, spp: int, work: Path, workers: int, timeout: float, env: dict,
-                 kill_fraction: float) -> dict:
+                 kill_fraction: float, fresh: bool = False) -> dict:
     """A clean run, then a run SIGKILLed after ``kill_fraction`` of its shards and its rerun.
 
-    Reports the clean run's wall time and peak RSS, how many samples were
-    committed at the kill, and how many the rerun reused and added (it must
-    reuse every committed one), and whether the final ledgers are identical.
+    Reports the clean run's wall time, CPU and peak RSS, how many samples were
+    committed at the kill, how many the rerun reused and added (it must reuse
+    every committed one), and whether the final ledgers are identical.
+
+    Resumable by phase (``<work>/resume-<dataset>.state.json``): a finished
+    clean run or crash is not redone; a clean run that was stopped is redone
+    from scratch (its time is the measurement); a stopped rerun is rerun, and
+    the check then compares what the last rerun reused with what the ledger
+    held when it started. ``fresh`` starts over.
     """
     import shutil
 
@@ -366,31 +372,54 @@ def resume_check(dataset: str, spp: int, work: Path, workers: int, timeout: floa
     args = ["--dataset", dataset, "--points", "all", "--samples-per-point", str(spp), "--workers", str(workers)]
     clean = work / f"{dataset}-clean"
     crashed = work / f"{dataset}-crash"
-    for folder in (clean, crashed):
-        if folder.exists():
-            shutil.rmtree(folder)
+    state_path = work / f"resume-{dataset}.state.json"
+    key = {"dataset": dataset, "samples_per_point": spp, "workers": workers}
+    result = json.loads(state_path.read_text()) if state_path.exists() and not fresh else {}
+    if {k: result.get(k) for k in key} != key:
+        result = dict(key)
+
+    def save() -> None:
+        tmp = state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1) + "\n")
+        os.replace(tmp, state_path)
+
     # As a user runs it: the CLI starts (and stops) its own local Prefect server.
     env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
-    result = {"dataset": dataset, "samples_per_point": spp, "workers": workers}
-    result["clean"] = _run_cli(args, clean, work / f"{dataset}-clean.log", timeout, env)
-    if result["clean"]["killed"]:
-        raise Interrupted(f"the clean run of {dataset}: {result['clean']['reason']}")
-    result["clean"].update(_run_facts(clean))
-    n_shards = result["clean"]["shards"]
-    kill_at = max(1, int(round(kill_fraction * n_shards)))
-    result["crash"] = _run_cli(args, crashed, work / f"{dataset}-crash.log", timeout, env, kill_after_shards=kill_at)
+    if "clean" not in result:
+        if clean.exists():
+            shutil.rmtree(clean)
+        row = _run_cli(args, clean, work / f"{dataset}-clean.log", timeout, env)
+        if row["killed"]:
+            raise Interrupted(f"the clean run of {dataset}: {row['reason']} (it is redone from scratch)")
+        row.update(_run_facts(clean))
+        result["clean"] = row
+        save()
+    if "crash" not in result:
+        if crashed.exists():
+            shutil.rmtree(crashed)
+        kill_at = max(1, int(round(kill_fraction * result["clean"]["shards"])))
+        row = _run_cli(args, crashed, work / f"{dataset}-crash.log", timeout, env, kill_after_shards=kill_at)
+        if not (row["reason"] or "").startswith("SIGKILL after"):
+            raise Interrupted(f"the crash run of {dataset} did not reach its kill point: {row['reason']}")
+        row["committed_samples_at_kill"] = Ledger(crashed / "samples").read_table(["point_id"]).num_rows
+        result["crash"] = row
+        save()
     committed = Ledger(crashed / "samples").read_table(["point_id"]).num_rows
-    result["crash"]["committed_samples_at_kill"] = committed
-    result["rerun"] = _run_cli(args, crashed, work / f"{dataset}-rerun.log", timeout, env)
-    if result["rerun"]["killed"]:
-        raise Interrupted(f"the rerun of {dataset}: {result['rerun']['reason']}")
-    result["rerun"].update(_run_facts(crashed))
-    counts = result["rerun"]["counts"]
+    row = _run_cli(args, crashed, work / f"{dataset}-rerun.log", timeout, env)
+    row["committed_samples_at_start"] = committed
+    result.setdefault("rerun_attempts", []).append(row)
+    save()
+    if row["killed"]:
+        raise Interrupted(f"the rerun of {dataset}: {row['reason']}; run the same command again to resume")
+    row.update(_run_facts(crashed))
+    result["rerun"] = row
+    counts = row["counts"]
     a = Ledger(clean / "samples").read().sort_values("sample_id").reset_index(drop=True)
     b = Ledger(crashed / "samples").read().sort_values("sample_id").reset_index(drop=True)
     result["rerun_reused_every_committed_sample"] = counts.get("samples_reused") == committed
     result["ledgers_identical"] = bool(a.drop(columns=["error"], errors="ignore").equals(
         b.drop(columns=["error"], errors="ignore")))
+    save()
     return result
 
 
@@ -479,17 +508,21 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("PREFECT_HOME", str(work / ".prefect"))
     configure_environment()
+    pythonpath = os.pathsep.join([str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    if args.resume_check:  # as a user runs it: each command starts its own Prefect server
+        try:
+            out = resume_check(args.resume_check, args.samples_per_point, work, args.workers, args.timeout,
+                               dict(os.environ, PYTHONPATH=pythonpath), args.kill_fraction, args.fresh)
+        except Interrupted as exc:
+            print(f"stopped: {exc}", flush=True)
+            return 3
+        path = args.results.with_name(f"resume-{args.resume_check}.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=1) + "\n")
+        print(json.dumps(out, indent=1))
+        return 0
     with local_prefect_server(timeout=180) as url:
-        env = dict(os.environ, PREFECT_API_URL=url, PYTHONPATH=os.pathsep.join(
-            [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-        if args.resume_check:
-            out = resume_check(args.resume_check, args.samples_per_point, work, args.workers, args.timeout, env,
-                               args.kill_fraction)
-            path = args.results.with_name(f"resume-{args.resume_check}.json")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(out, indent=1) + "\n")
-            print(json.dumps(out, indent=1))
-            return 0
+        env = dict(os.environ, PREFECT_API_URL=url, PYTHONPATH=pythonpath)
         for n in sizes:
             want = (n, args.samples_per_point, args.workers)
             if not args.force and any(key(r) == want for r in results["runs"]):

@@ -108,6 +108,9 @@ class TreeMonitor:
         self.peak_single = 0
         self.peak_root = 0
         self.peak_worker = 0  # a Dask worker or nanny (not the CLI, not a Prefect server)
+        # Its private memory: RSS less the file-backed pages (the memory-mapped dataset and
+        # libraries), which the page cache shares between processes and can evict.
+        self.peak_worker_anon = 0
         self.cpu = {name: 0.0 for name in STAGES + (_AFTER,)}
         self.wall = {name: 0.0 for name in STAGES + (_AFTER,)}
         self.server_cpu = 0.0
@@ -173,6 +176,7 @@ class TreeMonitor:
                     self.peak_root = max(self.peak_root, rss)
                 elif kind == "worker":
                     self.peak_worker = max(self.peak_worker, rss)
+                    self.peak_worker_anon = max(self.peak_worker_anon, _anon_rss(p.pid))
             self.peak_sum = max(self.peak_sum, total)
             self.loads.append(os.getloadavg()[0])
             self._stop.wait(self.interval)
@@ -192,6 +196,18 @@ class TreeMonitor:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def _anon_rss(pid: int) -> int:
+    """Anonymous (private) resident bytes of a process, from /proc (0 where unavailable)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 class Interrupted(RuntimeError):
@@ -257,6 +273,7 @@ def _run_cli(args: list[str], out: Path, log_path: Path, timeout: float, env: di
             "peak_rss_process_mb": round(mon.peak_single / 2**20, 1),
             "peak_rss_cli_mb": round(mon.peak_root / 2**20, 1),
             "peak_rss_worker_mb": round(mon.peak_worker / 2**20, 1),
+            "peak_anon_rss_worker_mb": round(mon.peak_worker_anon / 2**20, 1),
             "load_1min_at_start": round(load, 2),
             "load_1min_mean": round(float(np.mean(mon.loads)), 2) if mon.loads else None,
             "under_load": load > (os.cpu_count() or 1),
@@ -298,8 +315,9 @@ def _combine(attempts: list[dict]) -> dict:
         row[key] = {s: round(sum(a[key].get(s, 0.0) for a in attempts), 2) for s in last[key]}
     row["cpu_s"] = round(sum(a["cpu_s"] for a in attempts), 1)
     row["server_cpu_s"] = round(sum(a["server_cpu_s"] for a in attempts), 1)
-    for key in ("peak_rss_tree_mb", "peak_rss_process_mb", "peak_rss_cli_mb", "peak_rss_worker_mb"):
-        row[key] = max(a[key] for a in attempts)
+    for key in ("peak_rss_tree_mb", "peak_rss_process_mb", "peak_rss_cli_mb", "peak_rss_worker_mb",
+                "peak_anon_rss_worker_mb"):
+        row[key] = max((a[key] for a in attempts if key in a), default=None)
     row["load_1min_at_start"] = attempts[0]["load_1min_at_start"]
     means = [(a["load_1min_mean"], a["wall_s"]) for a in attempts if a.get("load_1min_mean") is not None]
     row["load_1min_mean"] = round(sum(m * w for m, w in means) / max(sum(w for _, w in means), 1e-9), 2) \
@@ -352,7 +370,7 @@ def run_size(n_pool: int, spp: int, work: Path, workers: int, timeout: float, en
 
 
 def resume_check(dataset: str, spp: int, work: Path, workers: int, timeout: float, env: dict,
-                 kill_fraction: float, fresh: bool = False) -> dict:
+                 kill_fraction: float, fresh: bool = False, clean_only: bool = False) -> dict:
     """A clean run, then a run SIGKILLed after ``kill_fraction`` of its shards and its rerun.
 
     Reports the clean run's wall time, CPU and peak RSS, how many samples were
@@ -363,7 +381,8 @@ def resume_check(dataset: str, spp: int, work: Path, workers: int, timeout: floa
     clean run or crash is not redone; a clean run that was stopped is redone
     from scratch (its time is the measurement); a stopped rerun is rerun, and
     the check then compares what the last rerun reused with what the ledger
-    held when it started. ``fresh`` starts over.
+    held when it started. ``fresh`` starts over; ``clean_only`` stops after
+    the clean run (a timed slot; the crash and rerun follow in a later call).
     """
     import shutil
 
@@ -394,6 +413,8 @@ def resume_check(dataset: str, spp: int, work: Path, workers: int, timeout: floa
         row.update(_run_facts(clean))
         result["clean"] = row
         save()
+    if clean_only:
+        return result
     if "crash" not in result:
         if crashed.exists():
             shutil.rmtree(crashed)
@@ -494,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: a clean run of DATASET with --points all, then one SIGKILLed after "
                              "--kill-fraction of its shards and its rerun (e.g. adult)")
     parser.add_argument("--kill-fraction", type=float, default=0.5)
+    parser.add_argument("--clean-only", action="store_true",
+                        help="with --resume-check: stop after the clean (timed) run; rerun without it to continue")
     args = parser.parse_args(argv)
     sizes = [1000, 10_000] if args.quick else args.sizes
     import signal
@@ -512,7 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume_check:  # as a user runs it: each command starts its own Prefect server
         try:
             out = resume_check(args.resume_check, args.samples_per_point, work, args.workers, args.timeout,
-                               dict(os.environ, PYTHONPATH=pythonpath), args.kill_fraction, args.fresh)
+                               dict(os.environ, PYTHONPATH=pythonpath), args.kill_fraction, args.fresh,
+                               args.clean_only)
         except Interrupted as exc:
             print(f"stopped: {exc}", flush=True)
             return 3

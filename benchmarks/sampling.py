@@ -113,12 +113,23 @@ def value_points(ds, n: int) -> list[str]:
 # --------------------------------------------------------------------------- the paper's protocol
 
 
-def paper_protocol(ds, cfg: SamplingConfig, budget_s: float, max_samples: int, paper_default: bool) -> Timing:
-    """Two cold fits per sample, sequential, until the time budget or sample cap is reached."""
+def paper_protocol(ds, cfg: SamplingConfig, budget_s: float, max_samples: int, paper_default: bool,
+                   factory=None, ks=None) -> Timing:
+    """Two cold fits per sample, sequential, until the time budget or sample cap is reached.
+
+    ``factory(seed)`` makes the model (default: the registry's ``cfg.model``, or scikit-learn's
+    default ``LogisticRegression()`` with ``paper_default``). ``ks``: the sizes to use, one
+    per sample, in a fixed shuffled order and cycled (default: k uniform in the range) --
+    pass our samples' sizes so both sides fit the same mix of sizes.
+    """
     info = pool_info(ds)
     gen = np.random.default_rng(12345)
+    if ks is not None:
+        ks = np.random.default_rng(54321).permutation(np.asarray(ks, dtype=int))
 
     def fresh(seed):
+        if factory is not None:
+            return factory(seed)
         if paper_default:
             from sklearn.linear_model import LogisticRegression
 
@@ -130,7 +141,7 @@ def paper_protocol(ds, cfg: SamplingConfig, budget_s: float, max_samples: int, p
         start = _clock()
         while n < max_samples and (time.perf_counter() - start[0]) < budget_s:
             z = int(gen.integers(ds.n_pool))
-            k = int(gen.integers(cfg.k_min, cfg.k_max + 1))
+            k = int(gen.integers(cfg.k_min, cfg.k_max + 1)) if ks is None else int(ks[n % len(ks)])
             D = draw_subset(info, 777, n, k, np.array([z]))
             Dz = np.append(D, z)
             u1 = utility(cfg.metric, fresh(n).fit(ds.X_train[D], ds.y_train[D]), ds.X_val, ds.y_val, ds.n_classes)

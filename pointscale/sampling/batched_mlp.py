@@ -121,10 +121,53 @@ def _device(x):
     return array_api_compat.device(x)
 
 
-def _hidden(xp, X1, A1):
+def _hidden(xp, X1, A1, out=None):
     """Pre-activations ``[X, 1] [W1_m; b1_m]`` of every model: (n, M, h) from one product."""
     d1, M, h = A1.shape
-    return xp.reshape(X1 @ xp.reshape(A1, (d1, M * h)), (X1.shape[0], M, h))
+    return xp.reshape(_product(X1, xp.reshape(A1, (d1, M * h)), out), (X1.shape[0], M, h))
+
+
+def _product(A, B, out=None):
+    """``A @ B``, into ``out`` (numpy, C-contiguous) when given.
+
+    On the CPU the step's large arrays are written into buffers allocated once: a fresh
+    array of a block's size per step costs more than the arithmetic that fills it (measured
+    at k = 550, 33 models, float32: the backprop outer product 1.5 ms fresh vs 0.27 ms into
+    a buffer; the CSR forward product 1.9 ms vs 0.8 ms).
+    """
+    if out is None:
+        return A @ B
+    if hasattr(A, "indptr"):  # CSR rows (scipy): scipy's own kernel, accumulating into out
+        try:
+            from scipy.sparse._sparsetools import csr_matvecs
+        except ImportError:  # pragma: no cover -- a scipy without it: the allocating product
+            return A @ B
+        out = out.reshape(A.shape[0], B.shape[1])
+        out[...] = 0
+        csr_matvecs(A.shape[0], A.shape[1], B.shape[1], A.indptr, A.indices, A.data,
+                    np.ascontiguousarray(B).ravel(), out.ravel())
+        return out
+    return np.matmul(A, B, out=out.reshape(A.shape[0], B.shape[1]))
+
+
+def _product_t(A, B, out=None):
+    """``Aᵀ @ B``, into ``out`` (numpy) when given.
+
+    For CSR rows A this is A read as the CSC form of Aᵀ: one pass over B's rows, each
+    added into the (small, cache-resident) result -- the same sums in the same order as
+    the CSR product of an explicit Aᵀ, without building it.
+    """
+    if out is not None and hasattr(A, "indptr"):
+        try:
+            from scipy.sparse._sparsetools import csc_matvecs
+        except ImportError:  # pragma: no cover
+            return A.T @ B
+        out = out.reshape(A.shape[1], B.shape[1])
+        out[...] = 0
+        csc_matvecs(A.shape[1], A.shape[0], B.shape[1], A.indptr, A.indices, A.data,
+                    np.ascontiguousarray(B).ravel(), out.ravel())
+        return out
+    return _product(A.T if not hasattr(A, "indptr") else A.T.tocsr(), B, out)
 
 
 def _second_layer(xp, H, W2, b2):
@@ -134,12 +177,15 @@ def _second_layer(xp, H, W2, b2):
     return xp.permute_dims(xp.permute_dims(H, (1, 0, 2)) @ W2, (1, 0, 2)) + b2
 
 
-def _backprop_hidden(xp, D2, W2):
-    """``D2_m W2_mᵀ``: (n, M, o) output deltas to (n, M, h)."""
+def _backprop_hidden(xp, D2, W2, out=None):
+    """``D2_m W2_mᵀ``: (n, M, o) output deltas to (n, M, h) (into ``out``, numpy, when given)."""
     o = W2.shape[2]
-    D1 = D2[:, :, 0:1] * W2[None, :, :, 0]
+    if out is not None:
+        D1 = np.multiply(D2[:, :, 0:1], W2[None, :, :, 0], out=out)
+    else:
+        D1 = D2[:, :, 0:1] * W2[None, :, :, 0]
     for c in range(1, o):
-        D1 = D1 + D2[:, :, c:c + 1] * W2[None, :, :, c]
+        D1 += D2[:, :, c:c + 1] * W2[None, :, :, c]
     return D1
 
 
@@ -196,13 +242,13 @@ def train(X, Y, X_own, Y_own, own_weight, params0, *, alpha: float, learning_rat
     ms = [xp.zeros_like(p) for p in params]
     vs = [xp.zeros_like(p) for p in params]
     X1 = _with_ones(xp, X)
-    X1T = xp.asarray(X1.T, copy=True)
     if _is_numpy(xp) and np.count_nonzero(X1) <= SPARSE_DENSITY * X1.size:
         # Mostly zeros (one-hot columns): the two products by X skip them (CSR; results are
         # dense arrays of the same dtype, so nothing else changes).
         from scipy.sparse import csr_array
 
-        X1, X1T = csr_array(X1), csr_array(X1T)
+        X1 = csr_array(X1)
+    X1T = None if hasattr(X1, "indptr") else xp.asarray(X1.T, copy=True)
     Xo1 = _with_ones(xp, X_own)
     Xo1T = Xo1.T[:, :, None]
     pen1 = xp.concat([xp.full((d, 1, 1), alpha, dtype=X.dtype, device=_device(X)),
@@ -210,12 +256,20 @@ def train(X, Y, X_own, Y_own, own_weight, params0, *, alpha: float, learning_rat
     n = k + own_weight                                       # rows per model, (M,)
     Yb = Y[:, None, :]
     w_own = own_weight[:, None]
+    # numpy: the (k, M, h) arrays that dominate a step live in buffers allocated once
+    buffers = _is_numpy(xp)
+    H_buf = np.empty((k, M, h), dtype=X.dtype) if buffers else None
+    active = np.empty((k, M, h), dtype=bool) if buffers else None
+    G_buf = np.empty((d + 1, M * h), dtype=X.dtype) if buffers else None
     for t in range(1, max_iter + 1):
         A1, W2, b2 = params
         # forward: shared rows (k, M, ·) from one product, own rows (M, ·)
-        H = _hidden(xp, X1, A1)
-        active = H > 0                                        # ReLU and its derivative
-        H *= active                                           # in place: (k, M, h) arrays dominate the step
+        H = _hidden(xp, X1, A1, H_buf)
+        if buffers:
+            np.greater(H, 0, out=active)                     # ReLU and its derivative
+        else:
+            active = H > 0
+        H *= active
         P = _output(xp, _second_layer(xp, H, W2, b2), out)   # (k, M, o)
         z1 = (Xo1[:, None, :] @ xp.permute_dims(A1, (1, 0, 2)))[:, 0, :]
         h1 = z1 * (z1 > 0)
@@ -223,21 +277,38 @@ def train(X, Y, X_own, Y_own, own_weight, params0, *, alpha: float, learning_rat
         # backward: the output delta is p − y for the three canonical loss/link pairs
         D2 = P - Yb
         d2 = (p - Y_own) * w_own
-        D1 = _backprop_hidden(xp, D2, W2)                                          # (k, M, h)
+        # Gradients accumulate in place in the fresh product arrays (the same sums, in the
+        # same order, as the expressions written out; fewer temporaries of parameter size).
+        gW2 = xp.permute_dims(H, (1, 2, 0)) @ xp.permute_dims(D2, (1, 0, 2))
+        gW2 += h1[:, :, None] * d2[:, None, :]
+        gW2 += alpha * W2
+        gW2 /= n[:, None, None]
+        # H is spent: the hidden deltas take its buffer (a smaller working set per step)
+        D1 = _backprop_hidden(xp, D2, W2, H_buf)                                    # (k, M, h)
         D1 *= active
         d1 = _backprop_hidden(xp, d2[None, ...], W2)[0]
         d1 *= z1 > 0
-        gA1 = (xp.reshape(X1T @ xp.reshape(D1, (k, M * h)), (d + 1, M, h))
-               + Xo1T * d1[None, :, :] + pen1 * A1) / n[None, :, None]
-        gW2 = (xp.permute_dims(H, (1, 2, 0)) @ xp.permute_dims(D2, (1, 0, 2))
-               + h1[:, :, None] * d2[:, None, :] + alpha * W2) / n[:, None, None]
-        gb2 = (xp.sum(D2, axis=0) + d2) / n[:, None]
-        # Adam, bias-corrected through the learning rate as scikit-learn does
+        D1 = xp.reshape(D1, (k, M * h))
+        gA1 = xp.reshape(_product_t(X1, D1, G_buf) if X1T is None else _product(X1T, D1, G_buf), (d + 1, M, h))
+        gA1 += Xo1T * d1[None, :, :]
+        gA1 += pen1 * A1
+        gA1 /= n[None, :, None]
+        gb2 = xp.sum(D2, axis=0) + d2
+        gb2 /= n[:, None]
+        # Adam, bias-corrected through the learning rate as scikit-learn does, updated in place:
+        # m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², θ ← θ − lr_t·m/(√v + ε), the same arithmetic.
         lr_t = learning_rate * math.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t)
         for i, g in enumerate((gA1, gW2, gb2)):
-            ms[i] = beta_1 * ms[i] + (1.0 - beta_1) * g
-            vs[i] = beta_2 * vs[i] + (1.0 - beta_2) * (g * g)
-            params[i] = params[i] - lr_t * ms[i] / (xp.sqrt(vs[i]) + epsilon)
+            m, v = ms[i], vs[i]
+            m *= beta_1
+            m += (1.0 - beta_1) * g
+            g *= g
+            v *= beta_2
+            v += (1.0 - beta_2) * g
+            step = xp.sqrt(v)
+            step += epsilon
+            step = (lr_t * m) / step
+            params[i] -= step
     return tuple(params)
 
 

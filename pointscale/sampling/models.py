@@ -151,7 +151,11 @@ class PlattSVC:
     scikit-learn 1.9 deprecates ``SVC(probability=True)`` in favour of
     ``CalibratedClassifierCV(SVC(), ensemble=False)``; this estimator is that,
     with the SVC settings at the top level and a seeded stratified 5-fold
-    split (fewer folds when a class has fewer than 5 rows).
+    split (fewer folds when a class has fewer than 5 rows). With the RBF
+    kernel, the kernel is computed by :mod:`.svm_kernel` (each value a
+    function of its two rows only, so a block's fits reproduce this model
+    exactly) and the SVCs are fitted on it precomputed; other kernels are
+    libsvm's own.
     """
 
     def __init__(self, C=1.0, kernel="rbf", gamma="scale", degree=3, coef0=0.0, tol=1e-3,
@@ -174,23 +178,48 @@ class PlattSVC:
     def fit(self, X, y):
         import numpy as np
         from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.model_selection import StratifiedKFold
         from sklearn.svm import SVC
+        from sklearn.utils import check_array
 
-        svc = SVC(C=self.C, kernel=self.kernel, gamma=self.gamma, degree=self.degree, coef0=self.coef0,
-                  tol=self.tol, class_weight=self.class_weight, random_state=self.random_state)
-        smallest = int(np.bincount(np.unique(y, return_inverse=True)[1]).min())
-        folds = StratifiedKFold(n_splits=max(2, min(int(self.cv), smallest)), shuffle=True,
-                                random_state=self.random_state)
-        self.calibrated_ = CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False).fit(X, y)
+        from .svm_kernel import DistanceTable, RowSVC, platt_folds
+
+        folds = platt_folds(y, self.cv, self.random_state)
+        if self.kernel != "rbf":
+            svc = SVC(C=self.C, kernel=self.kernel, gamma=self.gamma, degree=self.degree, coef0=self.coef0,
+                      tol=self.tol, class_weight=self.class_weight, random_state=self.random_state)
+            self.calibrated_ = CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False).fit(X, y)
+            self.table_ = None
+        else:
+            self.table_ = DistanceTable.of(check_array(X, dtype=np.float64, order="C"))
+            svc = RowSVC(self.table_, C=self.C, gamma=self.gamma, tol=self.tol, class_weight=self.class_weight,
+                         random_state=self.random_state)
+            rows = np.arange(len(self.table_.F))[:, None]
+            self.calibrated_ = CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False).fit(rows, y)
         self.classes_ = self.calibrated_.classes_
         return self
 
+    def _call(self, method: str, X):
+        if self.table_ is None:
+            return getattr(self.calibrated_, method)(X)
+        import numpy as np
+        from sklearn.utils import check_array
+
+        # The fitted SVC reads kernel rows of X from a table of its training rows plus X, with
+        # X's distances to its support vectors (the only ones a prediction reads).
+        svc = self.calibrated_.calibrated_classifiers_[0].estimator
+        support = svc.train_rows_[svc.svc_.support_]
+        table, rows = self.table_.with_rows(check_array(X, dtype=np.float64, order="C"), support)
+        svc.table = table
+        try:
+            return getattr(self.calibrated_, method)(rows[:, None])
+        finally:
+            svc.table = self.table_
+
     def predict_proba(self, X):
-        return self.calibrated_.predict_proba(X)
+        return self._call("predict_proba", X)
 
     def predict(self, X):
-        return self.calibrated_.predict(X)
+        return self._call("predict", X)
 
 
 def _svc():

@@ -214,11 +214,15 @@ def test_core_imports_without_gpu_libraries():
 
 @pytest.mark.parametrize("data", ["cancer", "three_classes"])
 def test_precomputed_kernel_svm_equals_the_registry_svm(data, request):
-    """U(D) and U(D ∪ {z}) of the block solver are the registry SVM's (same folds, seeds, sigmoid)."""
+    """U(D) and U(D ∪ {z}) of the block solver are the registry SVM's, bit for bit.
+
+    Same folds, seeds, kernel values and sigmoid; the block calls libsvm directly with its
+    own table slices, the registry goes through CalibratedClassifierCV and SVC.
+    """
     from pointscale.sampling.svm_kernel import SVMBlockSolver
 
     ds = request.getfixturevalue(data)
-    D, Z = np.arange(90), np.arange(150, 155)
+    D, Z = np.arange(90), np.arange(150, 156)
     solver = SVMBlockSolver(default_params("svm", "classification"), ds.n_classes, ds.X_val, ds.y_val,
                             "neg_log_loss")
     fit = solver(ds.X_train[D], ds.y_train[D], ds.X_train[Z], ds.y_train[Z], seed=8)
@@ -227,18 +231,60 @@ def test_precomputed_kernel_svm_equals_the_registry_svm(data, request):
         est = make_estimator("svm", "classification", 8).fit(ds.X_train[rows], ds.y_train[rows])
         return utility("neg_log_loss", est, ds.X_val, ds.y_val, ds.n_classes)
 
-    # Equal up to the rounding of kernel values (libsvm's own dot products vs one matrix
-    # product). Usually to ~1e-12; now and then that rounding tips one of SMO's working-set
-    # choices, and the two solutions then differ within the solver's tolerance (tol=1e-3 on
-    # the dual): seen up to 2e-6 in U on breast_cancer at k = 91.
-    diff = np.array([abs(fit.u_base - u(D))] + [abs(fit.u_with[j] - u(np.append(D, z))) for j, z in enumerate(Z)])
-    assert diff.max() < 1e-5
-    if ds.n_classes == 2:  # one-vs-one sub-problems (three classes) agree to ~1e-7 .. 1e-6 only
-        assert np.mean(diff < 1e-9) >= 0.5
+    ours = np.array([fit.u_base, *fit.u_with])
+    registry = np.array([u(D)] + [u(np.append(D, z)) for z in Z])
+    np.testing.assert_array_equal(ours, registry)
+    assert np.ptp(ours[1:] - ours[0]) > 0  # the points change U, differently: equality is not trivial
     # Out-of-bag hook: the base model's probabilities on other rows, from distances computed there.
     proba = fit.predict_base(ds.X_val)
     base = make_estimator("svm", "classification", 8).fit(ds.X_train[D], ds.y_train[D])
-    np.testing.assert_allclose(proba, base.predict_proba(ds.X_val), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(proba, base.predict_proba(ds.X_val))
+
+
+def test_svm_distances_depend_on_the_two_rows_only():
+    """Each squared distance is a function of its two rows: the same in any table, and accurate."""
+    import math
+
+    from pointscale.sampling.svm_kernel import gram, squared_distances
+
+    rng = np.random.default_rng(3)
+    # Continuous columns of very different scales, a one-hot block and an all-zero row.
+    X = np.hstack([rng.normal(size=(300, 20)) * np.exp(3 * rng.normal(size=20)),
+                   np.eye(7)[rng.integers(0, 7, 300)]])
+    X[5] = 0.0
+    S = squared_distances(X)
+    rows, cols = rng.permutation(300)[:120], rng.permutation(300)[:45]
+    np.testing.assert_array_equal(squared_distances(X[rows], X[cols]), S[np.ix_(rows, cols)])
+    np.testing.assert_array_equal(squared_distances(X[rows]), S[np.ix_(rows, rows)])
+    np.testing.assert_array_equal(gram(X[rows]), gram(X[rows], X[rows]))  # symmetric shortcut, same values
+    assert np.all(np.diag(S) == 0) and np.array_equal(S, S.T)
+    # Accurate to a few roundings of the norms (what any x·x + x'·x' − 2x·x' can reach), against
+    # exactly rounded sums; |x|·|x'| bounds every dot product's size.
+    norms = np.sqrt(np.sum(X[:40] ** 2, 1))
+    scale = np.maximum(np.outer(norms, norms), 1e-300)
+    exact = np.array([[math.fsum(X[i] * X[j]) for j in range(40)] for i in range(40)])
+    assert np.max(np.abs(gram(X[:40]) - exact) / scale) < 1e-15
+    d2 = np.array([[math.fsum((X[i] - X[j]) ** 2) for j in range(40)] for i in range(40)])
+    assert np.max(np.abs(S[:40, :40] - d2) / np.maximum(np.add.outer(norms**2, norms**2), 1e-300)) < 2e-15
+
+
+def test_registry_svm_is_libsvms_rbf_svm(cancer):
+    """The registry's kernel computed outside libsvm gives libsvm's own RBF model, to its tolerance."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
+
+    from pointscale.sampling.svm_kernel import platt_folds
+
+    D = np.arange(200)
+    X, y = cancer.X_train[D], cancer.y_train[D]
+    ours = make_estimator("svm", "classification", 4).fit(X, y)
+    libsvm = CalibratedClassifierCV(SVC(kernel="rbf", gamma="scale", random_state=4), method="sigmoid",
+                                    cv=platt_folds(y, 5, 4), ensemble=False).fit(X, y)
+    svc, ref = ours.calibrated_.calibrated_classifiers_[0].estimator, libsvm.calibrated_classifiers_[0].estimator
+    np.testing.assert_array_equal(svc.svc_.support_, ref.support_)
+    np.testing.assert_allclose(svc.decision_function(np.arange(200)[:, None]), ref.decision_function(X), atol=1e-3)
+    np.testing.assert_allclose(ours.predict_proba(cancer.X_val), libsvm.predict_proba(cancer.X_val), atol=1e-3)
+    np.testing.assert_array_equal(ours.predict(cancer.X_val), libsvm.predict(cancer.X_val))
 
 
 def test_engine_svm_fast_and_generic_paths_agree(cancer):
@@ -247,7 +293,7 @@ def test_engine_svm_fast_and_generic_paths_agree(cancer):
     fast = run_blocks(cancer, cfg, blocks)
     assert (fast["method"] == "precomputed_kernel").all() and not fast["failed"].any()
     slow = run_blocks(cancer, cfg.replace(fast_path=False), blocks)
-    np.testing.assert_allclose(fast["delta"], slow["delta"], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(fast["delta"], slow["delta"])
     # Another kernel is another model: the solver declines it.
     other = cfg.replace(model_params={"kernel": "poly"})
     assert (run_blocks(cancer, other, plan_blocks(cancer, other)[:1])["method"] == "cold").all()

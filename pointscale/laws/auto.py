@@ -124,16 +124,20 @@ def _usable(samples: pd.DataFrame) -> pd.DataFrame:
 
 def _amortized(samples: pd.DataFrame, dataset: Any, oob: pd.DataFrame | None, seed: int,
                params: Mapping[str, Any] | None) -> FittedScalingLaws:
-    from .amortized import AmortizedScalingLaws
+    from .amortized import AmortizedScalingLaws, training_points
 
-    ids = np.asarray(sorted(set(samples["point_id"].tolist())), dtype=object)
+    # Trained on the same budget of points as the amortized stage (a seeded
+    # subsample beyond it), so its cost stops growing with the points; it
+    # still predicts every sampled point.
+    ids, train, train_samples = training_points(samples, seed)
     idx = dataset.index_of(ids)
     X = np.asarray(dataset.X_train)[idx]
     y = np.asarray(dataset.y_train)[idx]
+    tpos = pd.Index(ids).get_indexer(train) if train.size < ids.size else np.arange(ids.size)
     # The dataset knows its task; inferring it from y would call integer targets classes.
     task = getattr(dataset, "task", "auto")
     model = AmortizedScalingLaws(random_state=seed, **{"task": task, **dict(params or {})})
-    model.fit(X, y, samples, ids, oob=oob)
+    model.fit(X[tpos], y[tpos], train_samples, train, oob=oob)
     return model.predict_laws(X, y, ids, samples=samples, oob=oob)
 
 

@@ -101,7 +101,8 @@ def as_dataset(dataset: Dataset | str | Path) -> Dataset:
     if ds is None:
         if len(_OPENED) > 4:
             _OPENED.clear()
-        ds = _OPENED[key] = open_dataset(key)
+        # Ids stay the stored (memory-mapped) string array: a worker needs only its shards' ids.
+        ds = _OPENED[key] = open_dataset(key, object_ids=False)
     return ds
 
 
@@ -123,7 +124,7 @@ def _resolved(config: SamplingConfig, ds: Dataset) -> SamplingConfig:
     if cfg is None:
         if len(_RESOLVED) > 64:
             _RESOLVED.clear()
-        cfg = _RESOLVED[key] = config.resolved(ds, n_points=1)
+        cfg = _RESOLVED[key] = config.resolved(ds, n_points=1, warn=False)  # the plan's entry warned
     return cfg
 
 
@@ -344,7 +345,7 @@ def sample_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
     cols: dict[str, list] = {c: [] for c in COLUMNS}
     with _one_thread(cfg.model):
         for block in blocks:
-            Z = info.indices(block.point_ids)
+            Z = block.members if block.members is not None else info.indices(block.point_ids)
             D = draw_subset(info, cfg.seed, block.base_id, block.k, Z)
             O = oob_subset(info.n_pool, D, cfg.seed, block.base_id, cap) if oob else None
             # The model seed is the block's, as on the generic path (same initialisation for D and D ∪ {z}).
@@ -445,8 +446,8 @@ def sample_marginals(dataset: Dataset | str | Path, config: SamplingConfig,
         :func:`sort_samples`.
     """
     ds = as_dataset(dataset)
-    plan = plan_blocks(ds, config, points)
-    cfg = config.resolved(ds, n_points=1)
+    plan = plan_blocks(ds, config, points)  # validates and warns once
+    cfg = config.resolved(ds, n_points=1, warn=False)
     done = ledger.completed_base_ids() if ledger is not None else set()
     todo = [b for b in plan if b.base_id not in done]
     shards = shard_blocks(todo, cfg.shard_size)

@@ -158,7 +158,8 @@ def aggregate(point_ids: np.ndarray, index: np.ndarray, bucket: np.ndarray, corr
     n_correct = np.bincount(inv, weights=correct.astype(np.int64), minlength=uniq.size).astype(np.int64)
     score_fx = np.zeros(uniq.size, dtype=np.int64)
     np.add.at(score_fx, inv, fx)  # integer adds: exact in any order
-    return pd.DataFrame({"point_id": np.asarray(point_ids, dtype=object)[uniq // N_BUCKETS],
+    # Index first, then convert: only the evidence's points become Python strings.
+    return pd.DataFrame({"point_id": np.asarray(point_ids)[uniq // N_BUCKETS].astype(object),
                          "bucket": (uniq % N_BUCKETS).astype(np.int64), "n": n,
                          "n_correct": n_correct, "score_fx": score_fx})
 

@@ -57,6 +57,7 @@ equal a cold registry fit's exactly (``tests/core/test_batched_models.py``,
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import numpy as np
@@ -275,6 +276,12 @@ class RowSVC(ClassifierMixin, BaseEstimator):
         return self.svc_.predict(self._kernel(R))
 
 
+@functools.lru_cache(maxsize=64)
+def _libsvm_seed(seed) -> int:
+    """The seed ``SVC.fit`` draws for libsvm from ``random_state`` (it only matters for probability=True)."""
+    return int(np.random.RandomState(seed).randint(np.iinfo("i").max))
+
+
 class _LibsvmSVC(ClassifierMixin, BaseEstimator):
     """:class:`RowSVC` with libsvm called directly: the same arguments ``SVC`` passes, no input checks.
 
@@ -293,7 +300,7 @@ class _LibsvmSVC(ClassifierMixin, BaseEstimator):
         self.train_rows_, self.classes_ = idx, classes
         self.gamma_ = gamma_of(self.table.features(idx), p.get("gamma", "scale"))
         # SVC.fit draws libsvm's seed from random_state (it only matters for probability=True)
-        random_seed = np.random.RandomState(self.seed).randint(np.iinfo("i").max)
+        random_seed = _libsvm_seed(self.seed)
         (self.support_, self.sv_, self.n_support_, self.dual_coef_, self.intercept_, self.prob_a_,
          self.prob_b_, _, self.n_iter_) = _libsvm.fit(
             rbf(self.table, idx, idx, self.gamma_), codes, svm_type=0, sample_weight=np.empty(0),
@@ -321,27 +328,49 @@ class _LibsvmSVC(ClassifierMixin, BaseEstimator):
 
 
 def _class_weight(class_weight, classes: np.ndarray, y: np.ndarray) -> np.ndarray:
+    if class_weight is None:
+        return np.ones(len(classes))  # compute_class_weight's uniform weights, without its checks
     from sklearn.utils.class_weight import compute_class_weight
 
     return np.asarray(compute_class_weight(class_weight, classes=classes, y=y), dtype=np.float64)
 
 
-def fit_platt_rows(table: DistanceTable, idx: np.ndarray, y: np.ndarray, params: Mapping[str, Any], seed):
+class _BinaryPlatt:
+    """A fitted binary Platt model: ``P(class 1) = expit(−(a·f + b))`` of the final SVC's decision f.
+
+    scikit-learn's ``_CalibratedClassifier`` for two classes, step for step (its sigmoid's
+    ``predict`` and the ``1 − p`` column), without its per-call checks.
+    """
+
+    def __init__(self, estimator, a: float, b: float, classes) -> None:
+        self.estimator, self.a, self.b, self.classes = estimator, a, b, classes
+
+    def predict_proba(self, R):
+        from scipy.special import expit
+
+        proba = np.zeros((len(R), 2))
+        proba[:, 1] = expit(-(self.a * self.estimator.decision_function(R) + self.b))
+        proba[:, 0] = 1.0 - proba[:, 1]
+        return proba
+
+
+def fit_platt_rows(table: DistanceTable, idx: np.ndarray, y: np.ndarray, params: Mapping[str, Any], seed,
+                   folds=None):
     """``CalibratedClassifierCV(SVC, sigmoid, folds, ensemble=False).fit`` on table rows ``idx``.
 
     The same steps as scikit-learn's (the registry's :class:`~.models.PlattSVC`): decision
     values of each fold's model on its held-out rows (models trained on the encoded labels,
     as ``cross_val_predict`` does), one model on all rows, then scikit-learn's own sigmoid fit.
+    ``folds``: the ``(train, test)`` splits when already drawn (they depend on y and the seed only).
     """
-    from sklearn.calibration import _fit_calibrator
-    from sklearn.utils._array_api import get_namespace
-
     classes, codes = np.unique(y, return_inverse=True)
     fold_classes = np.arange(len(classes))
     codes = codes.astype(np.float64)
     weights = _class_weight(params.get("class_weight"), fold_classes, codes)
     predictions = np.empty((len(idx), 1 if len(classes) == 2 else len(classes)))
-    for train, test in platt_folds(y, params.get("cv", 5), seed).split(idx[:, None], y):
+    if folds is None:
+        folds = list(platt_folds(y, params.get("cv", 5), seed).split(idx[:, None], y))
+    for train, test in folds:
         fold_codes = codes[train]
         fold_labels = np.unique(fold_codes)  # a fold's SVC sees only its own labels (as SVC.fit would)
         local = np.searchsorted(fold_labels, fold_codes).astype(np.float64)
@@ -349,6 +378,15 @@ def fit_platt_rows(table: DistanceTable, idx: np.ndarray, y: np.ndarray, params:
         model = _LibsvmSVC(table, params, seed).fit(idx[train], local, fold_labels, w)
         predictions[test] = model.decision_function(idx[test][:, None]).reshape(len(test), -1)
     final = _LibsvmSVC(table, params, seed).fit(idx, codes, classes, weights)
+    if len(classes) == 2:
+        from sklearn.calibration import _sigmoid_calibration
+
+        # _fit_calibrator's two-class case: one sigmoid on the positive class's indicator
+        a, b = _sigmoid_calibration(predictions[:, 0], (y == classes[1]).astype(np.int64))
+        return _BinaryPlatt(final, a, b, classes)
+    from sklearn.calibration import _fit_calibrator
+    from sklearn.utils._array_api import get_namespace
+
     return _fit_calibrator(final, predictions, y, classes, "sigmoid", get_namespace(predictions)[0])
 
 
@@ -396,12 +434,20 @@ class SVMBlockSolver:
         u_with = np.empty(B)
         # Inputs built here are valid by construction: skip scikit-learn's parameter and
         # finiteness checks (signature inspection on every call), which change no result.
+        folds: dict[bytes, list] = {}  # D ∪ {z} with z of the same class: the same folds
+
+        def fit(idx):
+            y = y_all[idx]
+            key = y.tobytes()
+            if key not in folds:
+                folds[key] = list(platt_folds(y, self.params.get("cv", 5), seed).split(idx[:, None], y))
+            return fit_platt_rows(table, idx, y, self.params, seed, folds[key])
+
         with config_context(skip_parameter_validation=True, assume_finite=True):
-            base = fit_platt_rows(table, base_idx, np.asarray(yd), self.params, seed)
+            base = fit(base_idx)
             u_base = score(base)
             for j in range(B):
-                idx = np.append(base_idx, k + j)
-                u_with[j] = score(fit_platt_rows(table, idx, y_all[idx], self.params, seed))
+                u_with[j] = score(fit(np.append(base_idx, k + j)))
 
         def predict_base(X):
             """The base model's probabilities on rows X (distances to D computed here)."""

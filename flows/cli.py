@@ -106,7 +106,8 @@ def _validate(options: SamplingOptions, workers: int | None = None) -> tuple[Any
     data = options.data_config()
     ds = load_dataset(data.pop("source"), **data)
     chosen = choose_points(ds, options.points, options.seed)
-    cfg = resolve_sampling(ds, n_points=len(chosen), workers=workers, **options.sampling_kwargs())
+    # The flow resolves the config again at its entry and warns there, once per run.
+    cfg = resolve_sampling(ds, n_points=len(chosen), workers=workers, warn=False, **options.sampling_kwargs())
     return ds, cfg
 
 

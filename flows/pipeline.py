@@ -119,7 +119,7 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
     progress.stage("value", "valuing the points")
     values = value_tasks.value(root, dataset, sampling, samples, mle, amortized, options.target_sizes)
     progress.stage("select", f"selecting {options.select_m} points")
-    selection = value_tasks.select(root, dataset, mle, options.select_m)
+    selection = value_tasks.select(root, dataset, values, options.select_m)
     _stage_done(run, "value_select", timings, t)
     removal = None
     if options.removal:
@@ -188,7 +188,6 @@ def pipeline_flow(
                 ds_info["fingerprint"][:8], ds_info["n_pool"], ds_info["n_val"], ds_info["n_test"], run.root)
     with run.lock(wait=wait_for_lock):
         timings: dict[str, float] = {"ingest": round(time.perf_counter() - started, 3)}
-        run.update_manifest(timings=dict(timings))
         ds = open_dataset(ds_info["path"])
         chosen = pipeline.choose_points(ds, options.points, options.seed)
         cfg = pipeline.resolve_sampling(ds, n_points=len(chosen), workers=options.workers,
@@ -208,8 +207,10 @@ def pipeline_flow(
             code_version=code_version(),
             status="running",
             # Facts of an earlier run in this folder are not facts of this one.
-            timings=None, counts=None, revalue=None, values_change=None, previous_dataset=None,
+            timings=None, counts=None, revalue=None, values_change=None, previous_dataset=None, stage=None,
         )
+        # ``stage`` names the last stage finished (a monitor attributes time to the next one).
+        run.update_manifest(timings=dict(timings), stage="ingest")
         result = _run_stages(run, ds_info, sampling, options, progress, timings=timings)
         run.update_manifest(status="completed", total_seconds=round(time.perf_counter() - started, 3))
     progress.stage("done", f"done in {time.perf_counter() - started:.0f} s: {result['report']}")

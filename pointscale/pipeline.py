@@ -28,6 +28,7 @@ import pandas as pd
 from .data import DataConfig, Dataset, load_from_config, open_dataset
 from .errors import ConfigError, DataError
 from .io import atomic_write_parquet
+from .laws.amortized import MAX_TRAIN_POINTS as _AMORTIZED_BUDGET
 from .runs import RunFolder
 from .sampling.config import default_k_range
 from .seeding import STREAM_POINT_CHOICE, rng
@@ -235,7 +236,7 @@ def auto_shard_size(model: str, block_size: int, n_points: int, n_rounds: int, w
 def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | None, k_max: int | None,
                      samples_per_point: int, seed: int, block_size: int, shard_size: int | None,
                      n_points: int, model_params: Mapping[str, Any] | None = None,
-                     workers: int | None = None, device: str = "cpu"):
+                     workers: int | None = None, device: str = "cpu", warn: bool = True):
     """The validated sampling config of a run on ``dataset``.
 
     Unset k bounds follow :func:`pointscale.sampling.config.default_k_range`:
@@ -244,7 +245,9 @@ def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | No
     that are set are validated (an error names the largest k the pool allows;
     a k_max beyond a third of the pool is accepted with a ``FinitePoolWarning``).
     ``shard_size`` None means :func:`auto_shard_size` (an execution setting:
-    it never changes a sample), as is ``device``.
+    it never changes a sample), as is ``device``. ``warn=False`` checks the
+    same things without the warning (a pre-flight check before the run that
+    resolves the config again and warns once).
     """
     from .sampling import SamplingConfig
     from .sampling.config import default_k_min
@@ -264,7 +267,7 @@ def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | No
     k_max = min(hi, largest) if k_max is None else k_max
     if k_min is None:
         k_min = lo if k_max >= hi else default_k_min(k_max, dataset.n_classes)
-    return SamplingConfig(k_min=k_min, k_max=k_max, **common).resolved(dataset, n_points=n_points)
+    return SamplingConfig(k_min=k_min, k_max=k_max, **common).resolved(dataset, n_points=n_points, warn=warn)
 
 
 def plan_sampling(dataset_path: str, sampling: Mapping[str, Any], point_groups: Sequence[Sequence[str]],
@@ -288,7 +291,8 @@ def plan_sampling(dataset_path: str, sampling: Mapping[str, Any], point_groups: 
     done = set(ledger.completed_base_ids())
     shards, planned_samples, todo_samples = [], 0, 0
     for group in point_groups:
-        all_blocks = plan_blocks(ds, cfg, list(group))
+        # The run's entry (resolve_sampling) validated this config and warned once.
+        all_blocks = plan_blocks(ds, cfg, list(group), warn=False)
         planned_samples += sum(b.n_samples for b in all_blocks)
         todo = [b for b in all_blocks if b.base_id not in done]
         todo_samples += sum(b.n_samples for b in todo)
@@ -456,12 +460,9 @@ def _oob(run_dir: str | Path):
     return None if oob.empty else oob
 
 
-#: Points the amortized estimator trains on at most. Training costs epochs x
-#: points while the function it learns (x, y) -> law stops improving long before
-#: 10^5 points, so beyond the budget a seeded subsample of the sampled points
-#: trains it, and it still predicts every point (linear, cheap). The budget
-#: used is recorded in the stage's summary.
-AMORTIZED_MAX_TRAIN_POINTS = 100_000
+#: Points the amortized estimator trains on at most (the budget used is recorded
+#: in the stage's summary; see :data:`pointscale.laws.amortized.MAX_TRAIN_POINTS`).
+AMORTIZED_MAX_TRAIN_POINTS = _AMORTIZED_BUDGET
 
 
 def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
@@ -476,8 +477,8 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
     trains the model (None: all).
     """
     from .laws import AmortizedScalingLaws
+    from .laws.amortized import training_points
     from .sampling import SamplingConfig
-    from .seeding import STREAM_AMORTIZED
 
     run = RunFolder(run_dir)
     start = time.perf_counter()
@@ -485,14 +486,9 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
     cfg = SamplingConfig.from_dict(dict(sampling))
     samples = load_samples(run_dir, sampling)
     oob = _oob(run_dir)
-    sampled = np.unique(samples["point_id"].to_numpy(dtype=object))
-    n_sampled = len(sampled)
-    if max_train_points is not None and n_sampled > int(max_train_points):
-        pick = rng(cfg.seed, STREAM_AMORTIZED, "train-budget").choice(n_sampled, int(max_train_points),
-                                                                        replace=False)
-        sampled = sampled[np.sort(pick)]
-        samples = samples.loc[samples["point_id"].isin(sampled)]
-    idx = ds.index_of(sampled.tolist())
+    every, sampled, samples = training_points(samples, cfg.seed, max_train_points)
+    n_sampled = len(every)
+    idx = ds.index_of(sampled)
     # The dataset knows its task; inferring it from y would call integer targets (diabetes) classes.
     model = AmortizedScalingLaws(random_state=cfg.seed, **{"task": ds.task, **dict(params or {})})
     model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, sampled, oob=oob)
@@ -519,6 +515,11 @@ def _load_laws(run: RunFolder, name: str | None):
     from .laws import FittedScalingLaws
 
     return FittedScalingLaws.load(run.file(name)) if name else None
+
+
+def _member(ids: np.ndarray, among) -> np.ndarray:
+    """Mask of ``ids`` that are in ``among`` (a hash set lookup, linear in both)."""
+    return pd.Index(np.asarray(among, dtype=object)).get_indexer(np.asarray(ids, dtype=object)) >= 0
 
 
 def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
@@ -553,19 +554,21 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     oob = _oob(run_dir)
     points = {p for g in load_point_groups(run_dir) for p in g}
     if amortized is not None and points:
-        # Value the run's points (amortized covers the whole pool).
-        keep = np.isin(amortized.point_ids.astype(str), np.asarray(sorted(points), dtype=str))
-        amortized = amortized.subset(keep)
+        # Value the run's points (amortized covers the whole pool). Hash lookups:
+        # np.isin on object arrays compares every pair (quadratic in the points).
+        amortized = amortized.subset(_member(amortized.point_ids, list(points)))
     fitted = {}
     if amortized is not None:
-        sampled = np.isin(amortized.point_ids.astype(str), samples["point_id"].astype(str).unique())
-        fitted["amortized"] = amortized.subset(sampled)
+        fitted["amortized"] = amortized.subset(_member(amortized.point_ids, samples["point_id"].unique()))
     if mle is not None:
         fitted["mle"] = mle
     # Without the amortized stage (--no-amortized) auto chooses between mle and shrinkage only.
     candidates = None if amortized is not None else ("shrinkage", "mle")
+    # The held-out score targets the Shapley value over the sampled range when k is
+    # drawn uniformly from it; staggered sizes are scored by the law for psi_k itself.
     laws, _ = select_laws(samples, ds, method=method, oob=oob, random_state=cfg.seed, fitted=fitted,
-                          candidates=candidates)
+                          candidates=candidates, target="psi" if cfg.mode == "staggered" else "shapley",
+                          k_range=(cfg.k_min, cfg.k_max))
     laws.save(run.file(LAWS))
     sizes = list(target_sizes) if target_sizes else [ds.n_pool, 10 * ds.n_pool]
     table = values_table(laws, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=sizes,
@@ -589,8 +592,12 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
 
 
 def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None = None, *,
-           laws: str = LAWS_MLE) -> dict[str, Any]:
-    """The m most valuable points at the current size, ranked by the laws in ``laws`` -> ``selection.parquet``."""
+           laws: str = LAWS) -> dict[str, Any]:
+    """The m most valuable points at the current size, ranked by the laws in ``laws`` -> ``selection.parquet``.
+
+    The default is the value stage's ``laws.parquet``: the laws
+    :func:`pointscale.laws.fit_laws` chose, the same ones behind ``shapley``.
+    """
     from .valuation import select_points
 
     run = RunFolder(run_dir)
@@ -610,8 +617,10 @@ def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None
         return {"files": [SELECTION], "selected": 0, "n_current": n_current,
                 "note": "no point has a finite fitted law"}
     chosen = select_points(source, n_current, m, labels=labels, balanced=labels is not None)
+    chosen["estimator"] = source.estimator
     atomic_write_parquet(run.file(SELECTION), chosen)
-    return {"files": [SELECTION], "selected": int(len(chosen)), "n_current": n_current}
+    return {"files": [SELECTION], "selected": int(len(chosen)), "n_current": n_current,
+            "estimator": source.estimator}
 
 
 #: Pool points the removal curve refits on at most (7 fits per fraction): beyond

@@ -211,14 +211,21 @@ class Dataset:
 
     def index_of(self, point_ids) -> np.ndarray:
         """Indices into the training pool of the given point ids (error if unknown)."""
-        lookup = {pid: i for i, pid in enumerate(self.point_ids.tolist())}
-        out = np.empty(len(point_ids), dtype=np.int64)
-        for j, pid in enumerate(point_ids):
-            try:
-                out[j] = lookup[pid]
-            except KeyError:
-                raise DataError(f"point id {pid!r} is not in the training pool of {self.name}") from None
-        return out
+        wanted = np.asarray(point_ids if isinstance(point_ids, np.ndarray) else list(point_ids), dtype=object)
+        if wanted.size == 0:
+            return np.empty(0, dtype=np.int64)
+        pos = self.id_index().get_indexer(wanted).astype(np.int64)
+        if (pos < 0).any():
+            raise DataError(f"point id {wanted[pos < 0][0]!r} is not in the training pool of {self.name}")
+        return pos
+
+    def id_index(self) -> pd.Index:
+        """The pool's point ids as a ``pandas.Index`` (hash lookups in C), built once per object."""
+        index = self.__dict__.get("_id_index")
+        if index is None:
+            # A frozen dataclass: the cache goes straight into the instance dict.
+            index = self.__dict__["_id_index"] = pd.Index(np.asarray(self.point_ids).astype(object))
+        return index
 
     def save(self, root: str | Path) -> Path:
         """Store this version under ``root/<fingerprint>/`` (idempotent, atomic per file)."""
@@ -245,8 +252,15 @@ class Dataset:
         return folder
 
 
-def open_dataset(path: str | Path, *, mmap: bool = True) -> Dataset:
-    """Load a stored dataset version from its folder (arrays memory-mapped by default)."""
+def open_dataset(path: str | Path, *, mmap: bool = True, object_ids: bool = True) -> Dataset:
+    """Load a stored dataset version from its folder (arrays memory-mapped by default).
+
+    ``object_ids=False`` keeps the point ids as the stored fixed-width string
+    arrays (memory-mapped with ``mmap``) instead of one Python string per
+    point: what a sampling worker wants, since it only ever looks up the ids
+    of its own shard's points (at 10^7 points the object array alone is
+    ~0.8 GB per process).
+    """
     folder = Path(path)
     meta_path = folder / "meta.json"
     if not meta_path.exists():
@@ -257,8 +271,12 @@ def open_dataset(path: str | Path, *, mmap: bool = True) -> Dataset:
     meta = read_json(meta_path)
     mode = "r" if mmap else None
     arrays = {n: np.load(folder / f"{n}.npy", mmap_mode=mode, allow_pickle=False) for n in _ARRAYS}
-    ids = {n: np.load(folder / f"{n}.npy", allow_pickle=False).astype(object)
-           for n in ("point_ids", "val_ids", "test_ids")}
+    if object_ids:
+        ids = {n: np.load(folder / f"{n}.npy", allow_pickle=False).astype(object)
+               for n in ("point_ids", "val_ids", "test_ids")}
+    else:
+        ids = {n: np.load(folder / f"{n}.npy", mmap_mode=mode, allow_pickle=False)
+               for n in ("point_ids", "val_ids", "test_ids")}
     classes = meta["classes"]
     return Dataset(
         name=meta["name"],

@@ -61,7 +61,31 @@ from ..seeding import STREAM_AMORTIZED, point_keys, rng
 from . import _amortized_core as core
 from .result import FittedScalingLaws
 
-__all__ = ["AmortizedScalingLaws"]
+__all__ = ["AmortizedScalingLaws", "MAX_TRAIN_POINTS", "training_points"]
+
+#: Points the amortized estimator trains on at most. Training costs epochs x
+#: points while the function it learns, (x, y) -> law, stops improving long
+#: before 10^5 points; beyond the budget a seeded subsample of the sampled
+#: points trains it, and it still predicts every point (linear, cheap).
+MAX_TRAIN_POINTS = 100_000
+
+
+def training_points(samples: pd.DataFrame, seed: int, max_points: int | None = MAX_TRAIN_POINTS
+                    ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """The sampled points that train the amortized estimator, and their samples.
+
+    Returns ``(sampled, train, train_samples)``: every sampled point id
+    (sorted), those that train the model (all of them up to ``max_points``,
+    else a seeded subsample of that many, sorted; None: no budget), and the
+    samples of the training points. The one budget rule of the amortized
+    stage and of the amortized candidate of ``fit_laws(method="auto")``.
+    """
+    sampled = np.unique(samples["point_id"].to_numpy(dtype=object))
+    if max_points is None or sampled.size <= int(max_points):
+        return sampled, sampled, samples
+    pick = rng(int(seed), STREAM_AMORTIZED, "train-budget").choice(sampled.size, int(max_points), replace=False)
+    train = sampled[np.sort(pick)]
+    return sampled, train, samples.loc[samples["point_id"].isin(train)]
 
 _FORMAT_VERSION = 2
 #: Candidate weights of the α prior and hidden layers for the "auto" settings.

@@ -370,12 +370,12 @@ class FittedScalingLaws:
                 )
             index = np.flatnonzero(sel)
         else:
-            lookup = {pid: i for i, pid in enumerate(self.point_ids.tolist())}
-            wanted = sel.tolist() if sel.ndim else [sel.item()]
-            missing = [p for p in wanted if p not in lookup]
-            if missing:
-                raise PointscaleError(f"unknown point id(s): {missing[:5]}")
-            index = np.array([lookup[p] for p in wanted], dtype=np.intp)
+            wanted = np.atleast_1d(sel).astype(object)
+            index = pd.Index(self.point_ids.astype(object)).get_indexer(wanted) if wanted.size else \
+                np.empty(0, dtype=np.intp)
+            if (index < 0).any():
+                raise PointscaleError(f"unknown point id(s): {wanted[index < 0][:5].tolist()}")
+            index = index.astype(np.intp)
         return self._take(index)
 
     def _take(self, index: np.ndarray) -> "FittedScalingLaws":

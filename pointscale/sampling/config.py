@@ -330,8 +330,11 @@ class SamplingConfig(StableConfig):
         n_points = dataset.n_pool if n_points is None else int(n_points)
         return int(dataset.n_pool - min(self.block_size, max(n_points, 1)))
 
-    def validate_for(self, dataset, n_points: int | None = None) -> None:
+    def validate_for(self, dataset, n_points: int | None = None, *, warn: bool = True) -> None:
         """Check this config against a dataset before any compute.
+
+        ``warn=False`` skips the :class:`~pointscale.errors.FinitePoolWarning`
+        (for layers below the entry point that resolved the config and warned).
 
         Raises
         ------
@@ -362,7 +365,7 @@ class SamplingConfig(StableConfig):
                 f"{largest}; lower k_max (or block_size)"
             )
         message = finite_pool_message(self.k_max, dataset.n_pool, what)
-        if message is not None:
+        if message is not None and warn:
             import warnings
 
             warnings.warn(message, FinitePoolWarning, stacklevel=3)
@@ -380,12 +383,19 @@ class SamplingConfig(StableConfig):
         check_response(estimator, model, response_methods(metric), metric)
         check_metric_on(metric, dataset)
 
-    def resolved(self, dataset, n_points: int | None = None) -> "SamplingConfig":
-        """Validate against ``dataset`` and fill in the task's default model and metric."""
+    def resolved(self, dataset, n_points: int | None = None, *, warn: bool = True) -> "SamplingConfig":
+        """Validate against ``dataset`` and fill in the task's default model and metric.
+
+        The entry point that takes a user's settings resolves with ``warn=True``
+        (the default) and passes the resolved config down; layers below it
+        (planning, workers) validate again with ``warn=False``, so a range
+        wider than the pool rule gives one :class:`~pointscale.errors.FinitePoolWarning`
+        per run, not one per layer and worker.
+        """
         from .metrics import default_metric
         from .models import default_model
 
-        self.validate_for(dataset, n_points)
+        self.validate_for(dataset, n_points, warn=warn)
         changes = {}
         if self.model is None:
             changes["model"] = default_model(dataset.task)

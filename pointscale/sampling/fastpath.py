@@ -233,6 +233,8 @@ class LogisticBinarySolver:
 
     def _score(self, Theta: np.ndarray) -> np.ndarray:
         p1 = expit(self.Xv1 @ Theta).T  # (B, n_val)
+        if self.metric.from_p1 is not None:
+            return self.metric.from_p1(p1, self.y_val)
         proba = np.stack([1.0 - p1, p1], axis=-1)
         return self.metric.from_proba(proba, self.y_val)
 

@@ -33,7 +33,7 @@ k and block members, which each row stores compactly as pool indices).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -71,6 +71,10 @@ class Block:
     k: int
     point_ids: tuple[str, ...]
     plan_key: int
+    #: Pool positions of ``point_ids`` when the block was read from a plan file
+    #: (so a worker needs no id -> position index of the whole pool); not part of
+    #: the block's identity.
+    members: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def n_samples(self) -> int:
@@ -100,11 +104,14 @@ class PoolInfo:
     """Facts about a training pool used by every draw, computed once per dataset version."""
 
     def __init__(self, dataset) -> None:
-        ids = [str(p) for p in dataset.point_ids.tolist()]
+        # The ids as stored (a fixed-width array, memory-mapped for a saved version):
+        # no Python object per point. The id -> position index is built only when
+        # asked for (planning), never on a worker that reads its shards from a plan
+        # file: at 10^7 points it would take ~0.3 kB per point in every worker.
+        self.ids = np.asarray(dataset.point_ids)
+        self._index = None
         self.fingerprint = dataset.fingerprint
-        self.n_pool = len(ids)
-        self.ids = np.asarray(ids, dtype=object)
-        self.index = {pid: i for i, pid in enumerate(ids)}
+        self.n_pool = int(self.ids.shape[0])
         self.task = dataset.task
         if dataset.task == "classification":
             y = np.asarray(dataset.y_train, dtype=np.int64)
@@ -119,11 +126,29 @@ class PoolInfo:
             self.shares = np.ones(1)
             self.label = np.zeros(self.n_pool, dtype=np.int64)
 
+    @property
+    def index(self):
+        """``pandas.Index`` of the pool's ids (hash lookups in C), built on first use."""
+        if self._index is None:
+            import pandas as pd
+
+            self._index = pd.Index(self.ids.astype(object))
+        return self._index
+
+    def positions(self, point_ids: Iterable[str]) -> np.ndarray:
+        """Pool positions of ``point_ids``; -1 for an id not in the pool."""
+        wanted = np.asarray(list(point_ids) if not isinstance(point_ids, np.ndarray) else point_ids, dtype=object)
+        if wanted.size == 0:
+            return np.empty(0, dtype=np.int64)
+        return self.index.get_indexer(wanted).astype(np.int64)
+
     def indices(self, point_ids: Iterable[str]) -> np.ndarray:
-        try:
-            return np.fromiter((self.index[p] for p in point_ids), dtype=np.int64)
-        except KeyError as exc:
-            raise DataError(f"point id {exc.args[0]!r} is not in the training pool") from None
+        pos = self.positions(point_ids)
+        if (pos < 0).any():
+            bad = np.asarray(list(point_ids) if not isinstance(point_ids, np.ndarray) else point_ids,
+                             dtype=object)[pos < 0][0]
+            raise DataError(f"point id {bad!r} is not in the training pool")
+        return pos
 
 
 _POOL_CACHE: dict[tuple[str, int], PoolInfo] = {}
@@ -158,7 +183,7 @@ def _planned_points(dataset, points) -> list[str]:
             raise ConfigError("points must be a collection of point ids, not a single string")
         ids = [str(p) for p in points]
         info = pool_info(dataset)
-        missing = [p for p in ids if p not in info.index]
+        missing = np.asarray(ids, dtype=object)[info.positions(ids) < 0].tolist()
         if missing:
             raise DataError(f"{len(missing)} point id(s) not in the training pool of {dataset.name}, "
                             f"e.g. {missing[0]!r}")
@@ -183,7 +208,7 @@ def _done_set(have) -> set[int]:
 
 
 def plan_blocks(dataset, config: SamplingConfig, points: Iterable[str] | None = None, *,
-                have=None) -> list[Block]:
+                have=None, warn: bool = True) -> list[Block]:
     """The deterministic list of blocks of a sampling job.
 
     Parameters
@@ -195,6 +220,9 @@ def plan_blocks(dataset, config: SamplingConfig, points: Iterable[str] | None = 
         Point ids to value; None means the whole training pool.
     have : Ledger or iterable of int, optional
         Base ids already done (or a ledger to ask); their blocks are left out.
+    warn : bool, default=True
+        Issue the finite-pool warning; False when the caller's entry point
+        already resolved ``config`` and warned.
 
     Returns
     -------
@@ -202,10 +230,11 @@ def plan_blocks(dataset, config: SamplingConfig, points: Iterable[str] | None = 
         Ordered by (round, index).
     """
     ids = _planned_points(dataset, points)
-    config = config.resolved(dataset, n_points=len(ids))
+    config = config.resolved(dataset, n_points=len(ids), warn=warn)
     key = plan_key(config, ids)
     done = _done_set(have)
     ids_arr = np.asarray(ids, dtype=object)
+    where = pool_info(dataset).indices(ids_arr)  # pool positions, one vectorised lookup
     n = len(ids)
     n_blocks = -(-n // config.block_size)
     blocks: list[Block] = []
@@ -219,7 +248,8 @@ def plan_blocks(dataset, config: SamplingConfig, points: Iterable[str] | None = 
             k = size if size is not None else int(
                 rng(config.seed, STREAM_BASE, base_id, 0).integers(config.k_min, config.k_max + 1))
             blocks.append(Block(base_id=base_id, round=r, index=b, k=int(k),
-                                point_ids=tuple(ids_arr[members].tolist()), plan_key=key))
+                                point_ids=tuple(ids_arr[members].tolist()), plan_key=key,
+                                members=where[members]))
     return blocks
 
 
@@ -368,7 +398,7 @@ def subset_for(row: Mapping[str, Any], dataset, config: SamplingConfig | None = 
         raise LedgerError(f"row was sampled on dataset version {fp[:12]}, not {dataset.fingerprint[:12]}")
     if config is None:
         raise ConfigError("subset_for needs the SamplingConfig the row was sampled with (for its seed)")
-    config = config.resolved(dataset, n_points=1)
+    config = config.resolved(dataset, n_points=1, warn=False)
     if str(row["config_hash"]) != config.identity_hash():
         raise LedgerError(f"row was sampled with config {str(row['config_hash'])[:12]}, "
                           f"not {config.identity_hash()[:12]}")
@@ -413,7 +443,8 @@ def write_plan_file(path, shards: Sequence[Shard], dataset) -> str:
                 "base_id": [b.base_id for b in blocks], "round": [b.round for b in blocks],
                 "index": [b.index for b in blocks], "k": [b.k for b in blocks],
                 "plan_key": [b.plan_key for b in blocks],
-                "members": [info.indices(b.point_ids).astype(np.int32) for b in blocks],
+                "members": [(b.members if b.members is not None else info.indices(b.point_ids)).astype(np.int32)
+                            for b in blocks],
             }, schema=schema)
             writer.write_table(table, row_group_size=max(1, len(blocks)))
     data = buffer.getvalue()
@@ -444,9 +475,9 @@ def read_plan_shard(path, index: int, dataset) -> Shard:
         raise LedgerError(f"plan {path} has {pf.num_row_groups} shards; no shard #{index}")
     rows = pf.read_row_group(int(index)).to_pydict()
     ids = np.asarray(dataset.point_ids)
+    members = [np.asarray(m, dtype=np.int64) for m in rows["members"]]
     blocks = tuple(Block(base_id=int(b), round=int(r), index=int(i), k=int(k),
-                         point_ids=tuple(str(p) for p in ids[np.asarray(m, dtype=np.int64)].tolist()),
-                         plan_key=int(pk))
+                         point_ids=tuple(str(p) for p in ids[m].tolist()), plan_key=int(pk), members=m)
                    for b, r, i, k, pk, m in zip(rows["base_id"], rows["round"], rows["index"], rows["k"],
                                                 rows["plan_key"], rows["members"]))
     return Shard(name=str(rows["shard"][0]), blocks=blocks)

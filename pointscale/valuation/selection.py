@@ -28,10 +28,11 @@ __all__ = ["select_points", "select_top"]
 
 def _label_array(labels: Any, ids: np.ndarray) -> np.ndarray:
     if isinstance(labels, pd.Series):
-        missing = [p for p in ids.tolist() if p not in labels.index]
-        if missing:
-            raise ConfigError(f"labels lack {len(missing)} point id(s), e.g. {missing[:3]}")
-        return labels.loc[ids].to_numpy()
+        pos = labels.index.get_indexer(np.asarray(ids, dtype=object))
+        if (pos < 0).any():
+            missing = np.asarray(ids, dtype=object)[pos < 0]
+            raise ConfigError(f"labels lack {missing.size} point id(s), e.g. {missing[:3].tolist()}")
+        return labels.to_numpy()[pos]
     if isinstance(labels, Mapping):
         try:
             return np.array([labels[p] for p in ids.tolist()], dtype=object)
@@ -132,8 +133,8 @@ def select_points(
         raise ConfigError(f"n_current={n_current!r} must be a positive size")
     pred = laws.predict(n, warn_extrapolation=False)[:, 0]
     if exclude is not None:
-        ex = set(np.asarray(list(exclude), dtype=object).tolist())
-        pred = np.where([p in ex for p in laws.point_ids.tolist()], np.nan, pred)
+        ex = pd.Index(np.asarray(list(exclude), dtype=object)).unique()
+        pred = np.where(ex.get_indexer(np.asarray(laws.point_ids, dtype=object)) >= 0, np.nan, pred)
     lab_all = None if labels is None else _label_array(labels, laws.point_ids)
     try:
         chosen = select_top(laws.point_ids, pred, m, labels=lab_all, balanced=balanced)

@@ -572,32 +572,31 @@ def values_table(
     for s in sources:
         _check_laws(s)
 
-    pool_ids = np.asarray(dataset.point_ids, dtype=object)
-    pool_pos = {pid: i for i, pid in enumerate(pool_ids.tolist())}
-    covered: set = set()
+    # Pool positions of every source's points (hash lookups in C; no per-point Python).
+    pool_index = pd.Index(np.asarray(dataset.point_ids).astype(object))
+    at_pool = []
     for s in sources:
-        unknown = [p for p in s.point_ids.tolist() if p not in pool_pos]
-        if unknown:
+        pos = pool_index.get_indexer(np.asarray(s.point_ids, dtype=object))
+        if (pos < 0).any():
+            unknown = np.asarray(s.point_ids, dtype=object)[pos < 0]
             raise DataError(
-                f"{len(unknown)} point id(s) of the {s.estimator!r} laws are not in the pool "
-                f"of {getattr(dataset, 'name', 'the dataset')}, e.g. {unknown[:3]}"
+                f"{unknown.size} point id(s) of the {s.estimator!r} laws are not in the pool "
+                f"of {getattr(dataset, 'name', 'the dataset')}, e.g. {unknown[:3].tolist()}"
             )
-        covered.update(s.point_ids.tolist())
-    ids = np.array(sorted(covered, key=pool_pos.__getitem__), dtype=object)
+        at_pool.append(pos)
+    index = np.unique(np.concatenate(at_pool))  # the covered points, in pool order
+    ids = np.asarray(dataset.point_ids)[index].astype(object)
     n = ids.size
-    row = {pid: i for i, pid in enumerate(ids.tolist())}
+    rows_of = [np.searchsorted(index, pos) for pos in at_pool]  # each source's rows in the table
 
     def fitted(s: FittedScalingLaws) -> np.ndarray:
         return np.isfinite(s.c) & (np.isfinite(s.alpha) | (s.c == 0.0))
 
-    # choose the source of every row
+    # choose the source of every row: the first source with a fitted law there
     source = np.full(n, -1)
     for j, s in enumerate(sources):
-        ok = fitted(s)
-        for pid, good in zip(s.point_ids.tolist(), ok):
-            r = row[pid]
-            if source[r] == -1 and good:
-                source[r] = j
+        rows = rows_of[j][fitted(s)]
+        source[rows[source[rows] == -1]] = j
 
     nan = lambda: np.full(n, np.nan)  # noqa: E731
     cols: dict[str, Any] = {}
@@ -612,12 +611,11 @@ def values_table(
     any_intervals = False
 
     # n_samples: from the per-point laws where they know the point
-    for s in sources[::-1]:
-        rows = np.array([row[p] for p in s.point_ids.tolist()], dtype=np.intp)
-        n_samples[rows] = s.n_samples
+    for j in range(len(sources) - 1, -1, -1):
+        n_samples[rows_of[j]] = sources[j].n_samples
 
     for j, s in enumerate(sources):
-        rows_all = np.array([row[p] for p in s.point_ids.tolist()], dtype=np.intp)
+        rows_all = rows_of[j]
         take = source[rows_all] == j
         if not take.any():
             continue
@@ -646,7 +644,6 @@ def values_table(
                 flag_val[key][rows] = sub.flags[key]
                 flag_has[key][rows] = True
 
-    index = np.array([pool_pos[p] for p in ids.tolist()], dtype=np.intp)
     label, codes = _labels(dataset, index)
     cols["point_id"] = ids
     cols["label"] = label

@@ -11,7 +11,7 @@ import pytest
 from pointscale.data import load_dataset
 from pointscale.errors import ConfigError
 from pointscale.sampling import SamplingConfig, plan_blocks, run_blocks, sample_marginals, subset_for, utility
-from pointscale.sampling.batched_mlp import BatchedMLPClassifier, BatchedMLPRegressor, MLPBlockSolver
+from pointscale.sampling.batched_mlp import BatchedMLPClassifier, BatchedMLPRegressor, MLPBlockSolver, _SharedRows
 from pointscale.sampling.devices import Device, DeviceError, DeviceWarning, resolve_device
 from pointscale.sampling.models import default_params, make_estimator
 
@@ -26,6 +26,35 @@ def three_classes():
     X = rng.normal(size=(n, 5)) + 1.2 * np.eye(5)[y]
     return load_dataset("three", frame=pd.DataFrame(X, columns=list("abcde")).assign(y=y), target="y",
                         task="classification")
+
+
+def _one_hot(n_classes):
+    """Two numeric columns and two categorical ones (12 and 8 levels): one-hot columns, mostly zeros."""
+    rng = np.random.default_rng(7 + n_classes)
+    n = 400
+    a, b = rng.integers(0, 12, n), rng.integers(0, 8, n)
+    x = rng.normal(size=(n, 2))
+    score = x[:, 0] + 0.3 * a - 0.4 * b + rng.normal(size=n)
+    y = np.digitize(score, np.quantile(score, np.linspace(0, 1, n_classes + 1)[1:-1]))
+    frame = pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "a": [f"a{v}" for v in a], "b": [f"b{v}" for v in b],
+                          "y": y})
+    return load_dataset(f"one_hot{n_classes}", frame=frame, target="y", task="classification")
+
+
+@pytest.fixture(scope="module")
+def one_hot():
+    return _one_hot(2)
+
+
+@pytest.fixture(scope="module")
+def one_hot3():
+    return _one_hot(3)
+
+
+def test_one_hot_rows_take_the_split_product(one_hot):
+    """The fixtures below exercise the CPU's split product: numeric columns and bias by BLAS, one-hot in CSR."""
+    rows = _SharedRows(np, one_hot.X_train[:120])
+    assert rows.csr is not None and rows.n_dense == 3 and rows.csr.shape[1] == one_hot.X_train.shape[1] - 2
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +83,7 @@ def test_registry_mlp_is_the_papers():
     assert est.n_iter_ == 200  # no early stop: exactly the protocol's steps
 
 
-@pytest.mark.parametrize("data", ["cancer", "three_classes", "regression"])
+@pytest.mark.parametrize("data", ["cancer", "three_classes", "regression", "one_hot", "one_hot3"])
 def test_one_batched_mlp_equals_scikit_learns(data, request):
     """float64: the same initialisation and arithmetic as MLPClassifier/MLPRegressor, to rounding."""
     ds = request.getfixturevalue(data)
@@ -72,7 +101,7 @@ def test_one_batched_mlp_equals_scikit_learns(data, request):
     assert np.abs(pred(other) - pred(ref)).max() > 1e-4
 
 
-@pytest.mark.parametrize("data", ["cancer", "three_classes", "regression"])
+@pytest.mark.parametrize("data", ["cancer", "three_classes", "regression", "one_hot", "one_hot3"])
 def test_block_models_equal_separate_fits(data, request):
     """Model b of a block is the model trained on D ∪ {z_b} alone; model 0 the one on D."""
     ds = request.getfixturevalue(data)

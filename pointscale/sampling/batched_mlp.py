@@ -35,7 +35,11 @@ rounding grows over 200 steps to ~1e-3 of U on some subsets, so Δ of float32
 and float64 runs correlate at 0.98-0.999 (measured on Adult, k = 100-1000).
 ``dtype="float64"`` equals scikit-learn's models to ~1e-15. On the CPU, rows
 that are mostly zeros (one-hot columns) are multiplied in CSR form
-(:data:`SPARSE_DENSITY`).
+(:data:`SPARSE_DENSITY`), their dense columns and the bias by BLAS
+(:data:`DENSE_COLUMN`). With one output (two classes, regression) the
+hidden delta of a row is :math:`(δ_2 ∘ \mathrm{relu}'(z)) · W_2` unit by
+unit, so :math:`W_2` scales the first layer's (d + 1) × M·h gradient
+rather than the k × M·h deltas.
 
 The code is written once against the array API standard
 (``array_api_compat``; scikit-learn vendors a copy, used when the package

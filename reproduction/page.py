@@ -203,8 +203,12 @@ def differences(result: ReproductionResult) -> list[str]:
 
 
 def write_results(result: ReproductionResult, path: str | Path, *, command: str = "pointscale reproduce",
-                  figures_dir: str | Path | None = None) -> Path:
-    """Render the page and its figures; return the page's path."""
+                  figures_dir: str | Path | None = None, appendix: str = "") -> Path:
+    """Render the page and its figures; return the page's path.
+
+    ``appendix``: Markdown added at the end, e.g. the estimator benchmark's section
+    (``benchmarks.estimators.results_section``), generated from its own saved run.
+    """
     path = Path(path)
     figures_dir = Path(figures_dir) if figures_dir is not None else path.parent / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -274,4 +278,6 @@ def write_results(result: ReproductionResult, path: str | Path, *, command: str 
         "differences": "\n".join(differences(result)),
     }
     text = Template(TEMPLATE.read_text()).substitute(values)
+    if appendix:
+        text = text.rstrip("\n") + "\n\n" + appendix.strip("\n") + "\n"
     return atomic_write_text(path, text)

@@ -185,8 +185,9 @@ def differences(result: ReproductionResult) -> list[str]:
                        f"Our ground truth has {per} samples per size for {pts} points (the paper: 1000 × 1000); "
                        f"its noise ceiling is {_f(ins['noise_ceiling'])}, so even the exact ψ would score about that. "
                        f"Out of sample the law reaches {_f(oos['r2'])} of a possible {_f(oos['noise_ceiling'])}.")
-        out.append(f"* {dsn}/{model}: pooled R² {_f(pooled['r2'])} vs mean per-size {_f(ins['r2'])} — the paper's "
-                   "number is the mean per-size statistic; a pooled R² is inflated by ψ's shrinkage across sizes.")
+        if pooled["r2"] > ins["r2"]:
+            out.append(f"* {dsn}/{model}: pooled R² {_f(pooled['r2'])} vs mean per-size {_f(ins['r2'])} — the paper's "
+                       "number is the mean per-size statistic; a pooled R² is inflated by ψ's shrinkage across sizes.")
     sc = t.get("sign_changes", pd.DataFrame())
     for _, r in sc.iterrows():
         if r["sign_change_share"] > 0.3:
@@ -203,8 +204,12 @@ def differences(result: ReproductionResult) -> list[str]:
 
 
 def write_results(result: ReproductionResult, path: str | Path, *, command: str = "pointscale reproduce",
-                  figures_dir: str | Path | None = None) -> Path:
-    """Render the page and its figures; return the page's path."""
+                  figures_dir: str | Path | None = None, appendix: str = "") -> Path:
+    """Render the page and its figures; return the page's path.
+
+    ``appendix``: Markdown added at the end, e.g. the estimator benchmark's section
+    (``benchmarks.estimators.results_section``), generated from its own saved run.
+    """
     path = Path(path)
     figures_dir = Path(figures_dir) if figures_dir is not None else path.parent / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -274,4 +279,6 @@ def write_results(result: ReproductionResult, path: str | Path, *, command: str 
         "differences": "\n".join(differences(result)),
     }
     text = Template(TEMPLATE.read_text()).substitute(values)
+    if appendix:
+        text = text.rstrip("\n") + "\n\n" + appendix.strip("\n") + "\n"
     return atomic_write_text(path, text)

@@ -159,7 +159,7 @@ def estimates(samples: pd.DataFrame, ds, oob: pd.DataFrame | None, sizes, seed: 
         t0 = time.perf_counter()
         try:
             laws, more = _quiet(select_laws, samples, ds, method=method, oob=oob, random_state=seed,
-                                fitted=fitted)
+                                fitted=fitted, k_range=(K_MIN, K_MAX))
         except Exception as exc:  # noqa: BLE001 -- report, do not hide
             info[method] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
@@ -218,9 +218,9 @@ def values_part(args, log) -> pd.DataFrame:
             oob = summarize(pd.concat(oob_rounds[:n], ignore_index=True))
             est, info = estimates(s, ds, oob, sizes, args.seed)
             auto = info.get("auto", {})
-            log(f"  n={n}: auto chose {auto.get('chosen')} (held-out NLL, shared noise "
+            log(f"  n={n}: auto chose {auto.get('chosen')} (held-out NLL, target {auto.get('target')}: "
                 f"{({k: round(v, 4) if v is not None else None for k, v in auto.get('heldout_nll', {}).items()})}"
-                f"; own noise {({k: round(v, 4) if v is not None else None for k, v in auto.get('heldout_nll_own_noise', {}).items()})})")
+                f"; of psi_k: {({k: round(v, 4) if v is not None else None for k, v in auto.get('heldout_nll_psi', {}).items()})})")
             for method in METHODS:
                 if method not in est:
                     log(f"    {method}: {info.get(method)}")
@@ -242,64 +242,202 @@ def values_part(args, log) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def flips_part(args, log) -> pd.DataFrame:
-    from sklearn.metrics import roc_auc_score
-
-    from pointscale import pipeline
+def flip_pool(name: str, seed: int):
+    """A 1,000-point training pool of ``name`` (all of it when smaller) with 10 % of its labels
+    flipped, and a clean validation split of 500 rows (or all), drawn with ``seed``."""
     from pointscale.data import load_dataset
-    from pointscale.laws.auto import select_laws
-    from pointscale.sampling.oob import summarize
     from pointscale.seeding import STREAM_SELECTION, rng
-    from pointscale.valuation import distributional_shapley, flip_labels, monte_carlo_values
+    from pointscale.valuation import flip_labels
 
-    full = load_dataset("adult")
-    g = rng(args.seed, STREAM_SELECTION, "estimators-benchmark-flip-pool")
-    pool = np.sort(g.choice(full.n_pool, 1000, replace=False))
-    val = np.sort(g.choice(len(full.y_val), 500, replace=False))
-    h = hashlib.sha256(f"{full.fingerprint}|pool1000|{args.seed}".encode()).hexdigest()
+    full = load_dataset(name)
+    g = rng(seed, STREAM_SELECTION, "estimators-benchmark-flip-pool")
+    pool = np.sort(g.choice(full.n_pool, min(1000, full.n_pool), replace=False))
+    val = np.sort(g.choice(len(full.y_val), min(500, len(full.y_val)), replace=False))
+    h = hashlib.sha256(f"{full.fingerprint}|pool1000|{seed}".encode()).hexdigest()
     ds = dataclasses.replace(full, X_train=np.asarray(full.X_train)[pool], y_train=np.asarray(full.y_train)[pool],
                              point_ids=np.asarray(full.point_ids)[pool], X_val=np.asarray(full.X_val)[val],
                              y_val=np.asarray(full.y_val)[val], val_ids=np.asarray(full.val_ids)[val],
                              fingerprint=h, path=None)
-    noisy, flipped = flip_labels(ds, list(ds.point_ids), 0.1, seed=args.seed)
-    ids = [str(p) for p in noisy.point_ids]
-    is_flipped = np.isin(np.asarray(ids, dtype=object), flipped)
-    n_max = max(args.flip_grid)
-    cfg = pipeline.resolve_sampling(noisy, model="logreg", metric=args.metric, k_min=None, k_max=None,
-                                    samples_per_point=n_max, seed=args.seed, block_size=32, shard_size=None,
-                                    n_points=len(ids))
-    log(f"\nflipped labels: adult 1,000-point pool, {int(is_flipped.sum())} flipped, clean validation "
-        f"{len(noisy.y_val)} rows, k in [{cfg.k_min}, {cfg.k_max}], utility {cfg.metric}")
-    root = Path(args.out) / f"flips-{cfg.metric}-{_cache_key(args.seed, cfg.k_min, cfg.k_max)}"
-    samples, oob_rounds = sample_rounds(noisy, ids, cfg, root, n_max, log)
+    return flip_labels(ds, list(ds.point_ids), 0.1, seed=seed)
 
-    def auc(values: pd.Series) -> float:
-        v = values.reindex(ids).to_numpy(dtype=np.float64)
-        ok = np.isfinite(v)
-        return float(roc_auc_score(is_flipped[ok], -v[ok]))
+
+def flips_part(args, log) -> pd.DataFrame:
+    """AUC of a low value for the flipped points, per seed of ``args.flip_seeds``."""
+    from sklearn.metrics import roc_auc_score
+
+    from pointscale import pipeline
+    from pointscale.laws.auto import select_laws
+    from pointscale.sampling.oob import summarize
+    from pointscale.valuation import distributional_shapley, monte_carlo_values
 
     rows = []
-    for n in args.flip_grid:
-        s = samples[samples["round"] < n]
-        oob = summarize(pd.concat(oob_rounds[:n], ignore_index=True))
-        auto, fitted = _quiet(select_laws, s, noisy, method="auto", oob=oob, random_state=args.seed)
-        sel = auto.meta["selection"]
-        log(f"  n={n}: auto chose {sel['chosen']} (held-out NLL, shared noise "
-            f"{({k: round(v, 4) if v is not None else None for k, v in sel['heldout_nll'].items()})}; own noise "
-            f"{({k: round(v, 4) if v is not None else None for k, v in sel['heldout_nll_own_noise'].items()})})")
-        cols = {"shapley (auto: %s)" % auto.meta["selection"]["chosen"]:
-                pd.Series(distributional_shapley(auto, cfg.k_min, cfg.k_max).value, index=auto.point_ids)}
-        for method in ("mle", "amortized", "shrinkage", "amortized_shrinkage"):
-            laws, _ = _quiet(select_laws, s, noisy, method=method, oob=oob, random_state=args.seed)
-            cols[f"shapley_{method}"] = pd.Series(distributional_shapley(laws, cfg.k_min, cfg.k_max).value,
-                                                  index=laws.point_ids)
-        cols["mc_mean"] = monte_carlo_values(s, k_min=cfg.k_min, k_max=cfg.k_max)["mc_mean"]
-        cols["shrunk_mean"] = shrunk_means(s, cfg.k_min, cfg.k_max)
-        cols["oob"] = oob.set_index("point_id")["oob_score"]
-        n_pred = int(sum(t["n"].sum() for t in oob_rounds[:n]))
-        for col, values in cols.items():
-            rows.append({"n": n, "column": col, "auc": auc(values), "oob_predictions": n_pred})
+    for seed in args.flip_seeds:
+        noisy, flipped = flip_pool(args.flip_dataset, seed)
+        ids = [str(p) for p in noisy.point_ids]
+        is_flipped = np.isin(np.asarray(ids, dtype=object), flipped)
+        n_max = max(args.flip_grid)
+        cfg = pipeline.resolve_sampling(noisy, model="logreg", metric=args.metric, k_min=None, k_max=None,
+                                        samples_per_point=n_max, seed=seed, block_size=32, shard_size=None,
+                                        n_points=len(ids))
+        log(f"\nflipped labels: {args.flip_dataset} {len(ids)}-point pool, seed {seed}, {int(is_flipped.sum())} "
+            f"flipped, clean validation {len(noisy.y_val)} rows, k in [{cfg.k_min}, {cfg.k_max}], utility {cfg.metric}")
+        tag = "" if args.flip_dataset == "adult" else f"{args.flip_dataset}-"
+        root = Path(args.out) / f"flips-{tag}{cfg.metric}-{_cache_key(seed, cfg.k_min, cfg.k_max)}"
+        samples, oob_rounds = sample_rounds(noisy, ids, cfg, root, n_max, log)
+
+        def auc(values: pd.Series) -> float:
+            v = values.reindex(ids).to_numpy(dtype=np.float64)
+            ok = np.isfinite(v)
+            return float(roc_auc_score(is_flipped[ok], -v[ok]))
+
+        for n in args.flip_grid:
+            s = samples[samples["round"] < n]
+            oob = summarize(pd.concat(oob_rounds[:n], ignore_index=True))
+            auto, fitted = _quiet(select_laws, s, noisy, method="auto", oob=oob, random_state=seed,
+                                  k_range=(cfg.k_min, cfg.k_max))
+            sel = auto.meta["selection"]
+            log(f"  n={n}: auto chose {sel['chosen']} (held-out NLL, target {sel['target']}: "
+                f"{({k: round(v, 4) if v is not None else None for k, v in sel['heldout_nll'].items()})}; "
+                f"of psi_k: "
+                f"{({k: round(v, 4) if v is not None else None for k, v in sel['heldout_nll_psi'].items()})})")
+            cols = {"shapley (auto)": pd.Series(distributional_shapley(auto, cfg.k_min, cfg.k_max).value,
+                                                index=auto.point_ids)}
+            for method in ("mle", "amortized", "shrinkage", "amortized_shrinkage"):
+                laws, _ = _quiet(select_laws, s, noisy, method=method, oob=oob, random_state=seed)
+                cols[f"shapley_{method}"] = pd.Series(distributional_shapley(laws, cfg.k_min, cfg.k_max).value,
+                                                      index=laws.point_ids)
+            cols["mc_mean"] = monte_carlo_values(s, k_min=cfg.k_min, k_max=cfg.k_max)["mc_mean"]
+            cols["shrunk_mean"] = shrunk_means(s, cfg.k_min, cfg.k_max)
+            cols["oob"] = oob.set_index("point_id")["oob_score"]
+            n_pred = int(sum(t["n"].sum() for t in oob_rounds[:n]))
+            for col, values in cols.items():
+                rows.append({"dataset": args.flip_dataset, "seed": seed, "n": n, "column": col,
+                             "auc": auc(values), "auto_choice": sel["chosen"], "oob_predictions": n_pred})
     return pd.DataFrame(rows)
+
+
+def rules_part(args, log) -> pd.DataFrame:
+    """The selection rules of ``fit_laws(method="auto")`` checked on flipped-label pools.
+
+    For each seed of ``args.rule_seeds`` and dataset of ``args.rule_datasets``
+    (data other than the reported runs: magic and digits), a flipped-label pool
+    (:func:`flip_pool`), 10 samples per point and a ground truth of 200
+    independent samples per point (seed + 1000). Every candidate is fitted on
+    all samples (explained variance and AUC of its Shapley values against the
+    truth), and on the training part of auto's held-out split, where each rule
+    scores it: the ψ_k likelihood under each candidate's own noise model
+    (``psi_own``) or under the shrinkage fit's (``psi_shared``, the earlier
+    rule), and the likelihood of the Shapley value with one shared variance
+    (``shapley``, the rule now used) or with a variance per point from the
+    shrinkage fit (``shapley_per_point``); each by the lowest score (``best``)
+    and by the one-standard-error rule (``1se``).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from pointscale import pipeline
+    from pointscale.laws.auto import (CANDIDATES, _fit, _one_se_choice, _usable, best_of, heldout_terms,
+                                      heldout_terms_shapley, holdout_mask)
+    from pointscale.laws.likelihood import LOG_2PI
+    from pointscale.sampling.oob import summarize
+    from pointscale.valuation import distributional_shapley, monte_carlo_values
+    from pointscale.valuation.values import power_mean
+
+    rows = []
+    for name in args.rule_datasets:
+        for seed in args.rule_seeds:
+            noisy, flipped = flip_pool(name, seed)
+            ids = [str(p) for p in noisy.point_ids]
+            is_flipped = np.isin(np.asarray(ids, dtype=object), flipped)
+            cfg = pipeline.resolve_sampling(noisy, model="logreg", metric=args.metric, k_min=None, k_max=None,
+                                            samples_per_point=30, seed=seed, block_size=32, shard_size=None,
+                                            n_points=len(ids))
+            lo, hi = cfg.k_min, cfg.k_max
+            root = Path(args.out) / f"rules-{name}-{seed}-{lo}-{hi}"
+            log(f"\nrules: {name} pool of {len(ids)}, seed {seed}, k in [{lo}, {hi}], utility {cfg.metric}")
+            samples, oob_rounds = sample_rounds(noisy, ids, cfg, root / "est", 30, log)
+            gt, _ = sample_rounds(noisy, ids, dataclasses.replace(cfg, seed=seed + 1000, samples_per_point=200),
+                                  root / "truth", 200, log)
+            truth = monte_carlo_values(gt, k_min=lo, k_max=hi)["mc_mean"].reindex(ids).to_numpy()
+            s = samples[samples["round"] < 10]
+            oob = summarize(pd.concat(oob_rounds[:10], ignore_index=True))
+
+            def shap(laws):
+                return pd.Series(distributional_shapley(laws, lo, hi).value, index=laws.point_ids
+                                 ).reindex(ids).to_numpy(dtype=np.float64)
+
+            def auc(v):
+                ok = np.isfinite(v)
+                return float(roc_auc_score(is_flipped[ok], -v[ok]))
+
+            full: dict = {}
+            row = {"dataset": name, "seed": seed, "truth_auc": auc(truth)}
+            mc = monte_carlo_values(s, k_min=lo, k_max=hi)["mc_mean"].reindex(ids).to_numpy()
+            row.update({"ev_mc_mean": ev(mc, truth), "auc_mc_mean": auc(mc)})
+            for m in CANDIDATES:
+                v = shap(_quiet(_fit, m, s, noisy, oob, seed, None, full))
+                row.update({f"ev_{m}": ev(v, truth), f"auc_{m}": auc(v)})
+            u = _usable(s)
+            mask = holdout_mask(u, 0.2, seed=seed)
+            train, held = u.loc[~mask], u.loc[mask]
+            cache: dict = {}
+            cand = {m: _quiet(_fit, m, train, noisy, oob, seed, None, cache) for m in CANDIDATES}
+            sh = cand["shrinkage"]
+            variance = float(np.var(train["delta"].to_numpy(dtype=np.float64)))
+            d = held["delta"].to_numpy(dtype=np.float64)
+            k = held["k"].to_numpy(dtype=np.float64)
+            q = pd.Index(sh.point_ids).get_indexer(held["point_id"].to_numpy())
+            # Per-point variance of a held-out delta (k unseen) under the shrinkage fit.
+            c_s, a_s = sh.c[q], sh.alpha[q]
+            s2 = (sh.sigma[q] ** 2 * power_mean(sh.beta[q], lo, hi)
+                  + c_s ** 2 * np.maximum(power_mean(2 * a_s, lo, hi) - power_mean(a_s, lo, hi) ** 2, 0.0))
+
+            def per_point(laws):
+                p = pd.Index(laws.point_ids).get_indexer(held["point_id"].to_numpy())
+                nu = np.where(laws.c == 0, 0.0, laws.c * power_mean(laws.alpha, lo, hi))[p]
+                return 0.5 * LOG_2PI + 0.5 * np.log(s2) + 0.5 * (d - nu) ** 2 / s2
+
+            def psi_shared(laws):
+                p = pd.Index(laws.point_ids).get_indexer(held["point_id"].to_numpy())
+                with np.errstate(all="ignore"):
+                    mean = np.where(laws.c[p] == 0, 0.0, laws.c[p] * k ** (-laws.alpha[p]))
+                    log_var = 2 * np.log(sh.sigma[q]) - sh.beta[q] * np.log(k)
+                    return 0.5 * LOG_2PI + 0.5 * log_var + 0.5 * (d - mean) ** 2 * np.exp(-log_var)
+
+            scorers = {"psi_own": heldout_terms, "psi_shared": psi_shared,
+                       "shapley": lambda L: heldout_terms_shapley(L, held, variance, (lo, hi)),
+                       "shapley_per_point": per_point}
+            for rule, fn in scorers.items():
+                terms = {m: (fn(cand[m], held) if rule == "psi_own" else fn(cand[m])) for m in CANDIDATES}
+                sc = {m: float(np.mean(t)) if np.isfinite(t).all() else float("inf") for m, t in terms.items()}
+                one_se, _ = _one_se_choice(list(CANDIDATES), sc, terms)
+                for how, choice in (("best", best_of(sc, list(CANDIDATES))), ("1se", one_se)):
+                    row[f"{rule}_{how}"] = choice
+                    row[f"ev_{rule}_{how}"] = row[f"ev_{choice}"]
+                    row[f"auc_{rule}_{how}"] = row[f"auc_{choice}"]
+            log("  " + ", ".join(f"{key} {val:.3f}" if isinstance(val, float) else f"{key} {val}"
+                                 for key, val in row.items() if key.startswith(("ev_", "psi", "shapley"))))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def rules_markdown(rules: pd.DataFrame) -> str:
+    """Which candidate each rule chose per pool, and the explained variance / AUC of its Shapley values."""
+    from pointscale.laws.auto import CANDIDATES
+
+    rule_cols = [f"{r}_{h}" for r in ("psi_own", "psi_shared", "shapley", "shapley_per_point") for h in ("best", "1se")]
+    parts = ["| pool | truth AUC | mc_mean EV (AUC) | " + " | ".join(f"{m} EV (AUC)" for m in CANDIDATES) + " |",
+             "|---" * (len(CANDIDATES) + 3) + "|"]
+    for _, r in rules.iterrows():
+        parts.append(f"| {r['dataset']}/{r['seed']} | {r['truth_auc']:.3f} | {r['ev_mc_mean']:.3f} ({r['auc_mc_mean']:.3f}) | "
+                     + " | ".join(f"{r[f'ev_{m}']:.3f} ({r[f'auc_{m}']:.3f})" for m in CANDIDATES) + " |")
+    parts += ["", "| rule | " + " | ".join(f"{r['dataset']}/{r['seed']}" for _, r in rules.iterrows())
+              + " | mean EV of the choice | mean AUC |", "|---" * (len(rules) + 3) + "|"]
+    for rc in rule_cols:
+        parts.append(f"| {rc} | " + " | ".join(str(v) for v in rules[rc]) + f" | {rules[f'ev_{rc}'].mean():.3f} | "
+                     f"{rules[f'auc_{rc}'].mean():.3f} |")
+    best = rules[[f"ev_{m}" for m in CANDIDATES]].max(axis=1).mean()
+    parts.append(f"\nBest candidate per pool (oracle): mean EV {best:.3f}; plain mean {rules['ev_mc_mean'].mean():.3f}.")
+    return "\n".join(parts)
 
 
 def timing_part(args, log) -> pd.DataFrame:
@@ -346,12 +484,17 @@ def markdown(values: pd.DataFrame | None, flips: pd.DataFrame | None) -> str:
             choice = frame[frame["method"] == "auto"].set_index("n")["auto_choice"]
             parts.append("\nauto chose: " + ", ".join(f"{n}: {c}" for n, c in choice.items()) + "\n")
     if flips is not None and not flips.empty:
-        t = flips.pivot(index="column", columns="n", values="auc")
-        parts.append("\n**Flipped labels** (adult, 1,000-point pool, 10 % flipped): AUC of a low value\n")
-        parts += ["| column | " + " | ".join(f"{n} samples/point" for n in t.columns) + " |",
-                  "|---" * (len(t.columns) + 1) + "|"]
-        for c in t.index:
-            parts.append(f"| {c} | " + " | ".join(f"{t.loc[c, n]:.3f}" for n in t.columns) + " |")
+        for (name, n), frame in flips.groupby(["dataset", "n"], sort=False):
+            t = frame.pivot(index="column", columns="seed", values="auc")
+            t["mean"] = t.mean(axis=1)
+            choice = frame.drop_duplicates("seed").set_index("seed")["auto_choice"]
+            parts.append(f"\n**Flipped labels** ({name}, {n} samples per point, 1,000-point pool, 10 % flipped, "
+                         "clean validation split): AUC of a low value, by seed\n")
+            parts += ["| column | " + " | ".join(f"seed {c}" for c in t.columns[:-1]) + " | mean |",
+                      "|---" * (len(t.columns) + 1) + "|"]
+            for c in t.index:
+                parts.append(f"| {c} | " + " | ".join(f"{t.loc[c, k]:.3f}" for k in t.columns) + " |")
+            parts.append("\nauto chose: " + ", ".join(f"seed {k}: {v}" for k, v in choice.items()) + "\n")
     return "\n".join(parts)
 
 
@@ -374,12 +517,18 @@ def results_section(folder: str | Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--part", choices=("all", "values", "flips", "timing"), default="all")
+    parser.add_argument("--part", choices=("all", "values", "flips", "timing", "rules"), default="all")
     parser.add_argument("--datasets", nargs="+", default=["adult", "magic"])
     parser.add_argument("--points", type=int, default=200)
     parser.add_argument("--truth", type=int, default=400)
     parser.add_argument("--grid", type=int, nargs="+", default=list(N_GRID))
     parser.add_argument("--flip-grid", type=int, nargs="+", default=[10, 30])
+    parser.add_argument("--flip-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rule-datasets", nargs="+", default=["magic", "digits"])
+    parser.add_argument("--rule-seeds", type=int, nargs="+", default=[100, 101, 102])
+    parser.add_argument("--flip-dataset", default="adult",
+                        help="dataset of the flipped-label pool (adult is the reported one; magic and "
+                             "digits served to check the selection rules)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--metric", default=None,
                         help="utility (default: the engine's default for the task at run time)")
@@ -388,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.datasets, args.points, args.truth, args.grid, args.flip_grid = ["magic"], 60, 100, [10, 30], [10]
+        args.flip_seeds = [0]
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     values = flips = None
     if args.part in ("all", "values"):
@@ -400,7 +550,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("all", "flips"):
         flips = flips_part(args, log)
         log("\n" + flips.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    rules = None
+    if args.part == "rules":  # not part of "all": it checks the rules on other data
+        rules = rules_part(args, log)
     md = markdown(values, flips)
+    if rules is not None:
+        md += "\n\n" + rules_markdown(rules)
     log("\n" + md)
     if args.save:
         out = Path(args.save)
@@ -409,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
             values.to_csv(out / "estimators_values.csv", index=False)
         if flips is not None:
             flips.to_csv(out / "estimators_flips.csv", index=False)
+        if rules is not None:
+            rules.to_csv(out / "estimators_rules.csv", index=False)
         (out / "estimators.md").write_text(md + "\n", encoding="utf-8")
     return 0
 

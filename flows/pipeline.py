@@ -119,7 +119,7 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
     progress.stage("value", "valuing the points")
     values = value_tasks.value(root, dataset, sampling, samples, mle, amortized, options.target_sizes)
     progress.stage("select", f"selecting {options.select_m} points")
-    selection = value_tasks.select(root, dataset, mle, options.select_m)
+    selection = value_tasks.select(root, dataset, values, options.select_m)
     _stage_done(run, "value_select", timings, t)
     removal = None
     if options.removal:

@@ -564,8 +564,11 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
         fitted["mle"] = mle
     # Without the amortized stage (--no-amortized) auto chooses between mle and shrinkage only.
     candidates = None if amortized is not None else ("shrinkage", "mle")
+    # The held-out score targets the Shapley value over the sampled range when k is
+    # drawn uniformly from it; staggered sizes are scored by the law for psi_k itself.
     laws, _ = select_laws(samples, ds, method=method, oob=oob, random_state=cfg.seed, fitted=fitted,
-                          candidates=candidates)
+                          candidates=candidates, target="psi" if cfg.mode == "staggered" else "shapley",
+                          k_range=(cfg.k_min, cfg.k_max))
     laws.save(run.file(LAWS))
     sizes = list(target_sizes) if target_sizes else [ds.n_pool, 10 * ds.n_pool]
     table = values_table(laws, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=sizes,
@@ -589,8 +592,12 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
 
 
 def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None = None, *,
-           laws: str = LAWS_MLE) -> dict[str, Any]:
-    """The m most valuable points at the current size, ranked by the laws in ``laws`` -> ``selection.parquet``."""
+           laws: str = LAWS) -> dict[str, Any]:
+    """The m most valuable points at the current size, ranked by the laws in ``laws`` -> ``selection.parquet``.
+
+    The default is the value stage's ``laws.parquet``: the laws
+    :func:`pointscale.laws.fit_laws` chose, the same ones behind ``shapley``.
+    """
     from .valuation import select_points
 
     run = RunFolder(run_dir)
@@ -610,8 +617,10 @@ def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None
         return {"files": [SELECTION], "selected": 0, "n_current": n_current,
                 "note": "no point has a finite fitted law"}
     chosen = select_points(source, n_current, m, labels=labels, balanced=labels is not None)
+    chosen["estimator"] = source.estimator
     atomic_write_parquet(run.file(SELECTION), chosen)
-    return {"files": [SELECTION], "selected": int(len(chosen)), "n_current": n_current}
+    return {"files": [SELECTION], "selected": int(len(chosen)), "n_current": n_current,
+            "estimator": source.estimator}
 
 
 #: Pool points the removal curve refits on at most (7 fits per fraction): beyond

@@ -57,6 +57,22 @@ def _law_rows(result: ReproductionResult):
             continue
 
 
+def _needed_depth(t: dict, dsn: str, model: str, ceiling: float, want: float = 0.9) -> str:
+    """How many ground-truth samples per size a noise ceiling of ``want`` needs, from the measured one.
+
+    The ceiling is 1 − (noise variance of the per-size means) / (their variance across points), and
+    the noise variance falls as 1/n, so n × (1 − ceiling) / (1 − want) samples per size reach ``want``.
+    """
+    sz = t.get("sizes", pd.DataFrame())
+    sz = sz[(sz["dataset"] == dsn) & (sz["model"] == model)] if not sz.empty else sz
+    if sz.empty or not math.isfinite(ceiling):
+        return ""
+    per = int(sz["gt_per_size"].iloc[0])
+    need = math.ceil(per * (1.0 - ceiling) / (1.0 - want))
+    return (f" A ceiling of {want} needs about {need} samples per size (this run: {per}; the noise variance "
+            "of a mean falls as 1/n).")
+
+
 def verdicts(result: ReproductionResult) -> list[str]:
     """One line per finding and (dataset, model), from the tables."""
     t, lines = result.tables, []
@@ -65,7 +81,8 @@ def verdicts(result: ReproductionResult) -> list[str]:
         if ins["r2"] >= 0.95 and gap <= 0.05:
             verdict = "**Reproduced.**"
         elif not oos["noise_ceiling"] >= 0.5:
-            verdict = "**Inconclusive at this scale**: the ground truth is too noisy (out-of-sample ceiling below 0.5)."
+            verdict = ("**Inconclusive at this scale**: the ground truth is too noisy (out-of-sample ceiling below "
+                       "0.5)." + _needed_depth(t, dsn, model, ins["noise_ceiling"]))
         elif gap <= 0.05:
             verdict = "**Consistent with the paper**: out of sample, the law reaches the noise ceiling of our ground truth."
         else:

@@ -36,11 +36,15 @@ def value(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], sampl
 
 
 @task(name="select")
-def select(run_dir: str, dataset: dict[str, Any], laws_mle: dict[str, Any], m: int) -> dict[str, Any]:
-    """The m most valuable points at the current size -> selection.parquet."""
-    inputs = {"dataset": dataset["fingerprint"], "laws_mle": _ref(laws_mle), "m": m}
+def select(run_dir: str, dataset: dict[str, Any], values: dict[str, Any], m: int) -> dict[str, Any]:
+    """The m most valuable points at the current size -> selection.parquet.
+
+    Ranked by the laws the value stage chose (``laws.parquet``: fit_laws'
+    choice, the laws behind ``shapley``), so it depends on that stage's result.
+    """
+    inputs = {"dataset": dataset["fingerprint"], "values": _ref(values), "m": m}
     return run_stage(run_dir, "selection", inputs,
-                     lambda: pipeline.select(run_dir, dataset["path"], m, laws=pipeline.LAWS_MLE))
+                     lambda: pipeline.select(run_dir, dataset["path"], m, laws=pipeline.LAWS))
 
 
 @task(name="removal-curve")

@@ -293,10 +293,14 @@ def write_report(
         md += ["## Estimator", ""]
         chosen = estimator_choice.get("chosen")
         if estimator_choice.get("method") == "auto":
-            md += [f"`shapley` comes from the **{chosen}** laws, chosen by held-out likelihood: "
+            target = estimator_choice.get("target")
+            what = {"shapley": "of the candidate's Shapley value over the sampled range (one shared variance)",
+                    "psi": "of the candidate's law for psi_k at the sample's size (its own noise model)"}.get(target, "")
+            md += [f"`shapley` (and the selection) comes from the **{chosen}** laws, chosen by held-out likelihood: "
                    f"{estimator_choice.get('n_heldout_samples')} samples held out "
                    f"({_fmt(estimator_choice.get('holdout_fraction'))} of each point's), every candidate "
-                   "fitted on the rest; mean Gaussian NLL per held-out sample (lower is better):", "",
+                   f"fitted on the rest; mean Gaussian NLL per held-out sample {what} (lower is better; the "
+                   "first candidate within one standard error of the lowest is chosen):", "",
                    markdown_table(pd.DataFrame([{"estimator": k, "heldout_nll": v}
                                                 for k, v in (estimator_choice.get("heldout_nll") or {}).items()])),
                    ""]
@@ -381,7 +385,9 @@ def write_report(
         md += ["## Selected points", ""]
         n_at = selection["n_current"].iloc[0] if "n_current" in selection.columns else None
         if n_at is not None:
-            md += [f"The {len(selection)} candidates with the highest predicted ψ at size {_fmt(n_at)}.", ""]
+            by = (f" by the {selection['estimator'].iloc[0]} laws (the estimator behind `shapley`)"
+                  if "estimator" in selection.columns else "")
+            md += [f"The {len(selection)} candidates with the highest predicted ψ at size {_fmt(n_at)}{by}.", ""]
         md += [markdown_table(selection.head(50), ["rank", "point_id", "label", "predicted_value"]), ""]
         if len(selection) > 50:
             md += [f"(first 50 of {len(selection)}; all in selection.parquet)", ""]

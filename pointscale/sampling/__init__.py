@@ -20,14 +20,14 @@ from .engine import (COLUMNS, ShardResult, as_dataset, empty_frame, run_blocks, 
 from .ledger import Ledger, LedgerIntegrityWarning
 from .metrics import METRICS, check_metric, default_metric, utility
 from .models import MODELS, make_estimator
-from .oob import OOB_CAP, oob_evidence
+from .oob import oob_cap, oob_evidence
 from .plans import Block, Shard, base_subset, plan_blocks, plan_key, shard_blocks, subset_for
 
 __all__ = [
     "COLUMNS",
     "METRICS",
     "MODELS",
-    "OOB_CAP",
+    "oob_cap",
     "ShardResult",
     "Block",
     "Ledger",

@@ -68,7 +68,7 @@ from .devices import resolve_device
 from .fastpath import fast_solver_for
 from .metrics import METRICS, full_proba, utility
 from .models import MODELS, estimator_factory, make_estimator, warm_start_exact
-from .oob import aggregate, oob_subset, score_predictions, size_bucket
+from .oob import aggregate, oob_cap, oob_subset, score_predictions, size_bucket
 from .plans import Block, Shard, draw_subset, encode_block_members, plan_blocks, pool_info, shard_blocks
 
 COLUMNS = ("sample_id", "point_id", "k", "delta", "u_base", "u_with", "failed", "converged", "error",
@@ -318,7 +318,7 @@ def sample_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
     """:func:`run_blocks` plus the out-of-bag evidence of every base model.
 
     Each base model, once fitted on D, scores the pool points outside D (at
-    most :data:`~.oob.OOB_CAP`, see :mod:`.oob`): predictions only, no fit.
+    most :func:`~.oob.oob_cap`, see :mod:`.oob`): predictions only, no fit.
     ``oob=False`` skips them (the samples are identical either way).
     """
     ds = as_dataset(dataset)
@@ -339,6 +339,7 @@ def sample_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
     fitter = _Fitter(ds, cfg)
     y_scale = float(np.std(ds.y_train)) if ds.task == "regression" else 1.0
     o_idx, o_bucket, o_correct, o_score = [], [], [], []
+    cap = oob_cap(info.n_pool, cfg.block_size)
     n_fits = 0
 
     cols: dict[str, list] = {c: [] for c in COLUMNS}
@@ -346,7 +347,7 @@ def sample_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
         for block in blocks:
             Z = block.members if block.members is not None else info.indices(block.point_ids)
             D = draw_subset(info, cfg.seed, block.base_id, block.k, Z)
-            O = oob_subset(info.n_pool, D, cfg.seed, block.base_id) if oob else None
+            O = oob_subset(info.n_pool, D, cfg.seed, block.base_id, cap) if oob else None
             # The model seed is the block's, as on the generic path (same initialisation for D and D ∪ {z}).
             seed = cfg.model_params.get("random_state")  # a seed the user set wins, as on the generic path
             seed = int_seed(cfg.seed, STREAM_MODEL, block.base_id) if seed is None else int(seed)

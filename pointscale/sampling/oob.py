@@ -11,10 +11,33 @@ What is scored
 --------------
 For a base with subset D (size k), the out-of-bag set is the pool minus D
 (which includes the block's own points, also outside D). When it has more
-than :data:`OOB_CAP` points, an identity-seeded random subset of that size
-is scored instead (``rng(seed, STREAM_OOB, base_id)``), so the cost per base
-stays bounded on pools of 10^6 points; the number of predictions made is
-counted in the shard's commit record (``oob_predictions``).
+than ``cap`` = :func:`oob_cap` points, an identity-seeded random subset of
+that size is scored instead (``rng(seed, STREAM_OOB, base_id)``); the number
+of predictions made is counted in the shard's commit record
+(``oob_predictions``).
+
+How many per base
+-----------------
+On a large pool almost every prediction of a shard is a point of its own, so
+the evidence costs one stored row (about 25–40 bytes) per prediction, against
+about 45 bytes per sample for the ledger. A fixed cap per base (1,024 in the
+first version) gave 32 predictions per sample at the default block size B =
+32: ~800 bytes of evidence per sample, 18× the ledger (measured on adult,
+shards of 256 samples). The cap therefore scales with the block size and
+shrinks with the pool:
+
+.. math::
+
+    \mathrm{cap} = \max\bigl(B,\; \lceil B N_0 / N \rceil\bigr),
+    \qquad N_0 = 32{,}768 \ (\texttt{OOB\_POOL\_FLOOR}),
+
+so a run with s samples per point on a pool of N points makes about
+s·max(N, N_0) predictions in all: one per sample (a row per sample, at most
+the ledger's weight) once N ≥ N_0, and on small pools, where a shard's rows
+are bounded by the pool anyway, every point still gets about s·N_0/N
+predictions (a pool of 1,000 points: every out-of-bag point, as before). The
+cap depends on the pool size and the configured block size only, never on
+sharding, workers or order.
 
 Per scored point:
 
@@ -49,11 +72,11 @@ import pandas as pd
 
 from ..seeding import STREAM_OOB, rng
 
-__all__ = ["OOB_CAP", "N_BUCKETS", "SCORE_SCALE", "oob_subset", "size_bucket", "score_predictions",
+__all__ = ["OOB_POOL_FLOOR", "oob_cap", "N_BUCKETS", "SCORE_SCALE", "oob_subset", "size_bucket", "score_predictions",
            "aggregate", "summarize", "oob_evidence", "OOB_COLUMNS"]
 
-#: Most pool points scored per base (all out-of-bag points when there are fewer).
-OOB_CAP = 1024
+#: Pool size below which every point gets more than one prediction per sample (see :func:`oob_cap`).
+OOB_POOL_FLOOR = 32_768
 #: Size buckets of the evidence (equal ranges of log k over [k_min, k_max]).
 N_BUCKETS = 4
 #: Fixed-point unit of the stored score sums.
@@ -62,8 +85,14 @@ SCORE_SCALE = 1 << 24
 OOB_COLUMNS = ("point_id", "bucket", "n", "n_correct", "score_fx")
 
 
-def oob_subset(n_pool: int, D: np.ndarray, seed: int, base_id: int, cap: int | None = None) -> np.ndarray:
-    """Pool indices scored by the base model trained on ``D`` (sorted); ``cap`` None: :data:`OOB_CAP`.
+def oob_cap(n_pool: int, block_size: int) -> int:
+    """Most pool points one base scores: max(B, ceil(B·N_0/N)) (see "How many per base")."""
+    B, N = max(1, int(block_size)), max(1, int(n_pool))
+    return max(B, -(-B * OOB_POOL_FLOOR // N))
+
+
+def oob_subset(n_pool: int, D: np.ndarray, seed: int, base_id: int, cap: int) -> np.ndarray:
+    """Pool indices scored by the base model trained on ``D`` (sorted), at most ``cap`` (:func:`oob_cap`).
 
     When more than ``cap`` points are out of bag, ``cap`` positions among them
     are drawn (the same draw as ``choice(out_of_bag, cap)``: choice draws
@@ -73,7 +102,7 @@ def oob_subset(n_pool: int, D: np.ndarray, seed: int, base_id: int, cap: int | N
     """
     from .plans import _skip_excluded
 
-    cap = OOB_CAP if cap is None else int(cap)
+    cap = int(cap)
     D = np.unique(np.asarray(D, dtype=np.int64))
     n_out = int(n_pool) - D.size
     if n_out <= cap:

@@ -37,49 +37,95 @@ def test_holdout_takes_a_fifth_of_each_point_by_identity(few):
     assert holdout_mask(tiny, 0.2)[2:].sum() == 1  # at least one held out
 
 
-def _reference_score(laws, held, noise=None):
-    """Mean NLL per held-out sample, point by point with the reference implementation."""
-    noise = laws if noise is None else noise
+def _reference_psi(laws, held):
+    """Mean NLL per held-out sample under each law's own noise model, point by point."""
     total, count = 0.0, 0
     pos = {p: i for i, p in enumerate(laws.point_ids.tolist())}
-    npos = {p: i for i, p in enumerate(noise.point_ids.tolist())}
     for pid, rows in held.groupby("point_id"):
-        i, j = pos[pid], npos[pid]
-        nll = gaussian_nll(rows["delta"], rows["k"], laws.c[i], laws.alpha[i], noise.sigma[j], noise.beta[j])
+        i = pos[pid]
+        nll = gaussian_nll(rows["delta"], rows["k"], laws.c[i], laws.alpha[i], laws.sigma[i], laws.beta[i])
         total += nll * len(rows)
         count += len(rows)
     return total / count
+
+
+def _reference_shapley_terms(laws, held, variance, k_range):
+    """NLL of each held-out sample under N(Shapley value by brute force over k_range, variance)."""
+    ks = np.arange(k_range[0], k_range[1] + 1, dtype=np.float64)
+    nu = {p: float(np.mean(c * ks ** (-a))) for p, c, a in zip(laws.point_ids.tolist(), laws.c, laws.alpha)}
+    d = held["delta"].to_numpy()
+    m = np.array([nu[p] for p in held["point_id"].tolist()])
+    return 0.5 * np.log(2 * np.pi * variance) + 0.5 * (d - m) ** 2 / variance
 
 
 def test_selection_rule_reproduced_independently(few):
     laws = fit_laws(few)
     sel = laws.meta["selection"]
     assert sel["method"] == "auto" and set(sel["candidates"]) == {"mle", "shrinkage"}  # no dataset
+    assert sel["target"] == "shapley" and sel["k_range"] == [int(few["k"].min()), int(few["k"].max())]
     mask = holdout_mask(few, 0.2)
     train, held = few.loc[~mask], few.loc[mask]
     assert sel["n_heldout_samples"] == len(held)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fits = {"mle": fit_mle(train), "shrinkage": fit_shrinkage(train)}
-    # Scored under the shrinkage fit's noise model (shared), and under their own.
-    expected = {name: _reference_score(f, held, fits["shrinkage"]) for name, f in fits.items()}
-    own = {name: _reference_score(f, held) for name, f in fits.items()}
-    for name, value in expected.items():
-        got = sel["heldout_nll"][name]
-        assert (got is None and not np.isfinite(value)) or got == pytest.approx(value, rel=1e-9, abs=1e-9)
-        got = sel["heldout_nll_own_noise"][name]
-        assert (got is None and not np.isfinite(own[name])) or got == pytest.approx(own[name], rel=1e-9, abs=1e-9)
-    finite = {k: v for k, v in expected.items() if np.isfinite(v)}
-    assert sel["chosen"] == min(finite, key=finite.get)
+        fits = {"shrinkage": fit_shrinkage(train), "mle": fit_mle(train)}
+    variance = float(np.var(train["delta"].to_numpy()))
+    terms = {name: _reference_shapley_terms(f, held, variance, sel["k_range"]) for name, f in fits.items()}
+    expected = {name: float(np.mean(t)) if np.isfinite(t).all() else np.inf for name, t in terms.items()}
+    psi = {name: _reference_psi(f, held) for name, f in fits.items()}
+    for name in fits:
+        for got, want in ((sel["heldout_nll"][name], expected[name]), (sel["heldout_nll_psi"][name], psi[name])):
+            assert (got is None and not np.isfinite(want)) or got == pytest.approx(want, rel=1e-9, abs=1e-9)
+    # One-standard-error rule, by hand: the first candidate (preference order) within
+    # one s.e. of the paired difference to the best.
+    best = min(expected, key=expected.get)
+    order = ["shrinkage", "mle"]
+    within = []
+    for name in order:
+        diff = terms[name] - terms[best]
+        se = np.std(diff, ddof=1) / np.sqrt(diff.size) if name != best else 0.0
+        if np.isfinite(expected[name]) and expected[name] - expected[best] <= se:
+            within.append(name)
+    assert sel["best"] == best and sel["chosen"] == within[0]
     # With 10 samples per point the MLE's laws explode at the small sizes; the
     # held-out likelihood sees it.
-    assert sel["chosen"] == "shrinkage"
-    own_choice = fit_laws(few, shared_noise=False).meta["selection"]
-    assert own_choice["chosen"] == min((v, k) for k, v in own.items() if np.isfinite(v))[1]
+    assert sel["chosen"] == "shrinkage" and expected["mle"] > expected["shrinkage"]
+    # Staggered sizes: scored by each law for psi_k under its own noise model.
+    psi_sel = fit_laws(few, target="psi").meta["selection"]
+    assert psi_sel["heldout_nll"] == sel["heldout_nll_psi"]
     # The chosen estimator is refitted on all samples.
     direct = fit_shrinkage(few)
     np.testing.assert_array_equal(laws.c, direct.c)
     np.testing.assert_array_equal(laws.alpha, direct.alpha)
+
+
+def test_shapley_target_prefers_the_better_shapley_values_over_the_better_psi_fit():
+    # Two candidate laws for the same points: "a" has the true Shapley values but a
+    # wrong shape in k (flat), "b" the true shape with every value scaled by 1.6.
+    # The held-out psi_k likelihood can prefer either; the Shapley target must
+    # prefer "a", whose values are right.
+    from pointscale.laws.auto import heldout_terms_shapley
+    from pointscale.laws.result import FittedScalingLaws
+    from pointscale.valuation.values import power_mean
+
+    par = draw_parameters(300, 3)
+    s = simulate_samples(par, 40, 4)
+    lo, hi = int(s["k"].min()), int(s["k"].max())
+    ids = par["point_id"].to_numpy(dtype=object)
+    c, alpha = par["c"].to_numpy(), par["alpha"].to_numpy()
+    nu = c * power_mean(alpha, lo, hi)
+    ones = np.ones(len(ids))
+    flat = FittedScalingLaws(point_ids=ids, c=nu, alpha=0 * ones, sigma=ones, beta=0 * ones, nll=ones * np.nan,
+                             n_samples=ones.astype(int), estimator="mle")
+    scaled = FittedScalingLaws(point_ids=ids, c=1.6 * c, alpha=alpha, sigma=ones, beta=0 * ones, nll=ones * np.nan,
+                               n_samples=ones.astype(int), estimator="mle")
+    v = float(np.var(s["delta"]))
+    ta, tb = (heldout_terms_shapley(L, s, v, (lo, hi)) for L in (flat, scaled))
+    assert np.isfinite(ta).all() and ta.mean() < tb.mean()
+    # And it is the squared error of the Shapley values that decides (up to noise).
+    err_a = np.mean((flat.c * power_mean(flat.alpha, lo, hi) - nu) ** 2)
+    err_b = np.mean((scaled.c * power_mean(scaled.alpha, lo, hi) - nu) ** 2)
+    assert err_a < 1e-20 < err_b
 
 
 def test_a_fixed_method_and_reuse_of_fitted_laws(few):

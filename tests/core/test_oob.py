@@ -63,21 +63,38 @@ def test_generic_path_makes_no_extra_fits(cancer, monkeypatch):
     assert without.n_oob_predictions == 0 and without.oob.empty
 
 
+def test_cap_scales_with_the_block_size_and_shrinks_with_the_pool():
+    cap = oob_module.oob_cap
+    floor = oob_module.OOB_POOL_FLOOR
+    # Large pools: one prediction per sample of the block (the evidence weighs what the ledger does).
+    for B in (1, 8, 32, 100):
+        assert cap(1_000_000, B) == cap(floor, B) == B
+        assert cap(floor + 1, B) == B
+    # Small pools: about B * N0 / N (a 1,000-point pool: more than its out-of-bag points).
+    assert cap(1000, 32) == 1049 and cap(1000, 32) > 1000
+    assert cap(floor // 4, 32) == 128 and cap(floor // 4, 64) == 256
+    # Total predictions of a run ~ samples x max(N, N0) / N: never below one per sample.
+    for N in (10, 1000, 50_000, 10**6, 10**7):
+        assert cap(N, 32) >= 32 and cap(N, 32) * N >= 32 * min(N, floor)
+
+
 def test_cost_per_base_is_capped_by_an_identity_seeded_subset(cancer, monkeypatch):
-    monkeypatch.setattr(oob_module, "OOB_CAP", 50)
+    monkeypatch.setattr(oob_module, "OOB_POOL_FLOOR", 100)  # cancer's pool is above it: cap = B
     cfg = SamplingConfig(model="logreg", seed=3, **SMALL)
+    cap = cfg.block_size
+    assert oob_module.oob_cap(pool_info(cancer).n_pool, cfg.block_size) == cap
     blocks = plan_blocks(cancer, cfg, _points(cancer, 40))
     res = sample_blocks(cancer, cfg, blocks)
-    assert res.n_oob_predictions == 50 * len(blocks)
+    assert res.n_oob_predictions == cap * len(blocks)
     # The subset depends on the base only, never on which other bases run with it.
     info = pool_info(cancer)
     b = blocks[3]
     D = draw_subset(info, cfg.seed, b.base_id, b.k, info.indices(b.point_ids))
-    one = oob_module.oob_subset(info.n_pool, D, cfg.seed, b.base_id)
-    assert one.size == 50 and np.all(np.diff(one) > 0) and not np.isin(one, D).any()
-    np.testing.assert_array_equal(one, oob_module.oob_subset(info.n_pool, D, cfg.seed, b.base_id))
+    one = oob_module.oob_subset(info.n_pool, D, cfg.seed, b.base_id, cap)
+    assert one.size == cap and np.all(np.diff(one) > 0) and not np.isin(one, D).any()
+    np.testing.assert_array_equal(one, oob_module.oob_subset(info.n_pool, D, cfg.seed, b.base_id, cap))
     alone = sample_blocks(cancer, cfg, [b])
-    assert alone.n_oob_predictions == 50
+    assert alone.n_oob_predictions == cap
 
 
 def _evidence(ds, cfg, points, folder, shard_size, map=None):
@@ -102,7 +119,10 @@ def test_evidence_is_bit_identical_for_any_shard_size_and_worker_count(cancer, t
     pd.testing.assert_frame_equal(ref, two, check_exact=True)
 
 
-def test_evidence_after_a_crash_and_resume_is_identical(cancer, tmp_path):
+@pytest.mark.parametrize("floor", [None, 100])
+def test_evidence_after_a_crash_and_resume_is_identical(cancer, tmp_path, monkeypatch, floor):
+    if floor is not None:  # a pool above the floor: the cap (= block size) binds, subsets are drawn
+        monkeypatch.setattr(oob_module, "OOB_POOL_FLOOR", floor)
     cfg = SamplingConfig(model="logreg", seed=6, **SMALL)
     points = _points(cancer, 64)
     ref = _evidence(cancer, cfg, points, tmp_path / "clean", 2)

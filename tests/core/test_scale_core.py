@@ -115,4 +115,4 @@ def test_out_of_bag_subset_costs_no_pool_mask():
         mask[D] = False
         out = np.flatnonzero(mask)
         expect = np.sort(rng(5, STREAM_OOB, t).choice(out, size=1024, replace=False)) if out.size > 1024 else out
-        assert np.array_equal(oob_subset(n, D, 5, t), expect)
+        assert np.array_equal(oob_subset(n, D, 5, t, 1024), expect)

@@ -100,21 +100,30 @@ def test_fit_value_select_tasks_write_their_files(sampled_run):
     expected = distributional_shapley(mle_laws, sampling["k_min"], sampling["k_max"]).to_series()
     np.testing.assert_allclose(table.set_index("point_id")["shapley_mle"], expected.reindex(table["point_id"]))
     assert "epsilon" in values["learning_curve"] and (run_dir / "learning_curve.json").exists()
-    sel = value_tasks.select.fn(str(run_dir), info, mle, 10)
+    sel = value_tasks.select.fn(str(run_dir), info, values, 10)
     chosen = pd.read_parquet(run_dir / "selection.parquet")
     assert sel["selected"] == len(chosen) == 10
     # Selected points are the highest predicted values c·n^(−α) at the pool size, 5 per class
-    # (class-balanced), recomputed here from the saved laws and the labels.
+    # (class-balanced), recomputed here from the laws fit_laws chose (the laws behind
+    # `shapley`, laws.parquet) and the labels -- not from the MLE laws.
     from pointscale.data import open_dataset
 
     ds = open_dataset(info["path"])
-    laws = FittedScalingLaws.load(run_dir / "laws_mle.parquet")
-    pred = pd.Series(laws.c * float(ds.n_pool) ** (-laws.alpha), index=laws.point_ids.astype(str)).dropna()
-    labels = pd.Series(np.asarray(ds.y_train), index=ds.point_ids.astype(str)).reindex(pred.index)
-    expected = set()
-    for _, part in pred.groupby(labels):
-        expected |= set(part.sort_values(ascending=False, kind="mergesort").index[:5])
+
+    def top(laws):
+        pred = pd.Series(laws.c * float(ds.n_pool) ** (-laws.alpha), index=laws.point_ids.astype(str)).dropna()
+        labels = pd.Series(np.asarray(ds.y_train), index=ds.point_ids.astype(str)).reindex(pred.index)
+        expected = set()
+        for _, part in pred.groupby(labels):
+            expected |= set(part.sort_values(ascending=False, kind="mergesort").index[:5])
+        return expected, pred
+
+    laws = FittedScalingLaws.load(run_dir / "laws.parquet")
+    assert laws.estimator == choice["chosen"] != "mle" and set(chosen["estimator"]) == {laws.estimator}
+    expected, pred = top(laws)
     assert set(chosen["point_id"].astype(str)) == expected
+    # The MLE laws would choose other points here, so this checks which laws rank.
+    assert top(mle_laws)[0] != expected
     np.testing.assert_allclose(chosen["predicted_value"].to_numpy(),
                                pred.reindex(chosen["point_id"].astype(str)).to_numpy(), rtol=1e-12)
     # run.json records which outputs are current, with the sha256 of each file.

@@ -299,7 +299,8 @@ def _run_facts(out: Path) -> dict:
         "ledger_bytes": on_disk,
         "ledger_sample_parquet_bytes": stats["bytes"],
         "ledger_bytes_per_sample": round(on_disk / max(stats["rows"], 1), 2),
-        "shards": counts.get("shards_planned"),
+        # Committed shards (a resumed run plans only the missing ones, so its counts say fewer).
+        "shards": len(list((out / "samples" / "shards").glob("*.parquet.sha256"))),
         "fits": counts.get("fits_executed"),
         "sample_seconds_per_sample": round((manifest["timings"].get("sample") or 0) / max(stats["rows"], 1), 8),
     }
@@ -475,8 +476,9 @@ def _stage_seconds(row: dict, stage: str, kind: str) -> float | None:
         return row.get("cpu_s") if kind == "cpu" else row.get("wall_s")
     if kind == "cpu":
         return (row.get("stage_cpu_s") or {}).get(stage)
-    # Wall: the manifest's time for a run in one attempt; the monitor's sum over attempts otherwise.
-    if row.get("attempts", 1) > 1 and row.get("stage_wall_s"):
+    # Wall: the monitor's (summed over attempts; ingest includes the command's start-up, as
+    # its CPU does); the manifest's time for records made before the monitor.
+    if row.get("stage_wall_s"):
         return row["stage_wall_s"].get(stage)
     return (row.get("timings") or {}).get(stage)
 

@@ -72,7 +72,8 @@ def ours(ds, cfg, blocks) -> tuple[Timing, pd.DataFrame]:
 def _shrunk(block, n):
     import dataclasses
 
-    return dataclasses.replace(block, point_ids=block.point_ids[:n])
+    members = None if block.members is None else block.members[:n]
+    return dataclasses.replace(block, point_ids=block.point_ids[:n], members=members)
 
 
 def _row(name, data, cfg, t_ours: Timing, t_paper: Timing, frame, **extra) -> dict:

@@ -17,6 +17,7 @@ import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 
 def _workers() -> int:
@@ -99,7 +100,15 @@ def main(quick: bool, out: str, results: str, datasets: list[str] | None = None,
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
                 result = run_reproduction(config, out, datasets=datasets, map=pool.map, workers=n_workers, log=log)
-    page = write_results(result, results, command=command)
+    # The estimator benchmark (issue 13) runs apart (benchmarks/estimators.py --save DIR); its saved
+    # tables, when committed under benchmarks/results/estimators, are a section of the same page.
+    appendix = ""
+    saved = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "estimators"
+    if (saved / "estimators_values.csv").exists():
+        from benchmarks.estimators import results_section
+
+        appendix = results_section(saved)
+    page = write_results(result, results, command=command, appendix=appendix)
     print(f"wrote {page} and its figures; tables in {result.folder / 'tables'}", file=sys.stderr)
     for line in verdicts(result):
         print(line)

@@ -74,7 +74,7 @@ class Phases:
                               block_size=block_size or self.block_size, shard_size=self.shard_size, **kw)
 
     def sample(self, ds: Any, cfg: SamplingConfig, points: Sequence[str], phase: str, label: str,
-               ledger_name: str | None = None) -> pd.DataFrame:
+               ledger_name: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
         """Every planned sample of ``points`` (new and from the ledger); one cost row."""
         folder = self.out / "ledgers" / ds.name / label / (ledger_name or f"{phase}-{cfg.identity_hash()[:10]}")
         ledger = Ledger(folder)
@@ -88,7 +88,8 @@ class Phases:
                 self.log(f"    {ds.name}/{label}/{phase}: {done}/{total} new samples")
 
         start = time.perf_counter()
-        frame = quiet(sample_marginals, ds, cfg, list(points), ledger=ledger, map=self.map, progress=progress)
+        frame = quiet(sample_marginals, ds, cfg, list(points), ledger=ledger, map=self.map, progress=progress,
+                      columns=columns)
         wall = time.perf_counter() - start
         new = ~frame["base_id"].isin(before)
         n_bases = int(frame["base_id"].nunique())

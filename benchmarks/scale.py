@@ -299,21 +299,47 @@ def _run_facts(out: Path) -> dict:
         "ledger_bytes": on_disk,
         "ledger_sample_parquet_bytes": stats["bytes"],
         "ledger_bytes_per_sample": round(on_disk / max(stats["rows"], 1), 2),
-        "shards": counts.get("shards_planned"),
+        # Committed shards (a resumed run plans only the missing ones, so its counts say fewer).
+        "shards": len(list((out / "samples" / "shards").glob("*.parquet.sha256"))),
         "fits": counts.get("fits_executed"),
         "sample_seconds_per_sample": round((manifest["timings"].get("sample") or 0) / max(stats["rows"], 1), 8),
     }
 
 
+def _interrupted_stage(attempt: dict) -> str | None:
+    """The stage a stopped attempt was in (the last one it spent time in)."""
+    if not attempt.get("killed"):
+        return None
+    busy = [s for s in STAGES if attempt["stage_wall_s"].get(s, 0.0) > 0.0]
+    return busy[-1] if busy else None
+
+
 def _combine(attempts: list[dict]) -> dict:
-    """One record from a size's attempts: times and CPU summed, peaks the largest."""
+    """One record from a size's attempts: times and CPU summed, peaks the largest.
+
+    The sample stage of a stopped attempt counts (its committed shards are
+    reused); a later stage it was in when stopped does not (that stage starts
+    again from scratch, so its partial time is work thrown away, recorded
+    apart as ``discarded_s``).
+    """
     last = attempts[-1]
     row = dict(last)
     row["attempts"] = len(attempts)
-    row["wall_s"] = round(sum(a["wall_s"] for a in attempts), 2)
+    discarded = []
     for key in ("stage_cpu_s", "stage_wall_s"):
-        row[key] = {s: round(sum(a[key].get(s, 0.0) for a in attempts), 2) for s in last[key]}
-    row["cpu_s"] = round(sum(a["cpu_s"] for a in attempts), 1)
+        total = {s: 0.0 for s in last[key]}
+        for a in attempts:
+            cut = _interrupted_stage(a)
+            for s, v in a[key].items():
+                if s == cut and s != "sample":
+                    if key == "stage_cpu_s":
+                        discarded.append({"stage": s, "cpu_s": v, "wall_s": a["stage_wall_s"].get(s)})
+                    continue
+                total[s] = total.get(s, 0.0) + v
+        row[key] = {s: round(v, 2) for s, v in total.items()}
+    row["discarded_s"] = discarded
+    row["wall_s"] = round(sum(a["wall_s"] for a in attempts) - sum(d["wall_s"] or 0.0 for d in discarded), 2)
+    row["cpu_s"] = round(sum(a["cpu_s"] for a in attempts) - sum(d["cpu_s"] for d in discarded), 1)
     row["server_cpu_s"] = round(sum(a["server_cpu_s"] for a in attempts), 1)
     for key in ("peak_rss_tree_mb", "peak_rss_process_mb", "peak_rss_cli_mb", "peak_rss_worker_mb",
                 "peak_anon_rss_worker_mb"):
@@ -450,8 +476,9 @@ def _stage_seconds(row: dict, stage: str, kind: str) -> float | None:
         return row.get("cpu_s") if kind == "cpu" else row.get("wall_s")
     if kind == "cpu":
         return (row.get("stage_cpu_s") or {}).get(stage)
-    # Wall: the manifest's time for a run in one attempt; the monitor's sum over attempts otherwise.
-    if row.get("attempts", 1) > 1 and row.get("stage_wall_s"):
+    # Wall: the monitor's (summed over attempts; ingest includes the command's start-up, as
+    # its CPU does); the manifest's time for records made before the monitor.
+    if row.get("stage_wall_s"):
         return row["stage_wall_s"].get(stage)
     return (row.get("timings") or {}).get(stage)
 

@@ -129,12 +129,10 @@ def _load(name: str, out: Path):
 
 
 def _default_laws(samples: pd.DataFrame):
-    """The project's default estimator on uniform samples: ``fit_laws(method="auto")`` when it exists, else MLE."""
-    from pointscale import laws as L
+    """The project's default estimator on uniform samples: ``fit_laws(method="auto")``."""
+    from pointscale.laws import fit_laws
 
-    if hasattr(L, "fit_laws"):
-        return quiet(L.fit_laws, samples, method="auto"), "fit_laws(method='auto')"
-    return quiet(L.fit_mle, samples), "fit_mle"
+    return quiet(fit_laws, samples, method="auto"), "fit_laws(method='auto')"
 
 
 def point_order(ds: Any, seed: int) -> np.ndarray:

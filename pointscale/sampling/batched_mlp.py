@@ -55,6 +55,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from .models import ExplicitParams
 
 ADAM_BETA_1 = 0.9
 ADAM_BETA_2 = 0.999
@@ -432,7 +433,7 @@ def proba_of(outputs, out: str):
 # --------------------------------------------------------------------------- scikit-learn estimators
 
 
-class _BatchedMLPBase:
+class _BatchedMLPBase(ExplicitParams):
     """One model of the batched trainer behind the scikit-learn contract (the engine's generic path)."""
 
     _PARAMS = ("hidden_layer_sizes", "alpha", "learning_rate_init", "max_iter", "beta_1", "beta_2",
@@ -447,16 +448,6 @@ class _BatchedMLPBase:
         self.hidden_layer_sizes, self.alpha, self.learning_rate_init = hidden_layer_sizes, alpha, learning_rate_init
         self.max_iter, self.beta_1, self.beta_2, self.epsilon = max_iter, beta_1, beta_2, epsilon
         self.dtype, self.random_state = dtype, random_state
-
-    def get_params(self, deep=True):
-        return {p: getattr(self, p) for p in self._PARAMS}
-
-    def set_params(self, **params):
-        for key, value in params.items():
-            if key not in self._PARAMS:
-                raise ValueError(f"Invalid parameter {key!r} for estimator {type(self).__name__}")
-            setattr(self, key, value)
-        return self
 
     def _validate_params(self):
         try:

@@ -145,7 +145,27 @@ def _knn_reg():
     return KNeighborsRegressor
 
 
-class PlattSVC:
+class ExplicitParams:
+    """``get_params``/``set_params`` over the names in ``_PARAMS`` (scikit-learn's estimator protocol).
+
+    For the registry's own estimators that are not ``BaseEstimator`` subclasses: ``clone`` and
+    the stored model (class path plus ``get_params()``) need exactly these two methods.
+    """
+
+    _PARAMS: tuple[str, ...] = ()
+
+    def get_params(self, deep=True):
+        return {p: getattr(self, p) for p in self._PARAMS}
+
+    def set_params(self, **params):
+        for key, value in params.items():
+            if key not in self._PARAMS:
+                raise ValueError(f"Invalid parameter {key!r} for estimator {type(self).__name__}")
+            setattr(self, key, value)
+        return self
+
+
+class PlattSVC(ExplicitParams):
     """RBF SVC with Platt-scaled probabilities, as ``SVC(probability=True)`` computed them.
 
     scikit-learn 1.9 deprecates ``SVC(probability=True)`` in favour of
@@ -164,16 +184,6 @@ class PlattSVC:
         self.tol, self.class_weight, self.cv, self.random_state = tol, class_weight, cv, random_state
 
     _PARAMS = ("C", "kernel", "gamma", "degree", "coef0", "tol", "class_weight", "cv", "random_state")
-
-    def get_params(self, deep=True):
-        return {p: getattr(self, p) for p in self._PARAMS}
-
-    def set_params(self, **params):
-        for key, value in params.items():
-            if key not in self._PARAMS:
-                raise ValueError(f"Invalid parameter {key!r} for estimator PlattSVC")
-            setattr(self, key, value)
-        return self
 
     def fit(self, X, y):
         import numpy as np

@@ -11,15 +11,8 @@ With a fitted law ψ_k(z) = c(z)·k^(−α(z)):
 
       ν(z) = c · S(α),   S(α) = 1/(k_max − k_min + 1) · Σ_{k=k_min}^{k_max} k^(−α)
 
-  For α > 1, Σ = ζ(α, k_min) − ζ(α, k_max + 1) with the Hurwitz zeta, but that
-  form is useless for α ≤ 1 (the zeta diverges) and loses digits to
-  cancellation when the two zetas are close. We therefore sum the first
-  ``_HEAD`` terms directly and the rest by Euler–Maclaurin with three
-  Bernoulli corrections. The tail then starts at k ≥ ``_HEAD`` = 1024, where
-  the remainder is below ``B8/8! · |f⁽⁷⁾(k)| ≈ 1e-5 · (α)_7 · k^(−α−7)``,
-  i.e. a relative error < 1e-15 for every α ≤ e² (the MLE's upper bound).
-  The result is exact to rounding for any range and any real α, at a cost of
-  at most ``_HEAD`` terms per point.
+  S(α) is :func:`pointscale.laws.power.power_mean` (exact to rounding for
+  any range and any real α; its module docstring says how).
 * **Intervals** (95 % by default) use the delta method on the asymptotic
   covariance Σ of (ĉ, α̂) that the estimator stores in ``laws.extra``
   (``var_c``, ``var_alpha``, ``cov_c_alpha``)::
@@ -46,17 +39,17 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.special import exprel
 from scipy.stats import norm
 
 from ..errors import ConfigError, DataError
+from ..laws.power import check_size_range
+from ..laws.power import power_mean
 from ..laws.result import COVARIANCE_KEYS, FittedScalingLaws
 
 __all__ = [
     "ValueEstimate",
     "SizeValues",
     "distributional_shapley",
-    "power_mean",
     "value_at",
     "monte_carlo_values",
     "empirical_psi",
@@ -65,8 +58,6 @@ __all__ = [
     "value_column",
 ]
 
-_HEAD = 1024  # terms summed directly before Euler–Maclaurin takes over
-_CHUNK = 256  # k values per vectorised block (bounds memory at n_points × _CHUNK)
 _DIFF_STEP = 1e-5
 
 
@@ -183,83 +174,6 @@ def value_column(k: Any) -> str:
     return f"value_at_{_k_label(k)}"
 
 
-# --------------------------------------------------------------------------- sums
-
-
-def _check_range(k_min: Any, k_max: Any) -> tuple[int, int]:
-    try:
-        lo, hi = int(k_min), int(k_max)
-    except (TypeError, ValueError):
-        raise ConfigError(f"k_min={k_min!r} and k_max={k_max!r} must be integers") from None
-    if lo != k_min or hi != k_max:
-        raise ConfigError(f"k_min={k_min!r} and k_max={k_max!r} must be integers")
-    if lo < 1:
-        raise ConfigError(f"k_min={lo} must be at least 1")
-    if hi < lo:
-        raise ConfigError(f"k_max={hi} must be >= k_min={lo}")
-    return lo, hi
-
-
-#: Points per block of :func:`_direct_sum`: its temporaries are points × _CHUNK
-#: floats (~130 MB here), whatever the number of points.
-_POINT_CHUNK = 65_536
-
-
-def _direct_sum(alpha: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Σ_{k=lo}^{hi} k^(−α) by blocks of sizes and of points (hi − lo small)."""
-    out = np.zeros(alpha.shape, dtype=np.float64)
-    for p0 in range(0, alpha.shape[0], _POINT_CHUNK):
-        a = alpha[p0:p0 + _POINT_CHUNK, None]
-        for start in range(lo, hi + 1, _CHUNK):
-            ks = np.arange(start, min(start + _CHUNK, hi + 1), dtype=np.float64)
-            with np.errstate(over="ignore", invalid="ignore"):
-                out[p0:p0 + _POINT_CHUNK] += np.exp(-a * np.log(ks)[None, :]).sum(axis=1)
-    return out
-
-
-def _em_tail(alpha: np.ndarray, a: int, b: int) -> np.ndarray:
-    """Σ_{k=a}^{b} k^(−α) by Euler–Maclaurin (accurate for a ≥ ~1000)."""
-    fa, fb = float(a), float(b)
-    L = np.log(fb / fa)
-    one_m = 1.0 - alpha
-    with np.errstate(over="ignore", invalid="ignore"):
-        # ∫_a^b k^(−α) dk = a^(1−α) · L · exprel((1−α) L): stable through α = 1.
-        integral = fa ** one_m * L * exprel(one_m * L)
-        pa, pb = fa ** (-alpha), fb ** (-alpha)
-        total = integral + 0.5 * (pa + pb)
-        # f^(2j−1)(k) = −(α)_(2j−1) k^(−α−2j+1), rising factorials (α)_n.
-        r1 = alpha
-        r3 = r1 * (alpha + 1.0) * (alpha + 2.0)
-        r5 = r3 * (alpha + 3.0) * (alpha + 4.0)
-        d1 = -r1 * (pb / fb - pa / fa)
-        d3 = -r3 * (pb / fb**3 - pa / fa**3)
-        d5 = -r5 * (pb / fb**5 - pa / fa**5)
-        total = total + d1 / 12.0 - d3 / 720.0 + d5 / 30240.0
-    return total
-
-
-def _power_sum(alpha: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Σ_{k=lo}^{hi} k^(−α) for each α (see module docstring)."""
-    alpha = np.asarray(alpha, dtype=np.float64)
-    if hi - lo + 1 <= 2 * _HEAD:
-        return _direct_sum(alpha, lo, hi)
-    # Here hi > lo + 2·_HEAD, so the tail [split, hi] is long and starts at ≥ _HEAD.
-    split = max(lo, _HEAD)
-    total = _em_tail(alpha, split, hi)
-    if lo < split:
-        total = total + _direct_sum(alpha, lo, split - 1)
-    return total
-
-
-def power_mean(alpha: Any, k_min: int, k_max: int) -> np.ndarray:
-    """S(α) = mean over k = k_min..k_max (inclusive) of k^(−α), for each α.
-
-    Exact to rounding for any real α and any range (see the module docstring);
-    NaN where α is NaN.
-    """
-    lo, hi = _check_range(k_min, k_max)
-    alpha = np.atleast_1d(np.asarray(alpha, dtype=np.float64))
-    return _power_sum(alpha, lo, hi) / float(hi - lo + 1)
 
 
 def _has_cov(laws: FittedScalingLaws) -> bool:
@@ -296,7 +210,7 @@ def distributional_shapley(
         the laws carry the covariance of (ĉ, α̂), delta-method intervals.
     """
     laws = _check_laws(laws)
-    lo, hi = _check_range(k_min, k_max)
+    lo, hi = check_size_range(k_min, k_max)
     if not 0.0 < level < 1.0:
         raise ConfigError(f"level={level} must lie in (0, 1)")
     c, alpha = laws.c, laws.alpha
@@ -472,7 +386,7 @@ def grid_shapley(psi: pd.DataFrame, k_min: int, k_max: int) -> pd.Series:
     overestimates: for 1/k on the 10-point geometric grid 100..1000 the bias
     is about +1 %, the same sign for every point with c > 0.
     """
-    lo, hi = _check_range(k_min, k_max)
+    lo, hi = check_size_range(k_min, k_max)
     grid = np.asarray(psi.columns, dtype=np.float64)
     order = np.argsort(grid)
     grid = grid[order]
@@ -564,7 +478,7 @@ def values_table(
     """
     if laws is None and amortized is None:
         raise ConfigError("values_table needs laws, amortized laws, or both")
-    lo, hi = _check_range(k_min, k_max)
+    lo, hi = check_size_range(k_min, k_max)
     if target_sizes is None:
         target_sizes = (dataset.n_pool, 10 * dataset.n_pool)
     target_sizes = list(np.atleast_1d(np.asarray(target_sizes)))

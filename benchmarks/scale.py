@@ -13,7 +13,7 @@ What it measures, all through the same code path as ``pointscale run``:
   default model, logistic regression, and the default metric), in a
   subprocess against one local Prefect server started here for all sizes (so
   the server's start-up is not charged to any size).
-* **Per stage** (ingest, sample, fit_mle, fit_amortized, value_select, removal,
+* **Per stage** (ingest, sample, fit_mle_laws, fit_amortized, choose_laws, value_select, removal,
   report): the wall time from the run's manifest (``run.json`` → ``timings``)
   and the **CPU time of the process tree** -- the command and every process it
   starts (its Dask workers), not the Prefect server -- from a monitor that
@@ -60,7 +60,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "scale.json"
-STAGES = ("ingest", "sample", "fit_mle", "fit_amortized", "value_select", "removal", "report")
+STAGES = ("ingest", "sample", "fit_mle_laws", "fit_amortized", "choose_laws", "value_select", "removal", "report")
 N_FEATURES = 20
 HOLDOUT_ROWS = 2000  # 1000 validation + 1000 test rows (the defaults' caps)
 

@@ -437,7 +437,7 @@ def values_table(
     """The content of ``values.parquet``: one row per valued point.
 
     Each row's numbers come from one estimator: ``laws`` (in the pipeline the
-    estimator :func:`pointscale.laws.fit_laws` chose) when the point has a
+    laws the choose-laws stage chose) when the point has a
     finite fit there, else the ``amortized`` laws (which may cover points
     that were never sampled), else none (NaNs, ``estimator="none"``).
 
@@ -486,6 +486,46 @@ def values_table(
     for s in sources:
         _check_laws(s)
 
+    index, rows_of, source = _rows_and_sources(sources, dataset)
+    ids = np.asarray(dataset.point_ids)[index].astype(object)
+    filled = _fill_from_sources(sources, rows_of, source, ids.size, lo, hi, target_sizes, level)
+    label, codes = _labels(dataset, index)
+    cols: dict[str, Any] = {"point_id": ids, "label": label}
+    if codes is not None:
+        cols["label_code"] = codes
+    cols["estimator"] = filled.est
+    cols["shapley"] = filled.shap
+    cols["shapley_low"] = filled.shap_lo
+    cols["shapley_high"] = filled.shap_hi
+    cols["rank"] = _rank(filled.shap)
+    for k in target_sizes:
+        lab = _k_label(k)
+        v, vl, vh, ex = filled.tv[lab]
+        name = value_column(k)
+        cols[name] = v
+        cols[f"{name}_low"] = vl
+        cols[f"{name}_high"] = vh
+        cols[f"extrapolated_{lab}"] = ex
+    cols.update(filled.params)
+    cols["negative_c"] = np.where(np.isfinite(filled.params["c"]), filled.params["c"] < 0, False)
+    cols["n_samples"] = filled.n_samples
+    cols.update(_comparison_columns(ids, samples, compare, oob, lo, hi, level))
+    for key in filled.flag_val:
+        cols[f"flag_{key}"] = _nullable_flag(filled.flag_val[key], filled.flag_has[key])
+    frame = pd.DataFrame(cols)
+    frame.attrs["k_range_shapley"] = [lo, hi]
+    frame.attrs["has_intervals"] = bool(filled.any_intervals)
+    return frame
+
+
+def _rows_and_sources(sources: Sequence[FittedScalingLaws], dataset: Any
+                      ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """The table's rows and where each row's numbers come from.
+
+    Returns the pool positions of the covered points (pool order), each
+    source's rows in the table, and per row the first source with a fitted
+    law there (-1: none).
+    """
     # Pool positions of every source's points (hash lookups in C; no per-point Python).
     pool_index = pd.Index(np.asarray(dataset.point_ids).astype(object))
     at_pool = []
@@ -499,35 +539,46 @@ def values_table(
             )
         at_pool.append(pos)
     index = np.unique(np.concatenate(at_pool))  # the covered points, in pool order
-    ids = np.asarray(dataset.point_ids)[index].astype(object)
-    n = ids.size
     rows_of = [np.searchsorted(index, pos) for pos in at_pool]  # each source's rows in the table
-
-    def fitted(s: FittedScalingLaws) -> np.ndarray:
-        return np.isfinite(s.c) & (np.isfinite(s.alpha) | (s.c == 0.0))
-
-    # choose the source of every row: the first source with a fitted law there
-    source = np.full(n, -1)
+    source = np.full(index.size, -1)
     for j, s in enumerate(sources):
-        rows = rows_of[j][fitted(s)]
+        rows = rows_of[j][np.isfinite(s.c) & (np.isfinite(s.alpha) | (s.c == 0.0))]
         source[rows[source[rows] == -1]] = j
+    return index, rows_of, source
 
+
+@dataclass
+class _Filled:
+    """The law-derived columns of the values table, filled source by source."""
+
+    est: np.ndarray
+    shap: np.ndarray
+    shap_lo: np.ndarray
+    shap_hi: np.ndarray
+    params: dict[str, np.ndarray]
+    n_samples: np.ndarray
+    tv: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    flag_val: dict[str, np.ndarray]
+    flag_has: dict[str, np.ndarray]
+    any_intervals: bool = False
+
+
+def _fill_from_sources(sources, rows_of, source, n: int, lo: int, hi: int, target_sizes, level: float) -> _Filled:
+    """Shapley values, values at the target sizes, parameters and flags of each row, from its source."""
     nan = lambda: np.full(n, np.nan)  # noqa: E731
-    cols: dict[str, Any] = {}
-    est = np.full(n, "none", dtype=object)
-    shap, shap_lo, shap_hi = nan(), nan(), nan()
-    params = {name: nan() for name in ("c", "alpha", "sigma", "beta", "c_low", "c_high", "alpha_low", "alpha_high")}
-    n_samples = np.zeros(n, dtype=np.int64)
-    tv = {_k_label(k): (nan(), nan(), nan(), np.zeros(n, dtype=bool)) for k in target_sizes}
     flag_keys = sorted({k for s in sources for k in s.flags})
-    flag_val = {k: np.zeros(n, dtype=bool) for k in flag_keys}
-    flag_has = {k: np.zeros(n, dtype=bool) for k in flag_keys}
-    any_intervals = False
-
+    out = _Filled(
+        est=np.full(n, "none", dtype=object), shap=nan(), shap_lo=nan(), shap_hi=nan(),
+        params={name: nan() for name in ("c", "alpha", "sigma", "beta", "c_low", "c_high", "alpha_low",
+                                         "alpha_high")},
+        n_samples=np.zeros(n, dtype=np.int64),
+        tv={_k_label(k): (nan(), nan(), nan(), np.zeros(n, dtype=bool)) for k in target_sizes},
+        flag_val={k: np.zeros(n, dtype=bool) for k in flag_keys},
+        flag_has={k: np.zeros(n, dtype=bool) for k in flag_keys},
+    )
     # n_samples: from the per-point laws where they know the point
     for j in range(len(sources) - 1, -1, -1):
-        n_samples[rows_of[j]] = sources[j].n_samples
-
+        out.n_samples[rows_of[j]] = sources[j].n_samples
     for j, s in enumerate(sources):
         rows_all = rows_of[j]
         take = source[rows_all] == j
@@ -535,54 +586,45 @@ def values_table(
             continue
         sub = s.subset(take)
         rows = rows_all[take]
-        est[rows] = s.estimator
+        out.est[rows] = s.estimator
         sv = distributional_shapley(sub, lo, hi, level=level)
-        shap[rows] = sv.value
+        out.shap[rows] = sv.value
         if sv.has_intervals:
-            any_intervals = True
-            shap_lo[rows], shap_hi[rows] = sv.low, sv.high
+            out.any_intervals = True
+            out.shap_lo[rows], out.shap_hi[rows] = sv.low, sv.high
         for name in ("c", "alpha", "sigma", "beta"):
-            params[name][rows] = getattr(sub, name)
+            out.params[name][rows] = getattr(sub, name)
         if sub.has_intervals:
             for name in ("c_low", "c_high", "alpha_low", "alpha_high"):
-                params[name][rows] = getattr(sub, name)
+                out.params[name][rows] = getattr(sub, name)
         va = value_at(sub, target_sizes, level=level)
         for m, k in enumerate(target_sizes):
-            v, vl, vh, ex = tv[_k_label(k)]
+            v, vl, vh, ex = out.tv[_k_label(k)]
             v[rows] = va.value[:, m]
             if va.has_intervals:
                 vl[rows], vh[rows] = va.low[:, m], va.high[:, m]
             ex[rows] = va.extrapolated[m]
         for key in flag_keys:
             if key in sub.flags:
-                flag_val[key][rows] = sub.flags[key]
-                flag_has[key][rows] = True
+                out.flag_val[key][rows] = sub.flags[key]
+                out.flag_has[key][rows] = True
+    return out
 
-    label, codes = _labels(dataset, index)
-    cols["point_id"] = ids
-    cols["label"] = label
-    if codes is not None:
-        cols["label_code"] = codes
-    cols["estimator"] = est
-    cols["shapley"] = shap
-    cols["shapley_low"] = shap_lo
-    cols["shapley_high"] = shap_hi
+
+def _rank(shap: np.ndarray) -> pd.arrays.IntegerArray:
+    """1 = the largest finite value; NA where the value is not finite."""
+    n = shap.size
     order = np.argsort(-np.where(np.isfinite(shap), shap, -np.inf), kind="stable")
     rank = np.empty(n, dtype=np.float64)
     rank[order] = np.arange(1, n + 1)
     rank[~np.isfinite(shap)] = np.nan
-    cols["rank"] = pd.array(rank, dtype="Int64") if n else pd.array([], dtype="Int64")
-    for k in target_sizes:
-        lab = _k_label(k)
-        v, vl, vh, ex = tv[lab]
-        name = value_column(k)
-        cols[name] = v
-        cols[f"{name}_low"] = vl
-        cols[f"{name}_high"] = vh
-        cols[f"extrapolated_{lab}"] = ex
-    cols.update(params)
-    cols["negative_c"] = np.where(np.isfinite(params["c"]), params["c"] < 0, False)
-    cols["n_samples"] = n_samples
+    return pd.array(rank, dtype="Int64") if n else pd.array([], dtype="Int64")
+
+
+def _comparison_columns(ids: np.ndarray, samples, compare, oob, lo: int, hi: int, level: float) -> dict[str, Any]:
+    """Monte Carlo columns, other estimators' Shapley values and the out-of-bag evidence, per row."""
+    n = ids.size
+    cols: dict[str, Any] = {}
     if samples is not None:
         mc = monte_carlo_values(samples, k_min=lo, k_max=hi).reindex(ids)
         cols["mc_mean"] = mc["mc_mean"].to_numpy(dtype=np.float64)
@@ -599,9 +641,4 @@ def values_table(
         ev = oob.set_index("point_id").reindex(ids)
         cols["oob"] = ev["oob_score"].to_numpy(dtype=np.float64)
         cols["n_oob"] = ev["n_oob"].fillna(0).to_numpy(dtype=np.int64)
-    for key in flag_keys:
-        cols[f"flag_{key}"] = _nullable_flag(flag_val[key], flag_has[key])
-    frame = pd.DataFrame(cols)
-    frame.attrs["k_range_shapley"] = [lo, hi]
-    frame.attrs["has_intervals"] = bool(any_intervals)
-    return frame
+    return cols

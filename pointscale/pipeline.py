@@ -545,7 +545,7 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
                 method: str = "auto") -> dict[str, Any]:
     """The laws the values come from -> ``laws.parquet`` (the choice recorded in its ``meta['selection']``).
 
-    :func:`pointscale.laws.select_laws` with ``method`` ("auto": the
+    :func:`pointscale.laws.auto.select_laws` with ``method`` ("auto": the
     registered estimator with the best held-out-sample likelihood). The laws
     in ``laws_mle`` and ``laws_amortized`` (None: no amortized laws in this
     run, whatever file the folder holds) are reused where a candidate needs

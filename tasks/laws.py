@@ -12,12 +12,7 @@ from prefect import task
 
 from pointscale import pipeline
 
-from ._cache import run_stage
-
-
-def _ref(result: Optional[dict[str, Any]]) -> Optional[dict[str, str]]:
-    """What a downstream key needs of an upstream result: its files' sha256 (None: not in this run)."""
-    return None if result is None else dict(result["output"])
+from ._cache import output_ref, run_stage
 
 
 @task(name="fit-mle-laws", retries=1)
@@ -51,8 +46,8 @@ def choose_laws(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any],
     the laws' ``meta['selection']`` and in the result (``estimator``).
     """
     inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "ledger": samples["ledger_hash"],
-              "points": samples["points_hash"], "laws_mle": _ref(laws_mle),
-              "laws_amortized": _ref(laws_amortized), "method": method}
+              "points": samples["points_hash"], "laws_mle": output_ref(laws_mle),
+              "laws_amortized": output_ref(laws_amortized), "method": method}
     return run_stage(run_dir, "laws", inputs, lambda: pipeline.choose_laws(
         run_dir, dataset["path"], sampling, laws_mle=pipeline.LAWS_MLE,
         laws_amortized=pipeline.LAWS_AMORTIZED if laws_amortized else None, method=method))

@@ -14,12 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from pointscale import pipeline
 
-from ._cache import run_stage
-
-
-def _ref(result: Optional[dict[str, Any]]) -> Optional[dict[str, str]]:
-    """What a downstream key needs of an upstream result: its files' sha256 (None: not in this run)."""
-    return None if result is None else dict(result["output"])
+from ._cache import output_ref, run_stage
 
 
 @task(name="value")
@@ -31,8 +26,8 @@ def value(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], sampl
     The MLE and amortized laws give the comparison columns.
     """
     inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "ledger": samples["ledger_hash"],
-              "points": samples["points_hash"], "laws": _ref(laws), "laws_mle": _ref(laws_mle),
-              "laws_amortized": _ref(laws_amortized), "target_sizes": target_sizes}
+              "points": samples["points_hash"], "laws": output_ref(laws), "laws_mle": output_ref(laws_mle),
+              "laws_amortized": output_ref(laws_amortized), "target_sizes": target_sizes}
     return run_stage(run_dir, "values", inputs, lambda: pipeline.value(
         run_dir, dataset["path"], sampling, target_sizes, laws=pipeline.LAWS, laws_mle=pipeline.LAWS_MLE,
         laws_amortized=pipeline.LAWS_AMORTIZED if laws_amortized else None))
@@ -46,7 +41,7 @@ def select(run_dir: str, dataset: dict[str, Any], laws: dict[str, Any], values: 
     Ranked by the chosen laws (``laws.parquet``, the choose-laws result: the
     laws behind ``shapley``); it follows the value stage.
     """
-    inputs = {"dataset": dataset["fingerprint"], "laws": _ref(laws), "values": _ref(values), "m": m}
+    inputs = {"dataset": dataset["fingerprint"], "laws": output_ref(laws), "values": output_ref(values), "m": m}
     return run_stage(run_dir, "selection", inputs,
                      lambda: pipeline.select(run_dir, dataset["path"], m, laws=pipeline.LAWS))
 
@@ -55,7 +50,7 @@ def select(run_dir: str, dataset: dict[str, Any], laws: dict[str, Any], values: 
 def removal(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any],
             values: dict[str, Any]) -> dict[str, Any]:
     """Removal curve: retrain without the lowest-valued points vs random ones."""
-    inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "values": _ref(values)}
+    inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "values": output_ref(values)}
     return run_stage(run_dir, "removal", inputs,
                      lambda: pipeline.removal(run_dir, dataset["path"], sampling, values=pipeline.VALUES))
 

@@ -86,8 +86,8 @@ from .result import FittedScalingLaws
 
 __all__ = ["fit_laws", "select_laws", "CANDIDATES", "holdout_mask"]
 
-#: The estimators ``method="auto"`` chooses among, in tie-breaking order (the
-#: registry's ``auto_rank``: :mod:`pointscale.laws.estimators`).
+#: The built-in estimators ``method="auto"`` chooses among, in tie-breaking order
+#: (the registry's ``auto_rank`` at import: :func:`pointscale.laws.estimators.candidates`).
 CANDIDATES = candidates()
 #: What the held-out likelihood scores (see the module docstring).
 TARGETS = ("shapley", "psi")
@@ -267,7 +267,8 @@ def _context(dataset: Any, oob, random_state: int, k_range, amortized_params) ->
 
 def _candidates(requested, dataset: Any) -> list[str]:
     """The registry's auto candidates (in preference order) among ``requested``, fit for the data given."""
-    cands = [c for c in (requested or CANDIDATES) if c in CANDIDATES]
+    ranked = candidates()  # the registry now (an estimator registered after import counts)
+    cands = [c for c in (requested or ranked) if c in ranked]
     if dataset is None:
         cands = [c for c in cands if not get_estimator(c).needs_dataset]
     if not cands:

@@ -9,7 +9,7 @@ The models are the paper's classes (Covert et al., ICML 2024, App. C):
   the full scale trains it with ``mlp_batched`` (the same model and
   optimiser, a block's models at once);
 * ``svm`` — RBF SVC with Platt probabilities (``SVC(probability=True)``: 5-fold
-  sigmoid calibration; the registry's :class:`~pointscale.sampling.models.PlattSVC`);
+  sigmoid calibration; the registry's :class:`~pointscale.sampling.solvers.svm.PlattSVC`);
 * ``xgboost`` — an *extra*, not in the paper, in a configuration whose ψ_k is
   monotone in k (depth 2, learning rate 0.1, 50 trees): with depth 4 and
   learning rate 0.3 the sign of ψ_k flips between sizes for most points,

@@ -19,6 +19,11 @@ compares sha256 digests of what the run produces against
   sampling hash, dataset version, points, sampling counts), without timings,
   paths, package and code versions.
 
+When the digests were made, a flow run of the same options (``pointscale run
+--workers 2``, through Prefect and Dask) gave the same ledger, laws, values,
+selection, removal curve and learning curve, and its ``run.json`` the same
+configuration, sampling hash and counts.
+
 The digests were generated from the code before issue 25's refactor, on the
 development machine; a float differs in its last bit on another BLAS, so
 regenerate them there (``python -m tests.core.test_behaviour_digest --write``)
@@ -121,10 +126,11 @@ def _default_run(run_dir: Path) -> dict[str, Any]:
                    laws_amortized=pipeline.LAWS_AMORTIZED)
     pipeline.select(root, path, options.select_m, laws=pipeline.LAWS)
     pipeline.removal(root, path, sampling, values=pipeline.VALUES)
-    counts = {
+    counts = {  # the sampling stage's counts in run.json, less its timing
+        "shards_planned": len(shards), "shards_executed": len(shards), "shards_retried": 0,
         "samples_planned": plan["samples_planned"], "samples_reused": plan["samples_reused"],
         "samples_new": sum(s["samples"] for s in shards), "fits_executed": sum(s["fits"] for s in shards),
-        "failed_fits": sum(s["failed"] for s in shards), "shards": len(shards),
+        "failed_fits": sum(s["failed"] for s in shards), "quarantined": plan["quarantined"],
     }
     return {
         "config": {"data": data, "sampling": sampling, "options": options.model_dump(mode="json")},

@@ -69,3 +69,13 @@ def test_link_check_finds_a_broken_link(tmp_path):
     page.write_text("[ok](there.md) [ok](there.md#a-heading) [web](https://example.org/x) `[code](nope.md)`\n"
                     "[gone](missing.md) [no heading](there.md#nope)\n```\n[fenced](nope.md)\n```\n")
     assert broken_links(page) == ["missing.md", "there.md#nope"]
+
+
+def test_readme_api_tour_runs(capsys):
+    # The README's core API block is run as written: a renamed function breaks this test, not a reader.
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## The core API in five lines", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "value" in printed and len(printed.strip().splitlines()) == 6  # a header and five points

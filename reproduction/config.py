@@ -215,7 +215,7 @@ def full_config() -> ReproduceConfig:
     """
     return ReproduceConfig(
         name="full",
-        transfer_metrics=("neg_log_loss",),  # neg_brier: benchmarks/utility.py (README)
+        transfer_metrics=("neg_log_loss",),  # neg_brier: benchmarks/utility.py (docs/defaults.md)
         models=(
             # Extrapolation only to 2000: fits at k = 5000 run at ~15 samples/s on the shared machine.
             ModelScale("logreg", gt_points=1000, gt_per_size=1000, gt_block_size=128, extrap_per_size=6,
@@ -229,7 +229,7 @@ def full_config() -> ReproduceConfig:
             # mlp_batched ~45 samples/s, svm on precomputed kernels ~35, xgboost ~75): two blocks of 32
             # points, 16 staggered samples per size. The paper's MLP is trained by `mlp_batched` (the same
             # architecture and optimiser as scikit-learn's MLPClassifier, every D ∪ {z} of a block at once;
-            # U(D) correlation with MLPClassifier 0.9999, README benchmarks).
+            # U(D) correlation with MLPClassifier 0.9999, docs/benchmarks.md).
             ModelScale("mlp_batched", gt_points=64, gt_per_size=16, extrap_per_size=0, fit_ns=(10,),
                        shapley_ns=(10,), amortized_ns=(), extra_points=0, addition_repeats=0),
             ModelScale("svm", gt_points=64, gt_per_size=16, extrap_per_size=0, fit_ns=(10,),

@@ -186,7 +186,7 @@ def estimates(samples: pd.DataFrame, ds, oob: pd.DataFrame | None, sizes, seed: 
 def values_part(args, log) -> pd.DataFrame:
     from pointscale.data import load_dataset
     from pointscale.sampling import SamplingConfig, default_metric
-    from pointscale.sampling.oob import summarize
+    from pointscale.sampling.ledger import summarize
     from pointscale.seeding import STREAM_SELECTION, rng
     from pointscale.valuation import empirical_psi, monte_carlo_values
 
@@ -275,7 +275,7 @@ def flips_part(args, log) -> pd.DataFrame:
 
     from pointscale import pipeline
     from pointscale.laws.auto import select_laws
-    from pointscale.sampling.oob import summarize
+    from pointscale.sampling.ledger import summarize
     from pointscale.valuation import distributional_shapley, monte_carlo_values
 
     rows = []
@@ -348,7 +348,7 @@ def rules_part(args, log) -> pd.DataFrame:
     from pointscale.laws.estimators import FitContext, fit_estimator
     from pointscale.laws.likelihood import LOG_2PI
     from pointscale.laws.power import power_mean
-    from pointscale.sampling.oob import summarize
+    from pointscale.sampling.ledger import summarize
     from pointscale.valuation import distributional_shapley, monte_carlo_values
 
     rows = []

@@ -26,7 +26,7 @@ SAVED = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "est
 
 
 def markdown(values: pd.DataFrame | None, flips: pd.DataFrame | None) -> str:
-    """The benchmark's tables as Markdown (for the README and docs/results.md)."""
+    """The benchmark's tables as Markdown (for docs/benchmarks.md and docs/results.md)."""
     parts = []
     if values is not None and not values.empty:
         for name, frame in values.groupby("dataset", sort=False):

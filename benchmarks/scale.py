@@ -474,13 +474,21 @@ def _stage_seconds(row: dict, stage: str, kind: str) -> float | None:
     """A stage's CPU (``kind="cpu"``) or wall seconds of a record (None if not measured)."""
     if stage == "total":
         return row.get("cpu_s") if kind == "cpu" else row.get("wall_s")
+    # Records made before the stage graph named the MLE stage for what it is call it fit_mle
+    # (and have no choose_laws: the value stage chose the laws then).
+    names = (stage, _OLD_STAGE_NAMES[stage]) if stage in _OLD_STAGE_NAMES else (stage,)
     if kind == "cpu":
-        return (row.get("stage_cpu_s") or {}).get(stage)
-    # Wall: the monitor's (summed over attempts; ingest includes the command's start-up, as
-    # its CPU does); the manifest's time for records made before the monitor.
-    if row.get("stage_wall_s"):
-        return row["stage_wall_s"].get(stage)
-    return (row.get("timings") or {}).get(stage)
+        table = row.get("stage_cpu_s") or {}
+    elif row.get("stage_wall_s"):
+        # Wall: the monitor's (summed over attempts; ingest includes the command's start-up, as
+        # its CPU does); the manifest's time for records made before the monitor.
+        table = row["stage_wall_s"]
+    else:
+        table = row.get("timings") or {}
+    return next((table[n] for n in names if n in table), None)
+
+
+_OLD_STAGE_NAMES = {"fit_mle_laws": "fit_mle"}
 
 
 def growth(rows: list[dict]) -> list[dict]:

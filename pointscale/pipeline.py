@@ -17,6 +17,7 @@ record matches its key and whose files are intact is up to date
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from pathlib import Path
@@ -542,7 +543,7 @@ def _run_laws(run: RunFolder, laws_mle: str | None, laws_amortized: str | None):
 
 def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any], *,
                 laws_mle: str = LAWS_MLE, laws_amortized: str | None = None,
-                method: str = "auto") -> dict[str, Any]:
+                method: str = "auto", control_variate: str = "auto") -> dict[str, Any]:
     """The laws the values come from -> ``laws.parquet`` (the choice recorded in its ``meta['selection']``).
 
     :func:`pointscale.laws.auto.select_laws` with ``method`` ("auto": the
@@ -553,29 +554,47 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
     and shrinkage only. The held-out score targets the Shapley value over the
     sampled range when k is drawn uniformly from it; staggered sizes are
     scored by the law for psi_k itself.
+
+    ``control_variate`` ("auto", "on" or "off"): whether the estimators fit
+    the samples adjusted by the block-mean control variate
+    (:func:`pointscale.laws.control.adjust`); "auto" adjusts where the run's
+    own cross-fitted check says it lowers the error of the per-point means.
+    Adjusted samples are fitted from scratch (the stored MLE and amortized
+    laws were fitted to the raw ones). What it found and whether it was
+    applied go to ``meta['selection']['control_variate']`` and the summary.
     """
     from .laws.auto import select_laws
+    from .laws.control import CONTROL_SETTINGS, adjust
     from .sampling import SamplingConfig
 
+    if control_variate not in CONTROL_SETTINGS:
+        raise ConfigError(f"control_variate={control_variate!r} must be one of {CONTROL_SETTINGS}")
     run = RunFolder(run_dir)
     start = time.perf_counter()
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
-    samples = load_samples(run_dir, sampling)
-    mle, amortized = _run_laws(run, laws_mle, laws_amortized)
+    rows = load_samples(run_dir, sampling, columns=SAMPLE_COLUMNS + ("base_id", "sample_id"))
+    adjusted, control = adjust(rows, seed=cfg.seed)
+    applied = control["available"] and (control_variate == "on" or
+                                         (control_variate == "auto" and control["helps"]))
+    control = {**control, "setting": control_variate, "applied": bool(applied)}
+    # Without the adjustment the estimators see exactly the columns they always saw.
+    samples = adjusted if applied else rows[list(SAMPLE_COLUMNS)]
     fitted = {}
-    if amortized is not None:
+    mle, amortized = _run_laws(run, laws_mle, laws_amortized)
+    if amortized is not None and not applied:
         fitted["amortized"] = amortized.subset(_member(amortized.point_ids, samples["point_id"].unique()))
-    if mle is not None:
+    if mle is not None and not applied:
         fitted["mle"] = mle
     candidates = None if amortized is not None else ("shrinkage", "mle")
     laws, _ = select_laws(samples, ds, method=method, oob=_oob(run_dir), random_state=cfg.seed, fitted=fitted,
                           candidates=candidates, target="psi" if cfg.mode == "staggered" else "shapley",
                           k_range=(cfg.k_min, cfg.k_max))
+    selection = {**laws.meta["selection"], "control_variate": control}
+    laws = dataclasses.replace(laws, meta={**laws.meta, "selection": selection})
     laws.save(run.file(LAWS))
-    selection = laws.meta["selection"]
     return {"files": [LAWS], "points": laws.n_points, "chosen": selection["chosen"], "estimator": selection,
-            "seconds": round(time.perf_counter() - start, 3)}
+            "control_variate": control, "seconds": round(time.perf_counter() - start, 3)}
 
 
 def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],

@@ -194,3 +194,26 @@ def test_code_version_covers_the_orchestration_code(tmp_path):
     one, two = (pipeline.code_version(tmp_path / v / "flows") for v in ("1", "2"))
     assert len({one, two, pipeline.code_version()}) == 3  # an edit in an added package changes the key
     assert code_version() != pipeline.code_version()  # tasks/ and flows/ are part of it
+
+
+def test_choose_laws_applies_the_block_mean_control_variate_as_asked(sampled_run):
+    from pointscale.errors import ConfigError
+    from pointscale.laws.control import adjust
+
+    run_dir, info, sampling, _, _ = sampled_run
+    found = {}
+    for setting in ("off", "on"):
+        out = pipeline.choose_laws(run_dir, info["path"], sampling, laws_amortized=None, control_variate=setting)
+        laws = FittedScalingLaws.load(run_dir / pipeline.LAWS)
+        record = laws.meta["selection"]["control_variate"]
+        assert record == out["control_variate"] and record["setting"] == setting
+        assert record["applied"] is (setting == "on")
+        found[setting] = (laws, record)
+    # The record is adjust()'s on the run's ledger rows (blocks of 8 share each base).
+    rows = pipeline.load_samples(run_dir, sampling, columns=pipeline.SAMPLE_COLUMNS + ("base_id", "sample_id"))
+    _, expected = adjust(rows, seed=sampling["seed"])
+    assert found["on"][1]["b"] == pytest.approx(expected["b"]) and found["on"][1]["n_bases"] == rows["base_id"].nunique()
+    # Applied, the laws were fitted to other samples.
+    assert not np.allclose(found["on"][0].c, found["off"][0].c)
+    with pytest.raises(ConfigError, match="control_variate"):
+        pipeline.choose_laws(run_dir, info["path"], sampling, control_variate="always")

@@ -16,8 +16,8 @@ For a sample (z, D) with |D| = k in a block of n ≥ 2 usable samples,
   points of the block on D, minus the expected block mean at size k;
 * μ(k) = E[Δ̄(D) | k]: a weighted least-squares fit of the bases' mean Δ
   (weights: their usable samples) on a smooth function of k -- one mean per
-  size where the run has at most :data:`MAX_DISCRETE_SIZES` distinct sizes
-  (staggered designs), else a polynomial in log k of degree 0, 1 or 2 by the
+  size where the run has at most :data:`MAX_DISCRETE_SIZES` distinct sizes,
+  each on two bases or more (staggered designs), else a polynomial in log k of degree 0, 1 or 2 by the
   number of bases (:func:`_degree`). μ̂_{−D} is that fit *without base D*
   (the exact leave-one-out prediction from the hat matrix), so a sample's
   control never contains its own base's deviation from the curve;
@@ -96,10 +96,16 @@ def _degree(n_bases: int) -> int:
     return 2 if n_bases >= 45 else 1 if n_bases >= 15 else 0
 
 
+def _discrete(ref: np.ndarray) -> bool:
+    """One mean per size: few distinct sizes, each shared by several bases (staggered designs)."""
+    sizes, counts = np.unique(ref, return_counts=True)
+    return sizes.size <= MAX_DISCRETE_SIZES and counts.min() >= 2
+
+
 def _design(k: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Columns of the size curve at sizes ``k`` (``ref``: the sizes the curve is fitted on)."""
+    """Columns of the size curve at sizes ``k`` (``ref``: the sizes of the bases it is fitted on)."""
     sizes = np.unique(ref)
-    if sizes.size <= MAX_DISCRETE_SIZES:
+    if _discrete(ref):
         onehot = (k[:, None] == sizes[None, :]).astype(np.float64)
         onehot[~onehot.any(axis=1)] = np.nan  # a size the curve was not fitted on: no control
         return onehot
@@ -291,7 +297,7 @@ def adjust(samples: pd.DataFrame, *, folds: int = DEFAULT_FOLDS, seed: int = 0,
     adj = np.where(ok, d - b * np.where(ok, c, 0.0), d)
     var_raw = float(np.var(_centred(d, codes, n_codes)))
     var_adj = float(np.var(_centred(adj, codes, n_codes)))
-    sizes = np.unique(k)
+    base_sizes = _base_table(base, k, d)["k"].to_numpy(np.float64)
     record: dict[str, Any] = {
         "available": True,
         "kind": "block_mean",
@@ -303,7 +309,7 @@ def adjust(samples: pd.DataFrame, *, folds: int = DEFAULT_FOLDS, seed: int = 0,
         "n_samples": int(len(frame)),
         "n_bases": n_bases,
         "mean_block_size": float(len(frame) / n_bases),
-        "size_curve": ("one mean per size" if sizes.size <= MAX_DISCRETE_SIZES
+        "size_curve": ("one mean per size" if _discrete(base_sizes)
                        else f"polynomial of degree {_degree(n_bases)} in log k"),
         "mean_shift": float(np.mean(adj) - np.mean(d)),
     }

@@ -1,0 +1,179 @@
+"""Benchmark: the block-mean control variate per model and dataset (issue 24, item 3).
+
+Run ``python -m benchmarks.control_variates`` (``--quick``: magic, logreg
+and xgboost, 64 points). Writes ``benchmarks/results/control_variates.csv``
+and prints the Markdown table of ``docs/control_variates.md``.
+
+For each dataset (adult, magic: their default splits and the engine's
+default utility) and model (xgboost, mlp_batched, svm, logreg), one small
+uniform run: ``--points`` points (128) drawn with ``--seed``, 10 samples per
+point, blocks of 32, k uniform in [100, 1000]. Samples are cached under
+``--out`` (default ``.cache/benchmarks/control_variates``). Columns:
+
+* ``b``, ``b_se``, ``correlation``, ``variance_reduction``: what
+  :func:`pointscale.laws.control.adjust` finds on the whole run (the
+  within-point correlation of Δ with its control and the share of the
+  within-point variance the adjustment removes);
+* ``heldout_gain_z``, ``default_on``: the cross-fitted check by base (gain in
+  squared error of the per-point means over its standard error) and whether
+  ``control_variate="auto"`` -- the default of the choose-laws stage --
+  applies it;
+* ``reliability_plain``, ``reliability_adjusted``: split-half reliability of
+  the per-point means (rounds 0-4 against 5-9, each half adjusted on its own,
+  Spearman–Brown corrected to 10 samples): the share of the spread of the
+  values that is signal, without and with the adjustment -- no ground truth
+  needed, and both halves are independent;
+* ``surrogate_correlation`` (models other than logreg): the within-point
+  correlation of Δ with the logistic-regression Δ on the same (D, z) (the
+  batched exact path, same bases), and ``surrogate_partial`` the same after
+  both are adjusted by their block means: what a surrogate control variate
+  could add beyond the block mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MODELS = ("xgboost", "mlp_batched", "svm", "logreg")
+DATASETS = ("adult", "magic")
+K_MIN, K_MAX = 100, 1000
+RESULT = Path(__file__).parent / "results" / "control_variates.csv"
+
+
+def _quiet(fn, *args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kw)
+
+
+def sample(ds, cfg, points, path: Path, blocks=None) -> tuple[pd.DataFrame, float]:
+    """The run's samples (cached as Parquet) and the seconds its sampling took (0 when cached)."""
+    from pointscale.io import atomic_write_parquet
+    from pointscale.sampling import plan_blocks, sample_blocks
+
+    if path.exists():
+        return pd.read_parquet(path), 0.0
+    t0 = time.perf_counter()
+    plan = plan_blocks(ds, cfg, points) if blocks is None else blocks
+    frame = _quiet(sample_blocks, ds, cfg, plan, oob=False).samples
+    seconds = time.perf_counter() - t0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_parquet(path, frame)
+    return frame, seconds
+
+
+def split_half_reliability(samples: pd.DataFrame, adjusted: bool, seed: int) -> float:
+    """Spearman–Brown corrected correlation of the per-point means of rounds < 5 and ≥ 5."""
+    from pointscale.laws.control import adjust
+
+    half = int(samples["round"].max() + 1) // 2
+    means = []
+    for part in (samples[samples["round"] < half], samples[samples["round"] >= half]):
+        if adjusted:
+            part, _ = adjust(part, seed=seed, check=False)
+        ok = ~part["failed"] & np.isfinite(part["delta"])
+        means.append(part[ok].groupby("point_id")["delta"].mean())
+    a, b = means[0].align(means[1], join="inner")
+    r = float(np.corrcoef(a, b)[0, 1])
+    return 2 * r / (1 + r)
+
+
+def within_point_correlation(x: pd.Series, y: pd.Series, point: pd.Series) -> float:
+    xc = x - x.groupby(point).transform("mean")
+    yc = y - y.groupby(point).transform("mean")
+    return float((xc * yc).sum() / np.sqrt((xc ** 2).sum() * (yc ** 2).sum()))
+
+
+def measure(name: str, model: str, args, log) -> dict:
+    from pointscale.data import load_dataset
+    from pointscale.laws.control import adjust
+    from pointscale.sampling import SamplingConfig, default_metric, plan_blocks
+    from pointscale.seeding import STREAM_SELECTION, rng
+
+    ds = load_dataset(name)
+    metric = default_metric(ds.task)
+    g = rng(args.seed, STREAM_SELECTION, "control-variates-benchmark-points")
+    points = [str(p) for p in np.asarray(ds.point_ids)[np.sort(g.choice(ds.n_pool, args.points, replace=False))]]
+    cfg = SamplingConfig(model=model, metric=metric, k_min=K_MIN, k_max=K_MAX, samples_per_point=args.samples,
+                         seed=args.seed, block_size=args.block, shard_size=8)
+    folder = Path(args.out) / f"{name}-{metric}-s{args.seed}-p{args.points}-n{args.samples}-b{args.block}"
+    raw, seconds = sample(ds, cfg, points, folder / f"{model}.parquet")
+    t0 = time.perf_counter()
+    _, record = adjust(raw, seed=args.seed)
+    adjust_seconds = time.perf_counter() - t0
+    row = {"dataset": name, "model": model, "metric": metric, "points": args.points, "samples_per_point": args.samples,
+           "block_size": args.block, "failed": int(raw["failed"].sum()),
+           "b": record["b"], "b_se": record["b_se"], "correlation": record["correlation"],
+           "variance_reduction": record["variance_reduction"],
+           "heldout_gain_z": record["heldout_gain"] / record["heldout_gain_se"],
+           "default_on": bool(record["helps"]),
+           "reliability_plain": split_half_reliability(raw, False, args.seed),
+           "reliability_adjusted": split_half_reliability(raw, True, args.seed),
+           "sampling_seconds": round(seconds, 1), "adjust_seconds": round(adjust_seconds, 3)}
+    if model != "logreg":
+        # The logistic-regression Δ on the very same (D, z): the same blocks (base id,
+        # size, members) and seed draw the same base subsets.
+        blocks = plan_blocks(ds, cfg, points)
+        sur, _ = sample(ds, cfg.replace(model="logreg"), points, folder / f"{model}-surrogate.parquet", blocks)
+        both = raw.merge(sur[["sample_id", "delta", "failed"]], on="sample_id", suffixes=("", "_s"))
+        both = both[~both["failed"] & ~both["failed_s"] & np.isfinite(both["delta"]) & np.isfinite(both["delta_s"])]
+        row["surrogate_correlation"] = within_point_correlation(both["delta"], both["delta_s"], both["point_id"])
+        adj, _ = adjust(both, seed=args.seed, check=False)
+        adj_s, _ = adjust(both.assign(delta=both["delta_s"]), seed=args.seed, check=False)
+        row["surrogate_partial"] = within_point_correlation(adj["delta"], adj_s["delta"], both["point_id"])
+    log(f"{name}/{model}: correlation {row['correlation']:.2f}, variance reduction "
+        f"{row['variance_reduction']:.2f}, held-out z {row['heldout_gain_z']:.1f}, default on {row['default_on']}, "
+        f"reliability {row['reliability_plain']:.2f} -> {row['reliability_adjusted']:.2f}"
+        + (f", surrogate {row['surrogate_correlation']:.2f} (partial {row['surrogate_partial']:.2f})"
+           if "surrogate_correlation" in row else "") + f" [{seconds:.0f} s sampling]")
+    return row
+
+
+def markdown(table: pd.DataFrame) -> str:
+    head = ("| dataset | model | correlation | b (± se) | variance reduction | held-out z | on by default "
+            "| reliability plain → adjusted | surrogate corr. (partial) |\n|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in table.itertuples(index=False):
+        sur = (f"{r.surrogate_correlation:.2f} ({r.surrogate_partial:.2f})"
+               if isinstance(getattr(r, "surrogate_correlation", None), float) and np.isfinite(r.surrogate_correlation)
+               else "—")
+        lines.append(f"| {r.dataset} | {r.model} | {r.correlation:.2f} | {r.b:.2f} ± {r.b_se:.2f} | "
+                     f"{r.variance_reduction:.2f} | {r.heldout_gain_z:.1f} | {'yes' if r.default_on else 'no'} | "
+                     f"{r.reliability_plain:.2f} → {r.reliability_adjusted:.2f} | {sur} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--points", type=int, default=128)
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--block", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=".cache/benchmarks/control_variates")
+    parser.add_argument("--save", default=str(RESULT), help="CSV to write ('' : none)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.datasets, args.models, args.points = ["magic"], ["logreg", "xgboost"], 64
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    rows = [measure(name, model, args, log) for name in args.datasets for model in args.models]
+    table = pd.DataFrame(rows)
+    log("\n" + markdown(table))
+    if args.save and not args.quick:
+        from pointscale.io import atomic_write_text
+
+        atomic_write_text(Path(args.save), table.to_csv(index=False, float_format="%.6g"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -281,6 +281,7 @@ def write_report(
                                              evaluation=evaluation, manifest=manifest))
     md += _data_section(info)
     md += _estimator_section(estimator_choice)
+    md += _control_variate_section(estimator_choice)
     md += _laws_section(laws)
     md += _values_sections(values, fig_dir, _k_range(laws, values), top_n)
     md += _learning_curve_section(learning_curve)
@@ -334,6 +335,26 @@ def _estimator_section(choice: Mapping[str, Any] | None) -> list[str]:
                  markdown_table(pd.DataFrame([{"estimator": k, "heldout_nll": v}
                                               for k, v in (choice.get("heldout_nll") or {}).items()])),
                  ""]
+
+
+def control_variate_sentence(record: Mapping[str, Any] | None) -> str | None:
+    """One sentence on the block-mean control variate of a run (None: the run has no record)."""
+    if not record:
+        return None
+    if not record.get("available"):
+        return f"Block-mean control variate: not available ({record.get('reason')})."
+    found = (f"within-point correlation {record['correlation']:.2f}, b = {record['b']:.2f}, "
+             f"variance of each point's samples {-100 * record['variance_reduction']:+.0f} %")
+    if "heldout_gain" in record and record.get("heldout_gain_se"):
+        found += f"; cross-fitted gain {record['heldout_gain'] / record['heldout_gain_se']:.1f} standard errors"
+    how = {"auto": "where it helps", "on": "asked for", "off": "switched off"}.get(record.get("setting"), "")
+    state = "applied" if record.get("applied") else "not applied"
+    return f"Block-mean control variate {state} ({how}): {found}."
+
+
+def _control_variate_section(choice: Mapping[str, Any] | None) -> list[str]:
+    sentence = control_variate_sentence((choice or {}).get("control_variate"))
+    return [sentence, ""] if sentence else []
 
 
 def _laws_section(laws: FittedScalingLaws | None) -> list[str]:

@@ -139,3 +139,17 @@ def test_without_base_ids_nothing_is_adjusted():
     out, record = adjust(raw.drop(columns="base_id"))
     assert not record["available"] and "base_id" in record["reason"]
     pd.testing.assert_frame_equal(out, raw.drop(columns="base_id"))
+
+
+def test_the_report_names_the_control_variate_and_whether_it_was_applied():
+    from pointscale.report.markdown import control_variate_sentence
+
+    raw, _ = simulate(0, shared_sd=2.0)
+    _, record = adjust(raw, seed=0)
+    on = control_variate_sentence({**record, "setting": "auto", "applied": True})
+    assert on.startswith("Block-mean control variate applied (where it helps)")
+    assert f"b = {record['b']:.2f}" in on and f"{-100 * record['variance_reduction']:+.0f} %" in on
+    off = control_variate_sentence({**record, "setting": "off", "applied": False})
+    assert "not applied (switched off)" in off
+    assert "not available" in control_variate_sentence(adjust(raw.drop(columns="base_id"))[1])
+    assert control_variate_sentence(None) is None

@@ -77,7 +77,7 @@ import pandas as pd
 
 from ..seeding import mix64
 
-__all__ = ["adjust", "block_controls", "CONTROL_SETTINGS", "MAX_DISCRETE_SIZES", "DEFAULT_FOLDS"]
+__all__ = ["adjust", "block_controls", "cross_fitted", "CONTROL_SETTINGS", "MAX_DISCRETE_SIZES", "DEFAULT_FOLDS"]
 
 #: ``control_variate`` settings of the choose-laws stage: "auto" applies it where it helps.
 CONTROL_SETTINGS = ("auto", "on", "off")
@@ -207,22 +207,43 @@ def _folds(base: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return (key % np.uint64(folds)).astype(np.int64)
 
 
-def _heldout(d, base, codes, n_codes, folds: int, seed: int, frame: pd.DataFrame) -> dict[str, Any]:
-    """Cross-fitted squared errors of each point's plain and adjusted training mean (module docstring)."""
+def cross_fitted(samples: pd.DataFrame, *, folds: int = DEFAULT_FOLDS, seed: int = 0):
+    """Folds of bases, each with Δ̃ computed from the other folds alone.
+
+    Yields ``(held, adjusted)`` per fold: ``held`` marks the rows of the
+    usable samples (finite Δ, not failed; in order) on the fold's bases, and
+    ``adjusted`` is Δ̃ of every usable row with the size curve and b fitted on
+    the rows outside the fold (the training rows' controls leave their own
+    base out of the curve, as in :func:`adjust`). Any estimator fitted to
+    the training rows' Δ or Δ̃ can then be scored against the held-out rows'
+    Δ̃, which is unbiased for the point's expected Δ whatever b is.
+    """
+    keep = _usable_mask(samples)
+    frame = samples.loc[keep, ["point_id", "k", "delta", "base_id"]].reset_index(drop=True)
+    d = frame["delta"].to_numpy(np.float64)
+    base = frame["base_id"].to_numpy(np.int64)
+    codes, uniques = pd.factorize(frame["point_id"], sort=False)
     fold = _folds(base, folds, seed)
-    gain = np.zeros(n_codes)
-    se_raw = np.zeros(n_codes)
-    se_adj = np.zeros(n_codes)
-    n_held = 0
     for f in range(folds):
         held, train = fold == f, fold != f
         if not held.any() or not train.any():
             continue
         c = block_controls(frame, fit_rows=train)
         ok = np.isfinite(c)
-        ok_t = train & ok
-        b, _, _ = _coefficient(d[ok_t], c[ok_t], codes[ok_t], n_codes, base[ok_t])
-        adj = np.where(ok, d - b * np.where(ok, c, 0.0), d)
+        b, _, _ = _coefficient(d[train & ok], c[train & ok], codes[train & ok], len(uniques), base[train & ok])
+        yield held, np.where(ok, d - b * np.where(ok, c, 0.0), d)
+
+
+def _heldout(samples: pd.DataFrame, folds: int, seed: int) -> dict[str, Any]:
+    """Cross-fitted squared errors of each point's plain and adjusted training mean (module docstring)."""
+    keep = _usable_mask(samples)
+    d = samples["delta"].to_numpy(np.float64)[keep]
+    codes, uniques = pd.factorize(samples["point_id"].to_numpy()[keep], sort=False)
+    n_codes = len(uniques)
+    gain, se_raw, se_adj = np.zeros(n_codes), np.zeros(n_codes), np.zeros(n_codes)
+    n_held = 0
+    for held, adj in cross_fitted(samples, folds=folds, seed=seed):
+        train = ~held
         cnt = np.bincount(codes[train], minlength=n_codes)
         with np.errstate(all="ignore"):
             m_raw = np.bincount(codes[train], weights=d[train], minlength=n_codes) / cnt
@@ -237,11 +258,10 @@ def _heldout(d, base, codes, n_codes, folds: int, seed: int, frame: pd.DataFrame
         n_held += int(h.sum())
     if n_held == 0:
         return {"n_heldout": 0, "helps": False}
-    n_pts = n_codes
     # Per point sums (its held-out samples share its estimates), scaled to per-sample means.
-    per_point = gain * n_pts / n_held
+    per_point = gain * n_codes / n_held
     g = float(gain.sum() / n_held)
-    g_se = float(np.std(per_point, ddof=1) / np.sqrt(n_pts)) if n_pts > 1 else float("inf")
+    g_se = float(np.std(per_point, ddof=1) / np.sqrt(n_codes)) if n_codes > 1 else float("inf")
     return {"n_heldout": n_held, "folds": int(folds),
             "heldout_mse_plain": float(se_raw.sum() / n_held), "heldout_mse_adjusted": float(se_adj.sum() / n_held),
             "heldout_gain": g, "heldout_gain_se": g_se, "helps": bool(g > HELPS_Z * g_se)}
@@ -314,7 +334,7 @@ def adjust(samples: pd.DataFrame, *, folds: int = DEFAULT_FOLDS, seed: int = 0,
         "mean_shift": float(np.mean(adj) - np.mean(d)),
     }
     if check:
-        record.update(_heldout(d, base, codes, n_codes, int(folds), int(seed), frame))
+        record.update(_heldout(samples, int(folds), int(seed)))
     out = samples.copy()
     delta = out["delta"].to_numpy(np.float64, copy=True)
     delta[np.flatnonzero(keep)] = adj

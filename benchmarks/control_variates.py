@@ -65,12 +65,12 @@ def _quiet(fn, *args, **kw):
 
 
 def sample(ds, cfg, points, path: Path, blocks=None) -> tuple[pd.DataFrame, float]:
-    """The run's samples (cached as Parquet) and the seconds its sampling took (0 when cached)."""
+    """The run's samples (cached as Parquet) and the seconds its sampling took (NaN when cached)."""
     from pointscale.io import atomic_write_parquet
     from pointscale.sampling import plan_blocks, sample_blocks
 
     if path.exists():
-        return pd.read_parquet(path), 0.0
+        return pd.read_parquet(path), float("nan")
     t0 = time.perf_counter()
     plan = plan_blocks(ds, cfg, points) if blocks is None else blocks
     frame = _quiet(sample_blocks, ds, cfg, plan, oob=False).samples
@@ -203,7 +203,7 @@ def measure(name: str, model: str, args, log) -> dict:
         + "".join(f", {m} {100 * row[m + '_heldout_gain']:.1f} % (z {row[m + '_heldout_gain_z']:.1f})"
                   for m in ESTIMATORS if m + "_heldout_gain" in row)
         + (f", surrogate {row['surrogate_correlation']:.2f} (partial {row['surrogate_partial']:.2f})"
-           if "surrogate_correlation" in row else "") + f" [{seconds:.0f} s sampling]")
+           if "surrogate_correlation" in row else "") + ("" if np.isnan(seconds) else f" [{seconds:.0f} s sampling]"))
     return row
 
 

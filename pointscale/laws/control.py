@@ -70,6 +70,7 @@ applies the adjustment where ``helps`` says so (or always/never when asked).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -114,59 +115,81 @@ def _design(k: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.vander(u, _degree(ref.size) + 1, increasing=True)
 
 
-def _base_table(base: np.ndarray, k: np.ndarray, delta: np.ndarray) -> pd.DataFrame:
-    """Per base: its size, number of usable samples and their sum."""
-    frame = pd.DataFrame({"base": base, "k": k, "d": delta})
-    return frame.groupby("base", sort=True).agg(k=("k", "first"), n=("d", "size"), s=("d", "sum"))
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """The usable samples as integer codes: computed once, shared by every fold."""
+
+    d: np.ndarray          # Δ per row
+    base: np.ndarray       # base code per row (0 .. n_bases − 1)
+    point: np.ndarray      # point code per row
+    n_points: int
+    base_k: np.ndarray     # size of each base
+    base_ids: np.ndarray   # base_id of each base code
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> "_Layout":
+        base, base_ids = pd.factorize(frame["base_id"].to_numpy(np.int64), sort=False)
+        point, points = pd.factorize(frame["point_id"], sort=False)
+        k = frame["k"].to_numpy(np.float64)
+        base_k = np.empty(len(base_ids))
+        base_k[base] = k  # one size per base
+        return cls(frame["delta"].to_numpy(np.float64), base, point, len(points), base_k,
+                   np.asarray(base_ids, np.int64))
+
+    @property
+    def n_bases(self) -> int:
+        return self.base_ids.size
 
 
-def _curve(table: pd.DataFrame, leave_out: bool):
-    """WLS fit of the bases' mean Δ on the size design; returns (predict, loo) where ``loo``
-    is the leave-one-base-out prediction at each base of ``table`` (NaN where undefined)."""
-    k = table["k"].to_numpy(np.float64)
-    w = table["n"].to_numpy(np.float64)
-    m = table["s"].to_numpy(np.float64) / w
+def _curve(k: np.ndarray, w: np.ndarray, m: np.ndarray):
+    """WLS fit of bases' mean Δ ``m`` (weights ``w``) on the size design at sizes ``k``.
+
+    Returns ``(predict, loo)``: the fitted curve as a function of k, and the
+    leave-one-base-out prediction at each fitted base (NaN where undefined).
+    """
     X = _design(k, k)
     XtW = X.T * w
-    gram = XtW @ X
-    inv = np.linalg.pinv(gram)
+    inv = np.linalg.pinv(XtW @ X)
     beta = inv @ (XtW @ m)
 
     def predict(kk: np.ndarray) -> np.ndarray:
         return _design(np.asarray(kk, np.float64), k) @ beta
 
-    loo = None
-    if leave_out:
-        fit = X @ beta
-        h = w * np.einsum("ij,jk,ik->i", X, inv, X)
-        with np.errstate(all="ignore"):
-            loo = np.where(h < 1.0 - 1e-9, m - (m - fit) / (1.0 - h), np.nan)
+    fit = X @ beta
+    h = w * np.einsum("ij,jk,ik->i", X, inv, X)
+    with np.errstate(all="ignore"):
+        loo = np.where(h < 1.0 - 1e-9, m - (m - fit) / (1.0 - h), np.nan)
     return predict, loo
+
+
+def _controls(lay: _Layout, fit_rows: np.ndarray | None = None) -> np.ndarray:
+    nb = lay.n_bases
+    n_b = np.bincount(lay.base, minlength=nb)
+    s_b = np.bincount(lay.base, weights=lay.d, minlength=nb)
+    with np.errstate(all="ignore"):
+        others = np.where(n_b[lay.base] >= 2, (s_b[lay.base] - lay.d) / (n_b[lay.base] - 1), np.nan)
+    if fit_rows is None:
+        nf, sf = n_b, s_b
+    else:
+        fit = np.asarray(fit_rows, bool)
+        nf = np.bincount(lay.base[fit], minlength=nb)
+        sf = np.bincount(lay.base[fit], weights=lay.d[fit], minlength=nb)
+    inside = nf > 0
+    predict, loo = _curve(lay.base_k[inside], nf[inside].astype(np.float64), sf[inside] / nf[inside])
+    mu = predict(lay.base_k)
+    mu[inside] = loo
+    return others - mu[lay.base]
 
 
 def block_controls(samples: pd.DataFrame, fit_rows: np.ndarray | None = None) -> np.ndarray:
     """The control c(z, D) of every row (NaN where there is none).
 
     ``fit_rows`` (boolean mask) restricts the size curve to the bases of those
-    rows; rows outside it get the curve's prediction (no leave-one-out: their
+    rows (whole bases); rows outside it get the curve's prediction (their
     bases are not in the fit), rows inside it the leave-one-base-out one.
     Rows must be usable (finite Δ, not failed).
     """
-    base = samples["base_id"].to_numpy(np.int64)
-    k = samples["k"].to_numpy(np.float64)
-    d = samples["delta"].to_numpy(np.float64)
-    table = _base_table(base, k, d)
-    pos = table.index.get_indexer(base)
-    n_b, s_b = table["n"].to_numpy()[pos], table["s"].to_numpy()[pos]
-    with np.errstate(all="ignore"):
-        others = np.where(n_b >= 2, (s_b - d) / (n_b - 1), np.nan)
-    fit = np.ones(len(samples), bool) if fit_rows is None else np.asarray(fit_rows, bool)
-    fit_table = _base_table(base[fit], k[fit], d[fit])
-    predict, loo = _curve(fit_table, leave_out=True)
-    mu = predict(k)
-    inside = fit_table.index.get_indexer(base)
-    mu = np.where(inside >= 0, loo[np.maximum(inside, 0)], mu)
-    return others - mu
+    return _controls(_Layout.of(samples), fit_rows)
 
 
 def _centred(values: np.ndarray, codes: np.ndarray, n_codes: int) -> np.ndarray:
@@ -176,34 +199,33 @@ def _centred(values: np.ndarray, codes: np.ndarray, n_codes: int) -> np.ndarray:
         return values - (sums / counts)[codes]
 
 
-def _coefficient(d: np.ndarray, c: np.ndarray, codes: np.ndarray, n_codes: int,
-                 base: np.ndarray) -> tuple[float, float, float]:
-    """Pooled within-point regression coefficient of Δ on c, its standard error, and the
-    within-point correlation of Δ and c.
+def _coefficient(lay: _Layout, c: np.ndarray, rows: np.ndarray) -> tuple[float, float, float]:
+    """Pooled within-point regression coefficient of Δ on c over ``rows``, its standard
+    error, and the within-point correlation of Δ and c.
 
     The standard error is clustered by base: the controls of one base share
     its size-curve error and each other's noise.
     """
-    dc, cc = _centred(d, codes, n_codes), _centred(c, codes, n_codes)
+    point = lay.point[rows]
+    dc, cc = _centred(lay.d[rows], point, lay.n_points), _centred(c[rows], point, lay.n_points)
     sxx, sxy, syy = float(cc @ cc), float(cc @ dc), float(dc @ dc)
     if sxx <= 0.0 or syy <= 0.0:
         return 0.0, float("inf"), 0.0
     b = sxy / sxx
-    _, cluster = np.unique(base, return_inverse=True)
-    score = np.bincount(cluster, weights=cc * (dc - b * cc))
+    score = np.bincount(lay.base[rows], weights=cc * (dc - b * cc), minlength=lay.n_bases)
     se = float(np.sqrt(score @ score) / sxx)
     return b, se, sxy / np.sqrt(sxx * syy)
 
 
-def _usable_mask(samples: pd.DataFrame) -> np.ndarray:
+def _usable(samples: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     keep = np.isfinite(pd.to_numeric(samples["delta"], errors="coerce").to_numpy(np.float64))
     if "failed" in samples.columns:
         keep &= ~samples["failed"].fillna(False).to_numpy(bool)
-    return keep
+    return keep, samples.loc[keep, ["point_id", "k", "delta", "base_id"]].reset_index(drop=True)
 
 
-def _folds(base: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    key = mix64(base.astype(np.uint64) ^ mix64(np.array([seed + 0xC0FFEE], np.uint64))[0])
+def _folds(base_ids: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    key = mix64(base_ids.astype(np.uint64) ^ mix64(np.array([seed + 0xC0FFEE], np.uint64))[0])
     return (key % np.uint64(folds)).astype(np.int64)
 
 
@@ -218,31 +240,27 @@ def cross_fitted(samples: pd.DataFrame, *, folds: int = DEFAULT_FOLDS, seed: int
     the training rows' Δ or Δ̃ can then be scored against the held-out rows'
     Δ̃, which is unbiased for the point's expected Δ whatever b is.
     """
-    keep = _usable_mask(samples)
-    frame = samples.loc[keep, ["point_id", "k", "delta", "base_id"]].reset_index(drop=True)
-    d = frame["delta"].to_numpy(np.float64)
-    base = frame["base_id"].to_numpy(np.int64)
-    codes, uniques = pd.factorize(frame["point_id"], sort=False)
-    fold = _folds(base, folds, seed)
+    return _cross_fitted(_Layout.of(_usable(samples)[1]), folds, seed)
+
+
+def _cross_fitted(lay: _Layout, folds: int, seed: int):
+    fold = _folds(lay.base_ids, folds, seed)[lay.base]
     for f in range(folds):
-        held, train = fold == f, fold != f
-        if not held.any() or not train.any():
+        held = fold == f
+        if held.all() or not held.any():
             continue
-        c = block_controls(frame, fit_rows=train)
+        c = _controls(lay, fit_rows=~held)
         ok = np.isfinite(c)
-        b, _, _ = _coefficient(d[train & ok], c[train & ok], codes[train & ok], len(uniques), base[train & ok])
-        yield held, np.where(ok, d - b * np.where(ok, c, 0.0), d)
+        b, _, _ = _coefficient(lay, c, ~held & ok)
+        yield held, np.where(ok, lay.d - b * np.where(ok, c, 0.0), lay.d)
 
 
-def _heldout(samples: pd.DataFrame, folds: int, seed: int) -> dict[str, Any]:
+def _heldout(lay: _Layout, folds: int, seed: int) -> dict[str, Any]:
     """Cross-fitted squared errors of each point's plain and adjusted training mean (module docstring)."""
-    keep = _usable_mask(samples)
-    d = samples["delta"].to_numpy(np.float64)[keep]
-    codes, uniques = pd.factorize(samples["point_id"].to_numpy()[keep], sort=False)
-    n_codes = len(uniques)
+    d, codes, n_codes = lay.d, lay.point, lay.n_points
     gain, se_raw, se_adj = np.zeros(n_codes), np.zeros(n_codes), np.zeros(n_codes)
     n_held = 0
-    for held, adj in cross_fitted(samples, folds=folds, seed=seed):
+    for held, adj in _cross_fitted(lay, folds, seed):
         train = ~held
         cnt = np.bincount(codes[train], minlength=n_codes)
         with np.errstate(all="ignore"):
@@ -298,26 +316,20 @@ def adjust(samples: pd.DataFrame, *, folds: int = DEFAULT_FOLDS, seed: int = 0,
     if "base_id" not in samples.columns:
         return samples, {"available": False, "helps": False,
                          "reason": "the samples have no base_id (not ledger rows)"}
-    keep = _usable_mask(samples)
-    frame = samples.loc[keep, ["point_id", "k", "delta", "base_id"]].reset_index(drop=True)
+    keep, frame = _usable(samples)
     if frame.empty:
         return samples, {"available": False, "helps": False, "reason": "no usable samples"}
-    d = frame["delta"].to_numpy(np.float64)
-    base = frame["base_id"].to_numpy(np.int64)
-    k = frame["k"].to_numpy(np.float64)
-    codes, uniques = pd.factorize(frame["point_id"], sort=False)
-    n_codes = len(uniques)
-    c = block_controls(frame)
+    lay = _Layout.of(frame)
+    c = _controls(lay)
     ok = np.isfinite(c)
-    n_bases = int(pd.unique(base).size)
     if ok.sum() < 3:
-        return samples, {"available": False, "helps": False, "n_bases": n_bases,
+        return samples, {"available": False, "helps": False, "n_bases": lay.n_bases,
                          "reason": "no base holds two or more usable samples (block size 1?)"}
-    b, b_se, rho = _coefficient(d[ok], c[ok], codes[ok], n_codes, base[ok])
+    d, codes, n_codes = lay.d, lay.point, lay.n_points
+    b, b_se, rho = _coefficient(lay, c, ok)
     adj = np.where(ok, d - b * np.where(ok, c, 0.0), d)
     var_raw = float(np.var(_centred(d, codes, n_codes)))
     var_adj = float(np.var(_centred(adj, codes, n_codes)))
-    base_sizes = _base_table(base, k, d)["k"].to_numpy(np.float64)
     record: dict[str, Any] = {
         "available": True,
         "kind": "block_mean",
@@ -327,14 +339,14 @@ def adjust(samples: pd.DataFrame, *, folds: int = DEFAULT_FOLDS, seed: int = 0,
         "variance_reduction": float(1.0 - var_adj / var_raw) if var_raw > 0 else 0.0,
         "n_adjusted": int(ok.sum()),
         "n_samples": int(len(frame)),
-        "n_bases": n_bases,
-        "mean_block_size": float(len(frame) / n_bases),
-        "size_curve": ("one mean per size" if _discrete(base_sizes)
-                       else f"polynomial of degree {_degree(n_bases)} in log k"),
+        "n_bases": lay.n_bases,
+        "mean_block_size": float(len(frame) / lay.n_bases),
+        "size_curve": ("one mean per size" if _discrete(lay.base_k)
+                       else f"polynomial of degree {_degree(lay.n_bases)} in log k"),
         "mean_shift": float(np.mean(adj) - np.mean(d)),
     }
     if check:
-        record.update(_heldout(samples, int(folds), int(seed)))
+        record.update(_heldout(lay, int(folds), int(seed)))
     out = samples.copy()
     delta = out["delta"].to_numpy(np.float64, copy=True)
     delta[np.flatnonzero(keep)] = adj

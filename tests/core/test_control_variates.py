@@ -21,8 +21,12 @@ N_POINTS, N_ROUNDS, BLOCK = 256, 10, 32
 K_MIN, K_MAX = 100, 1000
 
 
-def simulate(seed: int, shared_sd: float, noise_sd: float = 1.0) -> tuple[pd.DataFrame, pd.Series]:
-    """Ledger-like rows and the true value of each point (E[Δ] over k ~ U[K_MIN, K_MAX])."""
+def simulate(seed: int, shared_sd: float, noise_sd: float = 1.0,
+             sizes: list[int] | None = None) -> tuple[pd.DataFrame, pd.Series]:
+    """Ledger-like rows and the true value of each point (E[Δ] over k ~ U[K_MIN, K_MAX]).
+
+    ``sizes``: staggered design instead, round r at size ``sizes[r % len(sizes)]``.
+    """
     g = np.random.default_rng(seed)
     c = g.normal(2.0, 1.0, N_POINTS)
     ids = np.array([f"p{i:03d}" for i in range(N_POINTS)])
@@ -30,7 +34,7 @@ def simulate(seed: int, shared_sd: float, noise_sd: float = 1.0) -> tuple[pd.Dat
     for r in range(N_ROUNDS):
         order = g.permutation(N_POINTS)
         for b, members in enumerate(np.array_split(order, N_POINTS // BLOCK)):
-            k = int(g.integers(K_MIN, K_MAX + 1))
+            k = int(g.integers(K_MIN, K_MAX + 1)) if sizes is None else sizes[r % len(sizes)]
             scale = k ** -0.5
             shared = shared_sd * scale * g.normal()
             own = noise_sd * scale * g.normal(size=members.size)
@@ -153,3 +157,15 @@ def test_the_report_names_the_control_variate_and_whether_it_was_applied():
     assert "not applied (switched off)" in off
     assert "not available" in control_variate_sentence(adjust(raw.drop(columns="base_id"))[1])
     assert control_variate_sentence(None) is None
+
+
+def test_staggered_sizes_get_one_mean_per_size():
+    raw, _ = simulate(6, shared_sd=2.0, sizes=[100, 215, 464, 1000])
+    adjusted, record = adjust(raw, seed=6)
+    assert record["size_curve"] == "one mean per size"
+    assert record["helps"] and record["variance_reduction"] > 0.6
+    # Each size's mean stays where it was (the controls average to ≈ 0 at every size).
+    for k, band in raw.groupby("k"):
+        bm = band.groupby("base_id")["delta"].mean()
+        shift = adjusted.loc[band.index, "delta"].mean() - band["delta"].mean()
+        assert abs(shift) < 3 * float(bm.std() / np.sqrt(bm.size))

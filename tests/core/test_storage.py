@@ -1,0 +1,83 @@
+"""The storage layer on a local disk and on a real S3-compatible server (moto's, on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pointscale.storage import Store, StorageError, is_remote, join, open_store
+
+
+def test_paths_and_urls_are_told_apart():
+    assert join("s3://b/runs", "run.json") == "s3://b/runs/run.json"  # not Path('s3:/b/runs')
+    assert join("runs/x", "run.json") == Path("runs/x/run.json")
+    assert is_remote("s3://b/x") and not is_remote("file:///tmp/x") and not is_remote("/tmp/x")
+    assert Store("file:///tmp/x/").url == "/tmp/x"
+    assert Store("s3://bucket/a/b/").url == "s3://bucket/a/b"
+
+
+def test_credentials_in_a_url_are_refused():
+    with pytest.raises(StorageError, match="credentials"):
+        Store("s3://AKIA:secret@bucket/x")
+
+
+def test_unknown_protocol_is_one_clear_error():
+    with pytest.raises(StorageError, match="unknown storage protocol 'nosuch'"):
+        open_store("nosuch://bucket/x")
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_objects_round_trip(remote, tmp_path, request):
+    location = request.getfixturevalue("s3_bucket") + "/runs/x" if remote else str(tmp_path / "x")
+    store = open_store(location)
+    assert store.remote is remote
+    frame = pd.DataFrame({"a": [1, 2, 3], "b": [0.5, 0.25, 1e-300]})
+    store.write_parquet("t/frame.parquet", frame)
+    store.write_json("run.json", {"x": 1})
+    assert store.read_json("run.json") == {"x": 1}
+    pd.testing.assert_frame_equal(store.read_parquet("t/frame.parquet").to_pandas(), frame)
+    assert store.list("t") == ["frame.parquet"] and store.list("nothing") == []
+    assert store.exists("run.json") and not store.exists("nope.json")
+    store.move("t/frame.parquet", "q/frame.parquet")
+    assert store.list("t") == [] and store.list("q") == ["frame.parquet"]
+    store.delete("q/frame.parquet")
+    store.delete("q/frame.parquet")  # twice: nothing to do
+    assert sorted(store.walk()) == ["run.json"]
+
+
+def test_a_remote_folder_is_copied_once_per_machine(s3_bucket, tmp_path):
+    store = open_store(s3_bucket + "/ds")
+    store.write_bytes("v1/x.npy", b"abc")
+    store.write_bytes("v1/meta.json", b"{}")
+    first = store.local_copy("v1", cache=tmp_path)
+    assert (first / "x.npy").read_bytes() == b"abc"
+    store.write_bytes("v1/x.npy", b"changed")  # a dataset version is write-once: the copy is kept
+    assert store.local_copy("v1", cache=tmp_path) == first and (first / "x.npy").read_bytes() == b"abc"
+
+
+def test_wrong_bucket_and_missing_credentials_are_one_line(s3_server, s3_bucket):
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket-x' of s3://no-such-bucket-x/r does not exist"):
+        open_store("s3://no-such-bucket-x/r")
+    # Missing credentials, in a fresh process (botocore would otherwise find the test's own).
+    code = ("from pointscale.storage import open_store, StorageError\n"
+            "try:\n open_store(%r)\nexcept StorageError as e:\n print(e)\n" % (s3_bucket + "/r"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ENDPOINT_URL=s3_server, AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+               AWS_EC2_METADATA_DISABLED="true")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip()
+    assert "\n" not in line and "NoCredentialsError" in line and "AWS_ACCESS_KEY_ID" in line, line
+
+
+def test_a_missing_protocol_package_names_the_extra():
+    code = ("import sys; sys.modules['gcsfs'] = None\n"
+            "from pointscale.storage import open_store, StorageError\n"
+            "try:\n open_store('gs://b/x')\nexcept StorageError as e:\n print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "gs:// needs the package gcsfs" in out.stdout and "pointscale[gcs]" in out.stdout, out

@@ -40,9 +40,9 @@ def prefect_api():
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300, cwd: str | Path | None = None,
-            check: bool = False) -> subprocess.CompletedProcess:
-    """Run ``pointscale ARGS`` in a subprocess with this environment (bounded time)."""
-    full_env = dict(os.environ)
+            check: bool = False, unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run ``pointscale ARGS`` in a subprocess with this environment (bounded time), less ``unset``."""
+    full_env = {k: v for k, v in os.environ.items() if k not in unset}
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=cwd or REPO)

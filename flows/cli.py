@@ -111,6 +111,15 @@ def _validate(options: SamplingOptions, workers: int | None = None) -> tuple[Any
     return ds, cfg
 
 
+def check_run_location(out: str | None) -> None:
+    """An fsspec URL given as the run folder is reachable (one line, exit 2, if not): its protocol's
+    package installed, the bucket there, the credentials good. Never taken for a local folder name."""
+    from pointscale.storage import is_url, open_store
+
+    if out and is_url(out):
+        open_store(out)
+
+
 def _server(stack: ExitStack) -> None:
     """Use PREFECT_API_URL if set; else start a local server for this command."""
     if os.environ.get("PREFECT_API_URL"):
@@ -123,6 +132,7 @@ def _server(stack: ExitStack) -> None:
 
 
 def cmd_run(args) -> int:
+    check_run_location(args.out)
     from .sampling import check_dask_address
 
     options = options_from_args(PipelineOptions, args)
@@ -170,6 +180,7 @@ def cmd_revalue(args) -> int:
 def cmd_ingest(args) -> int:
     from pointscale import pipeline
 
+    check_run_location(args.out)
     options = options_from_args(DataOptions, args)
     info = pipeline.ingest(options.data_config(), args.out)
     print(json.dumps(info, indent=2, default=str))
@@ -182,6 +193,7 @@ def cmd_sample(args) -> int:
     from pointscale.runs import RunFolder
     from pointscale.sampling import Ledger, sample_marginals
 
+    check_run_location(args.out)
     options = options_from_args(SamplingOptions, args)
     ds, cfg = _validate(options)
     info = pipeline.ingest(options.data_config(), args.out)

@@ -86,7 +86,7 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
                 progress: RunProgress, *, timings: dict[str, float]) -> dict[str, Any]:
     """Sampling and every stage after it, each given what the stages before it produced."""
     logger = get_run_logger()
-    root = str(run.root)
+    root = run.location()  # a URL for a run folder on object storage: tasks find the ledger there
 
     t = time.perf_counter()
     words = describe_cluster(options.workers, options.dask_address)

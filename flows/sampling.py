@@ -199,7 +199,7 @@ def sample_stage(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any]
         )
     logger.info("sampled %d new samples in %d shards (%d retried); %d reused", summary["samples_new"],
                 len(results), len(retried), plan["samples_reused"])
-    return {"counts": summary, "ledger_hash": pipeline.ledger_hash(run.root),
+    return {"counts": summary, "ledger_hash": pipeline.ledger_hash(run.location()),
             "points_hash": pipeline.points_hash(run.root)}
 
 

@@ -69,6 +69,13 @@ def join(location: str | os.PathLike, *parts: str) -> str | Path:
     return Path(location).joinpath(*parts)
 
 
+def parent(location: str | os.PathLike) -> str | Path:
+    """The folder holding ``location`` (a URL stays a URL)."""
+    if is_url(location):
+        return str(location).rstrip("/").rpartition("/")[0]
+    return Path(location).parent
+
+
 def _split(location: str) -> tuple[str, str]:
     match = _URL.match(location)
     return match.group(1).lower(), match.group(2)
@@ -380,3 +387,35 @@ def open_store(location: str | os.PathLike, storage_options: Mapping[str, Any] |
     if check:
         store.check()
     return store
+
+
+# --------------------------------------------------------------------------- single locations
+
+
+def _parent(location: str | os.PathLike, storage_options: Mapping[str, Any] | None) -> tuple[Store, str]:
+    text = os.fspath(location)
+    if is_url(text):
+        head, _, name = text.rstrip("/").rpartition("/")
+        return Store(head, storage_options), name
+    path = Path(text)
+    return Store(path.parent, storage_options), path.name
+
+
+def write_to(location: str | os.PathLike, data: bytes, storage_options: Mapping[str, Any] | None = None) -> str:
+    """Write ``data`` whole to one file or object (:meth:`Store.write_bytes`); returns the location."""
+    store, name = _parent(location, storage_options)
+    return store.write_bytes(name, data)
+
+
+def open_for_reading(location: str | os.PathLike, storage_options: Mapping[str, Any] | None = None):
+    """A binary file object for one file or object (pyarrow reads row groups from it lazily)."""
+    store, name = _parent(location, storage_options)
+    return store.open(name)
+
+
+def cached_folder(location: str | os.PathLike, storage_options: Mapping[str, Any] | None = None) -> Path:
+    """A local folder with the contents of ``location``: itself if local, else a copy made once per machine."""
+    store, name = _parent(location, storage_options)
+    if not store.remote:
+        return Path(store.key(name))
+    return store.local_copy(name)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -48,6 +49,7 @@ import pandas as pd
 from ..config import StableConfig, stable_hash
 from ..errors import ConfigError, DataError
 from ..io import atomic_save_npy, atomic_write_json, read_json
+from ..storage import cached_folder, is_url
 from .sources import BUILTIN_DATASETS, OPTIONAL_DATASETS, read_files
 
 SCHEMA_VERSION = 1
@@ -261,7 +263,8 @@ def open_dataset(path: str | Path, *, mmap: bool = True, object_ids: bool = True
     of its own shard's points (at 10^7 points the object array alone is
     ~0.8 GB per process).
     """
-    folder = Path(path)
+    # A version at an fsspec URL (a run folder on object storage) is copied once per machine.
+    folder = cached_folder(path) if is_url(os.fspath(path)) else Path(path)
     meta_path = folder / "meta.json"
     if not meta_path.exists():
         raise DataError(

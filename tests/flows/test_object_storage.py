@@ -1,0 +1,86 @@
+"""A whole run with its run folder on object storage: a real S3-compatible server (moto's) on
+127.0.0.1, a real Prefect server, and a process-based Dask cluster whose workers were started with
+only ``dask worker ADDRESS``, each in an empty folder of its own (no path shared with the flow)."""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import ExitStack
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pointscale.sampling import Ledger
+from pointscale.storage import Store
+from tests.conftest import S3_KEY_ID, S3_SECRET, run_cli
+
+from .test_bare_workers import start_bare_cluster
+
+pytestmark = pytest.mark.slow
+
+ARGS = ("--points", "24", "--samples-per-point", "3", "--shard-size", "1", "--no-amortized", "--no-removal")
+
+
+def test_run_on_s3_equals_the_local_run(prefect_server, s3_bucket, tmp_path):
+    aws = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                      "AWS_DEFAULT_REGION")}
+    url = f"{s3_bucket}/runs/cancer"
+    with ExitStack() as stack:
+        # The workers' S3 access comes from their own environment, as on a cloud cluster.
+        cluster = start_bare_cluster(stack, tmp_path / "cluster", extra_env=aws)
+        flow_dir = tmp_path / "flow"
+        flow_dir.mkdir()
+        env = {"POINTSCALE_CACHE": str(tmp_path / "flow-cache")}
+        started = time.monotonic()
+        remote = run_cli("run", "--dask-address", cluster["address"], *ARGS, "--out", url, timeout=170,
+                         cwd=flow_dir, env=env)
+        logs = "".join(p.read_text(errors="replace")[-3000:] for p in sorted(cluster["logs"].glob("*.log")))
+        assert remote.returncode == 0, remote.stdout[-2000:] + remote.stderr[-4000:] + logs
+        print(f"\n[s3] run to {url} took {time.monotonic() - started:.1f} s")
+        local = run_cli("run", "--dask-address", cluster["address"], *ARGS, "--out", str(tmp_path / "local"),
+                        timeout=170, cwd=flow_dir)
+        assert local.returncode == 0, local.stdout[-2000:] + local.stderr[-4000:]
+
+    assert not (flow_dir / "s3:").exists() and not list(flow_dir.iterdir())  # nothing local named s3:
+    store = Store(url)
+    assert store.read_json("run.json")["status"] == "completed"
+    on_s3 = store.read_parquet("values.parquet").to_pandas().sort_values("point_id").reset_index(drop=True)
+    here = pd.read_parquet(tmp_path / "local" / "values.parquet").sort_values("point_id").reset_index(drop=True)
+    assert list(on_s3["point_id"]) == list(here["point_id"])
+    numeric = [c for c in here.columns if pd.api.types.is_float_dtype(here[c])]
+    assert len(numeric) >= 3, here.columns
+    diff = 0.0
+    for c in numeric:
+        a, b = on_s3[c].to_numpy(), here[c].to_numpy()
+        assert (np.isnan(a) == np.isnan(b)).all(), c
+        if (~np.isnan(a)).any():
+            diff = max(diff, float(np.abs(a - b)[~np.isnan(a)].max()))
+    print(f"[s3] max abs difference of the values, S3 vs local run folder: {diff:.3g}")
+    assert diff <= 1e-12, diff
+    assert len(Ledger(url + "/samples").read()) == 24 * 3
+    # The workers' folders stayed empty of run data (they share no path with the flow).
+    for folder in cluster["folders"]:
+        assert not [p for p in folder.rglob("*") if p.is_file() and "samples" in p.parts], folder
+
+    # No credential anywhere: the run folder at the URL, the flow's working copy, output and logs.
+    texts = [remote.stdout, remote.stderr, logs]
+    texts += [store.read_bytes(k).decode("latin-1") for k in store.walk()]
+    texts += [p.read_bytes().decode("latin-1") for p in (tmp_path / "flow-cache").rglob("*") if p.is_file()]
+    for text in texts:
+        assert S3_SECRET not in text and S3_KEY_ID not in text
+
+
+def test_wrong_bucket_and_missing_credentials_are_one_line(s3_server, s3_bucket, tmp_path):
+    wrong = run_cli("run", "--points", "10", "--out", "s3://no-such-bucket-pointscale/runs/x", timeout=120,
+                    cwd=tmp_path)
+    assert wrong.returncode == 2, wrong.stderr
+    assert wrong.stderr.strip().count("\n") == 0 and "bucket 'no-such-bucket-pointscale'" in wrong.stderr
+    bare = run_cli("run", "--points", "10", "--out", f"{s3_bucket}/runs/x", timeout=120, cwd=tmp_path,
+                   unset=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+                   env={"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                        "AWS_EC2_METADATA_DISABLED": "true"})
+    assert bare.returncode == 2, bare.stderr
+    assert bare.stderr.strip().count("\n") == 0 and "credentials" in bare.stderr, bare.stderr
+    assert not list(tmp_path.iterdir())  # nothing written locally, no folder named s3:

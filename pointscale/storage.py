@@ -37,7 +37,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from .config import _jsonable
 from .errors import ConfigError
+from .io import atomic_write_bytes
 
 #: The package each common protocol needs (the optional extra that installs it).
 PROTOCOL_PACKAGES = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
@@ -260,16 +262,12 @@ class Store:
         """
         key = self.key(name)
         if not self.remote:
-            from .io import atomic_write_bytes
-
             atomic_write_bytes(key, data)
         else:
             self.fs.pipe_file(key, data)
         return self.location(name)
 
     def write_json(self, name: str, obj: Any) -> str:
-        from .config import _jsonable
-
         return self.write_bytes(name, (json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n").encode())
 
     def write_parquet(self, name: str, frame) -> str:
@@ -419,3 +417,32 @@ def cached_folder(location: str | os.PathLike, storage_options: Mapping[str, Any
     if not store.remote:
         return Path(store.key(name))
     return store.local_copy(name)
+
+
+def cached_file(location: str | os.PathLike, storage_options: Mapping[str, Any] | None = None) -> Path:
+    """A local path with the bytes of one file at ``location``: itself if local, else a copy.
+
+    The copy is made once per machine and version of the object (its ETag, or
+    size and modification time), under the cache folder; the name keeps the
+    file's suffix (``.csv``, ``.parquet``) so readers recognise its format.
+    """
+    text = os.fspath(location)
+    if not is_remote(text):
+        return Path(Store(text).path) if is_url(text) else Path(text)
+    store, name = _parent(text, storage_options)
+    try:
+        info = store.fs.info(store.key(name))
+    except FileNotFoundError:
+        raise StorageError(f"no file at {store.location(name)}; check the URL") from None
+    except Exception as exc:  # noqa: BLE001 -- credentials, endpoint, bucket
+        raise StorageError(f"cannot read {store.location(name)}: {type(exc).__name__}: {_redacted(exc)}; "
+                           f"check the credentials and endpoint ({_credential_hint(store.protocol)})") from None
+    if info.get("type") == "directory":
+        return store.local_copy(name)
+    version = str(info.get("ETag") or info.get("etag") or (info.get("size"), info.get("LastModified")))
+    root = Path(os.environ.get("POINTSCALE_CACHE") or Path(tempfile.gettempdir()) / "pointscale-cache")
+    digest = hashlib.sha256(f"{store.location(name)}\n{version}".encode()).hexdigest()[:16]
+    target = root / "files" / digest / name
+    if not target.exists():
+        atomic_write_bytes(target, store.read_bytes(name))
+    return target

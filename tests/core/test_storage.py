@@ -131,3 +131,19 @@ def test_ledger_on_object_storage_keeps_its_guarantees(s3_bucket):
         assert Ledger(url).completed_base_ids() == {1, 2}
     assert any(issubclass(w.category, LedgerIntegrityWarning) for w in caught)
     assert Ledger(url).quarantine_contents() and "b.parquet.sha256" not in store.list("shards")
+
+
+def test_a_data_file_at_a_url_is_the_same_dataset(s3_bucket, tmp_path):
+    """``--dataset s3://.../file.csv``: read through a per-machine copy; the same version as the local file."""
+    from sklearn.datasets import load_breast_cancer
+
+    from pointscale.data import load_dataset
+
+    frame = load_breast_cancer(as_frame=True).frame
+    frame.to_csv(tmp_path / "cancer.csv", index=False)
+    Store(s3_bucket).write_bytes("data/cancer.csv", (tmp_path / "cancer.csv").read_bytes())
+    here = load_dataset(str(tmp_path / "cancer.csv"), target="target")
+    there = load_dataset(f"{s3_bucket}/data/cancer.csv", target="target")
+    assert there.fingerprint == here.fingerprint and there.name == "cancer"
+    with pytest.raises(StorageError, match="no file at"):
+        load_dataset(f"{s3_bucket}/data/missing.csv", target="target")

@@ -32,15 +32,21 @@ def test_run_on_s3_equals_the_local_run(prefect_server, s3_bucket, tmp_path):
         cluster = start_bare_cluster(stack, tmp_path / "cluster", extra_env=aws)
         flow_dir = tmp_path / "flow"
         flow_dir.mkdir()
+        # The data file itself is at a URL too (the local run reads the same bytes from disk).
+        from sklearn.datasets import load_breast_cancer
+
+        csv = tmp_path / "cancer.csv"
+        load_breast_cancer(as_frame=True).frame.to_csv(csv, index=False)
+        Store(s3_bucket).write_bytes("data/cancer.csv", csv.read_bytes())
         env = {"POINTSCALE_CACHE": str(tmp_path / "flow-cache")}
         started = time.monotonic()
-        remote = run_cli("run", "--dask-address", cluster["address"], *ARGS, "--out", url, timeout=170,
-                         cwd=flow_dir, env=env)
+        remote = run_cli("run", "--dask-address", cluster["address"], "--dataset", f"{s3_bucket}/data/cancer.csv",
+                         "--target", "target", *ARGS, "--out", url, timeout=170, cwd=flow_dir, env=env)
         logs = "".join(p.read_text(errors="replace")[-3000:] for p in sorted(cluster["logs"].glob("*.log")))
         assert remote.returncode == 0, remote.stdout[-2000:] + remote.stderr[-4000:] + logs
         print(f"\n[s3] run to {url} took {time.monotonic() - started:.1f} s")
-        local = run_cli("run", "--dask-address", cluster["address"], *ARGS, "--out", str(tmp_path / "local"),
-                        timeout=170, cwd=flow_dir)
+        local = run_cli("run", "--dask-address", cluster["address"], "--dataset", str(csv), "--target", "target",
+                        *ARGS, "--out", str(tmp_path / "local"), timeout=170, cwd=flow_dir)
         assert local.returncode == 0, local.stdout[-2000:] + local.stderr[-4000:]
 
     assert not (flow_dir / "s3:").exists() and not list(flow_dir.iterdir())  # nothing local named s3:

@@ -35,7 +35,7 @@ def start_bare_cluster(stack: ExitStack, root: Path, n_workers: int = 2, extra_e
 
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    folders = []
+    folders, procs = [], []
     sched = root / "scheduler"
     sched.mkdir(parents=True)
     stack.enter_context(_bare(["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
@@ -44,10 +44,11 @@ def start_bare_cluster(stack: ExitStack, root: Path, n_workers: int = 2, extra_e
         folder = root / f"worker-{i}"
         folder.mkdir()
         folders.append(folder)
-        stack.enter_context(_bare(["worker", address], folder, root / f"worker-{i}.log", extra_env or {}))
+        procs.append(stack.enter_context(_bare(["worker", address], folder, root / f"worker-{i}.log",
+                                               extra_env or {})))
     with Client(address, timeout=60) as client:
         client.wait_for_workers(n_workers, timeout=90)
-    return {"address": address, "folders": folders, "logs": root}
+    return {"address": address, "folders": folders, "workers": procs, "logs": root}
 
 
 def _bare(args, folder: Path, log: Path, extra: dict):

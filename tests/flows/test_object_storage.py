@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import ExitStack
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,10 @@ def test_run_on_s3_equals_the_local_run(prefect_server, s3_bucket, tmp_path):
     texts = [remote.stdout, remote.stderr, logs]
     texts += [store.read_bytes(k).decode("latin-1") for k in store.walk()]
     texts += [p.read_bytes().decode("latin-1") for p in (tmp_path / "flow-cache").rglob("*") if p.is_file()]
+    # ... and the Prefect server's database and files (what the UI shows: parameters, logs, artifacts).
+    home = Path(os.environ["PREFECT_HOME"])
+    texts += [p.read_bytes().decode("latin-1") for p in home.rglob("*") if p.is_file()]
+    assert any(url in t for t in texts[3:])  # the greps do see the run (the URL is recorded)
     for text in texts:
         assert S3_SECRET not in text and S3_KEY_ID not in text
 
@@ -90,3 +95,81 @@ def test_wrong_bucket_and_missing_credentials_are_one_line(s3_server, s3_bucket,
     assert bare.returncode == 2, bare.stderr
     assert bare.stderr.strip().count("\n") == 0 and "credentials" in bare.stderr, bare.stderr
     assert not list(tmp_path.iterdir())  # nothing written locally, no folder named s3:
+
+
+@pytest.mark.parametrize("url, package", [("gs://bucket/runs/x", "gcsfs"), ("abfs://container/runs/x", "adlfs")])
+def test_a_missing_protocol_package_is_one_line(url, package, tmp_path):
+    pytest.importorskip("fsspec")
+    try:
+        __import__(package)
+        pytest.skip(f"{package} is installed here")
+    except ImportError:
+        pass
+    proc = run_cli("run", "--points", "10", "--out", url, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert f"needs the package {package}" in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
+# A job with many small shards (k-NN, 8 blocks of 8 points x 8 rounds = 64 shards), slow enough to kill.
+JOB = ("--model", "knn", "--points", "64", "--samples-per-point", "8", "--block-size", "8", "--shard-size", "1",
+       "--k-min", "60", "--k-max", "200", "--seed", "3", "--no-amortized", "--no-removal")
+N_SHARDS, N_SAMPLES = 64, 64 * 8
+
+
+def test_killed_worker_and_killed_flow_lose_and_repeat_nothing_on_s3(prefect_server, s3_bucket, tmp_path):
+    """A worker SIGKILLed mid-sampling, then the flow SIGKILLed after sampling (mid-downstream):
+    the rerun reuses every committed sample, and the ledger at the URL has each sample once."""
+    import signal
+    import subprocess
+    import sys
+
+    aws = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                      "AWS_DEFAULT_REGION")}
+    url = f"{s3_bucket}/runs/knn"
+    store = Store(url)
+    env = dict(os.environ, POINTSCALE_CACHE=str(tmp_path / "flow-cache"))
+
+    def committed() -> int:
+        return sum(1 for f in store.list("samples", "shards") if f.endswith(".sha256"))
+
+    def manifest() -> dict:
+        try:
+            return store.read_json("run.json")
+        except FileNotFoundError:
+            return {}
+
+    with ExitStack() as stack:
+        cluster = start_bare_cluster(stack, tmp_path / "cluster", extra_env=aws)
+        flow = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--dask-address", cluster["address"],
+                                 *JOB, "--out", url], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stack.callback(lambda: flow.poll() is None and os.killpg(flow.pid, signal.SIGKILL))
+        deadline = time.monotonic() + 150
+        while committed() < 5:
+            assert flow.poll() is None, flow.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "sampling did not start"
+            time.sleep(0.1)
+        os.killpg(cluster["workers"][0].pid, signal.SIGKILL)  # the worker (and its nanny) die mid-sampling
+        at_worker_kill = committed()
+        while not manifest().get("counts"):  # sampling done (on the surviving worker)
+            assert flow.poll() is None, flow.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "sampling did not finish after the worker was killed"
+            time.sleep(0.05)
+        os.killpg(flow.pid, signal.SIGKILL)  # the flow dies mid-downstream
+        flow.wait(timeout=30)
+        killed = manifest()
+        assert killed.get("status") != "completed", "the run finished before the flow could be killed"
+        assert at_worker_kill < N_SHARDS and committed() == N_SHARDS
+
+        rerun = run_cli("run", "--dask-address", cluster["address"], *JOB, "--out", url, timeout=170,
+                        cwd=tmp_path, env={"POINTSCALE_CACHE": str(tmp_path / "other-machine")})
+        assert rerun.returncode == 0, rerun.stderr[-4000:]
+    final = manifest()
+    assert final["status"] == "completed"
+    assert final["counts"]["samples_reused"] == N_SAMPLES and final["counts"]["samples_new"] == 0
+    ledger = Ledger(url + "/samples")
+    rows = ledger.read()
+    assert len(rows) == N_SAMPLES and rows["sample_id"].is_unique
+    assert len(ledger.shard_names()) == N_SHARDS and ledger.quarantined == []
+    assert store.exists("values.parquet") and store.exists("report.md")

@@ -246,6 +246,33 @@ class Store:
             return []
         return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
 
+    def listing(self, *parts: str) -> dict[str, tuple[Any, ...]]:
+        """``{name: identity}`` of the objects directly under ``parts`` in one listing.
+
+        The identity changes whenever the bytes may have: (size, mtime, inode)
+        on a local disk; (size, ETag or generation) on an object store, where
+        the ETag of a single-part upload is the content's MD5.
+        """
+        key = self.key(*parts)
+        if not self.remote:
+            try:
+                with os.scandir(key) as entries:
+                    return {e.name: (st.st_size, st.st_mtime_ns, st.st_ino)
+                            for e in entries if e.is_file() for st in (e.stat(),)}
+            except (FileNotFoundError, NotADirectoryError):
+                return {}
+        try:
+            entries = self.fs.ls(key, detail=True, refresh=True)
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for e in entries:
+            if e.get("type") == "directory":
+                continue
+            tag = e.get("ETag") or e.get("etag") or e.get("generation") or e.get("LastModified") or e.get("mtime")
+            out[posixpath.basename(e["name"].rstrip("/"))] = (int(e.get("size") or 0), str(tag))
+        return out
+
     def sha256(self, *parts: str, chunk: int = 1 << 20) -> str:
         h = hashlib.sha256()
         with self.open(*parts) as fh:

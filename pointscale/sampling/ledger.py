@@ -65,6 +65,13 @@ FORMAT_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
 
 
+#: Shards verified in this process, per ledger URL on object storage: ``{name: (identity, record)}``.
+#: The identity holds the ETags of the record and of its write-once keys (one listing gives them all),
+#: so a ledger read again -- by every stage of a flow, by each new ``Ledger`` -- re-reads nothing it
+#: verified, while an object overwritten in place (a new ETag) is checked again.
+_REMOTE_VERIFIED: dict[str, dict[str, tuple[tuple[Any, ...], "ShardRecord"]]] = {}
+
+
 class LedgerIntegrityWarning(UserWarning):
     """A ledger shard failed verification and was moved to quarantine (it will be re-sampled)."""
 
@@ -110,7 +117,8 @@ class Ledger:
         self.oob_dir = self.folder / "oob" if not self.store.remote else f"{self.store.url}/oob"
         self.quarantine_dir = self.folder / "quarantine" if not self.store.remote else f"{self.store.url}/quarantine"
         self.quarantined: list[tuple[str, str]] = []
-        self._verified: dict[str, tuple[tuple[Any, ...], ShardRecord]] = {}
+        self._verified: dict[str, tuple[tuple[Any, ...], ShardRecord]] = \
+            _REMOTE_VERIFIED.setdefault(self.store.url, {}) if self.store.remote else {}
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.folder)!r})"
@@ -209,10 +217,13 @@ class Ledger:
 
     # ------------------------------------------------------------------ verification
 
-    def shard_names(self) -> list[str]:
-        """Names of committed shards (a commit record exists), sorted."""
+    def shard_names(self, files: Any = None) -> list[str]:
+        """Names of committed shards (a commit record exists), sorted.
+
+        ``files``: the names under ``shards/`` if already listed.
+        """
         suffix = ".parquet" + RECORD_SUFFIX
-        return sorted(f[:-len(suffix)] for f in self.store.list("shards")
+        return sorted(f[:-len(suffix)] for f in (self.store.list("shards") if files is None else files)
                       if f.endswith(suffix) and not f.startswith("."))
 
     def uncommitted(self) -> list[str]:
@@ -257,28 +268,21 @@ class Ledger:
                            file=str(raw.get("file") or self._parquet(name)),
                            oob_file=str(oob.get("file") or self._oob(name)) if oob else "")
 
-    def _identity(self, record: ShardRecord) -> tuple[Any, ...] | None:
-        """What identifies the bytes of a shard's files now: None if its rows are missing.
+    def _listing(self) -> dict[str, tuple[Any, ...]]:
+        """Identities of every object under ``shards/`` and ``oob/`` (two listings)."""
+        return {f"{kind}/{n}": ident for kind in ("shards", "oob") for n, ident in self.store.listing(kind).items()}
 
-        Locally (size, mtime, inode) of both files; on object storage the keys
-        themselves (content-named and written once).
-        """
-        if self.store.remote:
-            return (record.file, record.oob_file)
-        try:
-            st = os.stat(self.store.key(record.file))
-        except FileNotFoundError:
-            return None
-        key: tuple[Any, ...] = (st.st_size, st.st_mtime_ns, st.st_ino)
-        try:  # the evidence file's identity is part of the cache key too
-            ost = os.stat(self.store.key(record.oob_file or self._oob(record.name)))
-            key = key + (ost.st_size, ost.st_mtime_ns, ost.st_ino)
-        except FileNotFoundError:
-            pass
-        return key
+    def _identity(self, record: ShardRecord, listing: dict[str, tuple[Any, ...]]) -> tuple[Any, ...]:
+        """What identifies the bytes of a shard's record, rows and evidence now (from ``listing``)."""
+        return (listing.get(self._record(record.name)), listing.get(record.file),
+                listing.get(record.oob_file or self._oob(record.name)))
 
-    def _check(self, name: str) -> ShardRecord | None:
+    def _check(self, name: str, listing: dict[str, tuple[Any, ...]] | None = None) -> ShardRecord | None:
         """The shard's record if its file matches it; quarantines it otherwise."""
+        listing = self._listing() if listing is None else listing
+        cached = self._verified.get(name)
+        if cached is not None and cached[0] == self._identity(cached[1], listing):
+            return cached[1]  # nothing changed since it was verified: no read at all
         try:
             record = self._load_record(name)
         except FileNotFoundError:
@@ -286,10 +290,6 @@ class Ledger:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self._quarantine(name, f"unreadable checksum record: {exc}")
             return None
-        key = self._identity(record)
-        cached = self._verified.get(name)
-        if cached is not None and cached[0] == key and cached[1] == record:
-            return record
         try:
             size = self.store.size(record.file)
         except FileNotFoundError:
@@ -309,14 +309,15 @@ class Ledger:
                     or self.store.sha256(record.oob_file) != record.oob_sha256):
                 self._quarantine(name, "out-of-bag evidence does not match its checksum (corrupted)")
                 return None
-        self._verified[name] = (self._identity(record), record)
+        self._verified[name] = (self._identity(record, listing), record)
         return record
 
     def verify(self) -> list[ShardRecord]:
         """Records of all committed shards that pass verification (others are quarantined)."""
         out = []
-        for name in self.shard_names():
-            rec = self._check(name)
+        listing = self._listing()
+        for name in self.shard_names(n.split("/", 1)[1] for n in listing if n.startswith("shards/")):
+            rec = self._check(name, listing)
             if rec is not None:
                 out.append(rec)
         return out

@@ -53,9 +53,7 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300, cwd: str 
 
 
 # ----------------------------------------------------------------------------- object storage
-#: The test S3 server's credentials (fake, but a test greps run folders and logs for the secret).
-S3_KEY_ID = "pointscale-test-key-id"
-S3_SECRET = "pointscale-test-secret-7f3a9c1e5b"
+from benchmarks.s3server import KEY_ID as S3_KEY_ID, SECRET as S3_SECRET  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
@@ -66,49 +64,12 @@ def s3_server():
     its children (CLI runs, Dask workers); stopped by its process id at the
     end. Skipped where moto's server is not installed (``pip install -e '.[test]'`` installs it).
     """
-    import shutil
-    import signal
-    import time
-    import urllib.request
+    from benchmarks.s3server import local_s3_server, moto_executable
 
-    from flows.runtime import free_port
-
-    exe = Path(sys.executable).with_name("moto_server")
-    if not exe.exists() and shutil.which("moto_server") is None:
+    if moto_executable() is None:
         pytest.skip("moto's S3 server is not installed (pip install 'moto[server]')")
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = open(Path(tempfile.mkdtemp(prefix="pointscale-moto-")) / "moto.log", "wb")
-    proc = subprocess.Popen([str(exe if exe.exists() else "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                            "AWS_DEFAULT_REGION")}
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
-                    break
-            except Exception:  # noqa: BLE001 -- not listening yet
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start on {endpoint}") from None
-                time.sleep(0.2)
-        os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID=S3_KEY_ID,
-                          AWS_SECRET_ACCESS_KEY=S3_SECRET, AWS_DEFAULT_REGION="us-east-1")
+    with local_s3_server() as endpoint:
         yield endpoint
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture
@@ -117,9 +78,7 @@ def s3_bucket(s3_server, request):
     import re
     import uuid
 
-    import s3fs
+    from benchmarks.s3server import make_bucket
 
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
-    fs = s3fs.S3FileSystem(skip_instance_cache=True)
-    fs.mkdir(name)
-    yield f"s3://{name}"
+    yield make_bucket(name)

@@ -173,17 +173,22 @@ class Store:
 
     # ------------------------------------------------------------------ checks
 
-    def check(self, *, create: bool = True) -> "Store":
-        """Fail with one line unless the folder can be listed (and, if ``create``, written).
+    def check(self, *, write: bool = True) -> "Store":
+        """Fail with one line unless the folder can be listed (and, if ``write``, written).
 
         For a remote store: the bucket must exist and the credentials must
-        allow listing it. Raises :class:`StorageError`.
+        allow listing it and (``write``) writing and deleting a probe object
+        under the folder. Raises :class:`StorageError`.
         """
         if not self.remote:
             return self
         bucket = self.path.split("/", 1)[0]
+        probe = self.key(f".pointscale-write-check-{os.getpid()}-{os.urandom(4).hex()}")
         try:
             self.fs.ls(bucket, detail=False)
+            if write:
+                self.fs.pipe_file(probe, b"")
+                self.fs.rm_file(probe)
         except FileNotFoundError:
             raise StorageError(f"bucket {bucket!r} of {self.url} does not exist (or is not visible with "
                                "these credentials); create it or fix the URL") from None

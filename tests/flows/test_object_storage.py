@@ -173,3 +173,9 @@ def test_killed_worker_and_killed_flow_lose_and_repeat_nothing_on_s3(prefect_ser
     assert len(rows) == N_SAMPLES and rows["sample_id"].is_unique
     assert len(ledger.shard_names()) == N_SHARDS and ledger.quarantined == []
     assert store.exists("values.parquet") and store.exists("report.md")
+
+
+def test_revalue_of_a_run_folder_at_a_url_says_it_is_not_supported_yet(tmp_path):
+    proc = run_cli("revalue", "--run-dir", "s3://bucket/runs/x", "--dataset", "new.csv", timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "revalue works on a local run folder only" in proc.stderr and not list(tmp_path.iterdir())

@@ -980,6 +980,29 @@ def load_dataset(
     )
 
 
+def too_little_data(dataset: Dataset, pool_needed: int, fix: str) -> str:
+    """One line for data too small to value: its rows, its splits, and the smallest file that works.
+
+    ``pool_needed`` is the smallest training pool the run's settings work
+    with; ``fix`` names the flags that make this file work instead.
+    """
+    rep, config = dataset.report, dataset.config
+    dropped = int(rep.get("rows_dropped_missing_target") or 0)
+    rows = int(rep.get("rows", dataset.n_pool)) + dropped
+    said = f" ({dropped} without a target dropped)" if dropped else ""
+    splits = (f"{dataset.n_pool} in the training pool, {dataset.X_val.shape[0]} validation, "
+              f"{dataset.X_test.shape[0]} test")
+    if config.given_splits:
+        need = f"a training pool of at least {pool_needed} rows"
+    else:
+        total = pool_needed
+        while total - _split_counts(total, config.val_size, 1000, 4) \
+                - _split_counts(total, config.test_size, 1000, 5) < pool_needed:
+            total += 1
+        need = f"a file of at least {total} rows (a training pool of {pool_needed})"
+    return f"{config.source} has {rows} rows{said}: {splits}; valuing needs {need}; {fix}"
+
+
 def load_from_config(config: DataConfig, base: Dataset | None = None) -> Dataset:
     """:func:`load_dataset` with every setting taken from a :class:`DataConfig`."""
     return load_dataset(**config.to_dict(), base=base)

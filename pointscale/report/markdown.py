@@ -164,6 +164,11 @@ def _best_by_regime(summary: pd.DataFrame) -> list[str]:
 # --------------------------------------------------------------------------- summary
 
 
+def _preparation(dataset: Any) -> list[str]:
+    """What reading the data did to it (rows dropped, columns converted or dropped), one line each."""
+    return list((getattr(dataset, "report", None) or {}).get("data_preparation") or [])
+
+
 def report_summary(
     *,
     dataset: Any = None,
@@ -182,6 +187,7 @@ def report_summary(
     info = _dataset_info(dataset)
     if info:
         lines.append(f"Dataset {info.get('name')}: {info.get('n_pool', '?')} pool points, task {info.get('task', '?')}")
+        lines += [f"data: {line}" for line in _preparation(dataset)]
     if values is not None and len(values):
         n = len(values)
         counts = values["estimator"].value_counts().to_dict() if "estimator" in values.columns else {}
@@ -288,6 +294,7 @@ def write_report(
 
     if info:
         md += ["## Data", ""] + [f"- {k}: {_fmt(v)}" for k, v in info.items()] + [""]
+        md += [f"- {line}" for line in _preparation(dataset)] + ([""] if _preparation(dataset) else [])
 
     if estimator_choice:
         md += ["## Estimator", ""]

@@ -122,7 +122,8 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
     removal = None
     if options.removal:
         t = time.perf_counter()
-        progress.stage("removal", "computing the removal curve")
+        progress.stage("removal", "computing the removal curve" if ds_info["n_test"] else
+                       "no removal curve: the run has no test split (give --test FILE)")
         removal = value_tasks.removal(root, dataset, sampling, values)
         _stage_done(run, "removal", timings, t)
     else:

@@ -164,6 +164,15 @@ def _best_by_regime(summary: pd.DataFrame) -> list[str]:
 # --------------------------------------------------------------------------- summary
 
 
+#: The summary's words for the law estimators (``values["estimator"]``).
+ESTIMATOR_WORDS = {"shrinkage": "empirical-Bayes shrinkage",
+                   "amortized_shrinkage": "empirical-Bayes shrinkage with amortized prior means",
+                   "mle": "per-point maximum likelihood", "amortized": "the amortized estimator"}
+#: ... and for the sampling counts.
+COUNT_WORDS = {"shard_seconds": "seconds of sampling on workers", "fits_executed": "model fits",
+               "samples_new": "new samples", "samples_reused": "reused samples"}
+
+
 def _preparation(dataset: Any) -> list[str]:
     """What reading the data did to it (rows dropped, columns converted or dropped), one line each."""
     return list((getattr(dataset, "report", None) or {}).get("data_preparation") or [])
@@ -191,8 +200,9 @@ def report_summary(
     if values is not None and len(values):
         n = len(values)
         counts = values["estimator"].value_counts().to_dict() if "estimator" in values.columns else {}
-        est = ", ".join(f"{k} {v}" for k, v in counts.items())
-        lines.append(f"Valued {n} points ({est})")
+        est = "; ".join(f"{ESTIMATOR_WORDS.get(k, k)}" + (f" ({v} points)" if len(counts) > 1 else "")
+                        for k, v in counts.items())
+        lines.append(f"Valued {n} points" + (f": values from {est}" if est else ""))
         if "alpha" in values.columns:
             a = values["alpha"].to_numpy(dtype=np.float64)
             a = a[np.isfinite(a)]
@@ -226,8 +236,8 @@ def report_summary(
                          f"Spearman {r['spearman']:.3f}")
     counts = (manifest or {}).get("counts")
     if isinstance(counts, Mapping) and counts:
-        lines.append("counts: " + ", ".join(f"{k} {_fmt(v)}" for k, v in counts.items()
-                                            if not isinstance(v, (Mapping, list, tuple))))
+        lines.append("counts: " + ", ".join(f"{COUNT_WORDS.get(k, k.replace('_', ' '))} {_fmt(v)}"
+                                            for k, v in counts.items() if not isinstance(v, (Mapping, list, tuple))))
     return "\n".join(lines) if lines else "nothing to report"
 
 

@@ -132,11 +132,12 @@ def _validate(options: SamplingOptions, workers: int | None = None) -> tuple[Any
 
     data = options.data_config()
     ds = load_dataset(data.pop("source"), **data)
-    for line in ds.report.get("data_preparation", ()):
-        print(f"data: {line}", file=sys.stderr)
     chosen = choose_points(ds, options.points, options.seed)
     # The flow resolves the config again at its entry and warns there, once per run.
     cfg = resolve_sampling(ds, n_points=len(chosen), workers=workers, warn=False, **options.sampling_kwargs())
+    # What reading the data did to it (rows or columns dropped, dates converted, values imputed).
+    for line in ds.report.get("data_preparation", ()):
+        print(f"data: {line}", file=sys.stderr)
     return ds, cfg
 
 

@@ -644,7 +644,7 @@ def _coerce(t: _Table, config: DataConfig, base: Dataset | None) -> None:
             unparsed = int((when.isna() & t.frame[col].notna()).sum())
             derived = {f"{name}.days": (when - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1),
                        f"{name}.month": when.dt.month.astype("float64"),
-                       f"{name}.weekday": when.dt.dayofweek.astype("float64")}
+                       f"{name}.weekday": when.dt.day_of_week.astype("float64")}
             for new, values in derived.items():
                 t.frame[new] = values.astype("float64").to_numpy()
                 features.append(new)

@@ -128,10 +128,12 @@ def check_run_folder(path: str | None, flag: str = "--out") -> None:
 def _validate(options: SamplingOptions, workers: int | None = None) -> tuple[Any, Any]:
     """Load the data and resolve the sampling config before any compute."""
     from pointscale.data import load_dataset
-    from pointscale.pipeline import choose_points, resolve_sampling
 
     data = options.data_config()
     ds = load_dataset(data.pop("source"), **data)
+    # Imported after the data is read: a bad file is said before the model code loads (seconds).
+    from pointscale.pipeline import choose_points, resolve_sampling
+
     chosen = choose_points(ds, options.points, options.seed)
     # The flow resolves the config again at its entry and warns there, once per run.
     cfg = resolve_sampling(ds, n_points=len(chosen), workers=workers, warn=False, **options.sampling_kwargs())
@@ -154,10 +156,10 @@ def _server(stack: ExitStack) -> None:
 
 def cmd_run(args) -> int:
     check_run_folder(args.out)
-    from .sampling import check_dask_address
-
     options = options_from_args(PipelineOptions, args)
     _, cfg = _validate(options, options.workers)
+    from .sampling import check_dask_address
+
     check_dask_address(options.dask_address)
     with ExitStack() as stack:
         _server(stack)

@@ -129,9 +129,12 @@ def local_prefect_server(
 
     Telemetry is off and its SQLite database lives in ``PREFECT_HOME``. While
     it runs, ``PREFECT_API_URL`` points at it (inherited by Dask workers
-    started from this process). The server runs in a process group of its own,
-    stopped as a whole; :func:`terminate_on_sigterm` turns SIGTERM into a
-    normal exit so that this happens when the caller is terminated too.
+    started from this process), and an already imported prefect is made to
+    see it (:func:`refresh_prefect_settings`). The server runs under
+    :func:`watch` in a process group of its own, stopped as a whole on exit;
+    :func:`terminate_on_sigterm` turns SIGTERM into a normal exit so that this
+    happens when the caller is terminated too, and the watchdog stops it when
+    the caller dies without an exit (SIGKILL).
     """
     configure_environment()
     port = port or free_port()

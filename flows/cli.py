@@ -206,9 +206,9 @@ def cmd_revalue(args) -> int:
 
 
 def cmd_ingest(args) -> int:
+    check_run_folder(args.out)
     from pointscale import pipeline
 
-    check_run_folder(args.out)
     options = options_from_args(DataOptions, args)
     info = pipeline.ingest(options.data_config(), args.out)
     print(json.dumps(info, indent=2, default=str))

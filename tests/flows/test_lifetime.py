@@ -152,3 +152,29 @@ def test_no_ephemeral_server_under_a_saturated_cpu(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert not ephemeral, ephemeral
     assert proc.returncode == 0, tail(log)
+
+
+def test_the_watchdog_stops_its_command_when_its_starter_dies(tmp_path):
+    """The mechanism alone, in seconds: a starter holds the pipe, is SIGKILLed, the watched command goes."""
+    starter = subprocess.Popen([sys.executable, "-c", (
+        "import os, subprocess, sys, time\n"
+        "r, w = os.pipe()\n"
+        "p = subprocess.Popen([sys.executable, '-m', 'flows.runtime', 'watch', 'sleep', '600'], stdin=r,"
+        " start_new_session=True)\n"
+        "os.close(r)\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(600)\n")], cwd=REPO, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    watchdog = None
+    try:
+        watchdog = psutil.Process(int(starter.stdout.readline()))
+        watched = wait_for(lambda: watchdog.children(), timeout=30, interval=0.1, what="the watched command")
+        assert watched[0].cmdline()[:2] == ["sleep", "600"]
+        os.killpg(starter.pid, signal.SIGKILL)
+        starter.wait(timeout=10)
+        wait_for(lambda: not _alive([watchdog, *watched]), timeout=10, interval=0.1,
+                 what="the watchdog and its command to end", on_timeout=lambda: "\n".join(_alive(watched)))
+    finally:
+        if starter.poll() is None:
+            os.killpg(starter.pid, signal.SIGKILL)
+        if watchdog is not None and watchdog.is_running():
+            os.killpg(watchdog.pid, signal.SIGKILL)

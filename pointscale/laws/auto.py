@@ -78,6 +78,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, DataError
+from ..sampling.ledger import oob_evidence
 from ..seeding import mix64, combine_ids
 from .estimators import FitContext, candidates, fit_estimator, get_estimator, registered
 from .likelihood import LOG_2PI
@@ -362,8 +363,6 @@ def fit_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "auto"
     """
     oob = None
     if ledger is not None:
-        from ..sampling.oob import oob_evidence
-
         oob = oob_evidence(ledger)
         if oob.empty:
             oob = None

@@ -71,7 +71,6 @@ import pandas as pd
 
 from ..seeding import STREAM_OOB, rng
 # The evidence reader lives with the ledger; pointscale.laws.auto still imports it from here.
-from .ledger import oob_evidence  # noqa: F401
 from .plans import _skip_excluded
 from .schema import N_BUCKETS, SCORE_SCALE, empty_oob_frame
 

@@ -179,3 +179,13 @@ def test_revalue_of_a_run_folder_at_a_url_says_it_is_not_supported_yet(tmp_path)
     proc = run_cli("revalue", "--run-dir", "s3://bucket/runs/x", "--dataset", "new.csv", timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "revalue works on a local run folder only" in proc.stderr and not list(tmp_path.iterdir())
+
+
+def test_sample_command_writes_its_ledger_at_the_url(s3_bucket, tmp_path):
+    url = f"{s3_bucket}/runs/sampled"
+    proc = run_cli("sample", "--points", "12", "--samples-per-point", "2", "--out", url, timeout=170, cwd=tmp_path,
+                   env={"POINTSCALE_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = Ledger(url + "/samples").read()
+    assert len(rows) == 12 * 2 and rows["sample_id"].is_unique
+    assert Store(url).exists("points.json") and [p.name for p in tmp_path.iterdir()] == ["cache"]

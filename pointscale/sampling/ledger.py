@@ -366,11 +366,10 @@ class Ledger:
         cols = None if columns is None else list(dict.fromkeys(["sample_id", "base_id", *columns, *where]))
         value_sets = {c: pa.array(sorted(v)) if not isinstance(v, tuple) else None for c, v in where.items()}
         tables = []
-        for name, file in files.items():
-            try:
-                table = self.store.read_parquet(file, columns=cols)
-            except Exception as exc:  # noqa: BLE001 -- any unreadable shard is quarantined
-                self._quarantine(name, f"unreadable Parquet: {type(exc).__name__}: {exc}")
+        read = self.store.iter_parquet(list(files.values()), columns=cols)
+        for name, (_, table) in zip(files, read):
+            if isinstance(table, Exception):  # any unreadable shard is quarantined
+                self._quarantine(name, f"unreadable Parquet: {type(table).__name__}: {table}")
                 continue
             if verify:
                 record = self._verified[name][1]
@@ -425,16 +424,15 @@ class Ledger:
         name order) is left out whole, so no base's predictions count twice.
         """
         counted: set[int] = set()
-        for rec in self.verify():
-            if rec.oob_sha256 is None or counted.intersection(rec.base_ids):
+        records = [rec for rec in self.verify() if rec.oob_sha256 is not None]
+        for rec, (_, table) in zip(records, self.store.iter_parquet([rec.oob_file for rec in records])):
+            if counted.intersection(rec.base_ids):
                 continue
-            try:
-                table = self.store.read_parquet(rec.oob_file).to_pandas()
-            except Exception as exc:  # noqa: BLE001 -- any unreadable file is quarantined
-                self._quarantine(rec.name, f"unreadable out-of-bag evidence: {type(exc).__name__}: {exc}")
+            if isinstance(table, Exception):  # any unreadable file is quarantined
+                self._quarantine(rec.name, f"unreadable out-of-bag evidence: {type(table).__name__}: {table}")
                 continue
             counted.update(rec.base_ids)
-            yield table
+            yield table.to_pandas()
 
     def read_oob(self) -> pd.DataFrame:
         """The out-of-bag evidence tables of all verified shards, concatenated (:meth:`iter_oob`)."""

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Ingest, sample marginal contributions on Dask, fit the laws, value and "
                                    "select points, write the report. Rerun the same command after a crash.")
     add_options(p, PipelineOptions, title="pipeline options (the same for `serve`)")
-    p.add_argument("--out", help="run folder (default: runs/<dataset>-<fingerprint[:8]>)")
+    p.add_argument("--out", help="run folder: a path or an fsspec URL such as s3://bucket/runs/x "
+                                 "(default: runs/<dataset>-<fingerprint[:8]>)")
     p.add_argument("--wait", action="store_true", help="wait if another run holds the run folder")
 
     p = sub.add_parser("revalue", help="extend a run with new data and revalue incrementally",
@@ -53,12 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="validate and store a dataset version, print its report")
     add_options(p, DataOptions, title="data options")
-    p.add_argument("--out", help="run folder (default: runs/<dataset>-<fingerprint[:8]>)")
+    p.add_argument("--out", help="run folder: a path or an fsspec URL such as s3://bucket/runs/x "
+                                 "(default: runs/<dataset>-<fingerprint[:8]>)")
 
     p = sub.add_parser("sample", help="sample in-process with a progress bar (no orchestrator)",
                        description="Runs the same sampling code as the flow, in this process, into a ledger.")
     add_options(p, SamplingOptions, title="sampling options")
-    p.add_argument("--out", help="run folder (default: runs/<dataset>-<fingerprint[:8]>)")
+    p.add_argument("--out", help="run folder: a path or an fsspec URL such as s3://bucket/runs/x "
+                                 "(default: runs/<dataset>-<fingerprint[:8]>)")
 
     p = sub.add_parser("addition", help="point-addition experiment on a finished run",
                        description="Rank candidates by predicted value at a small and a large size, by a "

@@ -17,6 +17,7 @@ record matches its key and whose files are intact is up to date
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from pathlib import Path
@@ -549,12 +550,17 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
     registered estimator with the best held-out-sample likelihood). The laws
     in ``laws_mle`` and ``laws_amortized`` (None: no amortized laws in this
     run, whatever file the folder holds) are reused where a candidate needs
-    them on all samples; without amortized laws auto chooses between mle
-    and shrinkage only. The held-out score targets the Shapley value over the
-    sampled range when k is drawn uniformly from it; staggered sizes are
-    scored by the law for psi_k itself.
+    them on all samples; without amortized laws auto chooses among mle,
+    shrinkage and the law-free shrunk mean only. The held-out score targets
+    the Shapley value over the sampled range when k is drawn uniformly from
+    it; staggered sizes are scored by the law for psi_k itself.
+
+    The law diagnostic (:mod:`pointscale.laws.diagnostic`: does the law hold,
+    how reliable the values are, in one sentence) goes to the laws'
+    ``meta['law_diagnostic']``, the summary and ``run.json``'s ``law_diagnostic``.
     """
     from .laws.auto import select_laws
+    from .laws.diagnostic import diagnostic_sentence
     from .sampling import SamplingConfig
 
     run = RunFolder(run_dir)
@@ -568,14 +574,18 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
         fitted["amortized"] = amortized.subset(_member(amortized.point_ids, samples["point_id"].unique()))
     if mle is not None:
         fitted["mle"] = mle
-    candidates = None if amortized is not None else ("shrinkage", "mle")
+    candidates = None if amortized is not None else ("shrinkage", "mle", "shrunk_mean")
     laws, _ = select_laws(samples, ds, method=method, oob=_oob(run_dir), random_state=cfg.seed, fitted=fitted,
                           candidates=candidates, target="psi" if cfg.mode == "staggered" else "shapley",
                           k_range=(cfg.k_min, cfg.k_max))
+    model = cfg.model if isinstance(cfg.model, str) else "this model"
+    diagnostic = dict(laws.meta["law_diagnostic"], sentence=diagnostic_sentence(laws.meta["law_diagnostic"], model))
+    laws = dataclasses.replace(laws, meta={**laws.meta, "law_diagnostic": diagnostic})
     laws.save(run.file(LAWS))
     selection = laws.meta["selection"]
+    run.update_manifest(law_diagnostic=diagnostic)
     return {"files": [LAWS], "points": laws.n_points, "chosen": selection["chosen"], "estimator": selection,
-            "seconds": round(time.perf_counter() - start, 3)}
+            "law_diagnostic": diagnostic, "seconds": round(time.perf_counter() - start, 3)}
 
 
 def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
@@ -707,9 +717,11 @@ def report(run_dir: str | Path, dataset_path: str, *, laws: str | None = LAWS_ML
     manifest = {k: v for k, v in run.read_manifest().items() if k != "outputs"}
     picked = _load_laws(run, chosen_laws)
     curve = read_json(run.file(learning_curve)) if learning_curve else None
+    choice = None if picked is None else picked.meta.get("selection")
+    diagnostic = None if picked is None else picked.meta.get("law_diagnostic")
     path = write_report(run.root, dataset=ds, laws=picked if picked is not None else law_table, values=table,
                         selection=chosen, experiments=experiments, manifest=manifest,
-                        estimator_choice=None if picked is None else picked.meta.get("selection"),
-                        learning_curve=curve)
-    summary = report_summary(dataset=ds, laws=law_table, values=table, manifest=manifest)
+                        estimator_choice=choice, learning_curve=curve, law_diagnostic=diagnostic)
+    summary = report_summary(dataset=ds, laws=law_table, values=table, manifest=manifest,
+                             law_diagnostic=diagnostic, estimator_choice=choice)
     return {"path": str(path), "summary": summary}

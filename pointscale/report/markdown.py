@@ -172,16 +172,23 @@ def report_summary(
     experiments: Mapping[str, Any] | None = None,
     evaluation: pd.DataFrame | None = None,
     manifest: Mapping[str, Any] | None = None,
+    law_diagnostic: Mapping[str, Any] | None = None,
+    estimator_choice: Mapping[str, Any] | None = None,
 ) -> str:
     """A few lines for the CLI and a Prefect markdown artifact.
 
     Every argument is optional; each adds its lines when given. From
-    ``manifest`` only a ``counts`` mapping (e.g. samples, fits) is shown.
+    ``manifest`` only a ``counts`` mapping (e.g. samples, fits) is shown;
+    ``law_diagnostic`` adds its sentence (:mod:`pointscale.laws.diagnostic`),
+    ``estimator_choice`` what the automatic selection excluded or overrode.
     """
     lines = []
     info = _dataset_info(dataset)
     if info:
         lines.append(f"Dataset {info.get('name')}: {info.get('n_pool', '?')} pool points, task {info.get('task', '?')}")
+    if law_diagnostic and law_diagnostic.get("sentence"):
+        lines.append(str(law_diagnostic["sentence"]))
+    lines += _choice_notes(estimator_choice)
     if values is not None and len(values):
         n = len(values)
         counts = values["estimator"].value_counts().to_dict() if "estimator" in values.columns else {}
@@ -225,6 +232,19 @@ def report_summary(
     return "\n".join(lines) if lines else "nothing to report"
 
 
+def _choice_notes(choice: Mapping[str, Any] | None) -> list[str]:
+    """What the automatic selection set aside, overrode or used anyway, each in one line with what to do."""
+    if not choice:
+        return []
+    lines = [f"estimator {name} was not used: {why}" for name, why in (choice.get("excluded") or {}).items()]
+    if choice.get("overridden"):
+        lines.append(f"estimator choice: {choice['overridden']}")
+    if choice.get("used_anyway"):
+        lines.append(f"warning: {choice['used_anyway']}; treat them with care (more samples per point help "
+                     "the fits converge)")
+    return lines
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -241,6 +261,7 @@ def write_report(
     top_n: int = 10,
     estimator_choice: Mapping[str, Any] | None = None,
     learning_curve: Mapping[str, Any] | None = None,
+    law_diagnostic: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``run_dir/report.md`` and its PNG figures (under ``run_dir/figures``).
 
@@ -268,6 +289,9 @@ def write_report(
     learning_curve : mapping, optional
         :func:`pointscale.valuation.learning_curve.fit_learning_curve`'s result
         (with ``metric``).
+    law_diagnostic : mapping, optional
+        ``meta['law_diagnostic']`` of the laws behind ``shapley``: its sentence
+        heads the report, its numbers get a section.
 
     Returns
     -------
@@ -278,7 +302,9 @@ def write_report(
     experiments = dict(experiments or {})
     info = _dataset_info(dataset)
     md = _title_section(info, report_summary(dataset=dataset, laws=laws, values=values, experiments=experiments,
-                                             evaluation=evaluation, manifest=manifest))
+                                             evaluation=evaluation, manifest=manifest, law_diagnostic=law_diagnostic,
+                                             estimator_choice=estimator_choice))
+    md += _diagnostic_section(law_diagnostic)
     md += _data_section(info)
     md += _estimator_section(estimator_choice)
     md += _laws_section(laws)
@@ -326,14 +352,38 @@ def _estimator_section(choice: Mapping[str, Any] | None) -> list[str]:
     target = choice.get("target")
     what = {"shapley": "of the candidate's Shapley value over the sampled range (one shared variance)",
             "psi": "of the candidate's law for psi_k at the sample's size (its own noise model)"}.get(target, "")
+    margin = choice.get("margin") or {}
+    margin_line = ([f"Margin over the next best ({margin['to']}): {_fmt(margin.get('value'))} "
+                    f"± {_fmt(margin.get('se'))} held-out NLL per sample.", ""] if margin.get("to") else [])
     return md + [f"`shapley` (and the selection) comes from the **{chosen}** laws, chosen by held-out likelihood: "
-                 f"{choice.get('n_heldout_samples')} samples held out "
-                 f"({_fmt(choice.get('holdout_fraction'))} of each point's), every candidate "
-                 f"fitted on the rest; mean Gaussian NLL per held-out sample {what} (lower is better; the "
+                 f"{choice.get('folds')}-fold cross-validation over each point's samples "
+                 f"({choice.get('n_heldout_samples')} samples, each held out once), every candidate "
+                 f"fitted on the other folds; mean Gaussian NLL per held-out sample {what} (lower is better; the "
                  "first candidate within one standard error of the lowest is chosen):", "",
-                 markdown_table(pd.DataFrame([{"estimator": k, "heldout_nll": v}
+                 markdown_table(pd.DataFrame([{"estimator": k, "heldout_nll": v,
+                                               "not_converged_share": (choice.get("not_converged_share") or {}).get(k)}
                                               for k, v in (choice.get("heldout_nll") or {}).items()])),
-                 ""]
+                 ""] + margin_line + [f"- {line}" for line in _choice_notes(choice)] + (
+                     [""] if _choice_notes(choice) else [])
+
+
+def _diagnostic_section(d: Mapping[str, Any] | None) -> list[str]:
+    """Does the law hold, and how reliable the values are (:mod:`pointscale.laws.diagnostic`)."""
+    if not d:
+        return []
+    rows = [("verdict", d.get("verdict")),
+            ("held-out log-likelihood gain per sample (law - no law)", d.get("loglik_gain_per_sample")),
+            ("its standard error (points as clusters)", d.get("loglik_gain_se")),
+            ("law tested", d.get("law_estimator")), ("no-law model it was tested against", d.get("no_law_model")),
+            ("share of points whose law fits at least as well", d.get("share_good_fit")),
+            ("values from", d.get("estimator")), ("reliability (split-half, Spearman-Brown)", d.get("reliability")),
+            ("samples per point for reliability 0.8", d.get("samples_for_reliability_0.8")),
+            ("samples per point for reliability 0.9", d.get("samples_for_reliability_0.9")),
+            ("samples per point now", d.get("samples_per_point")),
+            ("control variate", d.get("control_variate", "none"))]
+    return ["## Does the law hold, and how reliable are the values", "", str(d.get("sentence", "")), "",
+            markdown_table(pd.DataFrame([{"": k, "value": _fmt(v)} for k, v in rows])), "",
+            f"Rule: {d.get('rule', '')}.", ""]
 
 
 def _laws_section(laws: FittedScalingLaws | None) -> list[str]:

@@ -43,8 +43,12 @@ folds. What the likelihood scores (``target``):
 A candidate that gives no law for a point with held-out samples scores +inf
 (it cannot value that point). A candidate whose fits did not converge on
 more than :data:`MAX_NOT_CONVERGED` of the points (the mean share over the
-folds, and again on all samples once chosen) is not chosen; the selection
-record names it and why (``excluded``). The held-out score is itself an
+folds) is not chosen -- the selection record names it and why
+(``excluded``) -- unless its held-out score beats the choice among the
+converged candidates by more than two standard errors: the held-out samples
+then show its values are better as they are, and the record says it was
+used anyway (``used_anyway``; the terminal and the report say it too, as
+they do when the fit on all samples did not converge). The held-out score is itself an
 estimate: the chosen candidate is the first in the preference order
 (:func:`pointscale.laws.estimators.candidates`) whose score is within one
 standard error of the lowest (the standard error of the mean paired
@@ -314,7 +318,7 @@ def _law_diagnostic(scored: _Scores, chosen: str, eligible) -> dict[str, Any]:
     laws = [c for c in eligible if not _is_law_free(c) and c in scored.nolaw_terms]
     if not laws:
         return {"law_estimator": None, **diag.law_test(np.empty(0), np.empty(0), {})}
-    law = chosen if chosen in laws else best_of(scored.scores, laws)
+    law = chosen if chosen in laws else best_of(scored.psi, laws)  # the law's best shot at psi_k
     test = diag.law_test(scored.groups, scored.psi_terms[law], scored.nolaw_terms[law])
     return {"law_estimator": law, **test}
 
@@ -344,6 +348,44 @@ def _choose(cands, scored: _Scores, excluded: Mapping[str, str]) -> tuple[str | 
     if not eligible:
         return None, {}
     return _one_se_choice(eligible, scored.scores, scored.terms, scored.groups)
+
+
+def _choose_converged(cands, scored: _Scores, excluded: dict[str, str], max_share: float
+                      ) -> tuple[str | None, dict[str, float], str | None]:
+    """The one-standard-error choice among the candidates whose fits converged.
+
+    A candidate whose fold fits did not converge on more than ``max_share``
+    of the points is set aside (added to ``excluded`` with the reason),
+    unless its held-out score beats the converged choice by more than two
+    standard errors: then the held-out samples say its values are better
+    as they are, it is chosen, and the third value says so in words.
+    """
+    bad = {c: share for c, share in scored.not_converged.items() if share > max_share and c not in excluded}
+    chosen, se = _choose(cands, scored, {**excluded, **dict.fromkeys(bad, "")})
+    better = []
+    for c in bad:
+        if not np.isfinite(scored.scores.get(c, float("inf"))):
+            continue
+        if chosen is None:
+            better.append(c)
+            continue
+        gap = scored.scores[chosen] - scored.scores[c]
+        if gap > 2.0 * _paired_se(scored.terms[chosen] - scored.terms[c], scored.groups):
+            better.append(c)
+    used_anyway = None
+    if better:
+        pick = best_of(scored.scores, better)
+        used_anyway = (f"{pick}'s fits did not converge on {bad[pick]:.0%} of the points, but its values predicted "
+                       f"the held-out samples better than {'any converged estimator' if chosen else 'nothing'} "
+                       "(by more than two standard errors), so they are used")
+        chosen = pick
+        se = {c: (0.0 if c == pick else _paired_se(scored.terms[c] - scored.terms[pick], scored.groups))
+              for c in cands if c in scored.terms}
+    for c, share in bad.items():
+        if c != chosen:
+            excluded[c] = (f"its fits did not converge on {share:.0%} of the points (more than {max_share:.0%}) "
+                           "and the held-out samples did not show its values better than the chosen one's")
+    return chosen, se, used_anyway
 
 
 def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "auto", oob=None,
@@ -402,13 +444,11 @@ def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "au
     cands = _candidates(candidates, dataset)
     fold_context = _fold_context(context, full_cache)
     scored = _cross_validate(cands, usable, fold_context, target, folds, seed)
-    excluded = {c: f"its fits did not converge on {share:.0%} of the points (more than "
-                   f"{max_not_converged:.0%})" for c, share in scored.not_converged.items()
-                if share > max_not_converged}
-    excluded.update({c: f"it could not be fitted: {err}" for c, err in scored.errors.items()})
-    chosen, se = _choose(cands, scored, excluded)
+    excluded = {c: f"it could not be fitted: {err}" for c, err in scored.errors.items()}
+    chosen, se, used_anyway = _choose_converged(cands, scored, excluded, max_not_converged)
     overridden = None
-    diagnostic = _law_diagnostic(scored, chosen, [c for c in cands if c not in excluded]) if diagnose else None
+    # The law's best shot: every candidate that could be fitted, converged or not.
+    diagnostic = _law_diagnostic(scored, chosen, [c for c in cands if c not in scored.errors]) if diagnose else None
     if chosen is not None and diagnostic is not None and diagnostic["verdict"] == "does not hold" \
             and not _is_law_free(chosen):
         free = [c for c in cands if c not in excluded and _is_law_free(c) and np.isfinite(scored.scores[c])]
@@ -419,21 +459,13 @@ def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "au
                           f"sample over a no-law model), so the values come from the law-free {replacement} "
                           f"instead of {chosen}")
             chosen = replacement
-    while True:
-        if chosen is None:  # nothing held out, or every candidate excluded: the first that fits
-            chosen = next((c for c in cands if c not in excluded), cands[0])
-        laws = fit_estimator(chosen, usable, context, full_cache)
-        share = _not_converged_share(laws)
-        rest = [c for c in cands if c not in excluded and c != chosen]
-        if share <= max_not_converged or not rest:
-            break
-        excluded[chosen] = (f"its fit on all samples did not converge on {share:.0%} of the points "
-                            f"(more than {max_not_converged:.0%})")
-        chosen, se = _choose(cands, scored, excluded)
-    used_anyway = None
-    if _not_converged_share(laws) > max_not_converged:
-        used_anyway = (f"{chosen} did not converge on {_not_converged_share(laws):.0%} of the points and no "
-                       "other candidate was left; its values are reported anyway")
+    if chosen is None:  # nothing held out, or every candidate excluded: the first that fits
+        chosen = next((c for c in cands if c not in excluded), cands[0])
+    laws = fit_estimator(chosen, usable, context, full_cache)
+    share = _not_converged_share(laws)
+    if share > max_not_converged and used_anyway is None:
+        used_anyway = (f"the {chosen} fit on all samples did not converge on {share:.0%} of the points, "
+                       "although its fits on the folds did; its values are reported anyway")
     margin = _margin(chosen, [c for c in cands if c not in excluded], scored.scores, scored.terms, scored.groups) \
         if scored.scores else {"to": None, "value": None, "se": None}
     selection = {

@@ -124,6 +124,8 @@ TARGETS = ("shapley", "psi")
 MAX_NOT_CONVERGED = 0.5
 #: Folds of the cross-validation (fewer when the typical point has fewer samples).
 FOLDS = 5
+#: The law-free estimator whose per-point value is the law test's no-law constant.
+NO_LAW_CONSTANT = "shrunk_mean"
 
 
 def _usable(samples: pd.DataFrame) -> pd.DataFrame:
@@ -280,6 +282,7 @@ def _cross_validate(cands, usable: pd.DataFrame, context: FitContext, target: st
         train, held = usable.loc[~rows], usable.loc[rows]
         variance = float(np.var(train["delta"].to_numpy(dtype=np.float64))) or 1.0
         cache: dict[str, FittedScalingLaws] = {}
+        constant = None  # the no-law constant of the law test: the fair shrunk mean on this fold
         for c in cands:
             if c in out.errors:
                 continue
@@ -293,7 +296,9 @@ def _cross_validate(cands, usable: pd.DataFrame, context: FitContext, target: st
             if target == "shapley":
                 shap[c][rows] = heldout_terms_shapley(cand, held, variance, context.k_range)
             if not _is_law_free(c) and context.k_range is not None:
-                for name, t in diag.nolaw_terms(cand, train, held, context.k_range).items():
+                if constant is None:
+                    constant = fit_estimator(NO_LAW_CONSTANT, train, context, cache)
+                for name, t in diag.nolaw_terms(cand, train, held, context.k_range, constant=constant).items():
                     nolaw.setdefault(c, {}).setdefault(name, np.full(n, np.nan))[rows] = t
     for c in cands:
         if c in out.errors:

@@ -12,11 +12,15 @@ Gaussian log-likelihood under the law fitted without it,
 same noise model (the law's own σ, β of that point) whose mean does not follow
 a power law: the better (higher held-out likelihood over all samples) of
 
-* ``constant`` -- a constant in k per point (the inverse-variance weighted
-  mean of its training samples), and
+* ``constant`` -- a constant in k per point: the fair shrunk mean of its
+  training samples (:mod:`pointscale.laws.shrunk_mean`; shrunk toward the
+  grand mean as the law's estimators shrink toward their population, so
+  the comparison is between shapes in k, not between amounts of pooling;
+  the inverse-variance weighted mean where none is given), and
 * ``buckets`` -- a free mean per size bucket per point (:data:`N_BUCKETS`
-  log-spaced buckets of the sampled range; the point's constant where a
-  bucket has no training sample), which follows any shape in k, flat or not.
+  log-spaced buckets of the sampled range, inverse-variance weighted; the
+  point's constant where a bucket has no training sample), which follows
+  any shape in k, flat or not.
 
 ``loglik_gain_per_sample`` is the mean over held-out samples of
 log p(Δ | law) − log p(Δ | no law); its standard error
@@ -91,12 +95,15 @@ def _buckets(k: np.ndarray, k_range: tuple[int, int], n_buckets: int) -> np.ndar
 
 
 def nolaw_terms(laws: FittedScalingLaws, train: pd.DataFrame, held: pd.DataFrame,
-                k_range: tuple[int, int], n_buckets: int = N_BUCKETS) -> dict[str, np.ndarray]:
+                k_range: tuple[int, int], n_buckets: int = N_BUCKETS,
+                constant: FittedScalingLaws | None = None) -> dict[str, np.ndarray]:
     """Held-out Gaussian NLL of each ``held`` sample under the two no-law means (module docstring).
 
     The noise model is the law's own: Var Δ = σ²·k^(−β) of the sample's
-    point in ``laws`` (fitted on ``train``). NaN where the point has no law
-    or no training sample.
+    point in ``laws`` (fitted on ``train``). ``constant`` (law-free laws
+    fitted on ``train``, e.g. the fair shrunk mean) gives each point's
+    constant; without it, the inverse-variance weighted mean. NaN where the
+    point has no law or no training sample.
     """
     ids = pd.Index(laws.point_ids)
     sigma, beta = laws.sigma, laws.beta
@@ -111,6 +118,9 @@ def nolaw_terms(laws: FittedScalingLaws, train: pd.DataFrame, held: pd.DataFrame
         tpos = np.where(ok, tp, 0)
         sw = np.bincount(tpos, weights=w, minlength=n)
         const = np.bincount(tpos, weights=w * td, minlength=n) / sw
+        if constant is not None:
+            at = pd.Index(constant.point_ids).get_indexer(laws.point_ids)
+            const = np.where((at >= 0) & np.isfinite(sw) & (sw > 0), constant.c[np.maximum(at, 0)], np.nan)
         tb, hb = _buckets(tk, k_range, n_buckets), _buckets(hk, k_range, n_buckets)
         cell = tpos * n_buckets + tb
         bw = np.bincount(cell, weights=w, minlength=n * n_buckets)

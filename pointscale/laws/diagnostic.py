@@ -64,7 +64,7 @@ import pandas as pd
 from .likelihood import LOG_2PI
 from .result import FittedScalingLaws
 
-__all__ = ["VERDICTS", "GAIN_SE", "N_BUCKETS", "RELIABILITY_TARGETS", "nolaw_terms", "law_test",
+__all__ = ["VERDICTS", "GAIN_SE", "ESTIMATOR_WORDS", "N_BUCKETS", "RELIABILITY_TARGETS", "nolaw_terms", "law_test",
            "split_half_reliability", "samples_for_reliability", "verdict", "diagnostic_sentence"]
 
 VERDICTS = ("holds", "does not hold", "undecided")
@@ -75,12 +75,12 @@ N_BUCKETS = 3
 #: Reliabilities whose samples per point the diagnostic reports.
 RELIABILITY_TARGETS = (0.8, 0.9)
 
-#: Plain words for the estimators in the sentence (issue 28: words a user knows).
+#: Plain words for the estimators (``values["estimator"]``), in the sentence and the summary.
 ESTIMATOR_WORDS = {
     "shrinkage": "empirical-Bayes shrinkage",
-    "amortized_shrinkage": "empirical-Bayes shrinkage around the amortized model",
+    "amortized_shrinkage": "empirical-Bayes shrinkage with amortized prior means",
     "mle": "per-point maximum likelihood",
-    "amortized": "the amortized model",
+    "amortized": "the amortized estimator",
     "shrunk_mean": "the law-free shrunk mean",
     "log_ols": "log-space least squares",
 }

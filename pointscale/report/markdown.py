@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_write_text
+from ..laws.diagnostic import ESTIMATOR_WORDS
 from ..laws.result import FittedScalingLaws
 from . import figures as _fig
 
@@ -164,6 +165,16 @@ def _best_by_regime(summary: pd.DataFrame) -> list[str]:
 # --------------------------------------------------------------------------- summary
 
 
+#: The summary's words for the sampling counts (those for the estimators: ESTIMATOR_WORDS).
+COUNT_WORDS = {"shard_seconds": "seconds of sampling on workers", "fits_executed": "model fits",
+               "samples_new": "new samples", "samples_reused": "reused samples"}
+
+
+def _preparation(dataset: Any) -> list[str]:
+    """What reading the data did to it (rows dropped, columns converted or dropped), one line each."""
+    return list((getattr(dataset, "report", None) or {}).get("data_preparation") or [])
+
+
 def report_summary(
     *,
     dataset: Any = None,
@@ -186,14 +197,16 @@ def report_summary(
     info = _dataset_info(dataset)
     if info:
         lines.append(f"Dataset {info.get('name')}: {info.get('n_pool', '?')} pool points, task {info.get('task', '?')}")
+        lines += [f"data: {line}" for line in _preparation(dataset)]
     if law_diagnostic and law_diagnostic.get("sentence"):
         lines.append(str(law_diagnostic["sentence"]))
     lines += _choice_notes(estimator_choice)
     if values is not None and len(values):
         n = len(values)
         counts = values["estimator"].value_counts().to_dict() if "estimator" in values.columns else {}
-        est = ", ".join(f"{k} {v}" for k, v in counts.items())
-        lines.append(f"Valued {n} points ({est})")
+        est = "; ".join(f"{ESTIMATOR_WORDS.get(k, k)}" + (f" ({v} points)" if len(counts) > 1 else "")
+                        for k, v in counts.items())
+        lines.append(f"Valued {n} points" + (f": values from {est}" if est else ""))
         if "alpha" in values.columns:
             a = values["alpha"].to_numpy(dtype=np.float64)
             a = a[np.isfinite(a)]
@@ -227,8 +240,8 @@ def report_summary(
                          f"Spearman {r['spearman']:.3f}")
     counts = (manifest or {}).get("counts")
     if isinstance(counts, Mapping) and counts:
-        lines.append("counts: " + ", ".join(f"{k} {_fmt(v)}" for k, v in counts.items()
-                                            if not isinstance(v, (Mapping, list, tuple))))
+        lines.append("counts: " + ", ".join(f"{COUNT_WORDS.get(k, k.replace('_', ' '))} {_fmt(v)}"
+                                            for k, v in counts.items() if not isinstance(v, (Mapping, list, tuple))))
     return "\n".join(lines) if lines else "nothing to report"
 
 
@@ -305,7 +318,7 @@ def write_report(
                                              evaluation=evaluation, manifest=manifest, law_diagnostic=law_diagnostic,
                                              estimator_choice=estimator_choice))
     md += _diagnostic_section(law_diagnostic)
-    md += _data_section(info)
+    md += _data_section(info, _preparation(dataset))
     md += _estimator_section(estimator_choice)
     md += _laws_section(laws)
     md += _values_sections(values, fig_dir, _k_range(laws, values), top_n)
@@ -335,10 +348,11 @@ def _title_section(info: Mapping[str, Any], summary: str) -> list[str]:
             "```", summary, "```", ""]
 
 
-def _data_section(info: Mapping[str, Any]) -> list[str]:
+def _data_section(info: Mapping[str, Any], preparation: Sequence[str] = ()) -> list[str]:
     if not info:
         return []
-    return ["## Data", ""] + [f"- {k}: {_fmt(v)}" for k, v in info.items()] + [""]
+    md = ["## Data", ""] + [f"- {k}: {_fmt(v)}" for k, v in info.items()] + [""]
+    return md + ([f"- {line}" for line in preparation] + [""] if preparation else [])
 
 
 def _estimator_section(choice: Mapping[str, Any] | None) -> list[str]:

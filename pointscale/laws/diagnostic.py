@@ -64,8 +64,8 @@ import pandas as pd
 from .likelihood import LOG_2PI
 from .result import FittedScalingLaws
 
-__all__ = ["VERDICTS", "GAIN_SE", "ESTIMATOR_WORDS", "N_BUCKETS", "RELIABILITY_TARGETS", "nolaw_terms", "law_test",
-           "split_half_reliability", "samples_for_reliability", "verdict", "diagnostic_sentence"]
+__all__ = ["VERDICTS", "GAIN_SE", "ESTIMATOR_WORDS", "N_BUCKETS", "RELIABILITY_TARGETS", "nolaw_terms",
+           "law_test", "split_half_reliability", "samples_for_reliability", "verdict", "diagnostic_sentence"]
 
 VERDICTS = ("holds", "does not hold", "undecided")
 #: Standard errors the held-out gain must clear for a verdict other than "undecided".

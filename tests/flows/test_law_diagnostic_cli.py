@@ -32,5 +32,6 @@ def test_xgboost_run_states_the_law_diagnostic_everywhere(prefect_api, tmp_path)
     assert sentence in (out / "report.md").read_text()
     # The report artifact in the UI is report.md with its figures inlined.
     with get_client(sync_client=True) as client:
-        reports = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["pointscale-report"])))
+        reports = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["pointscale-report"])))
     assert any(sentence in (a.data or "") for a in reports)

@@ -397,7 +397,7 @@ def _choose_converged(cands, scored: _Scores, excluded: dict[str, str], max_shar
     for c, share in bad.items():
         if c != chosen:
             excluded[c] = (f"its fits did not converge on {share:.0%} of the points (more than {max_share:.0%}) "
-                           "and the held-out samples did not show its values better than the chosen one's")
+                           "and its held-out score did not beat every converged estimator's")
     return chosen, se, used_anyway
 
 

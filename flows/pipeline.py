@@ -32,7 +32,7 @@ from tasks import valuation as value_tasks
 from tasks._cache import code_version
 
 from .options import ExecutionOptions, PipelineOptions
-from .progress import RunProgress, claim_run_folder, reporter
+from .progress import RunProgress, claim_run_folder, log_line, reporter
 from .sampling import check_dask_address, dask_task_runner, describe_cluster, sample_stage
 
 
@@ -123,7 +123,7 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
     # Also when the stage was reused: run.json holds this run's diagnostic.
     run.update_manifest(law_diagnostic=laws.get("law_diagnostic"))
     if laws.get("law_diagnostic"):
-        logger.info("%s", laws["law_diagnostic"]["sentence"])
+        log_line(laws["law_diagnostic"]["sentence"])
     _stage_done(run, "choose_laws", timings, t)
     t = time.perf_counter()
     progress.stage("value", "valuing the points")

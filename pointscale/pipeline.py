@@ -733,7 +733,8 @@ def report(run_dir: str | Path, dataset_path: str, *, laws: str | None = LAWS_ML
     chosen = pd.read_parquet(run.file(selection)) if selection else None
     experiments = {"removal": pd.read_parquet(run.file(removal))} if removal else None
     # The report lists the run's facts; the stage records (keys, hashes) are for the pipeline.
-    manifest = {k: v for k, v in run.read_manifest().items() if k != "outputs"}
+    # The law diagnostic has its own section.
+    manifest = {k: v for k, v in run.read_manifest().items() if k not in ("outputs", "law_diagnostic")}
     picked = _load_laws(run, chosen_laws)
     curve = read_json(run.file(learning_curve)) if learning_curve else None
     choice = None if picked is None else picked.meta.get("selection")

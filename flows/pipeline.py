@@ -89,7 +89,7 @@ def _stage_done(run: RunFolder, name: str, timings: dict[str, float], started: f
 def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any], options: PipelineOptions,
                 progress: RunProgress, *, timings: dict[str, float]) -> dict[str, Any]:
     """Sampling and every stage after it, each given what the stages before it produced."""
-    root = str(run.root)
+    root = run.location()  # a URL for a run folder on object storage: tasks find the ledger there
 
     t = time.perf_counter()
     words = describe_cluster(options.workers, options.dask_address)

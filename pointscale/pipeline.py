@@ -31,6 +31,7 @@ from .errors import ConfigError, DataError
 from .io import atomic_write_parquet
 from .laws.amortized import MAX_TRAIN_POINTS as _AMORTIZED_BUDGET
 from .runs import RunFolder
+from .storage import Store, join as storage_join, parent as storage_parent
 from .sampling.config import default_k_range
 from .seeding import STREAM_POINT_CHOICE, rng
 
@@ -121,9 +122,10 @@ def ingest(data: Mapping[str, Any], run_dir: str | Path | None = None, base_path
     ds = load_from_config(cfg, base=base)
     run = RunFolder(run_dir or default_run_dir(ds.name, ds.fingerprint, runs_root))
     folder = ds.save(run.datasets)
+    run.push()  # a run folder at a URL: the version is there before any worker needs it
     return {
-        "run_dir": str(run.root),
-        "path": str(folder),
+        "run_dir": run.location(),
+        "path": run.location("datasets", folder.name),
         "fingerprint": ds.fingerprint,
         "name": ds.name,
         "task": ds.task,
@@ -303,7 +305,7 @@ def plan_sampling(dataset_path: str, sampling: Mapping[str, Any], point_groups: 
     by index with :func:`run_shard`).
     """
     from .sampling import Ledger, SamplingConfig, plan_blocks, shard_blocks
-    from .sampling.plans import write_plan_file
+    from .sampling.plans import plan_file_bytes
 
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
@@ -317,15 +319,16 @@ def plan_sampling(dataset_path: str, sampling: Mapping[str, Any], point_groups: 
         todo = [b for b in all_blocks if b.base_id not in done]
         todo_samples += sum(b.n_samples for b in todo)
         shards.extend(shard_blocks(todo, cfg.shard_size))
-    folder = Path(plan_dir) if plan_dir is not None else Path(ledger_dir).parent / "plans"
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = folder / ".plan.parquet"
-    digest = write_plan_file(staging, shards, ds)
-    path = folder / f"plan-{digest[:16]}.parquet"
-    staging.replace(path)
-    for old in folder.glob("plan-*.parquet"):  # one writer per run folder (its lock)
-        if old != path:
-            old.unlink(missing_ok=True)
+    # A plan file is named by its content (written whole, then the others go): on a local
+    # disk or at an fsspec URL beside the ledger, where workers read it.
+    folder = Store(plan_dir if plan_dir is not None else storage_join(storage_parent(ledger_dir), "plans"))
+    data = plan_file_bytes(shards, ds)
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"plan-{digest[:16]}.parquet"
+    path = folder.write_bytes(name, data)
+    for old in folder.list():  # one writer per run folder (its lock)
+        if old.startswith("plan-") and old.endswith(".parquet") and old != name:
+            folder.delete(old)
     return {
         "plan": str(path),
         "plan_hash": digest,

@@ -572,10 +572,10 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
     registered estimator with the best held-out-sample likelihood). The laws
     in ``laws_mle`` and ``laws_amortized`` (None: no amortized laws in this
     run, whatever file the folder holds) are reused where a candidate needs
-    them on all samples; without amortized laws auto chooses between mle
-    and shrinkage only. The held-out score targets the Shapley value over the
-    sampled range when k is drawn uniformly from it; staggered sizes are
-    scored by the law for psi_k itself.
+    them on all samples; without amortized laws auto chooses among mle,
+    shrinkage and the law-free shrunk mean only. The held-out score targets
+    the Shapley value over the sampled range when k is drawn uniformly from
+    it; staggered sizes are scored by the law for psi_k itself.
 
     ``control_variate`` ("auto", "on" or "off"): whether the estimators fit
     the samples adjusted by the block-mean control variate
@@ -584,9 +584,15 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
     Adjusted samples are fitted from scratch (the stored MLE and amortized
     laws were fitted to the raw ones). What it found and whether it was
     applied go to ``meta['selection']['control_variate']`` and the summary.
+
+    The law diagnostic (:mod:`pointscale.laws.diagnostic`: does the law hold,
+    how reliable the values are, in one sentence) goes to the laws'
+    ``meta['law_diagnostic']``, the summary and ``run.json``'s ``law_diagnostic``;
+    its ``control_variate`` names the control variate applied.
     """
     from .laws.auto import select_laws
     from .laws.control import CONTROL_SETTINGS, adjust
+    from .laws.diagnostic import diagnostic_sentence
     from .sampling import SamplingConfig
 
     if control_variate not in CONTROL_SETTINGS:
@@ -608,15 +614,20 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
         fitted["amortized"] = amortized.subset(_member(amortized.point_ids, samples["point_id"].unique()))
     if mle is not None and not applied:
         fitted["mle"] = mle
-    candidates = None if amortized is not None else ("shrinkage", "mle")
+    candidates = None if amortized is not None else ("shrinkage", "mle", "shrunk_mean")
     laws, _ = select_laws(samples, ds, method=method, oob=_oob(run_dir), random_state=cfg.seed, fitted=fitted,
                           candidates=candidates, target="psi" if cfg.mode == "staggered" else "shapley",
                           k_range=(cfg.k_min, cfg.k_max))
     selection = {**laws.meta["selection"], "control_variate": control}
-    laws = dataclasses.replace(laws, meta={**laws.meta, "selection": selection})
+    model = cfg.model if isinstance(cfg.model, str) else "this model"
+    diagnostic = dict(laws.meta["law_diagnostic"], control_variate="block-mean" if applied else "none")
+    diagnostic["sentence"] = diagnostic_sentence(diagnostic, model)
+    laws = dataclasses.replace(laws, meta={**laws.meta, "selection": selection, "law_diagnostic": diagnostic})
     laws.save(run.file(LAWS))
+    run.update_manifest(law_diagnostic=diagnostic)
     return {"files": [LAWS], "points": laws.n_points, "chosen": selection["chosen"], "estimator": selection,
-            "control_variate": control, "seconds": round(time.perf_counter() - start, 3)}
+            "control_variate": control, "law_diagnostic": diagnostic,
+            "seconds": round(time.perf_counter() - start, 3)}
 
 
 def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
@@ -745,12 +756,15 @@ def report(run_dir: str | Path, dataset_path: str, *, laws: str | None = LAWS_ML
     chosen = pd.read_parquet(run.file(selection)) if selection else None
     experiments = {"removal": pd.read_parquet(run.file(removal))} if removal else None
     # The report lists the run's facts; the stage records (keys, hashes) are for the pipeline.
-    manifest = {k: v for k, v in run.read_manifest().items() if k != "outputs"}
+    # The law diagnostic has its own section.
+    manifest = {k: v for k, v in run.read_manifest().items() if k not in ("outputs", "law_diagnostic")}
     picked = _load_laws(run, chosen_laws)
     curve = read_json(run.file(learning_curve)) if learning_curve else None
+    choice = None if picked is None else picked.meta.get("selection")
+    diagnostic = None if picked is None else picked.meta.get("law_diagnostic")
     path = write_report(run.root, dataset=ds, laws=picked if picked is not None else law_table, values=table,
                         selection=chosen, experiments=experiments, manifest=manifest,
-                        estimator_choice=None if picked is None else picked.meta.get("selection"),
-                        learning_curve=curve)
-    summary = report_summary(dataset=ds, laws=law_table, values=table, manifest=manifest)
+                        estimator_choice=choice, learning_curve=curve, law_diagnostic=diagnostic)
+    summary = report_summary(dataset=ds, laws=law_table, values=table, manifest=manifest,
+                             law_diagnostic=diagnostic, estimator_choice=choice)
     return {"path": str(path), "summary": summary}

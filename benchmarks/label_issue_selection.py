@@ -4,11 +4,11 @@ Run ``python -m benchmarks.label_issue_selection``; it writes
 ``benchmarks/results/label_issue_selection.csv`` (one row per setting and
 candidate) and prints the table of means that ``docs/label_issues.md``
 quotes. Settings: breast_cancer, digits (binarised, < 5 against the rest)
-and a synthetic task (``make_classification``: 2,000 rows, 10 features of
-which 5 informative, class_sep 1), 1,000-row pools (all when smaller) with
-5, 10, 20 and 30 % of the labels flipped, seeds 0 and 1 (20 and 30 % seed 0
-only), logistic regression everywhere and xgboost on breast_cancer; 10
-samples per point, as in the benchmark (:mod:`benchmarks.label_issues`,
+and two synthetic tasks (``make_classification``: 2,000 rows, 10 features
+of which 5 informative, class_sep 1; balanced, and 3:1), 1,000-row pools
+(all when smaller) with 5, 10, 20 and 30 % of the labels flipped, seeds 0
+and 1 (20 and 30 % seed 0 only), logistic regression; 10 samples per
+point, as in the benchmark (:mod:`benchmarks.label_issues`,
 whose cached evidence this reuses).
 
 Every candidate is a function of the run's own evidence only (the given
@@ -30,24 +30,25 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.estimators import flip_pool
-from benchmarks.label_issues import _quiet, pointscale_evidence
+from benchmarks.label_issues import _md, _quiet, pointscale_evidence
 from pointscale.valuation import label_issues as li
 
 OUT = Path("benchmarks/results/label_issue_selection.csv")
-SETTINGS = ([(name, "logreg", rate, seed) for name in ("breast_cancer", "digits", "synthetic")
-             for rate in (0.05, 0.1, 0.2, 0.3) for seed in ((0, 1) if rate <= 0.1 else (0,))]
-            + [("breast_cancer", "xgboost", rate, 0) for rate in (0.05, 0.1, 0.2, 0.3)])
+SETTINGS = [(name, "logreg", rate, seed) for name in ("breast_cancer", "digits", "synthetic", "synthetic_imbalanced")
+            for rate in (0.05, 0.1, 0.2, 0.3) for seed in ((0, 1) if rate <= 0.1 else (0,))]
 
 
-def synthetic(seed: int):
+def synthetic(seed: int, imbalanced: bool = False):
+    """2,000 rows of ``make_classification`` (10 features, 5 informative); 3:1 classes when ``imbalanced``."""
     from sklearn.datasets import make_classification
 
     from pointscale.data import load_dataset
 
     X, y = make_classification(n_samples=2000, n_features=10, n_informative=5, class_sep=1.0, flip_y=0.0,
-                               random_state=1000 + seed)
+                               weights=[0.75, 0.25] if imbalanced else None, random_state=1000 + seed)
     frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(X.shape[1])]).assign(target=y)
-    return _quiet(load_dataset, f"synthetic{seed}", frame=frame, target="target", task="classification")
+    name = f"synthetic{'_imbalanced' if imbalanced else ''}{seed}"
+    return _quiet(load_dataset, name, frame=frame, target="target", task="classification")
 
 
 def _rank(x: np.ndarray) -> np.ndarray:
@@ -88,7 +89,7 @@ def rates(ev: li.Evidence) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, model, rate, seed in SETTINGS:
-        full = synthetic(seed) if name == "synthetic" else None
+        full = synthetic(seed, name.endswith("imbalanced")) if name.startswith("synthetic") else None
         ds, flipped = flip_pool(name, seed, rate, full=full)
         ids = np.asarray([str(p) for p in ds.point_ids], dtype=object)
         truth = np.isin(ids, flipped)
@@ -120,8 +121,8 @@ def markdown(table: pd.DataFrame) -> str:
     r = rt.pivot_table(index="candidate", columns="rate", values="est_rate", aggfunc="mean")
     r["mean |error|"] = rt.groupby("candidate")["abs_error"].mean()
     r = r.sort_values("mean |error|")
-    return ("Scores (ROC AUC for the flipped rows, mean over settings):\n\n" + by.to_markdown(floatfmt=".3f")
-            + "\n\nNoise-rate rules (mean estimated rate per true rate):\n\n" + r.to_markdown(floatfmt=".3f") + "\n")
+    return ("Scores (ROC AUC for the flipped rows, mean over settings):\n\n" + _md(by, 3)
+            + "\n\nNoise-rate rules (mean estimated rate per true rate):\n\n" + _md(r, 3) + "\n")
 
 
 if __name__ == "__main__":

@@ -185,7 +185,7 @@ def estimates(samples: pd.DataFrame, ds, oob: pd.DataFrame | None, sizes, seed: 
 def values_part(args, log) -> pd.DataFrame:
     from pointscale.data import load_dataset
     from pointscale.sampling import SamplingConfig, default_metric
-    from pointscale.sampling.oob import summarize
+    from pointscale.sampling.ledger import summarize
     from pointscale.seeding import STREAM_SELECTION, rng
     from pointscale.valuation import empirical_psi, monte_carlo_values
 
@@ -275,7 +275,7 @@ def flips_part(args, log) -> pd.DataFrame:
 
     from pointscale import pipeline
     from pointscale.laws.auto import select_laws
-    from pointscale.sampling.oob import summarize
+    from pointscale.sampling.ledger import summarize
     from pointscale.valuation import distributional_shapley, monte_carlo_values
 
     rows = []
@@ -346,7 +346,7 @@ def rules_part(args, log) -> pd.DataFrame:
     from pointscale.laws.auto import (CANDIDATES, _fit, _one_se_choice, _usable, best_of, heldout_terms,
                                       heldout_terms_shapley, holdout_mask)
     from pointscale.laws.likelihood import LOG_2PI
-    from pointscale.sampling.oob import summarize
+    from pointscale.sampling.ledger import summarize
     from pointscale.valuation import distributional_shapley, monte_carlo_values
     from pointscale.valuation.values import power_mean
 
@@ -474,7 +474,7 @@ def timing_part(args, log) -> pd.DataFrame:
 
 
 def markdown(values: pd.DataFrame | None, flips: pd.DataFrame | None) -> str:
-    """The benchmark's tables as Markdown (for the README and docs/results.md)."""
+    """The benchmark's tables as Markdown (for docs/benchmarks.md and docs/results.md)."""
     parts = []
     if values is not None and not values.empty:
         for name, frame in values.groupby("dataset", sort=False):

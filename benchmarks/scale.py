@@ -25,7 +25,7 @@ What it measures, all through the same code path as ``pointscale run``:
   scheduler's task count (shards = sampling task runs).
 * **Growth exponent** of each stage between consecutive sizes, on CPU and on
   wall time: ``log(t2 / t1) / log(n2 / n1)`` (1.0 = linear). Target: ≤ 1.15
-  between 10^5 and 10^6 for every stage. The README quotes the CPU exponents
+  between 10^5 and 10^6 for every stage. docs/scale.md quotes the CPU exponents
   (they do not depend on the machine's load) beside the wall ones.
 
 **Resumable.** Each size's attempts are recorded in ``<work>/run-N-sS.attempts.json``
@@ -501,7 +501,7 @@ def growth(rows: list[dict]) -> list[dict]:
 
 
 def markdown(rows: list[dict], exps: list[dict]) -> str:
-    """The README table: per stage, CPU seconds of the process tree and wall seconds."""
+    """The docs/scale.md table: per stage, CPU seconds of the process tree and wall seconds."""
     rows = sorted(rows, key=lambda r: r["n_pool"])
     head = ["n pool points", "samples"] + [f"{s} CPU / wall (s)" for s in STAGES] + \
         ["total CPU / wall (s)", "peak RSS tree / largest process (MB)", "ledger B/sample", "shards",

@@ -276,9 +276,9 @@ def _hosts_requested(browser, server, paths: list[str]) -> set[str]:
     return hosts
 
 
-def test_the_ui_calls_no_outside_host_but_the_one_the_readme_names(run, server, browser):
+def test_the_ui_calls_no_outside_host_but_the_one_the_docs_name(run, server, browser):
     """Telemetry: the V1 UI requests nothing outside its server; the V2 UI (Prefect's default) only
-    its analytics client's configuration host, which no setting turns off (README, "Telemetry")."""
+    its analytics client's configuration host, which no setting turns off (docs/prefect.md, "Telemetry")."""
     own = f"127.0.0.1:{server['port']}"
     v1 = _hosts_requested(browser, server, ["/dashboard", f"/runs/flow-run/{run['id']}", "/artifacts"])
     assert v1 == {own}, v1

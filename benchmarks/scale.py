@@ -13,7 +13,7 @@ What it measures, all through the same code path as ``pointscale run``:
   default model, logistic regression, and the default metric), in a
   subprocess against one local Prefect server started here for all sizes (so
   the server's start-up is not charged to any size).
-* **Per stage** (ingest, sample, fit_mle, fit_amortized, value_select, removal,
+* **Per stage** (ingest, sample, fit_mle_laws, fit_amortized, choose_laws, value_select, removal,
   report): the wall time from the run's manifest (``run.json`` → ``timings``)
   and the **CPU time of the process tree** -- the command and every process it
   starts (its Dask workers), not the Prefect server -- from a monitor that
@@ -60,7 +60,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "scale.json"
-STAGES = ("ingest", "sample", "fit_mle", "fit_amortized", "value_select", "removal", "report")
+STAGES = ("ingest", "sample", "fit_mle_laws", "fit_amortized", "choose_laws", "value_select", "removal", "report")
 N_FEATURES = 20
 HOLDOUT_ROWS = 2000  # 1000 validation + 1000 test rows (the defaults' caps)
 
@@ -474,13 +474,21 @@ def _stage_seconds(row: dict, stage: str, kind: str) -> float | None:
     """A stage's CPU (``kind="cpu"``) or wall seconds of a record (None if not measured)."""
     if stage == "total":
         return row.get("cpu_s") if kind == "cpu" else row.get("wall_s")
+    # Records made before the stage graph named the MLE stage for what it is call it fit_mle
+    # (and have no choose_laws: the value stage chose the laws then).
+    names = (stage, _OLD_STAGE_NAMES[stage]) if stage in _OLD_STAGE_NAMES else (stage,)
     if kind == "cpu":
-        return (row.get("stage_cpu_s") or {}).get(stage)
-    # Wall: the monitor's (summed over attempts; ingest includes the command's start-up, as
-    # its CPU does); the manifest's time for records made before the monitor.
-    if row.get("stage_wall_s"):
-        return row["stage_wall_s"].get(stage)
-    return (row.get("timings") or {}).get(stage)
+        table = row.get("stage_cpu_s") or {}
+    elif row.get("stage_wall_s"):
+        # Wall: the monitor's (summed over attempts; ingest includes the command's start-up, as
+        # its CPU does); the manifest's time for records made before the monitor.
+        table = row["stage_wall_s"]
+    else:
+        table = row.get("timings") or {}
+    return next((table[n] for n in names if n in table), None)
+
+
+_OLD_STAGE_NAMES = {"fit_mle_laws": "fit_mle"}
 
 
 def growth(rows: list[dict]) -> list[dict]:

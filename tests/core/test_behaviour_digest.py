@@ -120,9 +120,10 @@ def _default_run(run_dir: Path) -> dict[str, Any]:
     plan = pipeline.plan_sampling(path, sampling, pipeline.load_point_groups(root), run.samples)
     shards = [pipeline.run_shard(path, sampling, plan["plan"], i, run.samples)
               for i in range(len(pipeline.plan_shard_names(plan["plan"])))]
-    pipeline.fit_laws(root, sampling)
+    pipeline.fit_mle_laws(root, sampling)
     pipeline.fit_amortized(root, path, sampling, None)
-    pipeline.value(root, path, sampling, options.target_sizes, laws_mle=pipeline.LAWS_MLE,
+    pipeline.choose_laws(root, path, sampling, laws_mle=pipeline.LAWS_MLE, laws_amortized=pipeline.LAWS_AMORTIZED)
+    pipeline.value(root, path, sampling, options.target_sizes, laws=pipeline.LAWS, laws_mle=pipeline.LAWS_MLE,
                    laws_amortized=pipeline.LAWS_AMORTIZED)
     pipeline.select(root, path, options.select_m, laws=pipeline.LAWS)
     pipeline.removal(root, path, sampling, values=pipeline.VALUES)

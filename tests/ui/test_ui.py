@@ -223,7 +223,7 @@ def test_the_printed_link_opens_the_run_with_its_stages_and_logs(run, server, br
         _click_tab(browser, "Logs")
         _wait_text(browser, "dataset breast_cancer", "starting a local Dask cluster")
         _click_tab(browser, "Task Runs")
-        text = _wait_text(browser, "fit-mle", "value", "select", "removal-curve", "report")
+        text = _wait_text(browser, "fit-mle-laws", "choose-laws", "value", "select", "removal-curve", "report")
         assert "ingest" in text
         _click_tab(browser, "Subflow Runs")
         _wait_text(browser, "sample-breast_cancer-logreg")

@@ -78,6 +78,9 @@ def candidates(ev: li.Evidence, values: pd.DataFrame) -> dict[str, np.ndarray]:
         "rank mean: class-adjusted, -value": _rank(t - p) + _rank(-v),
         "rank mean: class-adjusted, -mc_mean": _rank(t - p) + _rank(-mc),
         "rank 2:1: class-adjusted, -value": 2 * _rank(t - p) + _rank(-v),
+        "rank mean: 1 - p_oob, -value": _rank(1 - p) + _rank(-v),
+        "rank 2:1: 1 - p_oob, -value": 2 * _rank(1 - p) + _rank(-v),
+        "rank 2:1: 1 - p_oob, -mc_mean": 2 * _rank(1 - p) + _rank(-mc),
     }
 
 

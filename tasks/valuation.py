@@ -72,7 +72,8 @@ def report(run_dir: str, dataset: dict[str, Any], laws_mle: dict[str, Any], laws
                           selection=pipeline.SELECTION if selection else None,
                           removal=pipeline.REMOVAL if has_curve else None,
                           chosen_laws=pipeline.LAWS if pipeline.LAWS in laws["output"] else None,
-                          learning_curve=pipeline.LEARNING_CURVE if pipeline.LEARNING_CURVE in made else None)
+                          learning_curve=pipeline.LEARNING_CURVE if pipeline.LEARNING_CURVE in made else None,
+                          label_issues=pipeline.LABEL_ISSUES if pipeline.LABEL_ISSUES in made else None)
     run = RunFolder(run_dir)
     with open(out["path"], encoding="utf-8") as fh:
         # The UI shows an artifact without the run folder: figures go inline.

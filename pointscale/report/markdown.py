@@ -18,7 +18,8 @@ from ..io import atomic_write_text
 from ..laws.result import FittedScalingLaws
 from . import figures as _fig
 
-__all__ = ["write_report", "report_summary", "top_bottom_points", "markdown_table", "harmful_points"]
+__all__ = ["write_report", "report_summary", "top_bottom_points", "markdown_table", "harmful_points",
+           "label_issues_line"]
 
 FIGURE_DIR = "figures"
 
@@ -164,6 +165,13 @@ def _best_by_regime(summary: pd.DataFrame) -> list[str]:
 # --------------------------------------------------------------------------- summary
 
 
+def label_issues_line(issues: Mapping[str, Any]) -> str:
+    """One sentence: how many rows look mislabelled and the estimated rate (run.json's ``label_issues``)."""
+    n, total, rate = int(issues["n_flagged"]), int(issues["n_points"]), float(issues["noise_rate"])
+    where = f"; list in {issues['file']}" if issues.get("file") and n else ""
+    return (f"label issues: {n:,} of {total:,} rows look mislabelled (estimated noise rate {rate:.1%}{where})")
+
+
 def report_summary(
     *,
     dataset: Any = None,
@@ -176,7 +184,8 @@ def report_summary(
     """A few lines for the CLI and a Prefect markdown artifact.
 
     Every argument is optional; each adds its lines when given. From
-    ``manifest`` only a ``counts`` mapping (e.g. samples, fits) is shown.
+    ``manifest`` only a ``counts`` mapping (e.g. samples, fits) and the
+    ``label_issues`` summary are shown.
     """
     lines = []
     info = _dataset_info(dataset)
@@ -218,6 +227,9 @@ def report_summary(
             who = r.get("method", "estimate")
             lines.append(f"vs ground truth ({who}): explained variance {r['explained_variance']:.3f}, "
                          f"Spearman {r['spearman']:.3f}")
+    issues = (manifest or {}).get("label_issues")
+    if isinstance(issues, Mapping) and issues.get("n_points"):
+        lines.append(label_issues_line(issues))
     counts = (manifest or {}).get("counts")
     if isinstance(counts, Mapping) and counts:
         lines.append("counts: " + ", ".join(f"{k} {_fmt(v)}" for k, v in counts.items()
@@ -241,6 +253,7 @@ def write_report(
     top_n: int = 10,
     estimator_choice: Mapping[str, Any] | None = None,
     learning_curve: Mapping[str, Any] | None = None,
+    label_issues: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``run_dir/report.md`` and its PNG figures (under ``run_dir/figures``).
 
@@ -268,6 +281,9 @@ def write_report(
     learning_curve : mapping, optional
         :func:`pointscale.valuation.learning_curve.fit_learning_curve`'s result
         (with ``metric``).
+    label_issues : DataFrame, optional
+        The flagged rows (``label_issues.csv``); with ``manifest['label_issues']``
+        (count, rate, rule) they make the "Label issues" section.
 
     Returns
     -------
@@ -283,6 +299,7 @@ def write_report(
     md += _estimator_section(estimator_choice)
     md += _laws_section(laws)
     md += _values_sections(values, fig_dir, _k_range(laws, values), top_n)
+    md += _label_issues_section((manifest or {}).get("label_issues"), label_issues)
     md += _learning_curve_section(learning_curve)
     md += _selection_section(selection)
     md += _point_addition_section(experiments.get("point_addition"), fig_dir)
@@ -411,6 +428,21 @@ def _harmful_section(values: pd.DataFrame) -> list[str]:
     h = h.assign(flags=[", ".join(c[5:] for c in flag_cols if _true(r[c])) for _, r in h.iterrows()])
     return md + [markdown_table(h, ["point_id", "label", "shapley", "c", "c_low", "c_high", "confident",
                                     "alpha", "flags"]), ""]
+
+
+def _label_issues_section(summary: Mapping[str, Any] | None, flagged: pd.DataFrame | None,
+                          limit: int = 20) -> list[str]:
+    if not isinstance(summary, Mapping) or not summary.get("n_points"):
+        return []
+    sentence = label_issues_line(summary)
+    md = ["## Label issues", "", sentence[:1].upper() + sentence[1:] + ".", "",
+          f"Score: `label_issue_score` in values.parquet (higher = more likely a label problem), from the "
+          f"out-of-bag predictions of the run's own base models: no extra fit. Flagged: {summary.get('rule')}.", ""]
+    if flagged is not None and len(flagged):
+        shown = flagged.head(limit)
+        md += [f"The {len(shown)} most suspicious (all {len(flagged)} in {summary.get('file', 'label_issues.csv')}):",
+               "", markdown_table(shown, ["point_id", "label_issue_score", "given_label", "suggested_label"]), ""]
+    return md
 
 
 def _flags_section(values: pd.DataFrame) -> list[str]:

@@ -9,7 +9,8 @@ from sklearn.metrics import roc_auc_score
 
 from pointscale.errors import DataError
 from pointscale.sampling import SamplingConfig, plan_blocks, sample_blocks
-from pointscale.sampling.oob import N_BUCKETS, summarize
+from pointscale.sampling.ledger import summarize
+from pointscale.sampling.oob import N_BUCKETS
 from pointscale.valuation import flip_labels
 from pointscale.valuation import label_issues as li
 
@@ -35,6 +36,8 @@ def test_confident_joint_matches_a_hand_count():
     np.testing.assert_array_equal(li._confident_joint(ev), [[2, 1], [1, 1]])
     # Calibrated: rows rescaled to the class counts (3 and 2): off-diagonal 1 + 1 of 5 points.
     assert li.RATE_RULES["confident joint, calibrated"](ev) == pytest.approx(2 / 5)
+    # The product's rule, the plain off-diagonal count: 2 of 5 points.
+    assert li.noise_rate(ev) == pytest.approx(2 / 5)
 
 
 def test_planted_noise_is_ranked_and_counted():
@@ -106,3 +109,20 @@ def test_a_real_run_finds_the_flipped_labels(cancer):
     # The flagged set holds most flips and not many more rows than there are flips.
     f = out.table["flagged"].to_numpy()
     assert truth[f].sum() >= 0.6 * truth.sum() and f.sum() <= 2 * truth.sum()
+
+
+def test_the_report_and_the_terminal_say_how_many_rows_look_wrong(tmp_path):
+    from pointscale.report import report_summary, write_report
+
+    summary = {"n_flagged": 103, "n_points": 1000, "noise_rate": 0.103, "rule": li.THRESHOLD_RULE,
+               "file": "label_issues.csv"}
+    line = "label issues: 103 of 1,000 rows look mislabelled (estimated noise rate 10.3%; list in label_issues.csv)"
+    assert line in report_summary(manifest={"label_issues": summary}).splitlines()
+    flagged = pd.DataFrame({"point_id": ["a", "b"], "label_issue_score": [0.97, 0.9],
+                            "given_label": ["yes", "no"], "suggested_label": ["no", "yes"]})
+    text = write_report(tmp_path, manifest={"label_issues": summary}, label_issues=flagged).read_text()
+    section = text.split("## Label issues", 1)[1]
+    assert "103 of 1,000 rows" in section and li.THRESHOLD_RULE in section
+    assert "| a | 0.97 | yes | no |" in section
+    # Without the summary (a regression run, or no evidence) there is no section and no line.
+    assert "Label issues" not in write_report(tmp_path, manifest={}).read_text()

@@ -498,7 +498,7 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
     model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, sampled, oob=oob)
     laws = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids, oob=oob)
     laws.save(run.file(LAWS_AMORTIZED))
-    model.save(run.file("amortized_model"))
+    model.save(run.file("amortized_model"))  # the revaluation's triage forecasts new rows with it
     return {"files": [LAWS_AMORTIZED], "points_predicted": laws.n_points, "points_trained": len(sampled),
             "points_sampled": n_sampled, "max_train_points": max_train_points,
             "alpha_prior": model.alpha_prior_, "hidden_layer_sizes": list(model.hidden_layer_sizes_),

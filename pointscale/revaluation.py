@@ -20,10 +20,17 @@ interrupted at any point and started again extends the *same* base version
 and compares against the *same* earlier values, never against a half-updated
 table.
 
-The three steps are plain functions over the run folder; the flow
+Triage: before the new rows are sampled, :func:`triage` scores them with
+models trained on the earlier pool and forecasts their values with the
+run's amortized estimator (:mod:`pointscale.valuation.triage`) ->
+``triage.parquet`` and ``run.json`` ``triage``; :func:`grade_triage` grades
+that forecast against the sampled values once the stages have run.
+
+The steps are plain functions over the run folder; the flow
 (``flows.pipeline.revalue_flow``) calls them around its ingest task and stages:
-:func:`revaluation_base`, then ingest, then :func:`start_revaluation`, the
-pipeline's stages, and :func:`finish_revaluation`.
+:func:`revaluation_base`, then ingest, then :func:`start_revaluation`,
+:func:`triage`, the pipeline's stages, :func:`finish_revaluation` and
+:func:`grade_triage`.
 """
 
 from __future__ import annotations
@@ -42,6 +49,9 @@ from .runs import RunFolder
 
 VALUES_BEFORE = "values_before.parquet"
 VALUES_CHANGE = "values_change.parquet"
+TRIAGE = "triage.parquet"
+#: The run's fitted amortized estimator (written by the fit-amortized stage).
+AMORTIZED_MODEL = "amortized_model"
 
 
 def revaluation_base(run_dir: str | Path) -> dict[str, Any]:
@@ -124,6 +134,52 @@ def start_revaluation(run_dir: str | Path, ds_info: Mapping[str, Any], base: Map
                         revalue={"source": str(source), "event_fingerprint": event_fingerprint,
                                  "new_points": len(new_points)})
     return {"changed": True, "new_points": new_points, "groups": groups}
+
+
+def triage(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
+           new_points: list[str]) -> dict[str, Any]:
+    """Score and forecast the new rows before any is sampled -> ``triage.parquet``; run.json ``triage``.
+
+    Uses the run's amortized estimator and the earlier values table when the
+    run has them (the forecast is NaN otherwise). Returns the summary recorded
+    in run.json: ``points``, ``seconds``, ``forecast`` (whether values were
+    forecast) and ``most_suspicious`` (the five highest label-issue scores).
+    """
+    import time
+
+    from .laws import AmortizedScalingLaws
+    from .sampling import SamplingConfig
+    from .valuation.triage import triage_points
+
+    start = time.perf_counter()
+    run = RunFolder(run_dir)
+    ds = open_dataset(dataset_path)
+    cfg = SamplingConfig.from_dict(dict(sampling))
+    model_dir = run.file(AMORTIZED_MODEL)
+    amortized = AmortizedScalingLaws.load(model_dir) if model_dir.exists() else None
+    before = run.file(VALUES_BEFORE) if run.file(VALUES_BEFORE).exists() else run.file(VALUES)
+    values = pd.read_parquet(before) if before.exists() else None
+    table = triage_points(ds, cfg, new_points, amortized=amortized, values=values)
+    atomic_write_parquet(run.file(TRIAGE), table)
+    top = table.head(5)
+    summary = {"points": int(len(table)), "seconds": round(time.perf_counter() - start, 3),
+               "forecast": amortized is not None,
+               "most_suspicious": [{"point_id": str(r.point_id), "label_issue_score": round(float(r.label_issue_score), 4)}
+                                   for r in top.itertuples()]}
+    run.update_manifest(triage=summary)
+    return summary
+
+
+def grade_triage(run_dir: str | Path) -> dict[str, Any] | None:
+    """After the stages: grade ``triage.parquet`` against the sampled values (run.json ``triage``)."""
+    from .valuation.triage import grade_triage as grade
+
+    run = RunFolder(run_dir)
+    if not run.file(TRIAGE).exists():
+        return None
+    grades = grade(pd.read_parquet(run.file(TRIAGE)), pd.read_parquet(run.file(VALUES)))
+    run.update_manifest(triage=grades)
+    return grades
 
 
 def finish_revaluation(run_dir: str | Path) -> dict[str, Any] | None:

@@ -153,3 +153,47 @@ def test_values_change_compares_shared_points_only():
     assert moved["summary"]["points_compared"] == 3 and moved["summary"]["points_new"] == 1
     assert moved["summary"]["spearman_before_after"] == pytest.approx(1.0)
     assert moved["summary"]["median_abs_change"] == pytest.approx(0.5)
+
+
+def test_new_rows_are_triaged_before_they_are_sampled_and_the_forecast_is_graded(finished_run):
+    from sklearn.metrics import roc_auc_score
+
+    from pointscale.revaluation import TRIAGE, grade_triage, triage
+    from pointscale.sampling import Ledger
+
+    run_dir, path, sampling = finished_run["run_dir"], finished_run["path"], finished_run["sampling"]
+    info0 = finished_run["info"]
+    # The forecast needs the run's amortized model; its interval, the earlier amortized values.
+    pipeline.fit_amortized(run_dir, info0["path"], sampling)
+    pipeline.value(run_dir, info0["path"], sampling, laws_amortized=pipeline.LAWS_AMORTIZED)
+    # 40 new rows, 8 of them with flipped labels.
+    rows = _rows(FIRST + ADDED)
+    flipped = [f"r{i:04d}" for i in range(FIRST, FIRST + ADDED, 5)]
+    rows.loc[rows["row_id"].isin(flipped), "label"] = 1 - rows.loc[rows["row_id"].isin(flipped), "label"]
+    rows.to_csv(path, index=False)
+    base = revaluation_base(run_dir)
+    info = _ingest_on_base(run_dir, base, path)
+    plan = start_revaluation(run_dir, info, base, source=str(path))
+    summary = triage(run_dir, info["path"], sampling, plan["new_points"])
+    # Written before any sample of a new row exists: the ledger holds none of them yet.
+    assert (run_dir / TRIAGE).exists()
+    assert not Ledger(RunFolder(run_dir).samples).read()["point_id"].isin(plan["new_points"]).any()
+    table = pd.read_parquet(run_dir / TRIAGE)
+    assert set(table["point_id"]) == set(plan["new_points"]) and summary["points"] == ADDED
+    assert summary["forecast"] and table["forecast_value"].notna().all()
+    assert (table["forecast_low"] <= table["forecast_value"]).all()
+    assert (table["forecast_value"] <= table["forecast_high"]).all()
+    # Every new row is out of bag for all 32 triage models; the flipped ones score high
+    # (breast_cancer is nearly separable by logistic regression, 8 of 40 flipped: 0.85 leaves room).
+    assert (table["n_oob"] == 32).all()
+    assert roc_auc_score(table["point_id"].isin(flipped), table["label_issue_score"]) > 0.85
+    assert read_json(run_dir / "run.json")["triage"]["most_suspicious"][0]["point_id"] == table["point_id"][0]
+    _sample_fit_value(run_dir, info, sampling)
+    grades = grade_triage(run_dir)
+    assert grades["points"] == ADDED
+    # The triage's label score and the run's (from every base model) agree on the new rows.
+    assert grades["spearman_label_score_vs_run"] > 0.5
+    assert -1 <= grades["spearman_forecast_vs_sampled"] <= 1
+    recorded = read_json(run_dir / "run.json")["triage"]
+    assert recorded["spearman_forecast_vs_sampled"] == grades["spearman_forecast_vs_sampled"]
+    assert recorded["points"] == ADDED and "seconds" in recorded

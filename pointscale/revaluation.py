@@ -227,3 +227,24 @@ def values_change(before: pd.DataFrame, after: pd.DataFrame) -> dict[str, Any]:
     }
     return {"table": merged, "summary": summary}
 
+
+
+def revaluation_sentence(new_points: int, change: Mapping[str, Any] | None,
+                         triage: Mapping[str, Any] | None = None) -> str:
+    """What a revaluation did, in words with sensible digits (the terminal's last lines)."""
+    parts = [f"{new_points:,} new point{'s' if new_points != 1 else ''} valued."]
+    if change and change.get("points_compared"):
+        rho, med = change.get("spearman_before_after"), change.get("median_abs_change")
+        parts.append(f"The {change['points_compared']:,} earlier points kept their order with Spearman "
+                     f"{rho:.2f} before/after; their values moved by {med:.2g} (median absolute change).")
+    if triage and triage.get("points"):
+        bits = []
+        if triage.get("spearman_forecast_vs_sampled") is not None:
+            bits.append(f"its value forecast ranked them with Spearman {triage['spearman_forecast_vs_sampled']:.2f} "
+                        "against the sampled values")
+        if triage.get("spearman_label_score_vs_run") is not None:
+            bits.append(f"its label-issue score agreed with the run's at Spearman "
+                        f"{triage['spearman_label_score_vs_run']:.2f}")
+        if bits:
+            parts.append("Triage of the new rows before sampling: " + "; ".join(bits) + ".")
+    return " ".join(parts)

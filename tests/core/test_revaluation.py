@@ -197,3 +197,17 @@ def test_new_rows_are_triaged_before_they_are_sampled_and_the_forecast_is_graded
     recorded = read_json(run_dir / "run.json")["triage"]
     assert recorded["spearman_forecast_vs_sampled"] == grades["spearman_forecast_vs_sampled"]
     assert recorded["points"] == ADDED and "seconds" in recorded
+
+
+def test_the_terminal_says_what_moved_in_words():
+    from pointscale.revaluation import revaluation_sentence
+
+    text = revaluation_sentence(100, {"points_compared": 1000, "spearman_before_after": 0.934567891234,
+                                      "median_abs_change": 0.000123456789, "points_new": 100},
+                                {"points": 100, "spearman_forecast_vs_sampled": 0.41234,
+                                 "spearman_label_score_vs_run": 0.87654})
+    assert text == ("100 new points valued. The 1,000 earlier points kept their order with Spearman 0.93 "
+                    "before/after; their values moved by 0.00012 (median absolute change). Triage of the new "
+                    "rows before sampling: its value forecast ranked them with Spearman 0.41 against the sampled "
+                    "values; its label-issue score agreed with the run's at Spearman 0.88.")
+    assert revaluation_sentence(1, None) == "1 new point valued."

@@ -589,6 +589,8 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     ``shapley_mle`` and ``shapley_amortized`` (None: not in this run,
     whatever file the folder holds); ``mc_mean`` and ``oob`` sit beside them.
     ``learning_curve.json``: the aggregate law of the base fits' utilities.
+    ``value_now`` is the value at the dataset's current size (``size_now``),
+    under the same name in every version of a revaluated run.
     Classification with out-of-bag evidence adds ``label_issue_score`` and
     ``label_issues.csv`` (the flagged rows of the whole pool,
     :mod:`pointscale.valuation.label_issues`); their count, estimated rate
@@ -596,7 +598,7 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     """
     from .io import atomic_write_json
     from .sampling import SamplingConfig
-    from .valuation import values_table
+    from .valuation import value_column, values_table
     from .valuation.label_issues import label_issues_frame, pool_label_issues
     from .valuation.learning_curve import fit_learning_curve
 
@@ -609,9 +611,13 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     mle, amortized = _run_laws(run, laws_mle, laws_amortized)
     oob = _oob(run_dir)
     sizes = list(target_sizes) if target_sizes else [ds.n_pool, 10 * ds.n_pool]
-    table = values_table(chosen, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=sizes,
+    # The value at the current size is always computed: it lives under one name across versions.
+    computed = sizes if ds.n_pool in sizes else [*sizes, ds.n_pool]
+    table = values_table(chosen, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=computed,
                          samples=samples, amortized=amortized,
                          compare={"mle": mle, "amortized": amortized}, oob=oob)
+    table["value_now"] = table[value_column(ds.n_pool)]
+    table["size_now"] = np.int64(ds.n_pool)
     files = [VALUES]
     issues = pool_label_issues(oob, ds)
     if issues is not None:

@@ -105,6 +105,21 @@ def test_only_new_rows_are_new_points_and_values_are_compared(finished_run):
     np.testing.assert_allclose(change["change"], change["shapley_after"] - change["shapley_before"])
     assert not (run_dir / VALUES_BEFORE).exists()
     assert read_json(run_dir / "run.json")["values_change"] == summary
+    # The first version's outputs stay, listed in run.json.
+    versions = read_json(run_dir / "run.json")["versions"]
+    assert [v["version"] for v in versions] == ["v1"] and versions[0]["n_pool"] == finished_run["info"]["n_pool"]
+    pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "versions" / "v1" / "values.parquet"), before)
+    assert {"laws.parquet", "values.parquet"} <= set(versions[0]["files"])
+    # The points whose rank moved most are named, the largest shift first.
+    shift = (change["rank_after"] - change["rank_before"]).abs()
+    moved = summary["moved_most"]
+    assert len(moved) == 5 and abs(moved[0]["rank_after"] - moved[0]["rank_before"]) == shift.max()
+    # The change of the value at the current size splits into its causes exactly; the
+    # earlier points got no new samples, so nothing is put down to new samples.
+    parts = change["size"] + change["new_samples"] + change["prior"]
+    np.testing.assert_allclose(parts, change["value_now_after"] - change["value_now_before"], rtol=1e-9, atol=1e-15)
+    assert (change["new_samples"] == 0).all() and (change["size"] != 0).any()
+    assert set(summary["by_cause"]) == {"size", "new_samples", "prior"}
 
 
 def test_an_interrupted_revaluation_resumes_from_the_same_base_and_values(finished_run):
@@ -211,3 +226,8 @@ def test_the_terminal_says_what_moved_in_words():
                     "rows before sampling: its value forecast ranked them with Spearman 0.41 against the sampled "
                     "values; its label-issue score agreed with the run's at Spearman 0.88.")
     assert revaluation_sentence(1, None) == "1 new point valued."
+    moved = revaluation_sentence(2, {"points_compared": 3, "spearman_before_after": 1.0, "median_abs_change": 0.0,
+                                     "moved_most": [{"point_id": "a", "rank_before": 1, "rank_after": 3}],
+                                     "by_cause": {"size": 0.0012345, "prior": 0.00061, "new_samples": 0.0}})
+    assert moved.endswith("Moved most: a (rank 1 → 3). Median change of the value at the current size by cause: "
+                          "new dataset size 0.0012, refitted prior 0.00061, new samples 0.")

@@ -155,6 +155,9 @@ def test_fit_choose_value_select_tasks_write_their_files(sampled_run):
     assert flagged["label_issue_score"].min() >= unflagged["label_issue_score"].max()
     assert (flagged["given_label"] != flagged["suggested_label"]).all()
     assert values["label_issues"] == dict(issues)
+    # The value at the current size under its fixed name, with the size beside it.
+    assert (table["size_now"] == ds.n_pool).all()
+    np.testing.assert_array_equal(table["value_now"], table[f"value_at_{ds.n_pool}"])
     assert outputs["laws"]["files"] == {"laws.parquet": sha256_file(run_dir / "laws.parquet")}
 
 

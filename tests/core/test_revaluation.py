@@ -120,6 +120,11 @@ def test_only_new_rows_are_new_points_and_values_are_compared(finished_run):
     np.testing.assert_allclose(parts, change["value_now_after"] - change["value_now_before"], rtol=1e-9, atol=1e-15)
     assert (change["new_samples"] == 0).all() and (change["size"] != 0).any()
     assert set(summary["by_cause"]) == {"size", "new_samples", "prior"}
+    from pointscale.report.views import values_change_view
+
+    view = values_change_view(change, summary)
+    assert f"({summary['sizes']['before']} → {summary['sizes']['after']} rows) by cause" in view
+    assert "| rank_before | rank_after | size | prior | new_samples |" in view
 
 
 def test_an_interrupted_revaluation_resumes_from_the_same_base_and_values(finished_run):

@@ -20,7 +20,7 @@ second.
   through the generic path (the registry's estimator fitted on D and on each
   D ∪ {z}): largest absolute difference. The generic path's own speed (base
   sharing only) is shown for reference. The registry's SVM computes its RBF
-  kernel from exact distances (:mod:`pointscale.sampling.svm_kernel`); the
+  kernel from exact distances (:mod:`pointscale.sampling.solvers.svm`); the
   same model with libsvm computing the kernel itself (the registry before
   that change, :class:`LibsvmKernelSVM`) is timed too, and its Δ on some of
   the same samples shows how far the kernel's rounding moves the model.
@@ -41,9 +41,9 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from benchmarks import sampling as sampling_bench
-from benchmarks.sampling import Timing, _clock, _since, config_for
-from benchmarks.sampling import value_points as spread_points
+from benchmarks import timing
+from benchmarks.timing import Timing, clock, config_for, since
+from benchmarks.timing import value_points as spread_points
 from pointscale.data import load_dataset
 from pointscale.sampling import make_estimator, plan_blocks, run_blocks, subset_for, utility
 from pointscale.sampling.plans import draw_subset, pool_info
@@ -58,15 +58,14 @@ def paper_protocol(ds, cfg, budget_s: float, max_samples: int, blocks, factory=N
     grows with k, differently on the two sides).
     """
     ks = [b.k for b in blocks for _ in b.point_ids]
-    return sampling_bench.paper_protocol(ds, cfg, budget_s, max_samples, paper_default=False, factory=factory,
-                                         ks=ks)
+    return timing.paper_protocol(ds, cfg, budget_s, max_samples, paper_default=False, factory=factory, ks=ks)
 
 
 def ours(ds, cfg, blocks) -> tuple[Timing, pd.DataFrame]:
     run_blocks(ds, cfg, [_shrunk(blocks[0], 2)])  # warm-up: imports, caches
-    start = _clock()
+    start = clock()
     frame = run_blocks(ds, cfg, blocks)
-    return _since(start, len(frame)), frame
+    return since(start, len(frame)), frame
 
 
 def _shrunk(block, n):
@@ -152,7 +151,7 @@ class LibsvmKernelSVM:
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.svm import SVC
 
-        from pointscale.sampling.svm_kernel import platt_folds
+        from pointscale.sampling.solvers.svm import platt_folds
 
         svc = SVC(C=1.0, kernel="rbf", gamma="scale", random_state=self.seed)
         self.model_ = CalibratedClassifierCV(svc, method="sigmoid", cv=platt_folds(y, 5, self.seed),
@@ -189,9 +188,9 @@ def svm_section(ds, quick: bool) -> list[dict]:
     t_libsvm = paper_protocol(ds, cfg, budget, 400, blocks, factory=LibsvmKernelSVM)
     t, frame = ours(ds, cfg, blocks)
     generic = cfg.replace(fast_path=False)
-    start = _clock()
+    start = clock()
     ref = run_blocks(ds, generic, blocks)  # the same bases through the registry's estimator, cold
-    t_generic = _since(start, len(ref))
+    t_generic = since(start, len(ref))
     diff = np.abs(frame["delta"].to_numpy() - ref["delta"].to_numpy())
     # How far the registry model (kernel from exact distances) is from libsvm computing the kernel itself
     moved = libsvm_kernel_deltas(ds, cfg, frame, 16 if quick else 32)

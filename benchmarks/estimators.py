@@ -59,9 +59,10 @@ import pandas as pd
 from scipy import stats
 from scipy.optimize import minimize_scalar
 
+from reproduction.estimators import METHODS, markdown, results_section  # noqa: F401 (docs call it from here)
+
 N_GRID = (10, 20, 30, 50, 100)
 K_MIN, K_MAX = 100, 1000
-METHODS = ("monte_carlo", "shrunk_mean", "mle", "shrinkage", "amortized", "amortized_shrinkage", "auto")
 
 
 # ------------------------------------------------------------------ helpers
@@ -185,7 +186,7 @@ def estimates(samples: pd.DataFrame, ds, oob: pd.DataFrame | None, sizes, seed: 
 def values_part(args, log) -> pd.DataFrame:
     from pointscale.data import load_dataset
     from pointscale.sampling import SamplingConfig, default_metric
-    from pointscale.sampling.oob import summarize
+    from pointscale.sampling.ledger import summarize
     from pointscale.seeding import STREAM_SELECTION, rng
     from pointscale.valuation import empirical_psi, monte_carlo_values
 
@@ -274,7 +275,7 @@ def flips_part(args, log) -> pd.DataFrame:
 
     from pointscale import pipeline
     from pointscale.laws.auto import select_laws
-    from pointscale.sampling.oob import summarize
+    from pointscale.sampling.ledger import summarize
     from pointscale.valuation import distributional_shapley, monte_carlo_values
 
     rows = []
@@ -342,12 +343,13 @@ def rules_part(args, log) -> pd.DataFrame:
     from sklearn.metrics import roc_auc_score
 
     from pointscale import pipeline
-    from pointscale.laws.auto import (CANDIDATES, _fit, _one_se_choice, _usable, best_of, heldout_terms,
+    from pointscale.laws.auto import (CANDIDATES, _one_se_choice, _usable, best_of, heldout_terms,
                                       heldout_terms_shapley, holdout_mask)
+    from pointscale.laws.estimators import FitContext, fit_estimator
     from pointscale.laws.likelihood import LOG_2PI
-    from pointscale.sampling.oob import summarize
+    from pointscale.laws.power import power_mean
+    from pointscale.sampling.ledger import summarize
     from pointscale.valuation import distributional_shapley, monte_carlo_values
-    from pointscale.valuation.values import power_mean
 
     rows = []
     for name in args.rule_datasets:
@@ -377,17 +379,18 @@ def rules_part(args, log) -> pd.DataFrame:
                 return float(roc_auc_score(is_flipped[ok], -v[ok]))
 
             full: dict = {}
+            context = FitContext(dataset=noisy, oob=oob, random_state=seed, k_range=(lo, hi))
             row = {"dataset": name, "seed": seed, "truth_auc": auc(truth)}
             mc = monte_carlo_values(s, k_min=lo, k_max=hi)["mc_mean"].reindex(ids).to_numpy()
             row.update({"ev_mc_mean": ev(mc, truth), "auc_mc_mean": auc(mc)})
             for m in CANDIDATES:
-                v = shap(_quiet(_fit, m, s, noisy, oob, seed, None, full))
+                v = shap(_quiet(fit_estimator, m, s, context, full))
                 row.update({f"ev_{m}": ev(v, truth), f"auc_{m}": auc(v)})
             u = _usable(s)
             mask = holdout_mask(u, 0.2, seed=seed)
             train, held = u.loc[~mask], u.loc[mask]
             cache: dict = {}
-            cand = {m: _quiet(_fit, m, train, noisy, oob, seed, None, cache) for m in CANDIDATES}
+            cand = {m: _quiet(fit_estimator, m, train, context, cache) for m in CANDIDATES}
             sh = cand["shrinkage"]
             variance = float(np.var(train["delta"].to_numpy(dtype=np.float64)))
             d = held["delta"].to_numpy(dtype=np.float64)
@@ -470,55 +473,6 @@ def timing_part(args, log) -> pd.DataFrame:
         f"{best['shrinkage_cpu_s']:.2f} s CPU ({best['shrinkage_wall_s']:.2f} s wall), MLE {best['mle_cpu_s']:.2f} s "
         f"CPU ({best['mle_wall_s']:.2f} s wall); ratio {best['cpu_ratio']:.2f}")
     return out
-
-
-def markdown(values: pd.DataFrame | None, flips: pd.DataFrame | None) -> str:
-    """The benchmark's tables as Markdown (for the README and docs/results.md)."""
-    parts = []
-    if values is not None and not values.empty:
-        for name, frame in values.groupby("dataset", sort=False):
-            metric = frame["metric"].iloc[0]
-            t = frame.pivot(index="method", columns="n", values="shapley_ev").reindex(list(METHODS))
-            r = frame.pivot(index="method", columns="n", values="shapley_spearman").reindex(list(METHODS))
-            parts.append(f"\n**{name}/logreg**, utility `{metric}`: Shapley explained variance (Spearman) "
-                         f"against the truth, by samples per point\n")
-            head = "| method | " + " | ".join(str(n) for n in t.columns) + " |"
-            parts += [head, "|---" * (len(t.columns) + 1) + "|"]
-            for m in t.index:
-                cells = [f"{t.loc[m, n]:.3f} ({r.loc[m, n]:.3f})" if np.isfinite(t.loc[m, n]) else "–"
-                         for n in t.columns]
-                parts.append(f"| {m} | " + " | ".join(cells) + " |")
-            choice = frame[frame["method"] == "auto"].set_index("n")["auto_choice"]
-            parts.append("\nauto chose: " + ", ".join(f"{n}: {c}" for n, c in choice.items()) + "\n")
-    if flips is not None and not flips.empty:
-        for (name, n), frame in flips.groupby(["dataset", "n"], sort=False):
-            t = frame.pivot(index="column", columns="seed", values="auc")
-            t["mean"] = t.mean(axis=1)
-            choice = frame.drop_duplicates("seed").set_index("seed")["auto_choice"]
-            parts.append(f"\n**Flipped labels** ({name}, {n} samples per point, 1,000-point pool, 10 % flipped, "
-                         "clean validation split): AUC of a low value, by seed\n")
-            parts += ["| column | " + " | ".join(f"seed {c}" for c in t.columns[:-1]) + " | mean |",
-                      "|---" * (len(t.columns) + 1) + "|"]
-            for c in t.index:
-                parts.append(f"| {c} | " + " | ".join(f"{t.loc[c, k]:.3f}" for k in t.columns) + " |")
-            parts.append("\nauto chose: " + ", ".join(f"seed {k}: {v}" for k, v in choice.items()) + "\n")
-    return "\n".join(parts)
-
-
-def results_section(folder: str | Path) -> str:
-    """Markdown for docs/results.md from a saved run (``--save FOLDER``): a separate section.
-
-    Reads ``estimators_values.csv`` and ``estimators_flips.csv`` (either may be
-    missing) and returns the tables with a heading and the protocol in one line.
-    """
-    folder = Path(folder)
-    values = pd.read_csv(folder / "estimators_values.csv") if (folder / "estimators_values.csv").exists() else None
-    flips = pd.read_csv(folder / "estimators_flips.csv") if (folder / "estimators_flips.csv").exists() else None
-    head = ["## Law estimators against an independent ground truth (benchmarks/estimators.py)", "",
-            "200 points per dataset, k uniform in [100, 1000], ground truth = 400 independent samples per "
-            "point (another seed); estimates from the first n of 100 samples per point. "
-            "`auto` = `fit_laws(method=\"auto\")`; `shrunk_mean` = James–Stein shrinkage of the plain means.", ""]
-    return "\n".join(head) + markdown(values, flips) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

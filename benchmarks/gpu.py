@@ -17,7 +17,7 @@ k = 100..1000 and blocks of B points (one base and B models D ∪ {z} per
 block):
 
 * **Logistic regression** (L2, C = 1, float64): fits per second of the
-  batched exact Newton on the GPU (:mod:`pointscale.sampling.device_logreg`)
+  batched exact Newton on the GPU (:mod:`pointscale.sampling.solvers.device_logistic`)
   against one CPU core running the registry's ``LogisticRegression``
   (Newton–Cholesky, tol 1e-10) cold, and against our CPU batched solver;
   agreement: largest |Δ_GPU − Δ_CPU| against the CPU fast path on the same
@@ -41,11 +41,11 @@ from threadpoolctl import threadpool_limits
 from pointscale.data import load_dataset
 from pointscale.errors import PointscaleError
 from pointscale.sampling import SamplingConfig, make_estimator, plan_blocks, utility
-from pointscale.sampling.batched_mlp import MLPBlockSolver
-from pointscale.sampling.device_logreg import DeviceLogisticSolver
 from pointscale.sampling.devices import Device, resolve_device
-from pointscale.sampling.fastpath import LogisticBinarySolver
 from pointscale.sampling.plans import draw_subset, pool_info
+from pointscale.sampling.solvers.device_logistic import DeviceLogisticSolver
+from pointscale.sampling.solvers.logistic import LogisticBinarySolver
+from pointscale.sampling.solvers.mlp import MLPBlockSolver
 from pointscale.seeding import STREAM_MODEL, int_seed
 
 

@@ -45,17 +45,17 @@ import resource
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from benchmarks.batched_models import run_models
+from benchmarks.timing import Timing, clock, config_for, paper_protocol, since, value_points
 from pointscale.data import load_dataset
 from pointscale.sampling import (
     Ledger,
     SamplingConfig,
-    make_estimator,
     plan_blocks,
     run_blocks,
     run_shard,
@@ -65,91 +65,6 @@ from pointscale.sampling import (
     subset_for,
     utility,
 )
-from pointscale.sampling.plans import draw_subset, pool_info
-
-K_RANGE = (100, 1000)
-
-
-@dataclass
-class Timing:
-    samples: int
-    wall: float
-    cpu: float
-
-    @property
-    def per_wall(self) -> float:
-        return self.samples / self.wall
-
-    @property
-    def per_cpu(self) -> float:
-        return self.samples / self.cpu
-
-
-def _clock():
-    return time.perf_counter(), time.process_time()
-
-
-def _since(start, samples) -> Timing:
-    w0, c0 = start
-    return Timing(samples, time.perf_counter() - w0, time.process_time() - c0)
-
-
-def config_for(ds, model: str, block_size: int = 32, **kw) -> SamplingConfig:
-    largest = SamplingConfig(k_min=2, k_max=2, block_size=block_size).largest_k(ds)
-    k_max = min(K_RANGE[1], largest)
-    return SamplingConfig(model=model, k_min=min(K_RANGE[0], k_max), k_max=k_max,
-                          block_size=block_size, **kw).resolved(ds)
-
-
-def value_points(ds, n: int) -> list[str]:
-    """A fixed, spread-out subset of the pool to value (all of it if small)."""
-    ids = np.asarray(ds.point_ids)
-    if n >= len(ids):
-        return list(ids)
-    pick = np.random.default_rng(0).choice(len(ids), size=n, replace=False)
-    return list(ids[np.sort(pick)])
-
-
-# --------------------------------------------------------------------------- the paper's protocol
-
-
-def paper_protocol(ds, cfg: SamplingConfig, budget_s: float, max_samples: int, paper_default: bool,
-                   factory=None, ks=None) -> Timing:
-    """Two cold fits per sample, sequential, until the time budget or sample cap is reached.
-
-    ``factory(seed)`` makes the model (default: the registry's ``cfg.model``, or scikit-learn's
-    default ``LogisticRegression()`` with ``paper_default``). ``ks``: the sizes to use, one
-    per sample, in a fixed shuffled order and cycled (default: k uniform in the range) --
-    pass our samples' sizes so both sides fit the same mix of sizes.
-    """
-    info = pool_info(ds)
-    gen = np.random.default_rng(12345)
-    if ks is not None:
-        ks = np.random.default_rng(54321).permutation(np.asarray(ks, dtype=int))
-
-    def fresh(seed):
-        if factory is not None:
-            return factory(seed)
-        if paper_default:
-            from sklearn.linear_model import LogisticRegression
-
-            return LogisticRegression()  # the paper's setting: library defaults
-        return make_estimator(cfg.model, ds.task, seed, cfg.model_params)
-
-    n = 0
-    with threadpool_limits(limits=1):
-        start = _clock()
-        while n < max_samples and (time.perf_counter() - start[0]) < budget_s:
-            z = int(gen.integers(ds.n_pool))
-            k = int(gen.integers(cfg.k_min, cfg.k_max + 1)) if ks is None else int(ks[n % len(ks)])
-            D = draw_subset(info, 777, n, k, np.array([z]))
-            Dz = np.append(D, z)
-            u1 = utility(cfg.metric, fresh(n).fit(ds.X_train[D], ds.y_train[D]), ds.X_val, ds.y_val, ds.n_classes)
-            u2 = utility(cfg.metric, fresh(n).fit(ds.X_train[Dz], ds.y_train[Dz]), ds.X_val, ds.y_val,
-                         ds.n_classes)
-            _ = u2 - u1
-            n += 1
-        return _since(start, n)
 
 
 def ours(ds, cfg: SamplingConfig, points: list[str], max_blocks: int | None = None) -> tuple[Timing, pd.DataFrame]:
@@ -157,9 +72,9 @@ def ours(ds, cfg: SamplingConfig, points: list[str], max_blocks: int | None = No
     if max_blocks is not None:
         blocks = blocks[:max_blocks]
     run_blocks(ds, cfg, blocks[:1])  # warm-up: imports, caches
-    start = _clock()
+    start = clock()
     frame = run_blocks(ds, cfg, blocks)
-    return _since(start, len(frame)), frame
+    return since(start, len(frame)), frame
 
 
 # --------------------------------------------------------------------------- fidelity
@@ -261,8 +176,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the batched MLP, precomputed-kernel SVM and multinomial logreg (issue 16)")
     args = parser.parse_args(argv)
     if args.models:
-        from benchmarks.batched_models import run_models
-
         print("== batched models, one worker: ours vs the paper's protocol (two cold registry fits per sample)")
         table = run_models(args.quick)
         print("\n== summary")
@@ -320,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         run_blocks(ds, cfg, blocks[:1])  # warm-up
         best_ours, best_paper, failed = None, None, 0
         for _ in range(repeats):
-            start = _clock()
+            start = clock()
             frame = run_blocks(ds, cfg, blocks)
-            t = _since(start, len(frame))
+            t = since(start, len(frame))
             failed = int(frame["failed"].sum())
             best_ours = t if best_ours is None or t.per_cpu > best_ours.per_cpu else best_ours
             t = paper_protocol(ds, cfg, float("inf"), 48 if quick else 80, paper_default=False)

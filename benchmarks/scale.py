@@ -13,7 +13,7 @@ What it measures, all through the same code path as ``pointscale run``:
   default model, logistic regression, and the default metric), in a
   subprocess against one local Prefect server started here for all sizes (so
   the server's start-up is not charged to any size).
-* **Per stage** (ingest, sample, fit_mle, fit_amortized, value_select, removal,
+* **Per stage** (ingest, sample, fit_mle_laws, fit_amortized, choose_laws, value_select, removal,
   report): the wall time from the run's manifest (``run.json`` → ``timings``)
   and the **CPU time of the process tree** -- the command and every process it
   starts (its Dask workers), not the Prefect server -- from a monitor that
@@ -25,7 +25,7 @@ What it measures, all through the same code path as ``pointscale run``:
   scheduler's task count (shards = sampling task runs).
 * **Growth exponent** of each stage between consecutive sizes, on CPU and on
   wall time: ``log(t2 / t1) / log(n2 / n1)`` (1.0 = linear). Target: ≤ 1.15
-  between 10^5 and 10^6 for every stage. The README quotes the CPU exponents
+  between 10^5 and 10^6 for every stage. docs/scale.md quotes the CPU exponents
   (they do not depend on the machine's load) beside the wall ones.
 
 **Resumable.** Each size's attempts are recorded in ``<work>/run-N-sS.attempts.json``
@@ -60,7 +60,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "scale.json"
-STAGES = ("ingest", "sample", "fit_mle", "fit_amortized", "value_select", "removal", "report")
+STAGES = ("ingest", "sample", "fit_mle_laws", "fit_amortized", "choose_laws", "value_select", "removal", "report")
 N_FEATURES = 20
 HOLDOUT_ROWS = 2000  # 1000 validation + 1000 test rows (the defaults' caps)
 
@@ -474,13 +474,21 @@ def _stage_seconds(row: dict, stage: str, kind: str) -> float | None:
     """A stage's CPU (``kind="cpu"``) or wall seconds of a record (None if not measured)."""
     if stage == "total":
         return row.get("cpu_s") if kind == "cpu" else row.get("wall_s")
+    # Records made before the stage graph named the MLE stage for what it is call it fit_mle
+    # (and have no choose_laws: the value stage chose the laws then).
+    names = (stage, _OLD_STAGE_NAMES[stage]) if stage in _OLD_STAGE_NAMES else (stage,)
     if kind == "cpu":
-        return (row.get("stage_cpu_s") or {}).get(stage)
-    # Wall: the monitor's (summed over attempts; ingest includes the command's start-up, as
-    # its CPU does); the manifest's time for records made before the monitor.
-    if row.get("stage_wall_s"):
-        return row["stage_wall_s"].get(stage)
-    return (row.get("timings") or {}).get(stage)
+        table = row.get("stage_cpu_s") or {}
+    elif row.get("stage_wall_s"):
+        # Wall: the monitor's (summed over attempts; ingest includes the command's start-up, as
+        # its CPU does); the manifest's time for records made before the monitor.
+        table = row["stage_wall_s"]
+    else:
+        table = row.get("timings") or {}
+    return next((table[n] for n in names if n in table), None)
+
+
+_OLD_STAGE_NAMES = {"fit_mle_laws": "fit_mle"}
 
 
 def growth(rows: list[dict]) -> list[dict]:
@@ -501,7 +509,7 @@ def growth(rows: list[dict]) -> list[dict]:
 
 
 def markdown(rows: list[dict], exps: list[dict]) -> str:
-    """The README table: per stage, CPU seconds of the process tree and wall seconds."""
+    """The docs/scale.md table: per stage, CPU seconds of the process tree and wall seconds."""
     rows = sorted(rows, key=lambda r: r["n_pool"])
     head = ["n pool points", "samples"] + [f"{s} CPU / wall (s)" for s in STAGES] + \
         ["total CPU / wall (s)", "peak RSS tree / largest process (MB)", "ledger B/sample", "shards",

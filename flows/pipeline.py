@@ -1,4 +1,8 @@
-"""The pipeline flow: ingest -> sample -> fit MLE -> fit amortized -> value -> select -> removal -> report.
+"""The pipeline flow: ingest -> sample -> fit laws -> choose laws -> value -> select -> removal -> report.
+
+The laws are fitted by maximum likelihood (task ``fit-mle-laws``) and, unless
+switched off, by the amortized estimator (``fit-amortized``); ``choose-laws``
+picks the laws the values come from by held-out likelihood.
 
 Every stage is a task (or, for sampling, a subflow on Dask) that takes the
 results of the stages before it (so it reads exactly what they wrote, and the
@@ -101,12 +105,12 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
 
     # Every stage reads the stored dataset version, but only through the samples: quoted,
     # the reference draws no edge from ingest to each stage, so the run graph shows the
-    # order that matters (ingest -> sample -> fit -> value -> ...), drawn from real results.
+    # order that matters (ingest -> sample -> fit -> choose -> value -> ...), drawn from real results.
     dataset = quote(ds_info)
     t = time.perf_counter()
-    progress.stage("fit-mle", "fitting the per-point laws (maximum likelihood)")
-    mle = law_tasks.fit_mle(root, sampling, samples)
-    _stage_done(run, "fit_mle", timings, t)
+    progress.stage("fit-mle-laws", "fitting the per-point laws (maximum likelihood)")
+    mle = law_tasks.fit_mle_laws(root, sampling, samples)
+    _stage_done(run, "fit_mle_laws", timings, t)
     amortized = None
     if options.amortized:
         t = time.perf_counter()
@@ -116,10 +120,14 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
     else:
         pipeline.clear_output(root, "laws_amortized")
     t = time.perf_counter()
+    progress.stage("choose-laws", "choosing the laws by held-out likelihood")
+    laws = law_tasks.choose_laws(root, dataset, sampling, samples, mle, amortized)
+    _stage_done(run, "choose_laws", timings, t)
+    t = time.perf_counter()
     progress.stage("value", "valuing the points")
-    values = value_tasks.value(root, dataset, sampling, samples, mle, amortized, options.target_sizes)
+    values = value_tasks.value(root, dataset, sampling, samples, laws, mle, amortized, options.target_sizes)
     progress.stage("select", f"selecting {options.select_m} points")
-    selection = value_tasks.select(root, dataset, values, options.select_m)
+    selection = value_tasks.select(root, dataset, laws, values, options.select_m)
     _stage_done(run, "value_select", timings, t)
     removal = None
     if options.removal:
@@ -131,7 +139,7 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
         pipeline.clear_output(root, "removal")
     t = time.perf_counter()
     progress.stage("report", "writing the report")
-    rep = value_tasks.report(root, dataset, mle, values, selection, removal)
+    rep = value_tasks.report(root, dataset, mle, laws, values, selection, removal)
     _stage_done(run, "report", timings, t)
     return {"run_dir": root, "counts": samples["counts"], "summary": rep["summary"], "report": rep["path"],
             "values": values}

@@ -22,8 +22,9 @@ from typing import Any, Iterator, Optional, TextIO
 
 #: Where each stage starts on the pipeline's progress bar (percent). Sampling
 #: fills the span up to the next stage by the fraction of shards done.
-STAGE_START = {"ingest": 0.0, "dask": 3.0, "sample": 5.0, "fit-mle": 85.0, "fit-amortized": 88.0,
-               "value": 93.0, "select": 95.0, "removal": 96.0, "report": 98.0, "done": 100.0}
+STAGE_START = {"ingest": 0.0, "dask": 3.0, "sample": 5.0, "fit-mle-laws": 85.0, "fit-amortized": 88.0,
+               "choose-laws": 91.0, "value": 93.0, "select": 95.0, "removal": 96.0, "report": 98.0,
+               "done": 100.0}
 
 
 #: Least seconds between two updates of the progress artifact while sampling.
@@ -216,7 +217,7 @@ class RunProgress:
         if now - self.last_update < UPDATE_SECONDS and self.done_shards < self.total_shards:
             return  # one API call per second at most, whatever the number of shards
         self.last_update = now
-        span = STAGE_START["fit-mle"] - STAGE_START["sample"]
+        span = STAGE_START["fit-mle-laws"] - STAGE_START["sample"]
         fraction = self.done_shards / max(self.total_shards, 1)
         self._update(STAGE_START["sample"] + span * fraction,
                      f"sampling: {self.done_shards}/{self.total_shards} shards done"

@@ -17,7 +17,6 @@ import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 
 def _workers() -> int:
@@ -57,6 +56,7 @@ def main(quick: bool, out: str, results: str, datasets: list[str] | None = None,
     """
     from pointscale.errors import ConfigError
     from reproduction import SCALES, ReproductionResult, run_reproduction, verdicts, write_results
+    from reproduction.estimators import saved_section
 
     name = scale or ("quick" if quick else "full")
     if name not in SCALES:
@@ -100,14 +100,9 @@ def main(quick: bool, out: str, results: str, datasets: list[str] | None = None,
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
                 result = run_reproduction(config, out, datasets=datasets, map=pool.map, workers=n_workers, log=log)
-    # The estimator benchmark (issue 13) runs apart (benchmarks/estimators.py --save DIR); its saved
+    # The estimator comparison (issue 13) runs apart (benchmarks/estimators.py --save DIR); its saved
     # tables, when committed under benchmarks/results/estimators, are a section of the same page.
-    appendix = ""
-    saved = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "estimators"
-    if (saved / "estimators_values.csv").exists():
-        from benchmarks.estimators import results_section
-
-        appendix = results_section(saved)
+    appendix = saved_section()
     page = write_results(result, results, command=command, appendix=appendix)
     print(f"wrote {page} and its figures; tables in {result.folder / 'tables'}", file=sys.stderr)
     for line in verdicts(result):

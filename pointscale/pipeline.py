@@ -439,8 +439,12 @@ def fit_mle_chunked(samples: pd.DataFrame, chunk_points: int = MLE_CHUNK_POINTS,
     return FittedScalingLaws.concat(parts)
 
 
-def fit_laws(run_dir: str | Path, sampling: Mapping[str, Any]) -> dict[str, Any]:
-    """Per-point maximum-likelihood laws from the ledger -> ``laws_mle.parquet``."""
+def fit_mle_laws(run_dir: str | Path, sampling: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-point maximum-likelihood laws from the ledger -> ``laws_mle.parquet``.
+
+    One candidate of :func:`choose_laws` (and a comparison column of the
+    values table), not necessarily the laws the values come from.
+    """
     run = RunFolder(run_dir)
     start = time.perf_counter()
     samples = load_samples(run_dir, sampling)
@@ -506,7 +510,7 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
 
 #: Output files of the stages (names inside the run folder).
 LAWS_MLE, LAWS_AMORTIZED = "laws_mle.parquet", "laws_amortized.parquet"
-#: The laws behind ``shapley`` (fit_laws' choice) and the aggregate learning curve, from the value stage.
+#: The laws behind ``shapley`` (the choose-laws stage's choice) and the aggregate learning curve (value stage).
 LAWS, LEARNING_CURVE = "laws.parquet", "learning_curve.json"
 VALUES, SELECTION, REMOVAL, REPORT = "values.parquet", "selection.parquet", "removal.parquet", "report.md"
 
@@ -522,24 +526,70 @@ def _member(ids: np.ndarray, among) -> np.ndarray:
     return pd.Index(np.asarray(among, dtype=object)).get_indexer(np.asarray(ids, dtype=object)) >= 0
 
 
-def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
-          target_sizes: Sequence[int] | None = None, *, laws_mle: str = LAWS_MLE,
-          laws_amortized: str | None = None, method: str = "auto") -> dict[str, Any]:
-    """The values table -> ``values.parquet`` (and ``laws.parquet``, ``learning_curve.json``).
+def _run_laws(run: RunFolder, laws_mle: str | None, laws_amortized: str | None):
+    """The stored MLE and amortized laws of the run's points (None: not part of this run).
 
-    ``laws_mle`` and ``laws_amortized`` name the law files to use (None: no
-    amortized laws in this run, whatever file the folder holds). ``shapley``
-    comes from :func:`pointscale.laws.fit_laws` with ``method`` ("auto": the
-    estimator with the best held-out-sample likelihood; its choice and scores
-    are returned and stored with ``laws.parquet``); ``shapley_mle``,
-    ``shapley_amortized``, ``mc_mean`` and ``oob`` sit beside it for
-    comparison. The amortized laws named here are reused when the chosen
-    estimator needs them on all samples; without them auto chooses between
-    mle and shrinkage only. ``learning_curve.json``: the aggregate law of the
-    base fits' utilities.
+    The amortized laws cover the whole pool; they are cut to the run's points
+    (hash lookups: np.isin on object arrays compares every pair).
+    """
+    mle = _load_laws(run, laws_mle)
+    amortized = _load_laws(run, laws_amortized)
+    points = {p for g in load_point_groups(run.root) for p in g}
+    if amortized is not None and points:
+        amortized = amortized.subset(_member(amortized.point_ids, list(points)))
+    return mle, amortized
+
+
+def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any], *,
+                laws_mle: str = LAWS_MLE, laws_amortized: str | None = None,
+                method: str = "auto") -> dict[str, Any]:
+    """The laws the values come from -> ``laws.parquet`` (the choice recorded in its ``meta['selection']``).
+
+    :func:`pointscale.laws.auto.select_laws` with ``method`` ("auto": the
+    registered estimator with the best held-out-sample likelihood). The laws
+    in ``laws_mle`` and ``laws_amortized`` (None: no amortized laws in this
+    run, whatever file the folder holds) are reused where a candidate needs
+    them on all samples; without amortized laws auto chooses between mle
+    and shrinkage only. The held-out score targets the Shapley value over the
+    sampled range when k is drawn uniformly from it; staggered sizes are
+    scored by the law for psi_k itself.
+    """
+    from .laws.auto import select_laws
+    from .sampling import SamplingConfig
+
+    run = RunFolder(run_dir)
+    start = time.perf_counter()
+    ds = open_dataset(dataset_path)
+    cfg = SamplingConfig.from_dict(dict(sampling))
+    samples = load_samples(run_dir, sampling)
+    mle, amortized = _run_laws(run, laws_mle, laws_amortized)
+    fitted = {}
+    if amortized is not None:
+        fitted["amortized"] = amortized.subset(_member(amortized.point_ids, samples["point_id"].unique()))
+    if mle is not None:
+        fitted["mle"] = mle
+    candidates = None if amortized is not None else ("shrinkage", "mle")
+    laws, _ = select_laws(samples, ds, method=method, oob=_oob(run_dir), random_state=cfg.seed, fitted=fitted,
+                          candidates=candidates, target="psi" if cfg.mode == "staggered" else "shapley",
+                          k_range=(cfg.k_min, cfg.k_max))
+    laws.save(run.file(LAWS))
+    selection = laws.meta["selection"]
+    return {"files": [LAWS], "points": laws.n_points, "chosen": selection["chosen"], "estimator": selection,
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
+          target_sizes: Sequence[int] | None = None, *, laws: str = LAWS, laws_mle: str | None = LAWS_MLE,
+          laws_amortized: str | None = None) -> dict[str, Any]:
+    """The values table -> ``values.parquet`` (and ``learning_curve.json``), from the chosen laws.
+
+    ``laws`` names the laws behind ``shapley`` (:func:`choose_laws`' file);
+    ``laws_mle`` and ``laws_amortized`` the laws of the comparison columns
+    ``shapley_mle`` and ``shapley_amortized`` (None: not in this run,
+    whatever file the folder holds); ``mc_mean`` and ``oob`` sit beside them.
+    ``learning_curve.json``: the aggregate law of the base fits' utilities.
     """
     from .io import atomic_write_json
-    from .laws.auto import select_laws
     from .sampling import SamplingConfig
     from .valuation import values_table
     from .valuation.learning_curve import fit_learning_curve
@@ -547,35 +597,17 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     run = RunFolder(run_dir)
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
-    mle = _load_laws(run, laws_mle)
-    amortized = _load_laws(run, laws_amortized)
+    chosen = _load_laws(run, laws)
     # u_base (the base fits' utilities) feeds the learning curve.
     samples = load_samples(run_dir, sampling, columns=SAMPLE_COLUMNS + ("u_base",))
+    mle, amortized = _run_laws(run, laws_mle, laws_amortized)
     oob = _oob(run_dir)
-    points = {p for g in load_point_groups(run_dir) for p in g}
-    if amortized is not None and points:
-        # Value the run's points (amortized covers the whole pool). Hash lookups:
-        # np.isin on object arrays compares every pair (quadratic in the points).
-        amortized = amortized.subset(_member(amortized.point_ids, list(points)))
-    fitted = {}
-    if amortized is not None:
-        fitted["amortized"] = amortized.subset(_member(amortized.point_ids, samples["point_id"].unique()))
-    if mle is not None:
-        fitted["mle"] = mle
-    # Without the amortized stage (--no-amortized) auto chooses between mle and shrinkage only.
-    candidates = None if amortized is not None else ("shrinkage", "mle")
-    # The held-out score targets the Shapley value over the sampled range when k is
-    # drawn uniformly from it; staggered sizes are scored by the law for psi_k itself.
-    laws, _ = select_laws(samples, ds, method=method, oob=oob, random_state=cfg.seed, fitted=fitted,
-                          candidates=candidates, target="psi" if cfg.mode == "staggered" else "shapley",
-                          k_range=(cfg.k_min, cfg.k_max))
-    laws.save(run.file(LAWS))
     sizes = list(target_sizes) if target_sizes else [ds.n_pool, 10 * ds.n_pool]
-    table = values_table(laws, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=sizes,
+    table = values_table(chosen, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=sizes,
                          samples=samples, amortized=amortized,
                          compare={"mle": mle, "amortized": amortized}, oob=oob)
     atomic_write_parquet(run.file(VALUES), table)
-    files = [VALUES, LAWS]
+    files = [VALUES]
     try:
         curve = fit_learning_curve(samples, n_pool=ds.n_pool, seed=cfg.seed)
         curve["metric"] = cfg.metric
@@ -586,7 +618,7 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     by_estimator = table["estimator"].value_counts().to_dict()
     return {"files": files, "points": int(len(table)),
             "by_estimator": {str(k): int(v) for k, v in by_estimator.items()},
-            "estimator": laws.meta["selection"],
+            "estimator": chosen.meta.get("selection"),
             "negative_c": int(table["negative_c"].sum()) if "negative_c" in table else None,
             "target_sizes": sizes, "learning_curve": curve}
 
@@ -595,8 +627,7 @@ def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None
            laws: str = LAWS) -> dict[str, Any]:
     """The m most valuable points at the current size, ranked by the laws in ``laws`` -> ``selection.parquet``.
 
-    The default is the value stage's ``laws.parquet``: the laws
-    :func:`pointscale.laws.fit_laws` chose, the same ones behind ``shapley``.
+    The default is :func:`choose_laws`' ``laws.parquet``: the laws behind ``shapley``.
     """
     from .valuation import select_points
 
@@ -660,8 +691,8 @@ def report(run_dir: str | Path, dataset_path: str, *, laws: str | None = LAWS_ML
 
     Only the files named here are reported (None: that output is not part of
     this run), so a rerun with other switches never reports a stale file.
-    ``chosen_laws`` (the value stage's ``laws.parquet``) adds which estimator
-    ``fit_laws`` chose and why; ``learning_curve`` the aggregate learning curve.
+    ``chosen_laws`` (:func:`choose_laws`' ``laws.parquet``) adds which
+    estimator was chosen and why; ``learning_curve`` the aggregate learning curve.
     """
     from .io import read_json
     from .report import report_summary, write_report

@@ -9,7 +9,7 @@ The models are the paper's classes (Covert et al., ICML 2024, App. C):
   the full scale trains it with ``mlp_batched`` (the same model and
   optimiser, a block's models at once);
 * ``svm`` — RBF SVC with Platt probabilities (``SVC(probability=True)``: 5-fold
-  sigmoid calibration; the registry's :class:`~pointscale.sampling.models.PlattSVC`);
+  sigmoid calibration; the registry's :class:`~pointscale.sampling.solvers.svm.PlattSVC`);
 * ``xgboost`` — an *extra*, not in the paper, in a configuration whose ψ_k is
   monotone in k (depth 2, learning rate 0.1, 50 trees): with depth 4 and
   learning rate 0.3 the sign of ψ_k flips between sizes for most points,
@@ -215,7 +215,7 @@ def full_config() -> ReproduceConfig:
     """
     return ReproduceConfig(
         name="full",
-        transfer_metrics=("neg_log_loss",),  # neg_brier: benchmarks/utility.py (README)
+        transfer_metrics=("neg_log_loss",),  # neg_brier: benchmarks/utility.py (docs/defaults.md)
         models=(
             # Extrapolation only to 2000: fits at k = 5000 run at ~15 samples/s on the shared machine.
             ModelScale("logreg", gt_points=1000, gt_per_size=1000, gt_block_size=128, extrap_per_size=6,
@@ -229,7 +229,7 @@ def full_config() -> ReproduceConfig:
             # mlp_batched ~45 samples/s, svm on precomputed kernels ~35, xgboost ~75): two blocks of 32
             # points, 16 staggered samples per size. The paper's MLP is trained by `mlp_batched` (the same
             # architecture and optimiser as scikit-learn's MLPClassifier, every D ∪ {z} of a block at once;
-            # U(D) correlation with MLPClassifier 0.9999, README benchmarks).
+            # U(D) correlation with MLPClassifier 0.9999, docs/benchmarks.md).
             ModelScale("mlp_batched", gt_points=64, gt_per_size=16, extrap_per_size=0, fit_ns=(10,),
                        shapley_ns=(10,), amortized_ns=(), extra_points=0, addition_repeats=0),
             ModelScale("svm", gt_points=64, gt_per_size=16, extrap_per_size=0, fit_ns=(10,),

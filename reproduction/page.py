@@ -208,7 +208,7 @@ def write_results(result: ReproductionResult, path: str | Path, *, command: str 
     """Render the page and its figures; return the page's path.
 
     ``appendix``: Markdown added at the end, e.g. the estimator benchmark's section
-    (``benchmarks.estimators.results_section``), generated from its own saved run.
+    (:func:`reproduction.estimators.results_section`), generated from its own saved run.
     """
     path = Path(path)
     figures_dir = Path(figures_dir) if figures_dir is not None else path.parent / "figures"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 from pointscale import pipeline
 from pointscale.config import stable_hash
@@ -34,6 +34,11 @@ def code_version() -> str:
 def stage_key(stage: str, inputs: Mapping[str, Any]) -> str:
     """The key of ``stage`` for these inputs (plain JSON values) under the current code."""
     return stable_hash({"stage": stage, "code": code_version(), "inputs": dict(inputs)})
+
+
+def output_ref(result: Optional[Mapping[str, Any]]) -> Optional[dict[str, str]]:
+    """What a downstream key needs of an upstream result: its files' sha256 (None: not in this run)."""
+    return None if result is None else dict(result["output"])
 
 
 def run_stage(run_dir: str, stage: str, inputs: Mapping[str, Any],

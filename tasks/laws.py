@@ -1,25 +1,29 @@
-"""Law-fitting tasks: each runs when its inputs (the ledger, the points, the settings) or the code changed."""
+"""Law tasks: fit the MLE and amortized laws, then choose the laws the values come from.
+
+Each runs when its inputs (the ledger, the points, the settings, the laws it
+reads) or the code changed.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from prefect import task
 
 from pointscale import pipeline
 
-from ._cache import run_stage
+from ._cache import output_ref, run_stage
 
 
-@task(name="fit-mle", retries=1)
-def fit_mle(run_dir: str, sampling: dict[str, Any], samples: dict[str, Any]) -> dict[str, Any]:
+@task(name="fit-mle-laws", retries=1)
+def fit_mle_laws(run_dir: str, sampling: dict[str, Any], samples: dict[str, Any]) -> dict[str, Any]:
     """Per-point maximum likelihood -> laws_mle.parquet.
 
     ``samples`` is the sampling stage's result (its ``ledger_hash`` and
     ``points_hash`` identify the samples the laws are fitted to).
     """
     inputs = {"sampling": sampling, "ledger": samples["ledger_hash"], "points": samples["points_hash"]}
-    return run_stage(run_dir, "laws_mle", inputs, lambda: pipeline.fit_laws(run_dir, sampling))
+    return run_stage(run_dir, "laws_mle", inputs, lambda: pipeline.fit_mle_laws(run_dir, sampling))
 
 
 @task(name="fit-amortized", retries=1)
@@ -30,3 +34,20 @@ def fit_amortized(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any
               "points": samples["points_hash"], "params": params}
     return run_stage(run_dir, "laws_amortized", inputs,
                      lambda: pipeline.fit_amortized(run_dir, dataset["path"], sampling, params))
+
+
+@task(name="choose-laws", retries=1)
+def choose_laws(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], samples: dict[str, Any],
+                laws_mle: dict[str, Any], laws_amortized: Optional[dict[str, Any]] = None,
+                method: str = "auto") -> dict[str, Any]:
+    """The laws behind the values -> laws.parquet: the estimator with the best held-out likelihood.
+
+    Its choice, the candidates' held-out scores and the rule are recorded in
+    the laws' ``meta['selection']`` and in the result (``estimator``).
+    """
+    inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "ledger": samples["ledger_hash"],
+              "points": samples["points_hash"], "laws_mle": output_ref(laws_mle),
+              "laws_amortized": output_ref(laws_amortized), "method": method}
+    return run_stage(run_dir, "laws", inputs, lambda: pipeline.choose_laws(
+        run_dir, dataset["path"], sampling, laws_mle=pipeline.LAWS_MLE,
+        laws_amortized=pipeline.LAWS_AMORTIZED if laws_amortized else None, method=method))

@@ -14,35 +14,34 @@ from prefect.artifacts import create_markdown_artifact
 
 from pointscale import pipeline
 
-from ._cache import run_stage
-
-
-def _ref(result: Optional[dict[str, Any]]) -> Optional[dict[str, str]]:
-    """What a downstream key needs of an upstream result: its files' sha256 (None: not in this run)."""
-    return None if result is None else dict(result["output"])
+from ._cache import output_ref, run_stage
 
 
 @task(name="value")
 def value(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], samples: dict[str, Any],
-          laws_mle: dict[str, Any], laws_amortized: Optional[dict[str, Any]] = None,
+          laws: dict[str, Any], laws_mle: dict[str, Any], laws_amortized: Optional[dict[str, Any]] = None,
           target_sizes: Optional[list[int]] = None) -> dict[str, Any]:
-    """The values table -> values.parquet, from these laws (and no others)."""
+    """The values table -> values.parquet, from the chosen laws (``laws``: the choose-laws result).
+
+    The MLE and amortized laws give the comparison columns.
+    """
     inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "ledger": samples["ledger_hash"],
-              "points": samples["points_hash"], "laws_mle": _ref(laws_mle),
-              "laws_amortized": _ref(laws_amortized), "target_sizes": target_sizes}
+              "points": samples["points_hash"], "laws": output_ref(laws), "laws_mle": output_ref(laws_mle),
+              "laws_amortized": output_ref(laws_amortized), "target_sizes": target_sizes}
     return run_stage(run_dir, "values", inputs, lambda: pipeline.value(
-        run_dir, dataset["path"], sampling, target_sizes, laws_mle=pipeline.LAWS_MLE,
+        run_dir, dataset["path"], sampling, target_sizes, laws=pipeline.LAWS, laws_mle=pipeline.LAWS_MLE,
         laws_amortized=pipeline.LAWS_AMORTIZED if laws_amortized else None))
 
 
 @task(name="select")
-def select(run_dir: str, dataset: dict[str, Any], values: dict[str, Any], m: int) -> dict[str, Any]:
+def select(run_dir: str, dataset: dict[str, Any], laws: dict[str, Any], values: dict[str, Any],
+           m: int) -> dict[str, Any]:
     """The m most valuable points at the current size -> selection.parquet.
 
-    Ranked by the laws the value stage chose (``laws.parquet``: fit_laws'
-    choice, the laws behind ``shapley``), so it depends on that stage's result.
+    Ranked by the chosen laws (``laws.parquet``, the choose-laws result: the
+    laws behind ``shapley``); it follows the value stage.
     """
-    inputs = {"dataset": dataset["fingerprint"], "values": _ref(values), "m": m}
+    inputs = {"dataset": dataset["fingerprint"], "laws": output_ref(laws), "values": output_ref(values), "m": m}
     return run_stage(run_dir, "selection", inputs,
                      lambda: pipeline.select(run_dir, dataset["path"], m, laws=pipeline.LAWS))
 
@@ -51,14 +50,15 @@ def select(run_dir: str, dataset: dict[str, Any], values: dict[str, Any], m: int
 def removal(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any],
             values: dict[str, Any]) -> dict[str, Any]:
     """Removal curve: retrain without the lowest-valued points vs random ones."""
-    inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "values": _ref(values)}
+    inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "values": output_ref(values)}
     return run_stage(run_dir, "removal", inputs,
                      lambda: pipeline.removal(run_dir, dataset["path"], sampling, values=pipeline.VALUES))
 
 
 @task(name="report")
-def report(run_dir: str, dataset: dict[str, Any], laws_mle: dict[str, Any], values: dict[str, Any],
-           selection: Optional[dict[str, Any]], removal: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def report(run_dir: str, dataset: dict[str, Any], laws_mle: dict[str, Any], laws: dict[str, Any],
+           values: dict[str, Any], selection: Optional[dict[str, Any]],
+           removal: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """report.md with figures from exactly these outputs; the report, values and outputs in the UI."""
     import pandas as pd
 
@@ -67,11 +67,11 @@ def report(run_dir: str, dataset: dict[str, Any], laws_mle: dict[str, Any], valu
     from pointscale.runs import RunFolder
 
     has_curve = bool(removal) and pipeline.REMOVAL in removal["output"]
-    made = values["output"]  # the value stage's files: the chosen laws and the learning curve too
+    made = values["output"]  # the value stage's files: the learning curve too
     out = pipeline.report(run_dir, dataset["path"], laws=pipeline.LAWS_MLE, values=pipeline.VALUES,
                           selection=pipeline.SELECTION if selection else None,
                           removal=pipeline.REMOVAL if has_curve else None,
-                          chosen_laws=pipeline.LAWS if pipeline.LAWS in made else None,
+                          chosen_laws=pipeline.LAWS if pipeline.LAWS in laws["output"] else None,
                           learning_curve=pipeline.LEARNING_CURVE if pipeline.LEARNING_CURVE in made else None)
     run = RunFolder(run_dir)
     with open(out["path"], encoding="utf-8") as fh:

@@ -6,7 +6,10 @@
 * :func:`fit_log_ols` -- the log-space baseline for staggered (many-per-size) data.
 * :class:`AmortizedScalingLaws` -- one model predicting every point's law from
   its features, trained on all samples' likelihood at once.
-* :class:`FittedScalingLaws` -- the result object all three return.
+* :class:`FittedScalingLaws` -- the result object every estimator returns.
+* :mod:`.estimators` -- the one interface (:class:`LawEstimator`, :class:`FitContext`)
+  and the registry by name (:func:`register`, :func:`fit_estimator`) that ``auto`` iterates.
+* :func:`power_mean` -- S(α), the mean of k^(−α) over a size range (Shapley value = c·S(α)).
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ _EXPORTS = {
     "fit_mle": ".mle",
     "fit_log_ols": ".logols",
     "AmortizedScalingLaws": ".amortized",
+    "FitContext": ".estimators",
+    "LawEstimator": ".estimators",
+    "register": ".estimators",
+    "fit_estimator": ".estimators",
+    "power_mean": ".power",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -78,16 +78,20 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, DataError
+from ..sampling.ledger import oob_evidence
 from ..seeding import mix64, combine_ids
+from .estimators import FitContext, candidates, fit_estimator, get_estimator, registered
+from .likelihood import LOG_2PI
+from .power import power_mean
 from .result import FittedScalingLaws
 
 __all__ = ["fit_laws", "select_laws", "CANDIDATES", "holdout_mask"]
 
-#: Every estimator ``fit_laws`` knows, in tie-breaking order.
-CANDIDATES = ("shrinkage", "amortized_shrinkage", "mle", "amortized")
+#: The built-in estimators ``method="auto"`` chooses among, in tie-breaking order
+#: (the registry's ``auto_rank`` at import: :func:`pointscale.laws.estimators.candidates`).
+CANDIDATES = candidates()
 #: What the held-out likelihood scores (see the module docstring).
 TARGETS = ("shapley", "psi")
-_NEED_DATASET = ("amortized", "amortized_shrinkage")
 
 
 def holdout_mask(samples: pd.DataFrame, fraction: float, *, min_samples: int = 3, seed: int = 0) -> np.ndarray:
@@ -122,75 +126,8 @@ def _usable(samples: pd.DataFrame) -> pd.DataFrame:
     return samples.loc[keep]
 
 
-def _amortized(samples: pd.DataFrame, dataset: Any, oob: pd.DataFrame | None, seed: int,
-               params: Mapping[str, Any] | None) -> FittedScalingLaws:
-    from .amortized import AmortizedScalingLaws, training_points
-
-    # Trained on the same budget of points as the amortized stage (a seeded
-    # subsample beyond it), so its cost stops growing with the points; it
-    # still predicts every sampled point.
-    ids, train, train_samples = training_points(samples, seed)
-    idx = dataset.index_of(ids)
-    X = np.asarray(dataset.X_train)[idx]
-    y = np.asarray(dataset.y_train)[idx]
-    tpos = pd.Index(ids).get_indexer(train) if train.size < ids.size else np.arange(ids.size)
-    # The dataset knows its task; inferring it from y would call integer targets classes.
-    task = getattr(dataset, "task", "auto")
-    model = AmortizedScalingLaws(random_state=seed, **{"task": task, **dict(params or {})})
-    model.fit(X[tpos], y[tpos], train_samples, train, oob=oob)
-    return model.predict_laws(X, y, ids, samples=samples, oob=oob)
-
-
-def _fit(method: str, samples: pd.DataFrame, dataset: Any, oob, seed: int, params,
-         cache: dict[str, FittedScalingLaws]) -> FittedScalingLaws:
-    """One candidate on these samples; the amortized fit is shared by the two that use it."""
-    import warnings
-
-    from ..errors import ConvergenceWarning
-    from .mle import fit_mle
-    from .shrinkage import fit_shrinkage
-
-    if method in cache:
-        return cache[method]
-    with warnings.catch_warnings():
-        # Convergence problems are recorded in each law's flags; here they would be noise.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        if method == "mle":
-            laws = fit_mle(samples)
-        elif method == "shrinkage":
-            laws = fit_shrinkage(samples, covariates=oob_covariates(oob))
-        elif method == "amortized":
-            laws = _amortized(samples, dataset, oob, seed, params)
-        elif method == "amortized_shrinkage":
-            prior = _fit("amortized", samples, dataset, oob, seed, params, cache)
-            laws = fit_shrinkage(samples, prior=prior)
-        else:
-            raise ConfigError(f"method={method!r} must be 'auto' or one of {CANDIDATES}")
-    cache[method] = laws
-    return laws
-
-
-def oob_covariates(oob: pd.DataFrame | None) -> pd.DataFrame | None:
-    """Covariates of the shrinkage prior from out-of-bag evidence (None without evidence).
-
-    The mean score of the point's own label and the share predicted correctly
-    by models trained without it, and the mean score in the smallest and the
-    largest size bucket (the overall mean where a bucket is empty).
-    """
-    if oob is None or len(oob) == 0:
-        return None
-    frame = oob.set_index("point_id")
-    buckets = sorted(c for c in frame.columns if c.startswith("oob_score_b"))
-    cols = {"oob_score": frame["oob_score"], "oob_correct": frame["oob_correct"]}
-    for b in (buckets[:1] + buckets[-1:]) if buckets else []:
-        cols[b] = frame[b].fillna(frame["oob_score"])
-    return pd.DataFrame(cols)
-
-
 def heldout_terms(laws: FittedScalingLaws, heldout: pd.DataFrame) -> np.ndarray:
     """Gaussian NLL of every held-out sample under the law's own noise model at its size (NaN: no law)."""
-    from .likelihood import LOG_2PI
-
     pos = pd.Index(laws.point_ids).get_indexer(heldout["point_id"].to_numpy())
     p = np.maximum(pos, 0)
     k = heldout["k"].to_numpy(dtype=np.float64)
@@ -215,9 +152,6 @@ def heldout_terms_shapley(laws: FittedScalingLaws, heldout: pd.DataFrame, varian
     Shapley value over ``k_range`` (see "Selection rule"); NaN where a point
     has no law.
     """
-    from ..valuation.values import power_mean
-    from .likelihood import LOG_2PI
-
     lo, hi = int(k_range[0]), int(k_range[1])
     pos = pd.Index(laws.point_ids).get_indexer(heldout["point_id"].to_numpy())
     d = heldout["delta"].to_numpy(dtype=np.float64)
@@ -276,57 +210,30 @@ def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "au
     t0 = time.perf_counter()
     if not isinstance(samples, pd.DataFrame):
         raise DataError(f"samples must be a pandas DataFrame, got {type(samples).__name__}")
-    allowed = ("auto",) + CANDIDATES
+    allowed = ("auto",) + registered()
     if method not in allowed:
         raise ConfigError(f"method={method!r} must be one of {allowed}")
-    if method in _NEED_DATASET and dataset is None:
+    if method != "auto" and get_estimator(method).needs_dataset and dataset is None:
         raise ConfigError(f"method={method!r} needs the dataset (features and labels of the points)")
-    seed = int(random_state)
     usable = _usable(samples)
     full_cache: dict[str, FittedScalingLaws] = {k: v for k, v in dict(fitted or {}).items() if v is not None}
     if method != "auto":
-        laws = _fit(method, usable, dataset, oob, seed, amortized_params, full_cache)
+        context = _context(dataset, oob, random_state, k_range, amortized_params)
+        laws = fit_estimator(method, usable, context, full_cache)
         meta = {**laws.meta, "selection": {"method": method, "chosen": method}}
         return dataclasses.replace(laws, meta=meta), full_cache
 
-    cands = [c for c in (candidates or CANDIDATES) if c in CANDIDATES]
-    if dataset is None:
-        cands = [c for c in cands if c not in _NEED_DATASET]
-    if not cands:
-        raise ConfigError(f"no candidate estimator to choose from (candidates={candidates!r})")
+    cands = _candidates(candidates, dataset)
     if target not in TARGETS:
         raise ConfigError(f"target={target!r} must be one of {TARGETS}")
     if target == "shapley" and k_range is None and len(usable):
         k_range = (int(np.floor(usable["k"].min())), int(np.ceil(usable["k"].max())))
-    mask = holdout_mask(usable, holdout_fraction, seed=seed)
+    context = _context(dataset, oob, random_state, k_range, amortized_params)
+    mask = holdout_mask(usable, holdout_fraction, seed=int(random_state))
     train, held = usable.loc[~mask], usable.loc[mask]
-    scores: dict[str, float] = {}
-    psi: dict[str, float] = {}
-    shap: dict[str, float] = {}
-    terms: dict[str, np.ndarray] = {}
-    se: dict[str, float] = {}
-    errors: dict[str, str] = {}
-    cache: dict[str, FittedScalingLaws] = {}
-    if held.empty:
-        chosen = cands[0]
-    else:
-        variance = float(np.var(train["delta"].to_numpy(dtype=np.float64))) or 1.0
-        for c in cands:
-            try:
-                cand = _fit(c, train, dataset, oob, seed, amortized_params, cache)
-            except (DataError, ConfigError) as exc:  # e.g. too few points for the amortized model
-                scores[c] = psi[c] = float("inf")
-                errors[c] = str(exc)
-                continue
-            t_psi = heldout_terms(cand, held)
-            t_shap = heldout_terms_shapley(cand, held, variance, k_range) if target == "shapley" else None
-            psi[c] = _mean_or_inf(t_psi)
-            if t_shap is not None:
-                shap[c] = _mean_or_inf(t_shap)
-            terms[c] = t_shap if target == "shapley" else t_psi
-            scores[c] = _mean_or_inf(terms[c])
-        chosen, se = _one_se_choice(cands, scores, terms)
-    laws = _fit(chosen, usable, dataset, oob, seed, amortized_params, full_cache)
+    scored = _score_candidates(cands, train, held, context, target)
+    chosen = scored.chosen if scored.chosen is not None else cands[0]
+    laws = fit_estimator(chosen, usable, context, full_cache)
     selection = {
         "method": "auto",
         "chosen": chosen,
@@ -337,12 +244,12 @@ def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "au
               "one standard error (paired) of the lowest"),
         "target": target,
         "k_range": None if k_range is None else [int(k_range[0]), int(k_range[1])],
-        "heldout_nll": {c: (v if np.isfinite(v) else None) for c, v in scores.items()},
-        "heldout_nll_shapley": {c: (v if np.isfinite(v) else None) for c, v in shap.items()},
-        "heldout_nll_psi": {c: (v if np.isfinite(v) else None) for c, v in psi.items()},
-        "best": best_of(scores, cands) if scores else None,
-        "se_of_difference_to_best": {c: (v if np.isfinite(v) else None) for c, v in se.items()},
-        "errors": errors,
+        "heldout_nll": _finite_or_none(scored.scores),
+        "heldout_nll_shapley": _finite_or_none(scored.shapley),
+        "heldout_nll_psi": _finite_or_none(scored.psi),
+        "best": best_of(scored.scores, cands) if scored.scores else None,
+        "se_of_difference_to_best": _finite_or_none(scored.se),
+        "errors": scored.errors,
         "holdout_fraction": float(holdout_fraction),
         "n_heldout_samples": int(len(held)),
         "n_train_samples": int(len(train)),
@@ -351,6 +258,66 @@ def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "au
     }
     meta = {**laws.meta, "selection": selection}
     return dataclasses.replace(laws, meta=meta), full_cache
+
+
+def _context(dataset: Any, oob, random_state: int, k_range, amortized_params) -> FitContext:
+    params = {"amortized": dict(amortized_params)} if amortized_params else {}
+    return FitContext(dataset=dataset, oob=oob, random_state=int(random_state),
+                      k_range=None if k_range is None else (int(k_range[0]), int(k_range[1])), params=params)
+
+
+def _candidates(requested, dataset: Any) -> list[str]:
+    """The registry's auto candidates (in preference order) among ``requested``, fit for the data given."""
+    ranked = candidates()  # the registry now (an estimator registered after import counts)
+    cands = [c for c in (requested or ranked) if c in ranked]
+    if dataset is None:
+        cands = [c for c in cands if not get_estimator(c).needs_dataset]
+    if not cands:
+        raise ConfigError(f"no candidate estimator to choose from (candidates={requested!r})")
+    return cands
+
+
+def _finite_or_none(values: Mapping[str, float]) -> dict[str, float | None]:
+    return {c: (v if np.isfinite(v) else None) for c, v in values.items()}
+
+
+@dataclasses.dataclass
+class _Scores:
+    """The held-out scores of the candidates, and the choice they make (None: nothing held out)."""
+
+    chosen: str | None = None
+    scores: dict[str, float] = dataclasses.field(default_factory=dict)
+    psi: dict[str, float] = dataclasses.field(default_factory=dict)
+    shapley: dict[str, float] = dataclasses.field(default_factory=dict)
+    se: dict[str, float] = dataclasses.field(default_factory=dict)
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _score_candidates(cands, train: pd.DataFrame, held: pd.DataFrame, context: FitContext,
+                      target: str) -> _Scores:
+    """Fit every candidate on ``train`` and score it on ``held`` (see "Selection rule")."""
+    out = _Scores()
+    if held.empty:
+        return out
+    cache: dict[str, FittedScalingLaws] = {}
+    terms: dict[str, np.ndarray] = {}
+    variance = float(np.var(train["delta"].to_numpy(dtype=np.float64))) or 1.0
+    for c in cands:
+        try:
+            cand = fit_estimator(c, train, context, cache)
+        except (DataError, ConfigError) as exc:  # e.g. too few points for the amortized model
+            out.scores[c] = out.psi[c] = float("inf")
+            out.errors[c] = str(exc)
+            continue
+        t_psi = heldout_terms(cand, held)
+        t_shap = heldout_terms_shapley(cand, held, variance, context.k_range) if target == "shapley" else None
+        out.psi[c] = _mean_or_inf(t_psi)
+        if t_shap is not None:
+            out.shapley[c] = _mean_or_inf(t_shap)
+        terms[c] = t_shap if target == "shapley" else t_psi
+        out.scores[c] = _mean_or_inf(terms[c])
+    out.chosen, out.se = _one_se_choice(cands, out.scores, terms)
+    return out
 
 
 def fit_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "auto", ledger: Any = None,
@@ -396,8 +363,6 @@ def fit_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "auto"
     """
     oob = None
     if ledger is not None:
-        from ..sampling.oob import oob_evidence
-
         oob = oob_evidence(ledger)
         if oob.empty:
             oob = None

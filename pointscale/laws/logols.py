@@ -61,6 +61,26 @@ def _cell_regression(point: np.ndarray, x: np.ndarray, y: np.ndarray, n_points: 
     return slope, intercept, r2, cnt
 
 
+def _noise_model(cell_point: np.ndarray, cell_k: np.ndarray, n_cell: np.ndarray, var_cell: np.ndarray,
+                 ok: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """sigma, beta per point from the log-log regression of the bias-corrected cell variances.
+
+    NaN for points with fewer than two sizes having >= 2 samples and positive variance.
+    """
+    usable = (n_cell >= 2) & (var_cell > 0) & ok[cell_point]
+    sigma = np.full(n_points, np.nan)
+    beta = np.full(n_points, np.nan)
+    n_var_sizes = np.bincount(cell_point[usable], minlength=n_points)
+    if usable.any():
+        half = (n_cell[usable] - 1.0) / 2.0
+        lv = np.log(var_cell[usable]) - (digamma(half) - np.log(half))
+        slope, intercept, _, _ = _cell_regression(cell_point[usable], np.log(cell_k[usable]), lv, n_points)
+        has_var = n_var_sizes >= 2
+        beta = np.where(has_var, -slope, np.nan)
+        sigma = np.where(has_var, np.exp(0.5 * intercept), np.nan)
+    return sigma, beta
+
+
 def fit_log_ols(
     samples: pd.DataFrame,
     *,
@@ -125,17 +145,7 @@ def fit_log_ols(
     c = np.where(ok, c, np.nan)
 
     # 4. sigma, beta from the bias-corrected log variances.
-    usable = (n_cell >= 2) & (var_cell > 0) & ok[cell_point]
-    sigma = np.full(P, np.nan)
-    beta = np.full(P, np.nan)
-    n_var_sizes = np.bincount(cell_point[usable], minlength=P)
-    if usable.any():
-        half = (n_cell[usable] - 1.0) / 2.0
-        lv = np.log(var_cell[usable]) - (digamma(half) - np.log(half))
-        slope, intercept, _, _ = _cell_regression(cell_point[usable], np.log(cell_k[usable]), lv, P)
-        has_var = n_var_sizes >= 2
-        beta = np.where(has_var, -slope, np.nan)
-        sigma = np.where(has_var, np.exp(0.5 * intercept), np.nan)
+    sigma, beta = _noise_model(cell_point, cell_k, n_cell, var_cell, ok, P)
     nll = mean_nll_by_point(codes, k, delta, c, alpha, sigma, beta, n_points=P)
     nll = np.where(np.isfinite(sigma) & np.isfinite(c), nll, np.nan)
 

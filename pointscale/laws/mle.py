@@ -300,60 +300,16 @@ def fit_mle(
     ConfigError
         If an option is out of range.
     """
-    if min_samples < 3:
-        raise ConfigError(f"min_samples={min_samples} must be >= 3 (four parameters, two profiled out)")
-    if not 0.0 < level < 1.0:
-        raise ConfigError(f"level={level} must lie in (0, 1)")
-    if not 0.0 < poor_fit_pvalue < 1.0:
-        raise ConfigError(f"poor_fit_pvalue={poor_fit_pvalue} must lie in (0, 1)")
-    if max_iter < 1:
-        raise ConfigError(f"max_iter={max_iter} must be >= 1")
+    _check_options(min_samples, level, poor_fit_pvalue, max_iter)
     t_start = time.perf_counter()
     ids, codes, k, delta, counts = prepare_samples(samples)
     P = ids.shape[0]
     order = np.argsort(codes, kind="stable")
     codes, k, delta = codes[order], k[order], delta[order]
     n = np.bincount(codes, minlength=P).astype(np.int64)
-    sumsq = np.bincount(codes, delta * delta, minlength=P)
-    # alpha is identified only with at least two distinct sizes.
-    has = np.flatnonzero(n > 0)
-    starts = np.concatenate([[0], np.cumsum(n[has])[:-1]]).astype(np.intp)
-    two_sizes = np.zeros(P, dtype=bool)
-    if has.size:
-        two_sizes[has] = np.minimum.reduceat(k, starts) < np.maximum.reduceat(k, starts)
-
-    too_few = n < min_samples
-    zero = ~too_few & (sumsq == 0.0)
-    single_k = ~too_few & ~two_sizes
-    fit = ~too_few & ~zero & ~single_k
-    fit_idx = np.flatnonzero(fit)
-
-    nan = lambda: np.full(P, np.nan)  # noqa: E731
-    c, alpha, sigma, beta, nll = nan(), nan(), nan(), nan(), nan()
-    var_c, var_a, cov_ca, pval, sign_z = nan(), nan(), nan(), nan(), nan()
-    a_lo, a_hi, c_lo, c_hi = nan(), nan(), nan(), nan()
-    flag = {
-        name: np.zeros(P, dtype=bool)
-        for name in (
-            "too_few_samples",
-            "alpha_unidentifiable",
-            "zero_variance",
-            "alpha_at_bound",
-            "beta_at_bound",
-            "sign_uncertain",
-            "poor_fit",
-            "not_converged",
-            "fisher_fallback",
-        )
-    }
-    flag["too_few_samples"][too_few] = True
-    flag["alpha_unidentifiable"][single_k | (zero & ~two_sizes)] = True
-    # All-zero deltas: the law is psi = 0 exactly; alpha and beta are undefined.
-    flag["zero_variance"][zero] = True
-    c[zero], sigma[zero] = 0.0, 0.0
-    c_lo[zero], c_hi[zero] = 0.0, 0.0
-    var_c[zero] = 0.0
-    flag["sign_uncertain"][zero] = True
+    est = {name: np.full(P, np.nan) for name in _ESTIMATES}
+    flag = {name: np.zeros(P, dtype=bool) for name in _FLAGS}
+    fit_idx = _screen_points(codes, k, delta, n, min_samples, est, flag)
 
     n_iter = n_iter0 = 0
     if fit_idx.size:
@@ -362,19 +318,7 @@ def fit_mle(
         # that are dealt with explicitly below; keep numpy quiet about them.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             res = _fit_packed(packed, level=level, max_iter=max_iter, tol=tol)
-        i = packed.point_index
-        c[i], alpha[i], sigma[i], beta[i], nll[i] = res["c"], res["alpha"], res["sigma"], res["beta"], res["nll"]
-        var_c[i], var_a[i], cov_ca[i] = res["var_c"], res["var_alpha"], res["cov_c_alpha"]
-        pval[i], sign_z[i] = res["lrt_pvalue"], res["sign_z"]
-        a_lo[i], a_hi[i], c_lo[i], c_hi[i] = res["alpha_low"], res["alpha_high"], res["c_low"], res["c_high"]
-        a_fit, b_fit = res["alpha"], res["beta"]
-        flag["alpha_at_bound"][i] = (a_fit <= _BOUND_TOL) | (a_fit >= PARAM_MAX - _BOUND_TOL)
-        flag["beta_at_bound"][i] = (b_fit <= _BOUND_TOL) | (b_fit >= PARAM_MAX - _BOUND_TOL)
-        flag["sign_uncertain"][i] = res["sign_uncertain"]
-        flag["poor_fit"][i] = res["lrt_pvalue"] >= poor_fit_pvalue
-        flag["not_converged"][i] = ~res["converged"]
-        flag["fisher_fallback"][i] = res["fisher_fallback"]
-        flag["zero_variance"][i] = res["exact"]
+        _store_fits(packed.point_index, res, est, flag, poor_fit_pvalue)
         n_iter, n_iter0 = res["iterations"], res["iterations_null"]
         if not res["converged"].all():
             warnings.warn(
@@ -403,22 +347,76 @@ def fit_mle(
     k_range = (int(np.floor(k.min())), int(np.ceil(k.max()))) if k.size else None
     return FittedScalingLaws(
         point_ids=ids,
-        c=c,
-        alpha=alpha,
-        sigma=sigma,
-        beta=beta,
-        nll=nll,
         n_samples=n,
         estimator="mle",
-        alpha_low=a_lo,
-        alpha_high=a_hi,
-        c_low=c_lo,
-        c_high=c_hi,
         flags=flag,
-        extra={"var_c": var_c, "var_alpha": var_a, "cov_c_alpha": cov_ca, "lrt_pvalue": pval, "sign_z": sign_z},
+        extra={name: est[name] for name in _EXTRAS},
         k_range=k_range,
         meta=meta,
+        **{name: est[name] for name in _ESTIMATES if name not in _EXTRAS},
     )
+
+
+#: Per-point estimates: the law, its intervals and the extras (NaN where not fitted).
+_EXTRAS = ("var_c", "var_alpha", "cov_c_alpha", "lrt_pvalue", "sign_z")
+_ESTIMATES = ("c", "alpha", "sigma", "beta", "nll", "alpha_low", "alpha_high", "c_low", "c_high") + _EXTRAS
+_FLAGS = ("too_few_samples", "alpha_unidentifiable", "zero_variance", "alpha_at_bound", "beta_at_bound",
+          "sign_uncertain", "poor_fit", "not_converged", "fisher_fallback")
+
+
+def _check_options(min_samples: int, level: float, poor_fit_pvalue: float, max_iter: int) -> None:
+    if min_samples < 3:
+        raise ConfigError(f"min_samples={min_samples} must be >= 3 (four parameters, two profiled out)")
+    if not 0.0 < level < 1.0:
+        raise ConfigError(f"level={level} must lie in (0, 1)")
+    if not 0.0 < poor_fit_pvalue < 1.0:
+        raise ConfigError(f"poor_fit_pvalue={poor_fit_pvalue} must lie in (0, 1)")
+    if max_iter < 1:
+        raise ConfigError(f"max_iter={max_iter} must be >= 1")
+
+
+def _screen_points(codes: np.ndarray, k: np.ndarray, delta: np.ndarray, n: np.ndarray, min_samples: int,
+                   est: dict[str, np.ndarray], flag: dict[str, np.ndarray]) -> np.ndarray:
+    """Flag the points that cannot be fitted and set the all-zero ones; the indices of the rest.
+
+    ``codes``, ``k``, ``delta`` sorted by point; ``n`` samples per point.
+    """
+    P = n.shape[0]
+    sumsq = np.bincount(codes, delta * delta, minlength=P)
+    # alpha is identified only with at least two distinct sizes.
+    has = np.flatnonzero(n > 0)
+    starts = np.concatenate([[0], np.cumsum(n[has])[:-1]]).astype(np.intp)
+    two_sizes = np.zeros(P, dtype=bool)
+    if has.size:
+        two_sizes[has] = np.minimum.reduceat(k, starts) < np.maximum.reduceat(k, starts)
+
+    too_few = n < min_samples
+    zero = ~too_few & (sumsq == 0.0)
+    single_k = ~too_few & ~two_sizes
+    flag["too_few_samples"][too_few] = True
+    flag["alpha_unidentifiable"][single_k | (zero & ~two_sizes)] = True
+    # All-zero deltas: the law is psi = 0 exactly; alpha and beta are undefined.
+    flag["zero_variance"][zero] = True
+    est["c"][zero], est["sigma"][zero] = 0.0, 0.0
+    est["c_low"][zero], est["c_high"][zero] = 0.0, 0.0
+    est["var_c"][zero] = 0.0
+    flag["sign_uncertain"][zero] = True
+    return np.flatnonzero(~too_few & ~zero & ~single_k)
+
+
+def _store_fits(i: np.ndarray, res: dict[str, Any], est: dict[str, np.ndarray], flag: dict[str, np.ndarray],
+                poor_fit_pvalue: float) -> None:
+    """Copy the fits of points ``i`` (:func:`_fit_packed`'s result) into the estimates and flags."""
+    for name in _ESTIMATES:
+        est[name][i] = res[name]
+    a_fit, b_fit = res["alpha"], res["beta"]
+    flag["alpha_at_bound"][i] = (a_fit <= _BOUND_TOL) | (a_fit >= PARAM_MAX - _BOUND_TOL)
+    flag["beta_at_bound"][i] = (b_fit <= _BOUND_TOL) | (b_fit >= PARAM_MAX - _BOUND_TOL)
+    flag["sign_uncertain"][i] = res["sign_uncertain"]
+    flag["poor_fit"][i] = res["lrt_pvalue"] >= poor_fit_pvalue
+    flag["not_converged"][i] = ~res["converged"]
+    flag["fisher_fallback"][i] = res["fisher_fallback"]
+    flag["zero_variance"][i] = res["exact"]
 
 
 def _fit_packed(packed: PackedSamples, *, level: float, max_iter: int, tol: float) -> dict[str, Any]:

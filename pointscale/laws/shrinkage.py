@@ -424,14 +424,7 @@ def fit_shrinkage(
         ``var_alpha``, ``cov_c_alpha``) and ``sign_z``; ``meta['population']``
         holds the learned prior.
     """
-    if min_samples < 1:
-        raise ConfigError(f"min_samples={min_samples} must be >= 1")
-    if not 0.0 < level < 1.0:
-        raise ConfigError(f"level={level} must lie in (0, 1)")
-    if max_iter < 1:
-        raise ConfigError(f"max_iter={max_iter} must be >= 1")
-    if prior_scale not in ("auto", "relative", "absolute"):
-        raise ConfigError(f"prior_scale={prior_scale!r} must be 'auto', 'relative' or 'absolute'")
+    _check_options(min_samples, level, max_iter, prior_scale)
     t0 = time.perf_counter()
     ids, codes, k, delta, counts = prepare_samples(samples)
     P = ids.shape[0]
@@ -463,41 +456,11 @@ def fit_shrinkage(
         flag["sign_uncertain"][keep] = True
         keep = keep[:0]
     if keep.size:
-        packed = _pack_global(codes, k, delta, keep, np.log(kr), scale)
-        base = None if prior is None else prior_from_laws(prior, ids[keep], k_ref=kr, scale=scale)
-        X = None if covariates is None else _standardise(covariates, ids[keep])
-        families = ("relative", "absolute") if prior_scale == "auto" else (prior_scale,)
-        # The population is learned on at most _EM_POINTS points (chosen by a
-        # keyed hash of their ids, so independent of row order): two thousand
-        # points pin the prior's means and spreads to a few percent, and the
-        # EM's many iterations then cost little on large runs. Every point's
-        # mode is then found under that prior.
-        sub = np.arange(keep.size)
-        if keep.size > _EM_POINTS:
-            sub = np.sort(np.argsort(point_keys(ids[keep], 0), kind="stable")[:_EM_POINTS])
-        p_sub = packed if sub.size == keep.size else packed.take(sub)
-        b_sub = None if base is None else base[sub]
-        x_sub = None if X is None else X[sub]
-        best, evidence = None, {}
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for family in families:
-                res = _em(p_sub, b_sub, relative=family == "relative", max_iter=max_iter, tol=tol, X=x_sub)
-                evidence[family] = _log_evidence(res)
-                if best is None or evidence[family] > evidence[best[1]]:
-                    best = (res, family)
-            res, family = best
-            em_iterations = res["iterations"]
-            if sub.size < keep.size:
-                prior_full = res["prior"].copy_for(base, X)
-                mode_res = _modes(packed, prior_full, base, max_iter=max_iter, tol=tol)
-                mode_res["converged"] = mode_res["converged"] and res["converged"]
-                res = mode_res
-            _finish(res, packed, kr, scale, level, out, flag)
-        meta.update({"population": _population(res["prior"]), "em_iterations": em_iterations,
-                     "em_points": int(sub.size), "iterations": res["iterations"],
-                     "converged": bool(res["converged"]), "prior_scale": family,
-                     "log_evidence_per_point": {f: v / sub.size for f, v in evidence.items()}})
-        if not res["converged"]:
+        fitted = _fit_population(codes, k, delta, ids, keep, kr, scale, prior=prior, covariates=covariates,
+                                 prior_scale=prior_scale, level=level, max_iter=max_iter, tol=tol,
+                                 out=out, flag=flag)
+        meta.update(fitted)
+        if not fitted["converged"]:
             warnings.warn(f"shrinkage EM did not converge in max_iter={max_iter} iterations "
                           "(flag 'not_converged')", ConvergenceWarning, stacklevel=2)
     meta["seconds"] = round(time.perf_counter() - t0, 4)
@@ -510,6 +473,60 @@ def fit_shrinkage(
         alpha_high=out["alpha_high"], c_low=out["c_low"], c_high=out["c_high"], flags=flag,
         extra=extra, k_range=(int(np.floor(k_lo)), int(np.ceil(k_hi))) if used.any() else None, meta=meta,
     )
+
+
+def _check_options(min_samples: int, level: float, max_iter: int, prior_scale: str) -> None:
+    if min_samples < 1:
+        raise ConfigError(f"min_samples={min_samples} must be >= 1")
+    if not 0.0 < level < 1.0:
+        raise ConfigError(f"level={level} must lie in (0, 1)")
+    if max_iter < 1:
+        raise ConfigError(f"max_iter={max_iter} must be >= 1")
+    if prior_scale not in ("auto", "relative", "absolute"):
+        raise ConfigError(f"prior_scale={prior_scale!r} must be 'auto', 'relative' or 'absolute'")
+
+
+def _fit_population(codes, k, delta, ids, keep, kr: float, scale: float, *, prior, covariates, prior_scale: str,
+                    level: float, max_iter: int, tol: float, out: dict[str, np.ndarray],
+                    flag: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Learn the prior (EM), find every kept point's mode under it, fill ``out`` and ``flag``.
+
+    Returns the fit's entries of ``meta`` (``converged`` among them).
+    """
+    packed = _pack_global(codes, k, delta, keep, np.log(kr), scale)
+    base = None if prior is None else prior_from_laws(prior, ids[keep], k_ref=kr, scale=scale)
+    X = None if covariates is None else _standardise(covariates, ids[keep])
+    families = ("relative", "absolute") if prior_scale == "auto" else (prior_scale,)
+    # The population is learned on at most _EM_POINTS points (chosen by a
+    # keyed hash of their ids, so independent of row order): two thousand
+    # points pin the prior's means and spreads to a few percent, and the
+    # EM's many iterations then cost little on large runs. Every point's
+    # mode is then found under that prior.
+    sub = np.arange(keep.size)
+    if keep.size > _EM_POINTS:
+        sub = np.sort(np.argsort(point_keys(ids[keep], 0), kind="stable")[:_EM_POINTS])
+    p_sub = packed if sub.size == keep.size else packed.take(sub)
+    b_sub = None if base is None else base[sub]
+    x_sub = None if X is None else X[sub]
+    best, evidence = None, {}
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for family in families:
+            res = _em(p_sub, b_sub, relative=family == "relative", max_iter=max_iter, tol=tol, X=x_sub)
+            evidence[family] = _log_evidence(res)
+            if best is None or evidence[family] > evidence[best[1]]:
+                best = (res, family)
+        res, family = best
+        em_iterations = res["iterations"]
+        if sub.size < keep.size:
+            prior_full = res["prior"].copy_for(base, X)
+            mode_res = _modes(packed, prior_full, base, max_iter=max_iter, tol=tol)
+            mode_res["converged"] = mode_res["converged"] and res["converged"]
+            res = mode_res
+        _finish(res, packed, kr, scale, level, out, flag)
+    return {"population": _population(res["prior"]), "em_iterations": em_iterations,
+            "em_points": int(sub.size), "iterations": res["iterations"],
+            "converged": bool(res["converged"]), "prior_scale": family,
+            "log_evidence_per_point": {f: v / sub.size for f, v in evidence.items()}}
 
 
 def _start(packed: PackedSamples, base: np.ndarray | None) -> np.ndarray:

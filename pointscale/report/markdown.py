@@ -276,181 +276,261 @@ def write_report(
     run_dir = Path(run_dir)
     fig_dir = run_dir / FIGURE_DIR
     experiments = dict(experiments or {})
-    k_range = _k_range(laws, values)
     info = _dataset_info(dataset)
-    md: list[str] = [f"# pointscale report{': ' + str(info['name']) if info.get('name') else ''}", ""]
-    md += ["```", report_summary(dataset=dataset, laws=laws, values=values, experiments=experiments,
-                                 evaluation=evaluation, manifest=manifest), "```", ""]
-
-    def figure(path: Path | None, caption: str) -> None:
-        if path is not None:
-            md.extend([f"![{caption}]({FIGURE_DIR}/{path.name})", "", f"*{caption}*", ""])
-
-    if info:
-        md += ["## Data", ""] + [f"- {k}: {_fmt(v)}" for k, v in info.items()] + [""]
-
-    if estimator_choice:
-        md += ["## Estimator", ""]
-        chosen = estimator_choice.get("chosen")
-        if estimator_choice.get("method") == "auto":
-            target = estimator_choice.get("target")
-            what = {"shapley": "of the candidate's Shapley value over the sampled range (one shared variance)",
-                    "psi": "of the candidate's law for psi_k at the sample's size (its own noise model)"}.get(target, "")
-            md += [f"`shapley` (and the selection) comes from the **{chosen}** laws, chosen by held-out likelihood: "
-                   f"{estimator_choice.get('n_heldout_samples')} samples held out "
-                   f"({_fmt(estimator_choice.get('holdout_fraction'))} of each point's), every candidate "
-                   f"fitted on the rest; mean Gaussian NLL per held-out sample {what} (lower is better; the "
-                   "first candidate within one standard error of the lowest is chosen):", "",
-                   markdown_table(pd.DataFrame([{"estimator": k, "heldout_nll": v}
-                                                for k, v in (estimator_choice.get("heldout_nll") or {}).items()])),
-                   ""]
-        else:
-            md += [f"`shapley` comes from the **{chosen}** laws (chosen by the user).", ""]
-    if laws is not None:
-        md += ["## Scaling laws", "", "```", laws.summary(), "```", ""]
-    if values is not None and len(values):
-        figure(_fig.alpha_histogram(values, fig_dir / "alpha_hist.png"),
-               "Distribution of α: large α = valuable mostly in small datasets")
-        kmax_plot = None
-        vcols = [c for c in values.columns if c.startswith("value_at_") and not c.endswith(("_low", "_high"))]
-        sizes = []
-        for c in vcols:
-            try:
-                sizes.append(float(c[len("value_at_"):]))
-            except ValueError:
-                pass
-        if sizes:
-            kmax_plot = max(sizes)
-        figure(_fig.psi_curves(values, fig_dir / "psi_curves.png", k_range=k_range, k_max_plot=kmax_plot),
-               "ψ_k = c·k^(−α) for the most and least valuable points; grey: sampled sizes")
-
-        md += ["## Most and least valuable points", ""]
-        if k_range:
-            kr = values.attrs.get("k_range_shapley", list(k_range))
-            md += [f"Shapley value = mean of ψ_k over k = {kr[0]}..{kr[1]}.", ""]
-        tb = pd.DataFrame(top_bottom_points(values, top_n)) if "shapley" in values.columns else pd.DataFrame()
-        if not tb.empty:
-            md += [markdown_table(tb, ["group", "rank", "point_id", "label", "shapley", "c", "alpha",
-                                       "estimator", "n_samples"]), ""]
-        if vcols:
-            md += ["### Values at target sizes", ""]
-            rows = []
-            for c in vcols:
-                lab = c[len("value_at_"):]
-                v = values[c].to_numpy(dtype=np.float64)
-                ex = values.get(f"extrapolated_{lab}")
-                rows.append({"size": lab, "median": np.nanmedian(v) if np.isfinite(v).any() else np.nan,
-                             "negative": int(np.sum(v < 0)),
-                             "extrapolated": bool(np.any(ex)) if ex is not None else False})
-            md += [markdown_table(pd.DataFrame(rows)), "",
-                   "Sizes outside the sampled range are extrapolations of the fitted law.", ""]
-        h = harmful_points(values)
-        md += ["## Harmful points (negative c)", ""]
-        if h.empty:
-            md += ["No point has a negative c.", ""]
-        else:
-            n_all = int(np.sum(values["c"].to_numpy(dtype=np.float64) < 0))
-            md += [f"{n_all} point(s) have c < 0: adding them is predicted to *lower* the score at every "
-                   f"size. The most harmful {len(h)}; `confident` = the 95 % interval of c lies below zero.", ""]
-            flag_cols = [c for c in h.columns if c.startswith("flag_")]
-            h = h.assign(flags=[", ".join(c[5:] for c in flag_cols if _true(r[c])) for _, r in h.iterrows()])
-            md += [markdown_table(h, ["point_id", "label", "shapley", "c", "c_low", "c_high", "confident",
-                                      "alpha", "flags"]), ""]
-        flag_cols = [c for c in values.columns if c.startswith("flag_")]
-        if flag_cols:
-            md += ["### Diagnostic flags", "",
-                   markdown_table(pd.DataFrame({"flag": [c[5:] for c in flag_cols],
-                                                "points": [int(values[c].fillna(False).sum()) for c in flag_cols]})),
-                   ""]
-        if {"mc_mean", "shapley"} <= set(values.columns):
-            md += ["## Law-based value vs Monte Carlo", ""]
-            figure(_fig.value_vs_monte_carlo(values, fig_dir / "value_vs_mc.png"),
-                   "Law-based Shapley value against the plain mean of the same samples")
-
-    if learning_curve and "epsilon" in learning_curve:
-        lc = learning_curve
-        md += ["## Learning curve (how much would more data help?)", "",
-               f"From the {lc['n_bases']} base fits of the sampling (sizes {lc['k_range'][0]}..{lc['k_range'][1]}), "
-               f"utility `{lc.get('metric', 'U')}`: U(k) = ε − c·k^(−α) with ε = {_fmt(lc['epsilon'])} "
-               f"[{_fmt(lc['epsilon_low'])}, {_fmt(lc['epsilon_high'])}], c = {_fmt(lc['c'])} "
-               f"[{_fmt(lc['c_low'])}, {_fmt(lc['c_high'])}], α = {_fmt(lc['alpha'])} "
-               f"[{_fmt(lc['alpha_low'])}, {_fmt(lc['alpha_high'])}] (95 % bootstrap intervals).", "",
-               markdown_table(pd.DataFrame(lc["predictions"]), ["k", "u", "low", "high", "extrapolated"]), "",
-               "Rows are the current pool, 2× and 10× it; sizes beyond the sampled range are extrapolations.",
-               ""]
-    elif learning_curve and learning_curve.get("skipped"):
-        md += ["## Learning curve", "", f"Not fitted: {learning_curve['skipped']}", ""]
-
-    if selection is not None and len(selection):
-        md += ["## Selected points", ""]
-        n_at = selection["n_current"].iloc[0] if "n_current" in selection.columns else None
-        if n_at is not None:
-            by = (f" by the {selection['estimator'].iloc[0]} laws (the estimator behind `shapley`)"
-                  if "estimator" in selection.columns else "")
-            md += [f"The {len(selection)} candidates with the highest predicted ψ at size {_fmt(n_at)}{by}.", ""]
-        md += [markdown_table(selection.head(50), ["rank", "point_id", "label", "predicted_value"]), ""]
-        if len(selection) > 50:
-            md += [f"(first 50 of {len(selection)}; all in selection.parquet)", ""]
-
-    summ, msgs, settings = _addition_summary(experiments.get("point_addition"))
-    if summ is not None and not summ.empty:
-        md += ["## Point addition", ""]
-        if settings:
-            md += ["Settings: " + ", ".join(f"{k}={_fmt(v) if not isinstance(v, list) else v}"
-                                           for k, v in settings.items()), ""]
-        md += [f"- note: {m}" for m in msgs] + ([""] if msgs else [])
-        md += [markdown_table(summ, ["regime", "n_initial", "ranking", "metric", "m", "mean_gain", "se_gain",
-                                     "mean_gain_vs_random", "se_gain_vs_random", "n_repeats", "n_failed"]), "",
-               "Expected: the ranking at the matching size gains most in each regime; all law-based "
-               "rankings beat random. `vs random` is the paired difference (same initial data).", ""]
-        figure(_fig.selection_gains(summ, fig_dir / "selection_gains.png"),
-               f"Change of the test {_fig._metric_name(summ)} after adding the selected points (mean ± s.e.)")
-
-    removal = experiments.get("removal")
-    if removal is not None and len(removal):
-        name = _fig._metric_name(removal)
-        n_test = int(removal["n_test"].iloc[0]) if "n_test" in removal.columns else None
-        md += ["## Removal curves", ""]
-        if "n_pool_used" in removal.columns and info.get("n_pool") \
-                and int(removal["n_pool_used"].iloc[0]) < int(info["n_pool"]):
-            md += [f"Computed on a seeded random subsample of {int(removal['n_pool_used'].iloc[0])} of the "
-                   f"{int(info['n_pool'])} pool points (each fraction refits the model; the budget bounds "
-                   "the cost); fractions are of the valued points in the subsample.", ""]
-        md += [f"`score` is test {name}" + (f" on {n_test} test rows" + (
-                   f" (one row = {100 / n_test:.2f} pp: differences of a row or two are noise)"
-                   if name == "accuracy" and n_test < 500 else "") if n_test else "") + ".", "",
-               markdown_table(removal, ["strategy", "fraction", "n_removed", "metric", "score", "se", "n_failed"]), ""]
-        figure(_fig.removal_curves(removal, fig_dir / "removal_curves.png"),
-               f"Test {name} after removing valued points, lowest-valued first, highest first, or at random")
-
-    noisy = experiments.get("noisy_label")
-    if noisy:
-        md += ["## Noisy-label check", "",
-               f"Flipped the labels of {noisy.get('n_flipped')} of {noisy.get('n_points')} valued points "
-               f"({_fmt(noisy.get('flip_fraction'))}). How well a low value singles them out (ROC AUC; 0.5 = chance):",
-               "",
-               markdown_table(pd.DataFrame([
-                   {"score": "law-based Shapley", "auc": noisy.get("auc_shapley")},
-                   {"score": "c", "auc": noisy.get("auc_c")},
-                   {"score": "Monte Carlo mean", "auc": noisy.get("auc_monte_carlo")},
-               ])), "",
-               f"Points with c < 0 that were flipped (precision): {_fmt(noisy.get('negative_c_precision'))}; "
-               f"flipped points with c < 0 (recall): {_fmt(noisy.get('negative_c_recall'))}.", ""]
-
-    if evaluation is not None and len(evaluation):
-        md += ["## Accuracy against ground truth", "",
-               markdown_table(evaluation, ["method", "target", "n_points", "explained_variance", "pearson",
-                                           "spearman", "sign_agreement"]), "",
-               "Explained variance = 1 − MSE / Var(truth); targets are sizes k (ψ_k) or the Shapley value.", ""]
-
-    if manifest:
-        md += ["## Run", ""]
-        for k, v in manifest.items():
-            text = json.dumps(v, default=str, sort_keys=True) if isinstance(v, (dict, list, tuple)) else _fmt(v)
-            md.append(f"- {k}: {text}")
-        md.append("")
-
+    md = _title_section(info, report_summary(dataset=dataset, laws=laws, values=values, experiments=experiments,
+                                             evaluation=evaluation, manifest=manifest))
+    md += _data_section(info)
+    md += _estimator_section(estimator_choice)
+    md += _laws_section(laws)
+    md += _values_sections(values, fig_dir, _k_range(laws, values), top_n)
+    md += _learning_curve_section(learning_curve)
+    md += _selection_section(selection)
+    md += _point_addition_section(experiments.get("point_addition"), fig_dir)
+    md += _removal_section(experiments.get("removal"), info, fig_dir)
+    md += _noisy_label_section(experiments.get("noisy_label"))
+    md += _evaluation_section(evaluation)
+    md += _run_section(manifest)
     return atomic_write_text(run_dir / "report.md", "\n".join(md).rstrip() + "\n")
+
+
+# --------------------------------------------------------------------------- the report's sections
+# Each returns its Markdown lines (none when its input is absent) and draws its figures.
+
+
+def _figure(path: Path | None, caption: str) -> list[str]:
+    """A drawn figure and its caption (nothing when the figure was not drawn)."""
+    if path is None:
+        return []
+    return [f"![{caption}]({FIGURE_DIR}/{path.name})", "", f"*{caption}*", ""]
+
+
+def _title_section(info: Mapping[str, Any], summary: str) -> list[str]:
+    return [f"# pointscale report{': ' + str(info['name']) if info.get('name') else ''}", "",
+            "```", summary, "```", ""]
+
+
+def _data_section(info: Mapping[str, Any]) -> list[str]:
+    if not info:
+        return []
+    return ["## Data", ""] + [f"- {k}: {_fmt(v)}" for k, v in info.items()] + [""]
+
+
+def _estimator_section(choice: Mapping[str, Any] | None) -> list[str]:
+    """Which estimator's laws give ``shapley``, and, for the automatic choice, its held-out scores."""
+    if not choice:
+        return []
+    md = ["## Estimator", ""]
+    chosen = choice.get("chosen")
+    if choice.get("method") != "auto":
+        return md + [f"`shapley` comes from the **{chosen}** laws (chosen by the user).", ""]
+    target = choice.get("target")
+    what = {"shapley": "of the candidate's Shapley value over the sampled range (one shared variance)",
+            "psi": "of the candidate's law for psi_k at the sample's size (its own noise model)"}.get(target, "")
+    return md + [f"`shapley` (and the selection) comes from the **{chosen}** laws, chosen by held-out likelihood: "
+                 f"{choice.get('n_heldout_samples')} samples held out "
+                 f"({_fmt(choice.get('holdout_fraction'))} of each point's), every candidate "
+                 f"fitted on the rest; mean Gaussian NLL per held-out sample {what} (lower is better; the "
+                 "first candidate within one standard error of the lowest is chosen):", "",
+                 markdown_table(pd.DataFrame([{"estimator": k, "heldout_nll": v}
+                                              for k, v in (choice.get("heldout_nll") or {}).items()])),
+                 ""]
+
+
+def _laws_section(laws: FittedScalingLaws | None) -> list[str]:
+    if laws is None:
+        return []
+    return ["## Scaling laws", "", "```", laws.summary(), "```", ""]
+
+
+def _value_columns(values: pd.DataFrame) -> list[str]:
+    """The ``value_at_<size>`` columns (without their interval bounds)."""
+    return [c for c in values.columns if c.startswith("value_at_") and not c.endswith(("_low", "_high"))]
+
+
+def _values_sections(values: pd.DataFrame | None, fig_dir: Path, k_range: tuple[int, int] | None,
+                     top_n: int) -> list[str]:
+    """The figures of α and ψ_k, then the sections on the values table."""
+    if values is None or not len(values):
+        return []
+    vcols = _value_columns(values)
+    sizes = []
+    for c in vcols:
+        try:
+            sizes.append(float(c[len("value_at_"):]))
+        except ValueError:
+            pass
+    kmax_plot = max(sizes) if sizes else None
+    md = _figure(_fig.alpha_histogram(values, fig_dir / "alpha_hist.png"),
+                 "Distribution of α: large α = valuable mostly in small datasets")
+    md += _figure(_fig.psi_curves(values, fig_dir / "psi_curves.png", k_range=k_range, k_max_plot=kmax_plot),
+                  "ψ_k = c·k^(−α) for the most and least valuable points; grey: sampled sizes")
+    md += _top_bottom_section(values, k_range, top_n)
+    md += _target_sizes_section(values, vcols)
+    md += _harmful_section(values)
+    md += _flags_section(values)
+    md += _monte_carlo_section(values, fig_dir)
+    return md
+
+
+def _top_bottom_section(values: pd.DataFrame, k_range: tuple[int, int] | None, top_n: int) -> list[str]:
+    md = ["## Most and least valuable points", ""]
+    if k_range:
+        kr = values.attrs.get("k_range_shapley", list(k_range))
+        md += [f"Shapley value = mean of ψ_k over k = {kr[0]}..{kr[1]}.", ""]
+    tb = pd.DataFrame(top_bottom_points(values, top_n)) if "shapley" in values.columns else pd.DataFrame()
+    if not tb.empty:
+        md += [markdown_table(tb, ["group", "rank", "point_id", "label", "shapley", "c", "alpha",
+                                   "estimator", "n_samples"]), ""]
+    return md
+
+
+def _target_sizes_section(values: pd.DataFrame, vcols: Sequence[str]) -> list[str]:
+    if not vcols:
+        return []
+    rows = []
+    for c in vcols:
+        lab = c[len("value_at_"):]
+        v = values[c].to_numpy(dtype=np.float64)
+        ex = values.get(f"extrapolated_{lab}")
+        rows.append({"size": lab, "median": np.nanmedian(v) if np.isfinite(v).any() else np.nan,
+                     "negative": int(np.sum(v < 0)),
+                     "extrapolated": bool(np.any(ex)) if ex is not None else False})
+    return ["### Values at target sizes", "", markdown_table(pd.DataFrame(rows)), "",
+            "Sizes outside the sampled range are extrapolations of the fitted law.", ""]
+
+
+def _harmful_section(values: pd.DataFrame) -> list[str]:
+    h = harmful_points(values)
+    md = ["## Harmful points (negative c)", ""]
+    if h.empty:
+        return md + ["No point has a negative c.", ""]
+    n_all = int(np.sum(values["c"].to_numpy(dtype=np.float64) < 0))
+    md += [f"{n_all} point(s) have c < 0: adding them is predicted to *lower* the score at every "
+           f"size. The most harmful {len(h)}; `confident` = the 95 % interval of c lies below zero.", ""]
+    flag_cols = [c for c in h.columns if c.startswith("flag_")]
+    h = h.assign(flags=[", ".join(c[5:] for c in flag_cols if _true(r[c])) for _, r in h.iterrows()])
+    return md + [markdown_table(h, ["point_id", "label", "shapley", "c", "c_low", "c_high", "confident",
+                                    "alpha", "flags"]), ""]
+
+
+def _flags_section(values: pd.DataFrame) -> list[str]:
+    flag_cols = [c for c in values.columns if c.startswith("flag_")]
+    if not flag_cols:
+        return []
+    return ["### Diagnostic flags", "",
+            markdown_table(pd.DataFrame({"flag": [c[5:] for c in flag_cols],
+                                         "points": [int(values[c].fillna(False).sum()) for c in flag_cols]})),
+            ""]
+
+
+def _monte_carlo_section(values: pd.DataFrame, fig_dir: Path) -> list[str]:
+    if not {"mc_mean", "shapley"} <= set(values.columns):
+        return []
+    return ["## Law-based value vs Monte Carlo", ""] + _figure(
+        _fig.value_vs_monte_carlo(values, fig_dir / "value_vs_mc.png"),
+        "Law-based Shapley value against the plain mean of the same samples")
+
+
+def _learning_curve_section(lc: Mapping[str, Any] | None) -> list[str]:
+    if lc and "epsilon" in lc:
+        return ["## Learning curve (how much would more data help?)", "",
+                f"From the {lc['n_bases']} base fits of the sampling (sizes {lc['k_range'][0]}..{lc['k_range'][1]}), "
+                f"utility `{lc.get('metric', 'U')}`: U(k) = ε − c·k^(−α) with ε = {_fmt(lc['epsilon'])} "
+                f"[{_fmt(lc['epsilon_low'])}, {_fmt(lc['epsilon_high'])}], c = {_fmt(lc['c'])} "
+                f"[{_fmt(lc['c_low'])}, {_fmt(lc['c_high'])}], α = {_fmt(lc['alpha'])} "
+                f"[{_fmt(lc['alpha_low'])}, {_fmt(lc['alpha_high'])}] (95 % bootstrap intervals).", "",
+                markdown_table(pd.DataFrame(lc["predictions"]), ["k", "u", "low", "high", "extrapolated"]), "",
+                "Rows are the current pool, 2× and 10× it; sizes beyond the sampled range are extrapolations.",
+                ""]
+    if lc and lc.get("skipped"):
+        return ["## Learning curve", "", f"Not fitted: {lc['skipped']}", ""]
+    return []
+
+
+def _selection_section(selection: pd.DataFrame | None) -> list[str]:
+    if selection is None or not len(selection):
+        return []
+    md = ["## Selected points", ""]
+    n_at = selection["n_current"].iloc[0] if "n_current" in selection.columns else None
+    if n_at is not None:
+        by = (f" by the {selection['estimator'].iloc[0]} laws (the estimator behind `shapley`)"
+              if "estimator" in selection.columns else "")
+        md += [f"The {len(selection)} candidates with the highest predicted ψ at size {_fmt(n_at)}{by}.", ""]
+    md += [markdown_table(selection.head(50), ["rank", "point_id", "label", "predicted_value"]), ""]
+    if len(selection) > 50:
+        md += [f"(first 50 of {len(selection)}; all in selection.parquet)", ""]
+    return md
+
+
+def _point_addition_section(experiment: Any, fig_dir: Path) -> list[str]:
+    summ, msgs, settings = _addition_summary(experiment)
+    if summ is None or summ.empty:
+        return []
+    md = ["## Point addition", ""]
+    if settings:
+        md += ["Settings: " + ", ".join(f"{k}={_fmt(v) if not isinstance(v, list) else v}"
+                                       for k, v in settings.items()), ""]
+    md += [f"- note: {m}" for m in msgs] + ([""] if msgs else [])
+    md += [markdown_table(summ, ["regime", "n_initial", "ranking", "metric", "m", "mean_gain", "se_gain",
+                                 "mean_gain_vs_random", "se_gain_vs_random", "n_repeats", "n_failed"]), "",
+           "Expected: the ranking at the matching size gains most in each regime; all law-based "
+           "rankings beat random. `vs random` is the paired difference (same initial data).", ""]
+    return md + _figure(_fig.selection_gains(summ, fig_dir / "selection_gains.png"),
+                        f"Change of the test {_fig._metric_name(summ)} after adding the selected points (mean ± s.e.)")
+
+
+def _removal_section(removal: pd.DataFrame | None, info: Mapping[str, Any], fig_dir: Path) -> list[str]:
+    if removal is None or not len(removal):
+        return []
+    name = _fig._metric_name(removal)
+    n_test = int(removal["n_test"].iloc[0]) if "n_test" in removal.columns else None
+    md = ["## Removal curves", ""]
+    if "n_pool_used" in removal.columns and info.get("n_pool") \
+            and int(removal["n_pool_used"].iloc[0]) < int(info["n_pool"]):
+        md += [f"Computed on a seeded random subsample of {int(removal['n_pool_used'].iloc[0])} of the "
+               f"{int(info['n_pool'])} pool points (each fraction refits the model; the budget bounds "
+               "the cost); fractions are of the valued points in the subsample.", ""]
+    md += [f"`score` is test {name}" + (f" on {n_test} test rows" + (
+               f" (one row = {100 / n_test:.2f} pp: differences of a row or two are noise)"
+               if name == "accuracy" and n_test < 500 else "") if n_test else "") + ".", "",
+           markdown_table(removal, ["strategy", "fraction", "n_removed", "metric", "score", "se", "n_failed"]), ""]
+    return md + _figure(_fig.removal_curves(removal, fig_dir / "removal_curves.png"),
+                        f"Test {name} after removing valued points, lowest-valued first, highest first, or at random")
+
+
+def _noisy_label_section(noisy: Mapping[str, Any] | None) -> list[str]:
+    if not noisy:
+        return []
+    return ["## Noisy-label check", "",
+            f"Flipped the labels of {noisy.get('n_flipped')} of {noisy.get('n_points')} valued points "
+            f"({_fmt(noisy.get('flip_fraction'))}). How well a low value singles them out (ROC AUC; 0.5 = chance):",
+            "",
+            markdown_table(pd.DataFrame([
+                {"score": "law-based Shapley", "auc": noisy.get("auc_shapley")},
+                {"score": "c", "auc": noisy.get("auc_c")},
+                {"score": "Monte Carlo mean", "auc": noisy.get("auc_monte_carlo")},
+            ])), "",
+            f"Points with c < 0 that were flipped (precision): {_fmt(noisy.get('negative_c_precision'))}; "
+            f"flipped points with c < 0 (recall): {_fmt(noisy.get('negative_c_recall'))}.", ""]
+
+
+def _evaluation_section(evaluation: pd.DataFrame | None) -> list[str]:
+    if evaluation is None or not len(evaluation):
+        return []
+    return ["## Accuracy against ground truth", "",
+            markdown_table(evaluation, ["method", "target", "n_points", "explained_variance", "pearson",
+                                        "spearman", "sign_agreement"]), "",
+            "Explained variance = 1 − MSE / Var(truth); targets are sizes k (ψ_k) or the Shapley value.", ""]
+
+
+def _run_section(manifest: Mapping[str, Any] | None) -> list[str]:
+    if not manifest:
+        return []
+    md = ["## Run", ""]
+    for k, v in manifest.items():
+        text = json.dumps(v, default=str, sort_keys=True) if isinstance(v, (dict, list, tuple)) else _fmt(v)
+        md.append(f"- {k}: {text}")
+    return md + [""]
 
 
 def inline_figures(markdown: str, run_dir: str | Path) -> str:

@@ -7,26 +7,31 @@ Table of contents:
 * :mod:`.metrics` -- utilities (:data:`METRICS`, :func:`utility`).
 * :mod:`.plans` -- deterministic blocks of points sharing a base subset
   (:func:`plan_blocks`, :func:`shard_blocks`, :func:`subset_for`).
-* :mod:`.fastpath` -- batched exact solvers for logistic, ridge and linear models.
+* :mod:`.solvers` -- batched solvers (one block's fits at once): the protocol
+  (:mod:`.solvers.base`) and one file per model family.
 * :mod:`.engine` -- :func:`run_blocks` (the unit of work) and
   :func:`sample_marginals` (a whole job in-process or through any ``map``).
-* :mod:`.ledger` -- the append-only, checksummed sample ledger.
-* :mod:`.oob` -- out-of-bag evidence recorded while sampling (:func:`oob_evidence`).
+* :mod:`.schema` -- the ledger's columns (:data:`COLUMNS`, :func:`empty_frame`, evidence columns).
+* :mod:`.ledger` -- the append-only, checksummed sample ledger, and the
+  out-of-bag evidence read from it (:func:`oob_evidence`).
+* :mod:`.oob` -- out-of-bag evidence recorded while sampling (:func:`oob_cap`).
 """
 
 from .config import SamplingConfig, default_sizes
-from .engine import (COLUMNS, ShardResult, as_dataset, empty_frame, run_blocks, run_shard, sample_blocks,
-                     sample_marginals, sample_shard, sort_samples)
-from .ledger import Ledger, LedgerIntegrityWarning
+from .engine import (ShardResult, as_dataset, run_blocks, run_shard, sample_blocks, sample_marginals, sample_shard,
+                     sort_samples)
+from .ledger import Ledger, LedgerIntegrityWarning, oob_evidence
 from .metrics import METRICS, check_metric, default_metric, utility
-from .models import MODELS, make_estimator
-from .oob import oob_cap, oob_evidence
+from .models import MODELS, ModelSpec, make_estimator, register_model
+from .oob import oob_cap
 from .plans import Block, Shard, base_subset, plan_blocks, plan_key, shard_blocks, subset_for
+from .schema import COLUMNS, empty_frame
 
 __all__ = [
     "COLUMNS",
     "METRICS",
     "MODELS",
+    "ModelSpec",
     "oob_cap",
     "ShardResult",
     "Block",
@@ -41,6 +46,7 @@ __all__ = [
     "default_sizes",
     "empty_frame",
     "make_estimator",
+    "register_model",
     "oob_evidence",
     "plan_blocks",
     "plan_key",

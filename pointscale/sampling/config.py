@@ -50,6 +50,12 @@ import numpy as np
 
 from ..config import StableConfig, stable_hash
 from ..errors import ConfigError, FinitePoolWarning
+from .devices import check_device_name
+from .estimators import check_for_task, check_response, is_class_path, is_estimator, normalize
+from .metrics import (METRICS, check_metric, check_metric_on, default_metric, is_sklearn_scorer, response_methods,
+                      scorer_task)
+from .models import (MODELS, check_model_for_task, check_model_params, default_model, make_estimator,
+                     validate_estimator_params)
 
 MODES = ("uniform", "staggered")
 DEFAULT_N_SIZES = 10
@@ -185,8 +191,8 @@ class SamplingConfig(StableConfig):
         Points valued against one shared base subset (SPEC §2). Changes which
         subsets are drawn, hence is part of the hash.
     fast_path : bool, default=True
-        Use the batched exact solvers of :mod:`pointscale.sampling.fastpath`
-        where the model has one (logistic, ridge and linear regression).
+        Use the model's batched solver where it has one (:mod:`pointscale.sampling.solvers`:
+        logistic, ridge and linear regression, ``mlp_batched``, ``svm``).
     shard_size : int, default=64
         Blocks per shard (the unit of work of a task or worker). Execution
         only: never changes a sample.
@@ -217,10 +223,6 @@ class SamplingConfig(StableConfig):
     # ------------------------------------------------------------------ validation
 
     def __post_init__(self) -> None:
-        from .estimators import is_class_path, is_estimator, normalize
-        from .metrics import METRICS, is_sklearn_scorer
-        from .models import MODELS
-
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
 
         if not isinstance(self.model_params, Mapping):
@@ -237,8 +239,6 @@ class SamplingConfig(StableConfig):
         set_("model_params", {str(k): self.model_params[k] for k in sorted(self.model_params)})
         if self.metric is not None and self.metric not in METRICS:
             if is_sklearn_scorer(self.metric):
-                from .metrics import check_metric, scorer_task
-
                 name = self.metric[len("sklearn:"):]
                 check_metric(self.metric, scorer_task(name) if _known_scorer(name) else "classification")
             else:
@@ -254,8 +254,6 @@ class SamplingConfig(StableConfig):
         if not isinstance(self.fast_path, (bool, np.bool_)):
             raise ConfigError(f"fast_path={self.fast_path!r} must be True or False")
         set_("fast_path", bool(self.fast_path))
-        from .devices import check_device_name
-
         check_device_name(self.device)
 
         if self.mode == "uniform":
@@ -287,8 +285,6 @@ class SamplingConfig(StableConfig):
         # Unknown setting names fail here, before any compute; values that
         # only the model can judge are checked by validate_for.
         if self.model is not None and not custom:
-            from .models import check_model_params
-
             check_model_params(self.model, self.model_params)
 
     # ------------------------------------------------------------------ derived
@@ -344,10 +340,6 @@ class SamplingConfig(StableConfig):
             one row per class), a metric or model that does not fit the task,
             or model settings the model rejects.
         """
-        from .estimators import check_for_task, check_response, is_class_path
-        from .metrics import check_metric, check_metric_on, default_metric, response_methods
-        from .models import check_model_for_task, default_model
-
         model = self.model if self.model is not None else default_model(dataset.task)
         metric = self.metric if self.metric is not None else default_metric(dataset.task)
         if is_class_path(model):
@@ -376,8 +368,6 @@ class SamplingConfig(StableConfig):
             )
         if self.k_min < 2:
             raise ConfigError(f"k_min={self.k_min} must be at least 2 to fit a model")
-        from .models import make_estimator, validate_estimator_params
-
         estimator = make_estimator(model, dataset.task, 0, self.model_params)
         validate_estimator_params(estimator, model)
         check_response(estimator, model, response_methods(metric), metric)
@@ -392,9 +382,6 @@ class SamplingConfig(StableConfig):
         wider than the pool rule gives one :class:`~pointscale.errors.FinitePoolWarning`
         per run, not one per layer and worker.
         """
-        from .metrics import default_metric
-        from .models import default_model
-
         self.validate_for(dataset, n_points, warn=warn)
         changes = {}
         if self.model is None:

@@ -3,8 +3,8 @@
 ``SamplingConfig(device=...)`` / ``--device``:
 
 * ``cpu`` (default): numpy, one BLAS thread per worker.
-* ``cuda``: the batched MLP (:mod:`.batched_mlp`) and the binary logistic
-  solver (:mod:`.fastpath`) run on the first CUDA device through torch, or
+* ``cuda``: the batched MLP (:mod:`.solvers.mlp`) and the binary logistic
+  solver (:mod:`.solvers.device_logistic`) run on the first CUDA device through torch, or
   CuPy when torch is absent. Without a GPU this fails at once with one line
   (:class:`DeviceError`, exit status 2 in the CLI) -- nothing runs on a
   device the user did not get.

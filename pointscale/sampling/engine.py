@@ -11,10 +11,10 @@ workers).
 For each block: draw the base subset D (:mod:`.plans`), fit D once, then
 D ∪ {z} for every z of the block --
 
-* through a batched solver when ``fast_path=True``: exact ones
-  (:mod:`.fastpath`) for logistic, ridge and linear regression, the paper's
-  MLP trained for the whole block at once (:mod:`.batched_mlp`), the SVM on
-  one precomputed kernel per block (:mod:`.svm_kernel`);
+* through the model's batched solver when ``fast_path=True`` (the
+  ``solver`` of its :class:`~.models.ModelSpec`, :mod:`.solvers`): exact ones
+  for logistic, ridge and linear regression, the paper's MLP trained for the
+  whole block at once, the SVM on one precomputed kernel per block;
 * otherwise with the registry's estimator or the user's own (a class path,
   :mod:`.estimators`): cold fits that share the base (and the model seed)
   for every learner, warm-started from the base solution for registry
@@ -25,26 +25,7 @@ D ∪ {z} for every z of the block --
 A fit that raises, or a utility that is not finite, is recorded as
 ``failed=True`` with NaN scores and the error text -- never a made-up score.
 
-Ledger row columns (one row per sample):
-
-==================== ==========================================================
-sample_id            int64, ``combine_ids((base_id, point_id))``, unique
-point_id             str
-k                    int64, size of the base subset D
-delta                float64, U(D ∪ {z}) − U(D); NaN when failed
-u_base, u_with       float64, U(D) and U(D ∪ {z})
-failed               bool
-converged            bool, the optimiser met its tolerance (no warning)
-error                str or None, why the fit failed
-base_id, plan_key    int64, identity of the base and of the plan
-round, block         int64, position in the plan
-block_members        str, the block's pool indices (``w:hex``, see plans) to redraw D
-model, metric        str
-method               str, ``batched_newton``, ``rank_one``, ``batched_adam``,
-                     ``precomputed_kernel``, ``warm`` or ``cold``
-dataset_fingerprint  str
-config_hash          str, :meth:`SamplingConfig.identity_hash`
-==================== ==========================================================
+The ledger rows it returns have the columns of :mod:`.schema`.
 """
 
 from __future__ import annotations
@@ -65,26 +46,15 @@ from ..errors import LedgerError
 from ..seeding import STREAM_MODEL, combine_ids, int_seed
 from .config import SamplingConfig
 from .devices import resolve_device
-from .fastpath import fast_solver_for
 from .metrics import METRICS, full_proba, utility
-from .models import MODELS, estimator_factory, make_estimator, warm_start_exact
+from .models import MODELS, estimator_factory, make_estimator, spec_of
 from .oob import aggregate, oob_cap, oob_subset, score_predictions, size_bucket
 from .plans import Block, Shard, draw_subset, encode_block_members, plan_blocks, pool_info, shard_blocks
+from .schema import COLUMNS, DTYPES, empty_frame
+from .solvers.base import solver_for
 
-COLUMNS = ("sample_id", "point_id", "k", "delta", "u_base", "u_with", "failed", "converged", "error",
-           "base_id", "plan_key", "round", "block", "block_members", "model", "metric", "method",
-           "dataset_fingerprint", "config_hash")
-_DTYPES = {"sample_id": "int64", "k": "int64", "delta": "float64", "u_base": "float64",
-           "u_with": "float64", "failed": "bool", "converged": "bool", "base_id": "int64",
-           "plan_key": "int64", "round": "int64", "block": "int64"}
 _ERROR_CHARS = 300
 _WARNED: dict = {}
-
-
-def empty_frame() -> pd.DataFrame:
-    """A ledger frame with no rows and the right columns and dtypes."""
-    frame = pd.DataFrame({c: pd.Series([], dtype=_DTYPES.get(c, "object")) for c in COLUMNS})
-    return frame
 
 
 # --------------------------------------------------------------------------- dataset by reference
@@ -154,7 +124,8 @@ class _Fitter:
 
     def __init__(self, ds: Dataset, config: SamplingConfig) -> None:
         self.ds, self.config = ds, config
-        self.warm = warm_start_exact(config.model) and "warm_start" not in config.model_params
+        spec = spec_of(config.model)
+        self.warm = bool(spec is not None and spec.warm_start_exact) and "warm_start" not in config.model_params
         self.new = estimator_factory(config.model, ds.task, config.model_params)
 
     def _fit_score(self, est, X, y) -> tuple[float, bool]:
@@ -334,8 +305,8 @@ def sample_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
     # Batched solvers score with the built-in metrics' stacked arithmetic only.
     if cfg.fast_path and cfg.model in MODELS and cfg.metric in METRICS:
         settings = dict(make_estimator(cfg.model, ds.task, 0, cfg.model_params).get_params(deep=False))
-        solver = fast_solver_for(cfg.model, settings, ds.task, ds.n_classes, ds.X_val, ds.y_val, cfg.metric,
-                                 device)
+        solver = solver_for(MODELS[cfg.model], settings, ds.task, ds.n_classes, ds.X_val, ds.y_val, cfg.metric,
+                            device)
     fitter = _Fitter(ds, cfg)
     y_scale = float(np.std(ds.y_train)) if ds.task == "regression" else 1.0
     o_idx, o_bucket, o_correct, o_score = [], [], [], []
@@ -388,7 +359,7 @@ def sample_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
             cols["method"].extend([out["method"]] * B)
             cols["dataset_fingerprint"].extend([ds.fingerprint] * B)
             cols["config_hash"].extend([identity] * B)
-    frame = pd.DataFrame(cols, columns=list(COLUMNS)).astype(_DTYPES)
+    frame = pd.DataFrame(cols, columns=list(COLUMNS)).astype(DTYPES)
     cat = lambda parts, dtype: np.concatenate(parts) if parts else np.array([], dtype=dtype)  # noqa: E731
     idx = cat(o_idx, np.int64)
     evidence = aggregate(info.ids, idx, cat(o_bucket, np.int64),

@@ -1,5 +1,7 @@
 """The user's own estimators: any scikit-learn-compatible class, by class path.
 
+(Also :class:`ExplicitParams`, the parameter protocol of the registry's own estimators.)
+
 A model is either a registry name (:data:`pointscale.sampling.models.MODELS`)
 or a class path ``"module:Class"`` (``"sklearn.svm:SVC"``,
 ``"lightgbm:LGBMClassifier"``). :class:`~pointscale.sampling.SamplingConfig`
@@ -250,3 +252,26 @@ def check_response(est: Any, name: str, methods: tuple[str, ...], metric: str) -
         hint = ("use a metric that scores predictions (e.g. --metric accuracy), or a model with "
                 "predict_proba") if "predict_proba" in methods else "use another model"
         raise ConfigError(f"model {name!r} has no {need}, which metric {metric!r} needs; {hint}")
+
+
+# --------------------------------------------------------------------------- the registry's own estimators
+
+
+class ExplicitParams:
+    """``get_params``/``set_params`` over the names in ``_PARAMS`` (scikit-learn's estimator protocol).
+
+    For the registry's own estimators that are not ``BaseEstimator`` subclasses: ``clone`` and
+    the stored model (class path plus ``get_params()``) need exactly these two methods.
+    """
+
+    _PARAMS: tuple[str, ...] = ()
+
+    def get_params(self, deep=True):
+        return {p: getattr(self, p) for p in self._PARAMS}
+
+    def set_params(self, **params):
+        for key, value in params.items():
+            if key not in self._PARAMS:
+                raise ValueError(f"Invalid parameter {key!r} for estimator {type(self).__name__}")
+            setattr(self, key, value)
+        return self

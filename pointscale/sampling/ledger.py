@@ -24,6 +24,9 @@ unreadable record -- is moved to ``quarantine/``, reported with a
 bases then count as not done, so the next run samples them again. Rows are
 deduplicated by ``sample_id`` (the first committed shard in name order wins).
 
+Out-of-bag evidence of a run (:func:`oob_evidence`): the shards' evidence
+tables summed per point (integer sums, exact in any grouping).
+
 A ledger must have one writer at a time (the run folder's lock ensures it).
 """
 
@@ -40,11 +43,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..errors import LedgerError
 from ..io import atomic_write_bytes, atomic_write_json, sha256_file
 from ..config import stable_hash
+from .schema import N_BUCKETS, SCORE_SCALE, empty_frame, empty_oob_frame
 
 RECORD_SUFFIX = ".sha256"
 FORMAT_VERSION = 1
@@ -278,7 +283,6 @@ class Ledger:
         -------
         pyarrow.Table
         """
-        import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
@@ -307,8 +311,6 @@ class Ledger:
                                                  pc.less_equal(table.column(col), hi)))
             tables.append(table)
         if not tables:
-            from .engine import empty_frame
-
             frame = empty_frame()
             if columns is not None:
                 frame = frame[[c for c in frame.columns if c in ["sample_id", "base_id", *columns]]]
@@ -362,12 +364,9 @@ class Ledger:
 
     def read_oob(self) -> pd.DataFrame:
         """The out-of-bag evidence tables of all verified shards, concatenated (:meth:`iter_oob`)."""
-        from .oob import OOB_COLUMNS
-
         frames = list(self.iter_oob())
         if not frames:
-            return pd.DataFrame({c: pd.Series([], dtype="object" if c == "point_id" else "int64")
-                                 for c in OOB_COLUMNS})
+            return empty_oob_frame()
         return pd.concat(frames, ignore_index=True)
 
     def completed_base_ids(self) -> set[int]:
@@ -406,3 +405,76 @@ class Ledger:
 
     def __len__(self) -> int:
         return sum(r.rows for r in self.verify())
+
+
+# --------------------------------------------------------------------------- out-of-bag evidence
+
+
+def oob_evidence(ledger: Any) -> pd.DataFrame:
+    """Out-of-bag evidence per point from a ledger's committed shards.
+
+    Parameters
+    ----------
+    ledger : Ledger or path
+        The sample ledger (its verified shards' evidence tables are read).
+
+    Returns
+    -------
+    DataFrame
+        One row per point with evidence: ``point_id``, ``n_oob`` (predictions
+        by models trained without the point), ``oob_score`` (mean score of the
+        point's own label; higher = the rest of the data agrees with its
+        label), ``oob_correct`` (share predicted correctly), and per size
+        bucket j ``n_oob_b{j}`` and ``oob_score_b{j}`` (NaN where empty).
+        Sorted by point id.
+    """
+    if not isinstance(ledger, Ledger):
+        ledger = Ledger(ledger)
+    # Shard tables are summed into one (point, bucket) table as they are read,
+    # so memory holds ~points x buckets rows, not every shard's rows (at 10^6
+    # points a shard's table has ~10^5 rows and there are hundreds of shards).
+    total, pending, held = None, [], 0
+    for table in ledger.iter_oob():
+        pending.append(table)
+        held += len(table)
+        if held >= _OOB_MERGE_ROWS:
+            total, pending, held = _sum_evidence(([total] if total is not None else []) + pending), [], 0
+    parts = ([total] if total is not None else []) + pending
+    return summarize(_sum_evidence(parts) if parts else ledger.read_oob())
+
+
+#: Evidence rows held before they are summed into the running total.
+_OOB_MERGE_ROWS = 4_000_000
+
+
+def _sum_evidence(tables: list) -> pd.DataFrame:
+    """Evidence tables summed per (point, bucket): integer sums, so exact in any grouping."""
+    frame = pd.concat(tables, ignore_index=True)
+    return frame.groupby(["point_id", "bucket"], sort=False, as_index=False)[["n", "n_correct", "score_fx"]].sum()
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Per-point evidence (the columns of :func:`oob_evidence`) from evidence tables (:func:`aggregate`)."""
+    cols = ["point_id", "n_oob", "oob_score", "oob_correct"]
+    for j in range(N_BUCKETS):
+        cols += [f"n_oob_b{j}", f"oob_score_b{j}"]
+    if table.empty:
+        return pd.DataFrame({c: pd.Series([], dtype="object" if c == "point_id" else "float64") for c in cols})
+    g = table.groupby(["point_id", "bucket"], sort=True)[["n", "n_correct", "score_fx"]].sum()
+    wide = g.unstack("bucket", fill_value=0)
+    n_b = wide["n"].reindex(columns=range(N_BUCKETS), fill_value=0)
+    s_b = wide["score_fx"].reindex(columns=range(N_BUCKETS), fill_value=0)
+    c_b = wide["n_correct"].reindex(columns=range(N_BUCKETS), fill_value=0)
+    n = n_b.sum(axis=1).to_numpy(dtype=np.int64)
+    out = pd.DataFrame({
+        "point_id": wide.index.to_numpy(dtype=object),
+        "n_oob": n,
+        "oob_score": s_b.sum(axis=1).to_numpy(dtype=np.float64) / SCORE_SCALE / np.maximum(n, 1),
+        "oob_correct": c_b.sum(axis=1).to_numpy(dtype=np.float64) / np.maximum(n, 1),
+    })
+    for j in range(N_BUCKETS):
+        nj = n_b[j].to_numpy(dtype=np.int64)
+        out[f"n_oob_b{j}"] = nj
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"oob_score_b{j}"] = np.where(nj > 0, s_b[j].to_numpy(dtype=np.float64) / SCORE_SCALE / nj, np.nan)
+    return out.reset_index(drop=True)

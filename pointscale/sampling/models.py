@@ -11,7 +11,7 @@ Settings chosen for valuation, and why:
 * ``logreg``: L2, ``C=1`` as the paper. Solved with Newton–Cholesky to a
   tight tolerance (1e-10) because Δ at k = 1000 is ~1e-4 of the log-loss; the
   library default (lbfgs, tol 1e-4) leaves optimisation error of that size.
-  The fast path (:mod:`.fastpath`) solves the same objective exactly.
+  The fast path (:mod:`.solvers.logistic`) solves the same objective exactly.
 * ``xgboost``, ``hist_gbm``, ``random_forest``: small ensembles (50 trees /
   iterations), no early stopping (an internal validation split would make
   the fitted model depend on a random hold-out of D).
@@ -22,8 +22,8 @@ Settings chosen for valuation, and why:
   ``MLPClassifier``/``MLPRegressor`` (:class:`PaperMLPClassifier` only
   silences the two warnings that this protocol triggers by design).
 * ``mlp_batched``: the same model and optimiser, every D ∪ {z} of a block
-  trained at once (:mod:`.batched_mlp`; on a GPU with ``device="cuda"``).
-* ``svm``: RBF SVC with Platt probabilities (:class:`PlattSVC`, what
+  trained at once (:mod:`.solvers.mlp`; on a GPU with ``device="cuda"``).
+* ``svm``: RBF SVC with Platt probabilities (:class:`~.solvers.svm.PlattSVC`, what
   ``SVC(probability=True)`` did before scikit-learn 1.9 deprecated it).
 
 Every fit of one base and of base ∪ {z} gets the same integer seed, so
@@ -34,6 +34,10 @@ Besides these names, every function here takes a class path
 with base sharing but no fast path. The default model follows the task
 (:func:`default_model`): ``logreg`` for classification, ``ridge`` (exact
 rank-one fast path) for regression.
+
+A model family is one :class:`ModelSpec` (here, or :func:`register_model` from
+outside the package) and, for a batched fast path, one solver file
+(:mod:`.solvers`); ``docs/extending.md`` walks through one.
 """
 
 from __future__ import annotations
@@ -43,24 +47,49 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..errors import ConfigError
-from .estimators import is_class_path
+from .estimators import factory as class_path_factory, is_class_path, normalize
+from .metrics import default_metric
 
 TASKS = ("classification", "regression")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registry entry: estimator factories per task and their default settings."""
+    """A registry entry: estimator factories per task, their default settings, and the fast path.
+
+    Attributes
+    ----------
+    name : str
+    factories : mapping of task to a function returning the estimator class
+        (called on first use, so a model's library is imported only when it runs).
+    defaults : mapping of task to settings
+        Every setting the registry fixes (the class's own defaults fill the rest).
+    seed_param : str or None
+        The constructor argument that takes the per-base integer seed; None for
+        deterministic estimators.
+    unseeded_tasks : tuple of str
+        Tasks whose estimator has no ``seed_param`` although the others do (SVR).
+    open_settings : bool
+        The estimator takes any keyword (XGBoost passes them to the booster): setting
+        names are not checked against ``get_params``, nor values by ``_validate_params``.
+    warm_start_exact : bool
+        Fitting base ∪ {z} from the base solution reaches the same optimum (convex
+        objective solved to tolerance), so the generic path warm-starts.
+    solver : str, callable or None
+        The batched fast path: a :class:`~.solvers.base.SolverBuilder`, or its
+        ``"module:function"`` path (imported on first use); None: estimator fits only.
+    """
 
     name: str
     factories: Mapping[str, Callable[[], type]]
     defaults: Mapping[str, Mapping[str, Any]]
     seed_param: str | None = "random_state"
     description: str = ""
-    # Fitting base ∪ {z} from the base solution reaches the same optimum
-    # (convex objective solved to tolerance), so warm starts are exact.
     warm_start_exact: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    solver: str | Callable[..., Any] | None = None
+    unseeded_tasks: tuple[str, ...] = ()
+    open_settings: bool = False
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -145,94 +174,9 @@ def _knn_reg():
     return KNeighborsRegressor
 
 
-class ExplicitParams:
-    """``get_params``/``set_params`` over the names in ``_PARAMS`` (scikit-learn's estimator protocol).
-
-    For the registry's own estimators that are not ``BaseEstimator`` subclasses: ``clone`` and
-    the stored model (class path plus ``get_params()``) need exactly these two methods.
-    """
-
-    _PARAMS: tuple[str, ...] = ()
-
-    def get_params(self, deep=True):
-        return {p: getattr(self, p) for p in self._PARAMS}
-
-    def set_params(self, **params):
-        for key, value in params.items():
-            if key not in self._PARAMS:
-                raise ValueError(f"Invalid parameter {key!r} for estimator {type(self).__name__}")
-            setattr(self, key, value)
-        return self
-
-
-class PlattSVC(ExplicitParams):
-    """RBF SVC with Platt-scaled probabilities, as ``SVC(probability=True)`` computed them.
-
-    scikit-learn 1.9 deprecates ``SVC(probability=True)`` in favour of
-    ``CalibratedClassifierCV(SVC(), ensemble=False)``; this estimator is that,
-    with the SVC settings at the top level and a seeded stratified 5-fold
-    split (fewer folds when a class has fewer than 5 rows). With the RBF
-    kernel, the kernel is computed by :mod:`.svm_kernel` (each value a
-    function of its two rows only, so a block's fits reproduce this model
-    exactly) and the SVCs are fitted on it precomputed; other kernels are
-    libsvm's own.
-    """
-
-    def __init__(self, C=1.0, kernel="rbf", gamma="scale", degree=3, coef0=0.0, tol=1e-3,
-                 class_weight=None, cv=5, random_state=None):
-        self.C, self.kernel, self.gamma, self.degree, self.coef0 = C, kernel, gamma, degree, coef0
-        self.tol, self.class_weight, self.cv, self.random_state = tol, class_weight, cv, random_state
-
-    _PARAMS = ("C", "kernel", "gamma", "degree", "coef0", "tol", "class_weight", "cv", "random_state")
-
-    def fit(self, X, y):
-        import numpy as np
-        from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.svm import SVC
-        from sklearn.utils import check_array
-
-        from .svm_kernel import DistanceTable, RowSVC, platt_folds
-
-        folds = platt_folds(y, self.cv, self.random_state)
-        if self.kernel != "rbf":
-            svc = SVC(C=self.C, kernel=self.kernel, gamma=self.gamma, degree=self.degree, coef0=self.coef0,
-                      tol=self.tol, class_weight=self.class_weight, random_state=self.random_state)
-            self.calibrated_ = CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False).fit(X, y)
-            self.table_ = None
-        else:
-            self.table_ = DistanceTable.of(check_array(X, dtype=np.float64, order="C"))
-            svc = RowSVC(self.table_, C=self.C, gamma=self.gamma, tol=self.tol, class_weight=self.class_weight,
-                         random_state=self.random_state)
-            rows = np.arange(len(self.table_.F))[:, None]
-            self.calibrated_ = CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False).fit(rows, y)
-        self.classes_ = self.calibrated_.classes_
-        return self
-
-    def _call(self, method: str, X):
-        if self.table_ is None:
-            return getattr(self.calibrated_, method)(X)
-        import numpy as np
-        from sklearn.utils import check_array
-
-        # The fitted SVC reads kernel rows of X from a table of its training rows plus X, with
-        # X's distances to its support vectors (the only ones a prediction reads).
-        svc = self.calibrated_.calibrated_classifiers_[0].estimator
-        support = svc.train_rows_[svc.svc_.support_]
-        table, rows = self.table_.with_rows(check_array(X, dtype=np.float64, order="C"), support)
-        svc.table = table
-        try:
-            return getattr(self.calibrated_, method)(rows[:, None])
-        finally:
-            svc.table = self.table_
-
-    def predict_proba(self, X):
-        return self._call("predict_proba", X)
-
-    def predict(self, X):
-        return self._call("predict", X)
-
-
 def _svc():
+    from .solvers.svm import PlattSVC
+
     return PlattSVC
 
 
@@ -291,16 +235,19 @@ def __getattr__(name: str):
 
 
 def _mlp_batched_clf():
-    from .batched_mlp import BatchedMLPClassifier
+    from .solvers.mlp import BatchedMLPClassifier
 
     return BatchedMLPClassifier
 
 
 def _mlp_batched_reg():
-    from .batched_mlp import BatchedMLPRegressor
+    from .solvers.mlp import BatchedMLPRegressor
 
     return BatchedMLPRegressor
 
+
+#: The package of the built-in solvers (a ModelSpec's ``solver`` is ``"module:function"``).
+_SOLVERS = "pointscale.sampling.solvers"
 
 _XGB = dict(n_estimators=50, max_depth=4, learning_rate=0.3, tree_method="hist", n_jobs=1,
             verbosity=0)
@@ -323,21 +270,23 @@ MODELS: dict[str, ModelSpec] = {
         {"classification": dict(C=1.0, l1_ratio=0.0, fit_intercept=True, solver="newton-cholesky",
                                 tol=1e-10, max_iter=100)},
         description="L2 logistic regression, C=1 (exact batched fast path)",
-        warm_start_exact=True,
+        warm_start_exact=True, solver=f"{_SOLVERS}.logistic:build",
     ),
     "ridge": ModelSpec(
         "ridge", {"regression": _ridge},
         {"regression": dict(alpha=1.0, fit_intercept=True, solver="cholesky")},
         description="ridge regression, alpha=1 (closed-form fast path)",
+        solver=f"{_SOLVERS}.ridge:build",
     ),
     "linear": ModelSpec(
         "linear", {"regression": _linear}, {"regression": dict(fit_intercept=True)},
         seed_param=None, description="ordinary least squares (closed-form fast path)",
+        solver=f"{_SOLVERS}.ridge:build_least_squares",
     ),
     "xgboost": ModelSpec(
         "xgboost", {"classification": _xgb_clf, "regression": _xgb_reg},
         {"classification": dict(_XGB), "regression": dict(_XGB)},
-        description="XGBoost, hist, 50 trees of depth 4",
+        description="XGBoost, hist, 50 trees of depth 4", open_settings=True,
     ),
     "hist_gbm": ModelSpec(
         "hist_gbm", {"classification": _hgb_clf, "regression": _hgb_reg},
@@ -364,6 +313,7 @@ MODELS: dict[str, ModelSpec] = {
         {"classification": dict(C=1.0, kernel="rbf", gamma="scale", cv=5),
          "regression": dict(C=1.0, kernel="rbf", gamma="scale")},
         description="RBF support vector machine (Platt probabilities)",
+        solver=f"{_SOLVERS}.svm:build", unseeded_tasks=("regression",),  # SVR has no random_state
     ),
     "mlp": ModelSpec(
         "mlp", {"classification": _mlp_clf, "regression": _mlp_reg},
@@ -374,10 +324,9 @@ MODELS: dict[str, ModelSpec] = {
         "mlp_batched", {"classification": _mlp_batched_clf, "regression": _mlp_batched_reg},
         {"classification": dict(_MLP_BATCHED), "regression": dict(_MLP_BATCHED)},
         description="the paper's MLP, a block's models trained together (array API; GPU with device='cuda')",
+        solver=f"{_SOLVERS}.mlp:build",
     ),
 }
-# SVR has no random_state.
-_NO_SEED = {("svm", "regression")}
 
 
 def _spec(name: str) -> ModelSpec:
@@ -393,16 +342,33 @@ _DEFAULT_MODELS = {"classification": "logreg", "regression": "ridge"}
 
 def default_model(task: str) -> str:
     """The model used when none is given: ``logreg`` (classification), ``ridge`` (regression)."""
-    from .metrics import default_metric
-
     default_metric(task)  # the one check (and message) for an unknown task
     return _DEFAULT_MODELS[task]
 
 
-def warm_start_exact(name: str) -> bool:
-    """Whether base ∪ {z} may start from the base's solution (registry models only)."""
-    spec = MODELS.get(name) if isinstance(name, str) else None
-    return bool(spec is not None and spec.warm_start_exact)
+def spec_of(name: Any) -> ModelSpec | None:
+    """The registry entry of a model name; None for a class path or an estimator (the user's own)."""
+    return MODELS.get(name) if isinstance(name, str) else None
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add a model family to the registry (see ``docs/extending.md``); returns ``spec``.
+
+    Every process that runs the model must register it (import the module that
+    calls this on its workers too). ConfigError for a name that is taken or not
+    a plain name, or for a task other than classification and regression.
+    """
+    if not isinstance(spec.name, str) or not spec.name or is_class_path(spec.name):
+        raise ConfigError(f"model name {spec.name!r} must be a non-empty name without ':' "
+                          "(names with ':' are class paths)")
+    if spec.name in MODELS:
+        raise ConfigError(f"model {spec.name!r} is already registered; choose another name")
+    unknown = sorted(set(spec.factories) - set(TASKS))
+    if unknown or set(spec.defaults) != set(spec.factories):
+        raise ConfigError(f"model {spec.name!r}: factories and defaults must cover the same tasks among "
+                          f"{', '.join(TASKS)} (got {sorted(spec.factories)} and {sorted(spec.defaults)})")
+    MODELS[spec.name] = spec
+    return spec
 
 
 def check_model_for_task(name: str, task: str) -> ModelSpec:
@@ -423,8 +389,6 @@ def default_params(name: str, task: str) -> dict[str, Any]:
 def check_model_params(name: str, params: Mapping[str, Any]) -> None:
     """ConfigError if a setting name is unknown to every task's estimator of ``name``."""
     if is_class_path(name):
-        from .estimators import normalize
-
         normalize(name, params)  # the class's own constructor judges the names
         return
     spec = _spec(name)
@@ -432,7 +396,7 @@ def check_model_params(name: str, params: Mapping[str, Any]) -> None:
         return
     unknown_everywhere = None
     for task, factory in spec.factories.items():
-        if name == "xgboost":  # XGBoost takes any keyword and passes it to the booster
+        if spec.open_settings:  # e.g. XGBoost takes any keyword and passes it to the booster
             return
         valid = _valid_params(factory())
         unknown = {p for p in params if p not in valid}
@@ -445,7 +409,8 @@ def validate_estimator_params(estimator, name: str = "") -> None:
     """ConfigError if the estimator rejects one of its setting values (scikit-learn's own check)."""
     check = getattr(estimator, "_validate_params", None)
     # User subclasses of BaseEstimator inherit _validate_params without declaring constraints.
-    if check is None or name == "xgboost" or not hasattr(estimator, "_parameter_constraints"):
+    spec = spec_of(name)
+    if check is None or (spec is not None and spec.open_settings) or not hasattr(estimator, "_parameter_constraints"):
         return
     try:
         check()
@@ -465,16 +430,14 @@ def estimator_factory(name: str, task: str, params: Mapping[str, Any] | None = N
     fit, so per-fit overhead stays that of the estimator's constructor.
     """
     if is_class_path(name):
-        from .estimators import factory
-
-        return factory(name, params or {})
+        return class_path_factory(name, params or {})
     spec = check_model_for_task(name, task)
     settings = dict(spec.defaults[task])
     if params:
         settings.update(params)
     cls = spec.factories[task]()
-    seed_param = spec.seed_param if (name, task) not in _NO_SEED else None
-    if name != "xgboost":
+    seed_param = spec.seed_param if task not in spec.unseeded_tasks else None
+    if not spec.open_settings:
         valid = _valid_params(cls)
         unknown = sorted(p for p in settings if p not in valid)
         if unknown:

@@ -52,12 +52,13 @@ Storage and exactness
 ---------------------
 A shard's evidence is one small table with a row per (point, size bucket):
 ``n`` (predictions), ``n_correct`` and ``score_fx`` = Σ round(score·2^24)
-(integers). Integer sums are associative, so the evidence of a run is
+(integers, :mod:`.schema`). Integer sums are associative, so the evidence of a run is
 bit-identical whatever the shard size, worker count, order or resume
 (floating-point sums would differ in the last bits with the grouping). The
 score's quantisation error is below 3e-8 per prediction. The table is
 written with its shard and vouched for by the shard's checksum record
-(:class:`~pointscale.sampling.ledger.Ledger`): both commit together.
+(:class:`~pointscale.sampling.ledger.Ledger`): both commit together. The
+ledger reads a run's evidence back (:func:`~pointscale.sampling.ledger.oob_evidence`).
 
 Size buckets are :data:`N_BUCKETS` equal ranges of log k over
 [k_min, k_max] of the sampling config.
@@ -65,24 +66,18 @@ Size buckets are :data:`N_BUCKETS` equal ranges of log k over
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
 from ..seeding import STREAM_OOB, rng
+# The evidence reader lives with the ledger; pointscale.laws.auto still imports it from here.
+from .plans import _skip_excluded
+from .schema import N_BUCKETS, SCORE_SCALE, empty_oob_frame
 
-__all__ = ["OOB_POOL_FLOOR", "oob_cap", "N_BUCKETS", "SCORE_SCALE", "oob_subset", "size_bucket", "score_predictions",
-           "aggregate", "summarize", "oob_evidence", "OOB_COLUMNS"]
+__all__ = ["OOB_POOL_FLOOR", "oob_cap", "oob_subset", "size_bucket", "score_predictions", "aggregate"]
 
 #: Pool size below which every point gets more than one prediction per sample (see :func:`oob_cap`).
 OOB_POOL_FLOOR = 32_768
-#: Size buckets of the evidence (equal ranges of log k over [k_min, k_max]).
-N_BUCKETS = 4
-#: Fixed-point unit of the stored score sums.
-SCORE_SCALE = 1 << 24
-#: Columns of a shard's evidence table.
-OOB_COLUMNS = ("point_id", "bucket", "n", "n_correct", "score_fx")
 
 
 def oob_cap(n_pool: int, block_size: int) -> int:
@@ -100,8 +95,6 @@ def oob_subset(n_pool: int, D: np.ndarray, seed: int, base_id: int, cap: int) ->
     O(cap + |D|) whatever the pool size -- an O(pool) mask per base made
     sampling quadratic in the pool.
     """
-    from .plans import _skip_excluded
-
     cap = int(cap)
     D = np.unique(np.asarray(D, dtype=np.int64))
     n_out = int(n_pool) - D.size
@@ -149,8 +142,7 @@ def aggregate(point_ids: np.ndarray, index: np.ndarray, bucket: np.ndarray, corr
         One entry per prediction.
     """
     if index.size == 0:
-        return pd.DataFrame({c: pd.Series([], dtype="object" if c == "point_id" else "int64")
-                             for c in OOB_COLUMNS})
+        return empty_oob_frame()
     key = index.astype(np.int64) * N_BUCKETS + bucket.astype(np.int64)
     uniq, inv = np.unique(key, return_inverse=True)
     fx = np.rint(np.asarray(score, dtype=np.float64) * SCORE_SCALE).astype(np.int64)
@@ -162,75 +154,3 @@ def aggregate(point_ids: np.ndarray, index: np.ndarray, bucket: np.ndarray, corr
     return pd.DataFrame({"point_id": np.asarray(point_ids)[uniq // N_BUCKETS].astype(object),
                          "bucket": (uniq % N_BUCKETS).astype(np.int64), "n": n,
                          "n_correct": n_correct, "score_fx": score_fx})
-
-
-def oob_evidence(ledger: Any) -> pd.DataFrame:
-    """Out-of-bag evidence per point from a ledger's committed shards.
-
-    Parameters
-    ----------
-    ledger : Ledger or path
-        The sample ledger (its verified shards' evidence tables are read).
-
-    Returns
-    -------
-    DataFrame
-        One row per point with evidence: ``point_id``, ``n_oob`` (predictions
-        by models trained without the point), ``oob_score`` (mean score of the
-        point's own label; higher = the rest of the data agrees with its
-        label), ``oob_correct`` (share predicted correctly), and per size
-        bucket j ``n_oob_b{j}`` and ``oob_score_b{j}`` (NaN where empty).
-        Sorted by point id.
-    """
-    from .ledger import Ledger
-
-    if not isinstance(ledger, Ledger):
-        ledger = Ledger(ledger)
-    # Shard tables are summed into one (point, bucket) table as they are read,
-    # so memory holds ~points x buckets rows, not every shard's rows (at 10^6
-    # points a shard's table has ~10^5 rows and there are hundreds of shards).
-    total, pending, held = None, [], 0
-    for table in ledger.iter_oob():
-        pending.append(table)
-        held += len(table)
-        if held >= _OOB_MERGE_ROWS:
-            total, pending, held = _sum_evidence(([total] if total is not None else []) + pending), [], 0
-    parts = ([total] if total is not None else []) + pending
-    return summarize(_sum_evidence(parts) if parts else ledger.read_oob())
-
-
-#: Evidence rows held before they are summed into the running total.
-_OOB_MERGE_ROWS = 4_000_000
-
-
-def _sum_evidence(tables: list) -> pd.DataFrame:
-    """Evidence tables summed per (point, bucket): integer sums, so exact in any grouping."""
-    frame = pd.concat(tables, ignore_index=True)
-    return frame.groupby(["point_id", "bucket"], sort=False, as_index=False)[["n", "n_correct", "score_fx"]].sum()
-
-
-def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Per-point evidence (the columns of :func:`oob_evidence`) from evidence tables (:func:`aggregate`)."""
-    cols = ["point_id", "n_oob", "oob_score", "oob_correct"]
-    for j in range(N_BUCKETS):
-        cols += [f"n_oob_b{j}", f"oob_score_b{j}"]
-    if table.empty:
-        return pd.DataFrame({c: pd.Series([], dtype="object" if c == "point_id" else "float64") for c in cols})
-    g = table.groupby(["point_id", "bucket"], sort=True)[["n", "n_correct", "score_fx"]].sum()
-    wide = g.unstack("bucket", fill_value=0)
-    n_b = wide["n"].reindex(columns=range(N_BUCKETS), fill_value=0)
-    s_b = wide["score_fx"].reindex(columns=range(N_BUCKETS), fill_value=0)
-    c_b = wide["n_correct"].reindex(columns=range(N_BUCKETS), fill_value=0)
-    n = n_b.sum(axis=1).to_numpy(dtype=np.int64)
-    out = pd.DataFrame({
-        "point_id": wide.index.to_numpy(dtype=object),
-        "n_oob": n,
-        "oob_score": s_b.sum(axis=1).to_numpy(dtype=np.float64) / SCORE_SCALE / np.maximum(n, 1),
-        "oob_correct": c_b.sum(axis=1).to_numpy(dtype=np.float64) / np.maximum(n, 1),
-    })
-    for j in range(N_BUCKETS):
-        nj = n_b[j].to_numpy(dtype=np.int64)
-        out[f"n_oob_b{j}"] = nj
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[f"oob_score_b{j}"] = np.where(nj > 0, s_b[j].to_numpy(dtype=np.float64) / SCORE_SCALE / nj, np.nan)
-    return out.reset_index(drop=True)

@@ -283,24 +283,7 @@ def point_addition_experiment(
     classification = dataset.task == "classification"
     messages: list[str] = []
 
-    pool_pos = {p: i for i, p in enumerate(np.asarray(dataset.point_ids).tolist())}
-    finite = np.isfinite(laws.c) & np.isfinite(laws.alpha)
-    valued = [p for p, ok in zip(laws.point_ids.tolist(), finite) if ok and p in pool_pos]
-    if candidates is None:
-        n_cand = min(int(n_candidates), len(valued) // 2)
-        if n_cand < 2:
-            raise DataError(f"only {len(valued)} valued point(s) with a finite law; need at least 4")
-        if n_cand < n_candidates:
-            messages.append(
-                f"candidates: {n_cand} (half of the {len(valued)} valued points) instead of {n_candidates}"
-            )
-        g = rng(seed, STREAM_SELECTION, "candidates")
-        cand_ids = [valued[i] for i in np.sort(g.choice(len(valued), size=n_cand, replace=False))]
-    else:
-        cand_ids = list(candidates)
-        bad = [p for p in cand_ids if p not in set(valued)]
-        if bad:
-            raise DataError(f"{len(bad)} candidate(s) have no finite law, e.g. {bad[:3]}")
+    cand_ids = _choose_candidates(dataset, laws, candidates, n_candidates, seed, messages)
     cand_laws = laws.subset(np.asarray(cand_ids, dtype=object))
     cand_idx = _ids_to_index(dataset, cand_ids)
     rest = np.setdiff1d(np.arange(dataset.n_pool), cand_idx)
@@ -308,20 +291,8 @@ def point_addition_experiment(
     y_rest = y_pool[rest].astype(np.int64) if classification else None
     min_size = max(2, 2 * dataset.n_classes)
 
-    # ---- refuse regimes whose initial sets would not be random (SPEC §6)
-    from ..sampling.config import MAX_POOL_FRACTION
-
     ns, nl = n_small, n_large
-    limit = int(MAX_POOL_FRACTION * rest.size)
-    refused: dict[str, str] = {}
-    for regime, n0 in (("small", ns), ("large", nl)):
-        if n0 > limit:
-            refused[regime] = (
-                f"initial size {n0} > {MAX_POOL_FRACTION:.0%} of the {rest.size} non-candidate pool points "
-                f"({limit}): the {repeats} initial sets would share most of their points "
-                f"({'all of them: every repeat the same set' if n0 >= rest.size else 'not independent'}); "
-                "use fewer candidates or a smaller initial size"
-            )
+    refused = _refused_regimes(ns, nl, rest.size, repeats)
     if len(refused) == 2:
         raise DegenerateExperimentError(f"point addition refused: {refused['small']}")
     if ns < min_size:
@@ -338,24 +309,86 @@ def point_addition_experiment(
     if shapley_range is None:
         shapley_range = (ns, nl)
         messages.append(f"laws carry no k_range; Shapley ranking over [{ns}, {nl}]")
-    shap = distributional_shapley(cand_laws, *shapley_range).value
-
-    regimes = {r: n0 for r, n0 in (("small", ns), ("large", nl)) if r not in refused}
     law_scores = {
         "size_small": cand_laws.predict(ns, warn_extrapolation=False)[:, 0],
         "size_large": cand_laws.predict(nl, warn_extrapolation=False)[:, 0],
-        "shapley": shap,
+        "shapley": distributional_shapley(cand_laws, *shapley_range).value,
     }
     chosen = {name: select_top(cand_ids, s, m_eff, labels=labels, balanced=balanced)
               for name, s in law_scores.items()}
-    sel_rows = []
-    for name, pos in chosen.items():
-        n_at = {"size_small": ns, "size_large": nl}.get(name, np.nan)
-        for r, p in enumerate(pos):
-            sel_rows.append({"ranking": name, "n_current": n_at, "rank": r + 1,
-                             "point_id": cand_ids[p], "predicted_value": law_scores[name][p],
-                             "label": None if labels is None else labels[p]})
+    sel_rows = _selection_rows(chosen, law_scores, cand_ids, labels, {"size_small": ns, "size_large": nl})
 
+    regimes = {r: n0 for r, n0 in (("small", ns), ("large", nl)) if r not in refused}
+    rows = _addition_trials(dataset, regimes, repeats, rest, y_rest, cand_ids, cand_idx, chosen, m_eff,
+                            labels=labels, balanced=balanced, model=model, metric=metric,
+                            model_params=model_params, seed=seed)
+    trials = pd.DataFrame(rows)
+    trials["failed"] = ~np.isfinite(trials["gain"].to_numpy(dtype=np.float64))
+    summary = _summarise_addition(trials, m_eff, metric)
+    settings = {"model": model, "metric": metric, "n_small": ns, "n_large": nl, "m": m_eff,
+                "repeats": repeats, "n_candidates": len(cand_ids), "balanced": bool(balanced),
+                "shapley_range": [int(shapley_range[0]), int(shapley_range[1])], "seed": int(seed),
+                "n_test": int(np.asarray(dataset.y_test).shape[0])}
+    return PointAdditionResult(summary=summary, trials=trials, selections=pd.DataFrame(sel_rows),
+                               messages=tuple(messages), settings=settings, refused=refused)
+
+
+def _choose_candidates(dataset: Any, laws: FittedScalingLaws, candidates, n_candidates: int, seed: int,
+                       messages: list[str]) -> list[Any]:
+    """The candidate point ids: those given (each must have a finite law), or a seeded draw of valued points."""
+    pool_pos = {p: i for i, p in enumerate(np.asarray(dataset.point_ids).tolist())}
+    finite = np.isfinite(laws.c) & np.isfinite(laws.alpha)
+    valued = [p for p, ok in zip(laws.point_ids.tolist(), finite) if ok and p in pool_pos]
+    if candidates is None:
+        n_cand = min(int(n_candidates), len(valued) // 2)
+        if n_cand < 2:
+            raise DataError(f"only {len(valued)} valued point(s) with a finite law; need at least 4")
+        if n_cand < n_candidates:
+            messages.append(
+                f"candidates: {n_cand} (half of the {len(valued)} valued points) instead of {n_candidates}"
+            )
+        g = rng(seed, STREAM_SELECTION, "candidates")
+        return [valued[i] for i in np.sort(g.choice(len(valued), size=n_cand, replace=False))]
+    cand_ids = list(candidates)
+    bad = [p for p in cand_ids if p not in set(valued)]
+    if bad:
+        raise DataError(f"{len(bad)} candidate(s) have no finite law, e.g. {bad[:3]}")
+    return cand_ids
+
+
+def _selection_rows(chosen: Mapping[str, np.ndarray], law_scores: Mapping[str, np.ndarray], cand_ids: list[Any],
+                    labels, n_at: Mapping[str, int]) -> list[dict]:
+    """One row per (ranking, selected point): its rank, predicted value and label."""
+    rows = []
+    for name, pos in chosen.items():
+        for r, p in enumerate(pos):
+            rows.append({"ranking": name, "n_current": n_at.get(name, np.nan), "rank": r + 1,
+                         "point_id": cand_ids[p], "predicted_value": law_scores[name][p],
+                         "label": None if labels is None else labels[p]})
+    return rows
+
+
+def _refused_regimes(ns: int, nl: int, n_rest: int, repeats: int) -> dict[str, str]:
+    """Regimes whose initial sets would not be random (SPEC §6), with the reason."""
+    from ..sampling.config import MAX_POOL_FRACTION
+
+    limit = int(MAX_POOL_FRACTION * n_rest)
+    refused: dict[str, str] = {}
+    for regime, n0 in (("small", ns), ("large", nl)):
+        if n0 > limit:
+            refused[regime] = (
+                f"initial size {n0} > {MAX_POOL_FRACTION:.0%} of the {n_rest} non-candidate pool points "
+                f"({limit}): the {repeats} initial sets would share most of their points "
+                f"({'all of them: every repeat the same set' if n0 >= n_rest else 'not independent'}); "
+                "use fewer candidates or a smaller initial size"
+            )
+    return refused
+
+
+def _addition_trials(dataset: Any, regimes: Mapping[str, int], repeats: int, rest: np.ndarray, y_rest,
+                     cand_ids: list[Any], cand_idx: np.ndarray, chosen: Mapping[str, np.ndarray], m_eff: int,
+                     *, labels, balanced: bool, model: str, metric: str, model_params, seed: int) -> list[dict]:
+    """One row per (regime, repeat, ranking): the score before and after adding the ranking's points."""
     rows = []
     for regime, n0 in regimes.items():
         for r in range(repeats):
@@ -375,15 +408,7 @@ def point_addition_experiment(
                 rows.append({"regime": regime, "n_initial": n0, "repeat": r, "ranking": name,
                              "base_score": base_score, "score": score,
                              "gain": score - base_score})
-    trials = pd.DataFrame(rows)
-    trials["failed"] = ~np.isfinite(trials["gain"].to_numpy(dtype=np.float64))
-    summary = _summarise_addition(trials, m_eff, metric)
-    settings = {"model": model, "metric": metric, "n_small": ns, "n_large": nl, "m": m_eff,
-                "repeats": repeats, "n_candidates": len(cand_ids), "balanced": bool(balanced),
-                "shapley_range": [int(shapley_range[0]), int(shapley_range[1])], "seed": int(seed),
-                "n_test": int(np.asarray(dataset.y_test).shape[0])}
-    return PointAdditionResult(summary=summary, trials=trials, selections=pd.DataFrame(sel_rows),
-                               messages=tuple(messages), settings=settings, refused=refused)
+    return rows
 
 
 def _se(x: np.ndarray) -> float:

@@ -11,15 +11,8 @@ With a fitted law ψ_k(z) = c(z)·k^(−α(z)):
 
       ν(z) = c · S(α),   S(α) = 1/(k_max − k_min + 1) · Σ_{k=k_min}^{k_max} k^(−α)
 
-  For α > 1, Σ = ζ(α, k_min) − ζ(α, k_max + 1) with the Hurwitz zeta, but that
-  form is useless for α ≤ 1 (the zeta diverges) and loses digits to
-  cancellation when the two zetas are close. We therefore sum the first
-  ``_HEAD`` terms directly and the rest by Euler–Maclaurin with three
-  Bernoulli corrections. The tail then starts at k ≥ ``_HEAD`` = 1024, where
-  the remainder is below ``B8/8! · |f⁽⁷⁾(k)| ≈ 1e-5 · (α)_7 · k^(−α−7)``,
-  i.e. a relative error < 1e-15 for every α ≤ e² (the MLE's upper bound).
-  The result is exact to rounding for any range and any real α, at a cost of
-  at most ``_HEAD`` terms per point.
+  S(α) is :func:`pointscale.laws.power.power_mean` (exact to rounding for
+  any range and any real α; its module docstring says how).
 * **Intervals** (95 % by default) use the delta method on the asymptotic
   covariance Σ of (ĉ, α̂) that the estimator stores in ``laws.extra``
   (``var_c``, ``var_alpha``, ``cov_c_alpha``)::
@@ -46,17 +39,17 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.special import exprel
 from scipy.stats import norm
 
 from ..errors import ConfigError, DataError
+from ..laws.power import check_size_range
+from ..laws.power import power_mean
 from ..laws.result import COVARIANCE_KEYS, FittedScalingLaws
 
 __all__ = [
     "ValueEstimate",
     "SizeValues",
     "distributional_shapley",
-    "power_mean",
     "value_at",
     "monte_carlo_values",
     "empirical_psi",
@@ -65,8 +58,6 @@ __all__ = [
     "value_column",
 ]
 
-_HEAD = 1024  # terms summed directly before Euler–Maclaurin takes over
-_CHUNK = 256  # k values per vectorised block (bounds memory at n_points × _CHUNK)
 _DIFF_STEP = 1e-5
 
 
@@ -183,83 +174,6 @@ def value_column(k: Any) -> str:
     return f"value_at_{_k_label(k)}"
 
 
-# --------------------------------------------------------------------------- sums
-
-
-def _check_range(k_min: Any, k_max: Any) -> tuple[int, int]:
-    try:
-        lo, hi = int(k_min), int(k_max)
-    except (TypeError, ValueError):
-        raise ConfigError(f"k_min={k_min!r} and k_max={k_max!r} must be integers") from None
-    if lo != k_min or hi != k_max:
-        raise ConfigError(f"k_min={k_min!r} and k_max={k_max!r} must be integers")
-    if lo < 1:
-        raise ConfigError(f"k_min={lo} must be at least 1")
-    if hi < lo:
-        raise ConfigError(f"k_max={hi} must be >= k_min={lo}")
-    return lo, hi
-
-
-#: Points per block of :func:`_direct_sum`: its temporaries are points × _CHUNK
-#: floats (~130 MB here), whatever the number of points.
-_POINT_CHUNK = 65_536
-
-
-def _direct_sum(alpha: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Σ_{k=lo}^{hi} k^(−α) by blocks of sizes and of points (hi − lo small)."""
-    out = np.zeros(alpha.shape, dtype=np.float64)
-    for p0 in range(0, alpha.shape[0], _POINT_CHUNK):
-        a = alpha[p0:p0 + _POINT_CHUNK, None]
-        for start in range(lo, hi + 1, _CHUNK):
-            ks = np.arange(start, min(start + _CHUNK, hi + 1), dtype=np.float64)
-            with np.errstate(over="ignore", invalid="ignore"):
-                out[p0:p0 + _POINT_CHUNK] += np.exp(-a * np.log(ks)[None, :]).sum(axis=1)
-    return out
-
-
-def _em_tail(alpha: np.ndarray, a: int, b: int) -> np.ndarray:
-    """Σ_{k=a}^{b} k^(−α) by Euler–Maclaurin (accurate for a ≥ ~1000)."""
-    fa, fb = float(a), float(b)
-    L = np.log(fb / fa)
-    one_m = 1.0 - alpha
-    with np.errstate(over="ignore", invalid="ignore"):
-        # ∫_a^b k^(−α) dk = a^(1−α) · L · exprel((1−α) L): stable through α = 1.
-        integral = fa ** one_m * L * exprel(one_m * L)
-        pa, pb = fa ** (-alpha), fb ** (-alpha)
-        total = integral + 0.5 * (pa + pb)
-        # f^(2j−1)(k) = −(α)_(2j−1) k^(−α−2j+1), rising factorials (α)_n.
-        r1 = alpha
-        r3 = r1 * (alpha + 1.0) * (alpha + 2.0)
-        r5 = r3 * (alpha + 3.0) * (alpha + 4.0)
-        d1 = -r1 * (pb / fb - pa / fa)
-        d3 = -r3 * (pb / fb**3 - pa / fa**3)
-        d5 = -r5 * (pb / fb**5 - pa / fa**5)
-        total = total + d1 / 12.0 - d3 / 720.0 + d5 / 30240.0
-    return total
-
-
-def _power_sum(alpha: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """Σ_{k=lo}^{hi} k^(−α) for each α (see module docstring)."""
-    alpha = np.asarray(alpha, dtype=np.float64)
-    if hi - lo + 1 <= 2 * _HEAD:
-        return _direct_sum(alpha, lo, hi)
-    # Here hi > lo + 2·_HEAD, so the tail [split, hi] is long and starts at ≥ _HEAD.
-    split = max(lo, _HEAD)
-    total = _em_tail(alpha, split, hi)
-    if lo < split:
-        total = total + _direct_sum(alpha, lo, split - 1)
-    return total
-
-
-def power_mean(alpha: Any, k_min: int, k_max: int) -> np.ndarray:
-    """S(α) = mean over k = k_min..k_max (inclusive) of k^(−α), for each α.
-
-    Exact to rounding for any real α and any range (see the module docstring);
-    NaN where α is NaN.
-    """
-    lo, hi = _check_range(k_min, k_max)
-    alpha = np.atleast_1d(np.asarray(alpha, dtype=np.float64))
-    return _power_sum(alpha, lo, hi) / float(hi - lo + 1)
 
 
 def _has_cov(laws: FittedScalingLaws) -> bool:
@@ -296,7 +210,7 @@ def distributional_shapley(
         the laws carry the covariance of (ĉ, α̂), delta-method intervals.
     """
     laws = _check_laws(laws)
-    lo, hi = _check_range(k_min, k_max)
+    lo, hi = check_size_range(k_min, k_max)
     if not 0.0 < level < 1.0:
         raise ConfigError(f"level={level} must lie in (0, 1)")
     c, alpha = laws.c, laws.alpha
@@ -472,7 +386,7 @@ def grid_shapley(psi: pd.DataFrame, k_min: int, k_max: int) -> pd.Series:
     overestimates: for 1/k on the 10-point geometric grid 100..1000 the bias
     is about +1 %, the same sign for every point with c > 0.
     """
-    lo, hi = _check_range(k_min, k_max)
+    lo, hi = check_size_range(k_min, k_max)
     grid = np.asarray(psi.columns, dtype=np.float64)
     order = np.argsort(grid)
     grid = grid[order]
@@ -523,7 +437,7 @@ def values_table(
     """The content of ``values.parquet``: one row per valued point.
 
     Each row's numbers come from one estimator: ``laws`` (in the pipeline the
-    estimator :func:`pointscale.laws.fit_laws` chose) when the point has a
+    laws the choose-laws stage chose) when the point has a
     finite fit there, else the ``amortized`` laws (which may cover points
     that were never sampled), else none (NaNs, ``estimator="none"``).
 
@@ -564,7 +478,7 @@ def values_table(
     """
     if laws is None and amortized is None:
         raise ConfigError("values_table needs laws, amortized laws, or both")
-    lo, hi = _check_range(k_min, k_max)
+    lo, hi = check_size_range(k_min, k_max)
     if target_sizes is None:
         target_sizes = (dataset.n_pool, 10 * dataset.n_pool)
     target_sizes = list(np.atleast_1d(np.asarray(target_sizes)))
@@ -572,6 +486,46 @@ def values_table(
     for s in sources:
         _check_laws(s)
 
+    index, rows_of, source = _rows_and_sources(sources, dataset)
+    ids = np.asarray(dataset.point_ids)[index].astype(object)
+    filled = _fill_from_sources(sources, rows_of, source, ids.size, lo, hi, target_sizes, level)
+    label, codes = _labels(dataset, index)
+    cols: dict[str, Any] = {"point_id": ids, "label": label}
+    if codes is not None:
+        cols["label_code"] = codes
+    cols["estimator"] = filled.est
+    cols["shapley"] = filled.shap
+    cols["shapley_low"] = filled.shap_lo
+    cols["shapley_high"] = filled.shap_hi
+    cols["rank"] = _rank(filled.shap)
+    for k in target_sizes:
+        lab = _k_label(k)
+        v, vl, vh, ex = filled.tv[lab]
+        name = value_column(k)
+        cols[name] = v
+        cols[f"{name}_low"] = vl
+        cols[f"{name}_high"] = vh
+        cols[f"extrapolated_{lab}"] = ex
+    cols.update(filled.params)
+    cols["negative_c"] = np.where(np.isfinite(filled.params["c"]), filled.params["c"] < 0, False)
+    cols["n_samples"] = filled.n_samples
+    cols.update(_comparison_columns(ids, samples, compare, oob, lo, hi, level))
+    for key in filled.flag_val:
+        cols[f"flag_{key}"] = _nullable_flag(filled.flag_val[key], filled.flag_has[key])
+    frame = pd.DataFrame(cols)
+    frame.attrs["k_range_shapley"] = [lo, hi]
+    frame.attrs["has_intervals"] = bool(filled.any_intervals)
+    return frame
+
+
+def _rows_and_sources(sources: Sequence[FittedScalingLaws], dataset: Any
+                      ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """The table's rows and where each row's numbers come from.
+
+    Returns the pool positions of the covered points (pool order), each
+    source's rows in the table, and per row the first source with a fitted
+    law there (-1: none).
+    """
     # Pool positions of every source's points (hash lookups in C; no per-point Python).
     pool_index = pd.Index(np.asarray(dataset.point_ids).astype(object))
     at_pool = []
@@ -585,35 +539,46 @@ def values_table(
             )
         at_pool.append(pos)
     index = np.unique(np.concatenate(at_pool))  # the covered points, in pool order
-    ids = np.asarray(dataset.point_ids)[index].astype(object)
-    n = ids.size
     rows_of = [np.searchsorted(index, pos) for pos in at_pool]  # each source's rows in the table
-
-    def fitted(s: FittedScalingLaws) -> np.ndarray:
-        return np.isfinite(s.c) & (np.isfinite(s.alpha) | (s.c == 0.0))
-
-    # choose the source of every row: the first source with a fitted law there
-    source = np.full(n, -1)
+    source = np.full(index.size, -1)
     for j, s in enumerate(sources):
-        rows = rows_of[j][fitted(s)]
+        rows = rows_of[j][np.isfinite(s.c) & (np.isfinite(s.alpha) | (s.c == 0.0))]
         source[rows[source[rows] == -1]] = j
+    return index, rows_of, source
 
+
+@dataclass
+class _Filled:
+    """The law-derived columns of the values table, filled source by source."""
+
+    est: np.ndarray
+    shap: np.ndarray
+    shap_lo: np.ndarray
+    shap_hi: np.ndarray
+    params: dict[str, np.ndarray]
+    n_samples: np.ndarray
+    tv: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    flag_val: dict[str, np.ndarray]
+    flag_has: dict[str, np.ndarray]
+    any_intervals: bool = False
+
+
+def _fill_from_sources(sources, rows_of, source, n: int, lo: int, hi: int, target_sizes, level: float) -> _Filled:
+    """Shapley values, values at the target sizes, parameters and flags of each row, from its source."""
     nan = lambda: np.full(n, np.nan)  # noqa: E731
-    cols: dict[str, Any] = {}
-    est = np.full(n, "none", dtype=object)
-    shap, shap_lo, shap_hi = nan(), nan(), nan()
-    params = {name: nan() for name in ("c", "alpha", "sigma", "beta", "c_low", "c_high", "alpha_low", "alpha_high")}
-    n_samples = np.zeros(n, dtype=np.int64)
-    tv = {_k_label(k): (nan(), nan(), nan(), np.zeros(n, dtype=bool)) for k in target_sizes}
     flag_keys = sorted({k for s in sources for k in s.flags})
-    flag_val = {k: np.zeros(n, dtype=bool) for k in flag_keys}
-    flag_has = {k: np.zeros(n, dtype=bool) for k in flag_keys}
-    any_intervals = False
-
+    out = _Filled(
+        est=np.full(n, "none", dtype=object), shap=nan(), shap_lo=nan(), shap_hi=nan(),
+        params={name: nan() for name in ("c", "alpha", "sigma", "beta", "c_low", "c_high", "alpha_low",
+                                         "alpha_high")},
+        n_samples=np.zeros(n, dtype=np.int64),
+        tv={_k_label(k): (nan(), nan(), nan(), np.zeros(n, dtype=bool)) for k in target_sizes},
+        flag_val={k: np.zeros(n, dtype=bool) for k in flag_keys},
+        flag_has={k: np.zeros(n, dtype=bool) for k in flag_keys},
+    )
     # n_samples: from the per-point laws where they know the point
     for j in range(len(sources) - 1, -1, -1):
-        n_samples[rows_of[j]] = sources[j].n_samples
-
+        out.n_samples[rows_of[j]] = sources[j].n_samples
     for j, s in enumerate(sources):
         rows_all = rows_of[j]
         take = source[rows_all] == j
@@ -621,54 +586,45 @@ def values_table(
             continue
         sub = s.subset(take)
         rows = rows_all[take]
-        est[rows] = s.estimator
+        out.est[rows] = s.estimator
         sv = distributional_shapley(sub, lo, hi, level=level)
-        shap[rows] = sv.value
+        out.shap[rows] = sv.value
         if sv.has_intervals:
-            any_intervals = True
-            shap_lo[rows], shap_hi[rows] = sv.low, sv.high
+            out.any_intervals = True
+            out.shap_lo[rows], out.shap_hi[rows] = sv.low, sv.high
         for name in ("c", "alpha", "sigma", "beta"):
-            params[name][rows] = getattr(sub, name)
+            out.params[name][rows] = getattr(sub, name)
         if sub.has_intervals:
             for name in ("c_low", "c_high", "alpha_low", "alpha_high"):
-                params[name][rows] = getattr(sub, name)
+                out.params[name][rows] = getattr(sub, name)
         va = value_at(sub, target_sizes, level=level)
         for m, k in enumerate(target_sizes):
-            v, vl, vh, ex = tv[_k_label(k)]
+            v, vl, vh, ex = out.tv[_k_label(k)]
             v[rows] = va.value[:, m]
             if va.has_intervals:
                 vl[rows], vh[rows] = va.low[:, m], va.high[:, m]
             ex[rows] = va.extrapolated[m]
         for key in flag_keys:
             if key in sub.flags:
-                flag_val[key][rows] = sub.flags[key]
-                flag_has[key][rows] = True
+                out.flag_val[key][rows] = sub.flags[key]
+                out.flag_has[key][rows] = True
+    return out
 
-    label, codes = _labels(dataset, index)
-    cols["point_id"] = ids
-    cols["label"] = label
-    if codes is not None:
-        cols["label_code"] = codes
-    cols["estimator"] = est
-    cols["shapley"] = shap
-    cols["shapley_low"] = shap_lo
-    cols["shapley_high"] = shap_hi
+
+def _rank(shap: np.ndarray) -> pd.arrays.IntegerArray:
+    """1 = the largest finite value; NA where the value is not finite."""
+    n = shap.size
     order = np.argsort(-np.where(np.isfinite(shap), shap, -np.inf), kind="stable")
     rank = np.empty(n, dtype=np.float64)
     rank[order] = np.arange(1, n + 1)
     rank[~np.isfinite(shap)] = np.nan
-    cols["rank"] = pd.array(rank, dtype="Int64") if n else pd.array([], dtype="Int64")
-    for k in target_sizes:
-        lab = _k_label(k)
-        v, vl, vh, ex = tv[lab]
-        name = value_column(k)
-        cols[name] = v
-        cols[f"{name}_low"] = vl
-        cols[f"{name}_high"] = vh
-        cols[f"extrapolated_{lab}"] = ex
-    cols.update(params)
-    cols["negative_c"] = np.where(np.isfinite(params["c"]), params["c"] < 0, False)
-    cols["n_samples"] = n_samples
+    return pd.array(rank, dtype="Int64") if n else pd.array([], dtype="Int64")
+
+
+def _comparison_columns(ids: np.ndarray, samples, compare, oob, lo: int, hi: int, level: float) -> dict[str, Any]:
+    """Monte Carlo columns, other estimators' Shapley values and the out-of-bag evidence, per row."""
+    n = ids.size
+    cols: dict[str, Any] = {}
     if samples is not None:
         mc = monte_carlo_values(samples, k_min=lo, k_max=hi).reindex(ids)
         cols["mc_mean"] = mc["mc_mean"].to_numpy(dtype=np.float64)
@@ -685,9 +641,4 @@ def values_table(
         ev = oob.set_index("point_id").reindex(ids)
         cols["oob"] = ev["oob_score"].to_numpy(dtype=np.float64)
         cols["n_oob"] = ev["n_oob"].fillna(0).to_numpy(dtype=np.int64)
-    for key in flag_keys:
-        cols[f"flag_{key}"] = _nullable_flag(flag_val[key], flag_has[key])
-    frame = pd.DataFrame(cols)
-    frame.attrs["k_range_shapley"] = [lo, hi]
-    frame.attrs["has_intervals"] = bool(any_intervals)
-    return frame
+    return cols

@@ -11,7 +11,7 @@ import pytest
 from pointscale.data import load_dataset
 from pointscale.errors import ConfigError
 from pointscale.sampling import SamplingConfig, plan_blocks, run_blocks, sample_marginals, subset_for, utility
-from pointscale.sampling.batched_mlp import BatchedMLPClassifier, BatchedMLPRegressor, MLPBlockSolver, _SharedRows
+from pointscale.sampling.solvers.mlp import BatchedMLPClassifier, BatchedMLPRegressor, MLPBlockSolver, _SharedRows
 from pointscale.sampling.devices import Device, DeviceError, DeviceWarning, resolve_device
 from pointscale.sampling.models import default_params, make_estimator
 
@@ -248,7 +248,7 @@ def test_precomputed_kernel_svm_equals_the_registry_svm(data, request):
     Same folds, seeds, kernel values and sigmoid; the block calls libsvm directly with its
     own table slices, the registry goes through CalibratedClassifierCV and SVC.
     """
-    from pointscale.sampling.svm_kernel import SVMBlockSolver
+    from pointscale.sampling.solvers.svm import SVMBlockSolver
 
     ds = request.getfixturevalue(data)
     D, Z = np.arange(90), np.arange(150, 156)
@@ -274,7 +274,7 @@ def test_svm_distances_depend_on_the_two_rows_only():
     """Each squared distance is a function of its two rows: the same in any table, and accurate."""
     import math
 
-    from pointscale.sampling.svm_kernel import gram, squared_distances
+    from pointscale.sampling.solvers.svm import gram, squared_distances
 
     rng = np.random.default_rng(3)
     # Continuous columns of very different scales, a one-hot block and an all-zero row.
@@ -302,7 +302,7 @@ def test_registry_svm_is_libsvms_rbf_svm(cancer):
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.svm import SVC
 
-    from pointscale.sampling.svm_kernel import platt_folds
+    from pointscale.sampling.solvers.svm import platt_folds
 
     D = np.arange(200)
     X, y = cancer.X_train[D], cancer.y_train[D]
@@ -336,8 +336,8 @@ def test_engine_svm_fast_and_generic_paths_agree(cancer):
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_device_logistic_solver_equals_the_cpu_solver(cancer, backend):
-    from pointscale.sampling.device_logreg import DeviceLogisticSolver
-    from pointscale.sampling.fastpath import LogisticBinarySolver
+    from pointscale.sampling.solvers.device_logistic import DeviceLogisticSolver
+    from pointscale.sampling.solvers.logistic import LogisticBinarySolver
 
     if backend == "torch":
         pytest.importorskip("torch")

@@ -106,7 +106,7 @@ def test_shapley_target_prefers_the_better_shapley_values_over_the_better_psi_fi
     # prefer "a", whose values are right.
     from pointscale.laws.auto import heldout_terms_shapley
     from pointscale.laws.result import FittedScalingLaws
-    from pointscale.valuation.values import power_mean
+    from pointscale.laws.power import power_mean
 
     par = draw_parameters(300, 3)
     s = simulate_samples(par, 40, 4)

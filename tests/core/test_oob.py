@@ -24,6 +24,7 @@ from pointscale.sampling import (
 )
 from pointscale.sampling import oob as oob_module
 from pointscale.sampling.plans import draw_subset, pool_info
+from pointscale.sampling.schema import SCORE_SCALE
 from pointscale.valuation import flip_labels
 
 
@@ -169,7 +170,7 @@ def test_every_registry_model_records_evidence(cancer, diabetes, model, task):
     res = sample_blocks(ds, cfg, blocks)
     assert res.n_oob_predictions == sum(pool_info(ds).n_pool - b.k for b in blocks)
     ev = res.oob
-    assert (ev["score_fx"] >= 0).all() and (ev["score_fx"] <= ev["n"] * oob_module.SCORE_SCALE).all()
+    assert (ev["score_fx"] >= 0).all() and (ev["score_fx"] <= ev["n"] * SCORE_SCALE).all()
     assert (ev["n_correct"] <= ev["n"]).all()
 
 

@@ -36,7 +36,8 @@ def _sample_fit_value(run_dir, info, sampling) -> None:
     plan = pipeline.plan_sampling(info["path"], sampling, groups, RunFolder(run_dir).samples)
     for i in range(plan["n_shards"]):
         pipeline.run_shard(info["path"], sampling, plan["plan"], i, RunFolder(run_dir).samples)
-    pipeline.fit_laws(run_dir, sampling)
+    pipeline.fit_mle_laws(run_dir, sampling)
+    pipeline.choose_laws(run_dir, info["path"], sampling)
     pipeline.value(run_dir, info["path"], sampling)
 
 

@@ -24,7 +24,7 @@ from pointscale.sampling import (
     utility,
 )
 from pointscale.sampling import engine
-from pointscale.sampling.fastpath import BlockFit
+from pointscale.sampling.solvers.base import BlockFit
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +243,7 @@ def test_solver_trouble_falls_back_to_the_model_itself(cancer, monkeypatch):
         def __call__(self, *args, **kwargs):
             raise np.linalg.LinAlgError("not positive definite")
 
-    monkeypatch.setattr(engine, "fast_solver_for", lambda *a, **k: Broken())
+    monkeypatch.setattr(engine, "solver_for", lambda *a, **k: Broken())
     cfg = SamplingConfig(k_min=30, k_max=60, samples_per_point=1, block_size=8)
     rows = run_blocks(cancer, cfg, plan_blocks(cancer, cfg)[:1])
     assert (rows["method"] == "warm").all() and not rows["failed"].any()

@@ -91,15 +91,15 @@ def test_removal_budget_subsamples_and_says_so(cancer):
 
 
 def test_out_of_bag_evidence_streams_to_the_same_table(cancer, tmp_path, monkeypatch):
-    from pointscale.sampling import oob, sample_marginals
+    from pointscale.sampling import ledger as ledger_module, sample_marginals
 
     cfg = SamplingConfig(k_min=20, k_max=60, samples_per_point=4, block_size=8, shard_size=2)
     ledger = Ledger(tmp_path)
     sample_marginals(cancer, cfg, [str(p) for p in cancer.point_ids[:40]], ledger=ledger)
-    whole = oob.summarize(ledger.read_oob())
+    whole = ledger_module.summarize(ledger.read_oob())
     assert len(whole) > 0
-    monkeypatch.setattr(oob, "_OOB_MERGE_ROWS", 1)  # sum after every shard
-    pd.testing.assert_frame_equal(oob.oob_evidence(ledger), whole)
+    monkeypatch.setattr(ledger_module, "_OOB_MERGE_ROWS", 1)  # sum after every shard
+    pd.testing.assert_frame_equal(ledger_module.oob_evidence(ledger), whole)
 
 
 def test_out_of_bag_subset_costs_no_pool_mask():

@@ -12,6 +12,7 @@ from scipy.special import zeta
 
 from pointscale.errors import ConfigError, DataError
 from pointscale.io import atomic_write_parquet
+from pointscale.laws.power import power_mean
 from pointscale.laws.result import FittedScalingLaws
 from pointscale.valuation import (
     distributional_shapley,
@@ -19,7 +20,6 @@ from pointscale.valuation import (
     evaluate_estimates,
     grid_shapley,
     monte_carlo_values,
-    power_mean,
     select_points,
     value_at,
     values_table,

@@ -77,17 +77,28 @@ def _samples_ref(run_dir):
     return {"counts": {}, "ledger_hash": pipeline.ledger_hash(run_dir), "points_hash": pipeline.points_hash(run_dir)}
 
 
-def test_fit_value_select_tasks_write_their_files(sampled_run):
+def test_task_names_say_what_each_stage_does():
+    # The UI shows these: the MLE stage is named for what it is, and the laws behind the
+    # values are chosen in a stage of their own.
+    assert law_tasks.fit_mle_laws.name == "fit-mle-laws"
+    assert law_tasks.choose_laws.name == "choose-laws"
+    assert value_tasks.value.name == "value"
+
+
+def test_fit_choose_value_select_tasks_write_their_files(sampled_run):
     run_dir, info, sampling, _, _ = sampled_run
     samples = _samples_ref(run_dir)
-    mle = law_tasks.fit_mle.fn(str(run_dir), sampling, samples)
+    mle = law_tasks.fit_mle_laws.fn(str(run_dir), sampling, samples)
     assert mle["points"] == 40 and mle["samples"] == 40 * 12 and set(mle["output"]) == {"laws_mle.parquet"}
-    values = value_tasks.value.fn(str(run_dir), info, sampling, samples, mle)
+    chosen_laws = law_tasks.choose_laws.fn(str(run_dir), info, sampling, samples, mle)
+    assert set(chosen_laws["output"]) == {"laws.parquet"}
+    values = value_tasks.value.fn(str(run_dir), info, sampling, samples, chosen_laws, mle)
     table = pd.read_parquet(run_dir / "values.parquet")
     assert values["points"] == len(table) == 40 and table["point_id"].is_unique
-    # shapley comes from the estimator fit_laws chose by held-out likelihood; the
+    # shapley comes from the estimator choose-laws chose by held-out likelihood; the
     # comparison columns and the out-of-bag evidence sit beside it.
-    choice = values["estimator"]
+    choice = chosen_laws["estimator"]
+    assert values["estimator"] == choice
     scores, se = choice["heldout_nll"], choice["se_of_difference_to_best"]
     best = min((v, k) for k, v in scores.items() if v is not None)
     assert choice["method"] == "auto" and choice["best"] == best[1]
@@ -100,7 +111,7 @@ def test_fit_value_select_tasks_write_their_files(sampled_run):
     expected = distributional_shapley(mle_laws, sampling["k_min"], sampling["k_max"]).to_series()
     np.testing.assert_allclose(table.set_index("point_id")["shapley_mle"], expected.reindex(table["point_id"]))
     assert "epsilon" in values["learning_curve"] and (run_dir / "learning_curve.json").exists()
-    sel = value_tasks.select.fn(str(run_dir), info, values, 10)
+    sel = value_tasks.select.fn(str(run_dir), info, chosen_laws, values, 10)
     chosen = pd.read_parquet(run_dir / "selection.parquet")
     assert sel["selected"] == len(chosen) == 10
     # Selected points are the highest predicted values c·n^(−α) at the pool size, 5 per class
@@ -129,7 +140,8 @@ def test_fit_value_select_tasks_write_their_files(sampled_run):
     # run.json records which outputs are current, with the sha256 of each file.
     outputs = read_json(run_dir / "run.json")["outputs"]
     assert outputs["values"]["files"] == {name: sha256_file(run_dir / name) for name in
-                                          ("values.parquet", "laws.parquet", "learning_curve.json")}
+                                          ("values.parquet", "learning_curve.json")}
+    assert outputs["laws"]["files"] == {"laws.parquet": sha256_file(run_dir / "laws.parquet")}
 
 
 def test_a_stage_reruns_exactly_when_its_inputs_code_or_files_change(sampled_run, monkeypatch):
@@ -141,7 +153,7 @@ def test_a_stage_reruns_exactly_when_its_inputs_code_or_files_change(sampled_run
 
     def compute():
         calls.append(1)
-        return pipeline.fit_laws(str(run_dir), sampling)
+        return pipeline.fit_mle_laws(str(run_dir), sampling)
 
     def run(inputs):
         return _cache.run_stage(str(run_dir), "laws_mle", inputs, compute)

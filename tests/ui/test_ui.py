@@ -223,7 +223,7 @@ def test_the_printed_link_opens_the_run_with_its_stages_and_logs(run, server, br
         _click_tab(browser, "Logs")
         _wait_text(browser, "dataset breast_cancer", "starting a local Dask cluster")
         _click_tab(browser, "Task Runs")
-        text = _wait_text(browser, "fit-mle", "value", "select", "removal-curve", "report")
+        text = _wait_text(browser, "fit-mle-laws", "choose-laws", "value", "select", "removal-curve", "report")
         assert "ingest" in text
         _click_tab(browser, "Subflow Runs")
         _wait_text(browser, "sample-breast_cancer-logreg")
@@ -276,9 +276,9 @@ def _hosts_requested(browser, server, paths: list[str]) -> set[str]:
     return hosts
 
 
-def test_the_ui_calls_no_outside_host_but_the_one_the_readme_names(run, server, browser):
+def test_the_ui_calls_no_outside_host_but_the_one_the_docs_name(run, server, browser):
     """Telemetry: the V1 UI requests nothing outside its server; the V2 UI (Prefect's default) only
-    its analytics client's configuration host, which no setting turns off (README, "Telemetry")."""
+    its analytics client's configuration host, which no setting turns off (docs/prefect.md, "Telemetry")."""
     own = f"127.0.0.1:{server['port']}"
     v1 = _hosts_requested(browser, server, ["/dashboard", f"/runs/flow-run/{run['id']}", "/artifacts"])
     assert v1 == {own}, v1

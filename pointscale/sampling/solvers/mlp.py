@@ -54,8 +54,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
-from .models import ExplicitParams
+from ...errors import ConfigError
+from ..devices import CPU
+from ..estimators import ExplicitParams
+from ..metrics import METRICS
+from .base import BlockFit, array_namespace, device_of, is_numpy, sigmoid
 
 ADAM_BETA_1 = 0.9
 ADAM_BETA_2 = 0.999
@@ -78,15 +81,6 @@ except ImportError:  # pragma: no cover -- a scipy without them: dense products 
     _KERNELS = False
 
 
-def array_namespace(*arrays):
-    """The array-API namespace of ``arrays`` (numpy, torch, CuPy, ...)."""
-    try:
-        import array_api_compat
-    except ImportError:  # scikit-learn ships a copy
-        from sklearn.externals import array_api_compat
-    return array_api_compat.array_namespace(*arrays)
-
-
 def glorot_init(seed: int, layer_units: Sequence[int]) -> list[np.ndarray]:
     """scikit-learn's MLP initialisation: ``[W1, b1, W2, b2, ...]`` (float64, numpy).
 
@@ -104,36 +98,18 @@ def glorot_init(seed: int, layer_units: Sequence[int]) -> list[np.ndarray]:
     return params
 
 
-def _sigmoid(xp, z):
-    # exp of a non-positive argument only: no overflow for any margin.
-    e = xp.exp(-xp.abs(z))
-    return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
 def _output(xp, z, out: str):
     if out == "logistic":
-        return _sigmoid(xp, z)
+        return sigmoid(xp, z)
     if out == "softmax":
         e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
         return e / xp.sum(e, axis=-1, keepdims=True)
     return z
 
 
-def _is_numpy(xp) -> bool:
-    return "numpy" in getattr(xp, "__name__", "")
-
-
 def _with_ones(xp, X):
     """``[X, 1]``: the first layer's bias rides in its matrix product."""
-    return xp.concat([X, xp.ones((X.shape[0], 1), dtype=X.dtype, device=_device(X))], axis=1)
-
-
-def _device(x):
-    try:
-        import array_api_compat
-    except ImportError:
-        from sklearn.externals import array_api_compat
-    return array_api_compat.device(x)
+    return xp.concat([X, xp.ones((X.shape[0], 1), dtype=X.dtype, device=device_of(X))], axis=1)
 
 
 class _SharedRows:
@@ -156,7 +132,7 @@ class _SharedRows:
         k, d = X.shape
         self.csr = None
         X1 = _with_ones(xp, X)
-        if not _is_numpy(xp):
+        if not is_numpy(xp):
             self.order, self.n_dense = None, d + 1
             self.dense, self.dense_t = X1, xp.asarray(X1.T, copy=True)
             return
@@ -239,6 +215,136 @@ def forward(X, params, out: str):
     return xp.permute_dims(_output(xp, _second_layer(xp, H, W2, b2), out), (1, 0, 2))
 
 
+class _Block:
+    """What every step of :func:`train` reads: the shared and own rows, targets, penalty, buffers."""
+
+    def __init__(self, X, Y, X_own, Y_own, own_weight, A1_0, *, alpha: float, out: str) -> None:
+        xp = self.xp = array_namespace(X)
+        k, d = X.shape
+        self.alpha, self.out = alpha, out
+        dev = device_of(X)
+        self.rows = _SharedRows(xp, X)
+        Xo1 = _with_ones(xp, X_own)
+        pen1 = xp.concat([xp.full((d, 1, 1), alpha, dtype=X.dtype, device=dev),
+                          xp.zeros((1, 1, 1), dtype=X.dtype, device=dev)], axis=0)   # biases unpenalised
+        if self.rows.order is not None:  # first-layer rows in the order of the shared rows' columns
+            A1_0, Xo1, pen1 = A1_0[self.rows.order], Xo1[:, self.rows.order], pen1[self.rows.order]
+        self.A1_0, self.Xo1, self.pen1 = A1_0, Xo1, pen1
+        self.Xo1T = Xo1.T[:, :, None]
+        self.n = k + own_weight                                  # rows per model, (M,)
+        self.Yb = Y[:, None, :]
+        self.Y_own = Y_own
+        self.w_own = own_weight[:, None]
+        self.one_output = Y.shape[1] == 1
+        # numpy: the (k, M, h) arrays that dominate a step live in buffers allocated once
+        self.buffers = is_numpy(xp)
+        M, h = X_own.shape[0], A1_0.shape[1]
+        if self.buffers:
+            self.Z_buf = np.empty((k, M, h), dtype=X.dtype)
+            self.F_buf = np.empty((k, M, h), dtype=X.dtype)
+            self.G_buf = np.empty((d + 1, M * h), dtype=X.dtype)
+        else:
+            self.Z_buf = self.F_buf = self.G_buf = None
+
+
+def _initial_params(xp, A1_0, W2_0, b2_0, M: int) -> list:
+    """Every model starts from the same weights (one seed per block): [A1, W2, b2] per model."""
+    d1, h = A1_0.shape
+    o = W2_0.shape[1]
+    return [xp.asarray(xp.broadcast_to(A1_0[:, None, :], (d1, M, h)), copy=True),
+            xp.asarray(xp.broadcast_to(W2_0[None, :, :], (M, h, o)), copy=True),
+            xp.asarray(xp.broadcast_to(b2_0[None, :], (M, o)), copy=True)]
+
+
+def _gradients(b: _Block, params) -> tuple:
+    """The loss gradients (gA1, gW2, gb2) of every model at ``params``: forward, then backward."""
+    xp, rows, out, alpha, buffers = b.xp, b.rows, b.out, b.alpha, b.buffers
+    A1, W2, b2 = params
+    k = rows.dense.shape[0]
+    d1, M, h = A1.shape
+    # forward: shared rows (k, M, ·) from one product, own rows (M, ·)
+    Z = rows.hidden(A1, b.Z_buf)
+    if buffers:
+        # ReLU's derivative as 0/1 of the float dtype: multiplying by it is a plain float
+        # product, 2-3x faster than by a bool mask (a cast per element).
+        F = np.greater(Z, 0, out=b.F_buf, casting="unsafe")
+        H = np.multiply(Z, F, out=Z)
+    else:
+        F = xp.astype(Z > 0, Z.dtype)
+        H = Z * F
+    P = _output(xp, _second_layer(xp, H, W2, b2), out)   # (k, M, o)
+    z1 = (b.Xo1[:, None, :] @ xp.permute_dims(A1, (1, 0, 2)))[:, 0, :]
+    h1 = z1 * (z1 > 0)
+    p = _output(xp, (h1[:, None, :] @ W2)[:, 0, :] + b2, out)
+    # backward: the output delta is p − y for the three canonical loss/link pairs
+    D2 = P - b.Yb
+    d2 = (p - b.Y_own) * b.w_own
+    n = b.n
+    # Gradients accumulate in place in the fresh product arrays (the same sums, in the
+    # same order, as the expressions written out; fewer temporaries of parameter size).
+    gW2 = xp.permute_dims(H, (1, 2, 0)) @ xp.permute_dims(D2, (1, 0, 2))
+    gW2 += h1[:, :, None] * d2[:, None, :]
+    gW2 += alpha * W2
+    gW2 /= n[:, None, None]
+    if b.one_output:  # D2 ∘ relu'(Z), in relu's buffer; W2 scales the product below
+        E = np.multiply(F, D2, out=F) if buffers else F * D2
+    else:             # H is spent: the hidden deltas take its buffer
+        E = _backprop_hidden(xp, D2, W2, b.Z_buf)
+        E *= F
+    gA1 = xp.reshape(rows.backward(xp.reshape(E, (k, M * h)), b.G_buf), (d1, M, h))
+    if b.one_output:
+        gA1 *= xp.reshape(W2, (1, M, h))
+    d1_own = _backprop_hidden(xp, d2[None, ...], W2)[0]
+    d1_own *= z1 > 0
+    gA1 += b.Xo1T * d1_own[None, :, :]
+    gA1 += b.pen1 * A1
+    gA1 /= n[None, :, None]
+    gb2 = xp.sum(D2, axis=0) + d2
+    gb2 /= n[:, None]
+    return gA1, gW2, gb2
+
+
+class _Adam:
+    """scikit-learn's Adam, bias-corrected through the learning rate, updating parameters in place."""
+
+    def __init__(self, xp, params, *, learning_rate: float, beta_1: float, beta_2: float, epsilon: float,
+                 buffers: bool) -> None:
+        self.xp, self.learning_rate, self.beta_1, self.beta_2, self.epsilon = xp, learning_rate, beta_1, beta_2, epsilon
+        self.ms = [xp.zeros_like(p) for p in params]
+        self.vs = [xp.zeros_like(p) for p in params]
+        self.buf = [np.empty_like(p) for p in params] if buffers else None
+
+    def step(self, params, grads, t: int) -> None:
+        """Step t (from 1): m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², θ ← θ − lr_t·m/(√v + ε).
+
+        ``grads`` are overwritten (they serve as temporaries).
+        """
+        xp, beta_1, beta_2, epsilon = self.xp, self.beta_1, self.beta_2, self.epsilon
+        lr_t = self.learning_rate * math.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t)
+        for i, g in enumerate(grads):
+            m, v = self.ms[i], self.vs[i]
+            if self.buf is not None:  # the same operations, every temporary in a buffer
+                s = self.buf[i]
+                m *= beta_1
+                m += np.multiply(g, 1.0 - beta_1, out=s)
+                g *= g
+                v *= beta_2
+                v += np.multiply(g, 1.0 - beta_2, out=g)
+                np.sqrt(v, out=s)
+                s += epsilon
+                params[i] -= np.divide(np.multiply(m, lr_t, out=g), s, out=g)
+                continue
+            m *= beta_1
+            m += (1.0 - beta_1) * g
+            g *= g
+            v *= beta_2
+            v += (1.0 - beta_2) * g
+            step = xp.sqrt(v)
+            step += epsilon
+            step = (lr_t * m) / step
+            params[i] -= step
+
+
 def train(X, Y, X_own, Y_own, own_weight, params0, *, alpha: float, learning_rate: float,
           max_iter: int, out: str, beta_1: float = ADAM_BETA_1, beta_2: float = ADAM_BETA_2,
           epsilon: float = ADAM_EPSILON):
@@ -278,106 +384,17 @@ def train(X, Y, X_own, Y_own, own_weight, params0, *, alpha: float, learning_rat
     gradient instead of taking a pass over the (k, M, h) deltas.
     """
     xp = array_namespace(X)
-    k, d = X.shape
-    M = X_own.shape[0]
     W1_0, b1_0, W2_0, b2_0 = params0
-    h, o = W2_0.shape
-    dev = _device(X)
-    rows = _SharedRows(xp, X)
-    # Every model starts from the same weights (one seed per block).
-    A1_0 = xp.concat([W1_0, b1_0[None, :]], axis=0)
-    Xo1 = _with_ones(xp, X_own)
-    pen1 = xp.concat([xp.full((d, 1, 1), alpha, dtype=X.dtype, device=dev),
-                      xp.zeros((1, 1, 1), dtype=X.dtype, device=dev)], axis=0)   # biases unpenalised
-    if rows.order is not None:  # first-layer rows in the order of the shared rows' columns
-        A1_0, Xo1, pen1 = A1_0[rows.order], Xo1[:, rows.order], pen1[rows.order]
-    params = [xp.asarray(xp.broadcast_to(A1_0[:, None, :], (d + 1, M, h)), copy=True),
-              xp.asarray(xp.broadcast_to(W2_0[None, :, :], (M, h, o)), copy=True),
-              xp.asarray(xp.broadcast_to(b2_0[None, :], (M, o)), copy=True)]
-    ms = [xp.zeros_like(p) for p in params]
-    vs = [xp.zeros_like(p) for p in params]
-    Xo1T = Xo1.T[:, :, None]
-    n = k + own_weight                                       # rows per model, (M,)
-    Yb = Y[:, None, :]
-    w_own = own_weight[:, None]
-    one_output = o == 1
-    # numpy: the (k, M, h) arrays that dominate a step live in buffers allocated once
-    buffers = _is_numpy(xp)
-    if buffers:
-        Z_buf = np.empty((k, M, h), dtype=X.dtype)
-        F_buf = np.empty((k, M, h), dtype=X.dtype)
-        G_buf = np.empty((d + 1, M * h), dtype=X.dtype)
-        adam_buf = [np.empty_like(p) for p in params]
-    else:
-        Z_buf = F_buf = G_buf = None
+    block = _Block(X, Y, X_own, Y_own, own_weight, xp.concat([W1_0, b1_0[None, :]], axis=0), alpha=alpha, out=out)
+    params = _initial_params(xp, block.A1_0, W2_0, b2_0, X_own.shape[0])
+    adam = _Adam(xp, params, learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+                 buffers=block.buffers)
     for t in range(1, max_iter + 1):
-        A1, W2, b2 = params
-        # forward: shared rows (k, M, ·) from one product, own rows (M, ·)
-        Z = rows.hidden(A1, Z_buf)
-        if buffers:
-            # ReLU's derivative as 0/1 of the float dtype: multiplying by it is a plain float
-            # product, 2-3x faster than by a bool mask (a cast per element).
-            F = np.greater(Z, 0, out=F_buf, casting="unsafe")
-            H = np.multiply(Z, F, out=Z)
-        else:
-            F = xp.astype(Z > 0, Z.dtype)
-            H = Z * F
-        P = _output(xp, _second_layer(xp, H, W2, b2), out)   # (k, M, o)
-        z1 = (Xo1[:, None, :] @ xp.permute_dims(A1, (1, 0, 2)))[:, 0, :]
-        h1 = z1 * (z1 > 0)
-        p = _output(xp, (h1[:, None, :] @ W2)[:, 0, :] + b2, out)
-        # backward: the output delta is p − y for the three canonical loss/link pairs
-        D2 = P - Yb
-        d2 = (p - Y_own) * w_own
-        # Gradients accumulate in place in the fresh product arrays (the same sums, in the
-        # same order, as the expressions written out; fewer temporaries of parameter size).
-        gW2 = xp.permute_dims(H, (1, 2, 0)) @ xp.permute_dims(D2, (1, 0, 2))
-        gW2 += h1[:, :, None] * d2[:, None, :]
-        gW2 += alpha * W2
-        gW2 /= n[:, None, None]
-        if one_output:  # D2 ∘ relu'(Z), in relu's buffer; W2 scales the product below
-            E = np.multiply(F, D2, out=F) if buffers else F * D2
-        else:           # H is spent: the hidden deltas take its buffer
-            E = _backprop_hidden(xp, D2, W2, Z_buf)
-            E *= F
-        gA1 = xp.reshape(rows.backward(xp.reshape(E, (k, M * h)), G_buf), (d + 1, M, h))
-        if one_output:
-            gA1 *= xp.reshape(W2, (1, M, h))
-        d1 = _backprop_hidden(xp, d2[None, ...], W2)[0]
-        d1 *= z1 > 0
-        gA1 += Xo1T * d1[None, :, :]
-        gA1 += pen1 * A1
-        gA1 /= n[None, :, None]
-        gb2 = xp.sum(D2, axis=0) + d2
-        gb2 /= n[:, None]
-        # Adam, bias-corrected through the learning rate as scikit-learn does, updated in place:
-        # m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², θ ← θ − lr_t·m/(√v + ε), the same arithmetic.
-        lr_t = learning_rate * math.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t)
-        for i, g in enumerate((gA1, gW2, gb2)):
-            m, v = ms[i], vs[i]
-            if buffers:  # the same operations, every temporary in a buffer
-                s = adam_buf[i]
-                m *= beta_1
-                m += np.multiply(g, 1.0 - beta_1, out=s)
-                g *= g
-                v *= beta_2
-                v += np.multiply(g, 1.0 - beta_2, out=g)
-                np.sqrt(v, out=s)
-                s += epsilon
-                params[i] -= np.divide(np.multiply(m, lr_t, out=g), s, out=g)
-                continue
-            m *= beta_1
-            m += (1.0 - beta_1) * g
-            g *= g
-            v *= beta_2
-            v += (1.0 - beta_2) * g
-            step = xp.sqrt(v)
-            step += epsilon
-            step = (lr_t * m) / step
-            params[i] -= step
-    if rows.order is not None:  # back to [W1; b1]
+        adam.step(params, _gradients(block, params), t)
+    order = block.rows.order
+    if order is not None:  # back to [W1; b1]
         A1 = np.empty_like(params[0])
-        A1[rows.order] = params[0]
+        A1[order] = params[0]
         params[0] = A1
     return tuple(params)
 
@@ -519,11 +536,11 @@ class MLPBlockSolver:
     """
 
     method = "batched_adam"
+    #: The same model and arithmetic as the estimator, summed in another order: float32
+    #: rounding grows over the steps (equal to ~1e-15 in float64, module docstring).
+    exact = False
 
     def __init__(self, params, task: str, n_classes: int, X_val, y_val, metric: str, device=None) -> None:
-        from .devices import CPU
-        from .metrics import METRICS
-
         settings = check_settings(params)
         self.hidden = settings.pop("hidden")
         self.dtype = settings.pop("dtype")
@@ -556,8 +573,6 @@ class MLPBlockSolver:
         return params, out
 
     def __call__(self, Xd, yd, Xz, yz, seed: int | None = None):
-        from .fastpath import BlockFit
-
         if self.task == "classification" and len(np.unique(yd)) < self.n_classes:
             return None  # a class missing from D: the estimator itself decides what D can learn
         params, out = self.train_block(Xd, yd, Xz, yz, 0 if seed is None else int(seed))
@@ -574,3 +589,8 @@ class MLPBlockSolver:
         B = len(Xz)
         return BlockFit(u_base=float(scores[0]), u_with=scores[1:], converged=np.ones(B, dtype=bool),
                         method=self.method, iterations=self.settings["max_iter"], predict_base=predict_base)
+
+
+def build(params, task: str, n_classes: int, X_val, y_val, metric: str, device=None) -> MLPBlockSolver:
+    """The block solver of ``mlp_batched`` (:class:`~.base.SolverBuilder`; it never declines)."""
+    return MLPBlockSolver(params, task, n_classes, X_val, y_val, metric, device)

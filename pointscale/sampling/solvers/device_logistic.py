@@ -1,6 +1,6 @@
 r"""Binary L2 logistic regression for a whole block on a GPU (array API).
 
-The CPU solver (:class:`~.fastpath.LogisticBinarySolver`) reuses one
+The CPU solver (:class:`~.logistic.LogisticBinarySolver`) reuses one
 Cholesky factor of the base Hessian through Sherman–Morrison updates, which
 is sequential LAPACK work. On a GPU the cheaper route is to give every one of
 the M = B + 1 problems (the base D, and D ∪ {z_b}) its own exact damped
@@ -21,8 +21,10 @@ same optimum up to rounding (``python -m benchmarks.gpu`` measures it).
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 
-from .batched_mlp import _sigmoid, array_namespace
+from ..metrics import METRICS
+from .base import BlockFit, array_namespace, device_of, sigmoid
 
 STEP_TOL = 1e-12
 MAX_ITER = 100
@@ -51,7 +53,7 @@ def newton_block(X1, y, Z1, yz, weight, C: float, pen):
     xp = array_namespace(X1)
     k, d1 = X1.shape
     M = Z1.shape[0]
-    Theta = xp.zeros((d1, M), dtype=X1.dtype, device=_device(X1))
+    Theta = xp.zeros((d1, M), dtype=X1.dtype, device=device_of(X1))
     X1T = X1.T
 
     def objective(Th):
@@ -60,18 +62,18 @@ def newton_block(X1, y, Z1, yz, weight, C: float, pen):
                 + 0.5 * xp.sum(pen[:, None] * Th * Th, axis=0))
 
     f = objective(Theta)
-    done = xp.zeros((M,), dtype=xp.bool, device=_device(X1))
+    done = xp.zeros((M,), dtype=xp.bool, device=device_of(X1))
     for _ in range(MAX_ITER):
-        P = _sigmoid(xp, X1 @ Theta)                                   # (k, M)
-        pz = _sigmoid(xp, xp.sum(Z1 * Theta.T, axis=1))                # (M,)
+        P = sigmoid(xp, X1 @ Theta)                                   # (k, M)
+        pz = sigmoid(xp, xp.sum(Z1 * Theta.T, axis=1))                # (M,)
         G = C * (X1T @ (P - y[:, None])) + C * (Z1 * (weight * (pz - yz))[:, None]).T + pen[:, None] * Theta
         S = P * (1.0 - P)
         H = C * ((X1T[None, :, :] * S.T[:, None, :]) @ X1)            # (M, d1, d1)
         H = H + C * (weight * pz * (1.0 - pz))[:, None, None] * (Z1[:, :, None] * Z1[:, None, :])
-        H = H + xp.eye(d1, dtype=X1.dtype, device=_device(X1))[None, :, :] * pen[None, :, None]
+        H = H + xp.eye(d1, dtype=X1.dtype, device=device_of(X1))[None, :, :] * pen[None, :, None]
         step = xp.linalg.solve(H, G.T[:, :, None])[:, :, 0].T           # (d1, M)
         dec = xp.sum(G * step, axis=0)
-        t = xp.ones((M,), dtype=X1.dtype, device=_device(X1))
+        t = xp.ones((M,), dtype=X1.dtype, device=device_of(X1))
         for _ls in range(40):
             new = Theta - step * t
             f_new = objective(new)
@@ -87,20 +89,13 @@ def newton_block(X1, y, Z1, yz, weight, C: float, pen):
     return Theta, done
 
 
-def _device(x):
-    from .batched_mlp import _device as device_of
-
-    return device_of(x)
-
-
 class DeviceLogisticSolver:
     """Binary L2 logistic regression for a block on a :class:`~.devices.Device` (float64)."""
 
     method = "batched_newton"
+    exact = True
 
     def __init__(self, C: float, fit_intercept: bool, X_val, y_val, metric: str, device) -> None:
-        from .metrics import METRICS
-
         self.C, self.fit_intercept, self.device = float(C), bool(fit_intercept), device
         self.Xv1 = device.asarray(self._augment(np.asarray(X_val, dtype=np.float64)))
         self.y_val = np.asarray(y_val)
@@ -110,8 +105,6 @@ class DeviceLogisticSolver:
         return np.hstack([X, np.ones((len(X), 1))]) if self.fit_intercept else X
 
     def __call__(self, Xd, yd, Xz, yz, seed: int | None = None):
-        from .fastpath import BlockFit
-
         dev = self.device
         X1 = self._augment(np.asarray(Xd, dtype=np.float64))
         Z1 = self._augment(np.asarray(Xz, dtype=np.float64))
@@ -125,15 +118,13 @@ class DeviceLogisticSolver:
                                    dev.asarray(Z_all), dev.asarray(np.r_[0.0, np.asarray(yz, dtype=np.float64)]),
                                    dev.asarray(weight), self.C, dev.asarray(pen))
         xp = array_namespace(Theta)
-        p1 = dev.to_numpy(_sigmoid(xp, self.Xv1 @ Theta)).T             # (M, n_val)
+        p1 = dev.to_numpy(sigmoid(xp, self.Xv1 @ Theta)).T             # (M, n_val)
         scores = self.metric.from_proba(np.stack([1.0 - p1, p1], axis=-1), self.y_val)
         done = dev.to_numpy(done).astype(bool)
         theta0 = dev.to_numpy(Theta[:, 0])
         fit_intercept = self.fit_intercept
 
         def predict_base(X):
-            from scipy.special import expit
-
             X = np.asarray(X, dtype=np.float64)
             p = expit((np.hstack([X, np.ones((len(X), 1))]) if fit_intercept else X) @ theta0)
             return np.column_stack([1.0 - p, p])

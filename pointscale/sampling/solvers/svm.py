@@ -1,6 +1,6 @@
 r"""The registry's RBF SVM, and a block's fits of it on one distance table.
 
-The registry's ``svm`` (:class:`~.models.PlattSVC`) is an RBF SVC with Platt
+The registry's ``svm`` (:class:`PlattSVC`) is an RBF SVC with Platt
 probabilities: ``CalibratedClassifierCV(SVC, method="sigmoid", cv=5 seeded
 stratified folds, ensemble=False)`` -- five fold fits whose decision values
 fit the sigmoid, then one fit on all rows. Each of the six SVC fits, and
@@ -75,7 +75,9 @@ import numpy as np
 from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from .metrics import METRICS
+from ..estimators import ExplicitParams
+from ..metrics import METRICS, full_proba
+from .base import BlockFit
 
 #: PlattSVC settings this path honours; any other setting (another kernel, a
 #: numeric gamma is fine) sends the block to the registry's estimator.
@@ -369,7 +371,7 @@ def fit_platt_rows(table: DistanceTable, idx: np.ndarray, y: np.ndarray, params:
                    folds=None):
     """``CalibratedClassifierCV(SVC, sigmoid, folds, ensemble=False).fit`` on table rows ``idx``.
 
-    The same steps as scikit-learn's (the registry's :class:`~.models.PlattSVC`): decision
+    The same steps as scikit-learn's (the registry's :class:`PlattSVC`): decision
     values of each fold's model on its held-out rows (models trained on the encoded labels,
     as ``cross_val_predict`` does), one model on all rows, then scikit-learn's own sigmoid fit.
     ``folds``: the ``(train, test)`` splits when already drawn (they depend on y and the seed only).
@@ -401,6 +403,72 @@ def fit_platt_rows(table: DistanceTable, idx: np.ndarray, y: np.ndarray, params:
     return _fit_calibrator(final, predictions, y, classes, "sigmoid", get_namespace(predictions)[0])
 
 
+# --------------------------------------------------------------------------- the registry's estimator
+
+
+class PlattSVC(ExplicitParams):
+    """RBF SVC with Platt-scaled probabilities, as ``SVC(probability=True)`` computed them.
+
+    scikit-learn 1.9 deprecates ``SVC(probability=True)`` in favour of
+    ``CalibratedClassifierCV(SVC(), ensemble=False)``; this estimator is that,
+    with the SVC settings at the top level and a seeded stratified 5-fold
+    split (fewer folds when a class has fewer than 5 rows). With the RBF
+    kernel, the kernel is computed here (each value a
+    function of its two rows only, so a block's fits reproduce this model
+    exactly) and the SVCs are fitted on it precomputed; other kernels are
+    libsvm's own.
+    """
+
+    def __init__(self, C=1.0, kernel="rbf", gamma="scale", degree=3, coef0=0.0, tol=1e-3,
+                 class_weight=None, cv=5, random_state=None):
+        self.C, self.kernel, self.gamma, self.degree, self.coef0 = C, kernel, gamma, degree, coef0
+        self.tol, self.class_weight, self.cv, self.random_state = tol, class_weight, cv, random_state
+
+    _PARAMS = ("C", "kernel", "gamma", "degree", "coef0", "tol", "class_weight", "cv", "random_state")
+
+    def fit(self, X, y):
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.svm import SVC
+        from sklearn.utils import check_array
+
+        folds = platt_folds(y, self.cv, self.random_state)
+        if self.kernel != "rbf":
+            svc = SVC(C=self.C, kernel=self.kernel, gamma=self.gamma, degree=self.degree, coef0=self.coef0,
+                      tol=self.tol, class_weight=self.class_weight, random_state=self.random_state)
+            self.calibrated_ = CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False).fit(X, y)
+            self.table_ = None
+        else:
+            self.table_ = DistanceTable.of(check_array(X, dtype=np.float64, order="C"))
+            svc = RowSVC(self.table_, C=self.C, gamma=self.gamma, tol=self.tol, class_weight=self.class_weight,
+                         random_state=self.random_state)
+            rows = np.arange(len(self.table_.F))[:, None]
+            self.calibrated_ = CalibratedClassifierCV(svc, method="sigmoid", cv=folds, ensemble=False).fit(rows, y)
+        self.classes_ = self.calibrated_.classes_
+        return self
+
+    def _call(self, method: str, X):
+        if self.table_ is None:
+            return getattr(self.calibrated_, method)(X)
+        from sklearn.utils import check_array
+
+        # The fitted SVC reads kernel rows of X from a table of its training rows plus X, with
+        # X's distances to its support vectors (the only ones a prediction reads).
+        svc = self.calibrated_.calibrated_classifiers_[0].estimator
+        support = svc.train_rows_[svc.svc_.support_]
+        table, rows = self.table_.with_rows(check_array(X, dtype=np.float64, order="C"), support)
+        svc.table = table
+        try:
+            return getattr(self.calibrated_, method)(rows[:, None])
+        finally:
+            svc.table = self.table_
+
+    def predict_proba(self, X):
+        return self._call("predict_proba", X)
+
+    def predict(self, X):
+        return self._call("predict", X)
+
+
 # --------------------------------------------------------------------------- the block solver
 
 
@@ -417,6 +485,7 @@ class SVMBlockSolver:
     """
 
     method = "precomputed_kernel"
+    exact = True
 
     def __init__(self, params: Mapping[str, Any], n_classes: int, X_val, y_val, metric: str) -> None:
         self.params = dict(params)
@@ -426,9 +495,6 @@ class SVMBlockSolver:
         self.metric = metric
 
     def __call__(self, Xd, yd, Xz, yz, seed: int | None = None):
-        from .fastpath import BlockFit
-        from .metrics import full_proba
-
         Xd = np.asarray(Xd, dtype=np.float64)
         k, B = len(Xd), len(Xz)
         table = DistanceTable.of(np.vstack([Xd, np.asarray(Xz, dtype=np.float64), self.X_val]), n_train=k + B)
@@ -484,8 +550,8 @@ class _Proba:
         return self.model.predict_proba(self.idx)
 
 
-def svm_solver_for(params: Mapping[str, Any], task: str, n_classes: int, X_val, y_val, metric: str):
-    """The block solver when the settings are ones it reproduces exactly, else None."""
+def build(params: Mapping[str, Any], task: str, n_classes: int, X_val, y_val, metric: str, device=None):
+    """The block solver when the settings are ones it reproduces exactly, else None (:class:`~.base.SolverBuilder`)."""
     if task != "classification" or set(params) - HONOURED or params.get("kernel", "rbf") != "rbf":
         return None
     return SVMBlockSolver(params, n_classes, X_val, y_val, metric)

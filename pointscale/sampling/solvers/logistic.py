@@ -1,7 +1,5 @@
-r"""Batched exact solvers: one base fit, then every D ∪ {z} of a block at once.
+r"""L2 logistic regression for a whole block: one base fit, then every D ∪ {z} at once (SPEC §2).
 
-Logistic regression (SPEC §2)
------------------------------
 scikit-learn's L2 logistic regression minimises, over weights w and an
 unpenalised intercept b (together θ, with x̃ = [x, 1]),
 
@@ -41,32 +39,20 @@ Failure modes: a singular base Hessian cannot occur with C < ∞ (the penalty
 makes it positive definite; the gauge term covers the intercepts). Perfectly
 separable subsets are fine: the penalty keeps the optimum finite.
 
-Ridge and ordinary least squares
---------------------------------
-θ₀ = A⁻¹ X̃ᵀy with A = X̃ᵀX̃ + diag(α, ..., α, 0); adding z is a rank-one
-update, closed form by Sherman–Morrison:
-
-.. math::  θ_z = θ_0 + A^{-1} x̃_z \frac{y_z - x̃_z^\top θ_0}{1 + x̃_z^\top A^{-1} x̃_z}.
-
-If A is numerically singular (ordinary least squares on collinear columns,
-where scikit-learn returns a minimum-norm solution) the solver declines and
-the engine fits that block with the model itself.
-
-Utilities are scored with :mod:`.metrics` on the stacked validation
+Utilities are scored with :mod:`..metrics` on the stacked validation
 predictions of all columns, the same arithmetic as for a single estimator.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
-from scipy.linalg import LinAlgError
-from scipy.linalg.lapack import dpotrf, dpotrs
 from scipy.special import expit, logsumexp, softmax
 
-from .metrics import METRICS
+from ..metrics import METRICS
+from .base import BlockFit, augment, cho_factor, cho_solve
+from .device_logistic import DeviceLogisticSolver
 
 STEP_TOL = 1e-12
 REL_TOL = 1e-10      # batched columns: step ≤ 1e-10 × ‖θ_z − θ₀‖∞ (relative accuracy of Δθ)
@@ -79,44 +65,6 @@ MAX_NEWTON_ITER = 100
 # Dense (d+1)K Hessian: 6000 parameters is a 288 MB matrix and one Cholesky per base;
 # measured 30x two cold exact fits at 5,010 (benchmarks/sampling.py --models).
 MAX_MULTINOMIAL_PARAMS = 6000
-
-
-def cho_factor(A: np.ndarray) -> np.ndarray:
-    """Upper Cholesky factor (LAPACK dpotrf without scipy's wrapper overhead)."""
-    c, info = dpotrf(A, lower=0, clean=0)
-    if info != 0:
-        raise LinAlgError(f"matrix is not positive definite (dpotrf info={info})")
-    return c
-
-
-def cho_solve(c: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x, info = dpotrs(c, b, lower=0)
-    if info != 0:
-        raise LinAlgError(f"dpotrs info={info}")
-    return x
-
-
-@dataclass
-class BlockFit:
-    """Utilities of a base and of base ∪ {z} for each z of a block."""
-
-    u_base: float
-    u_with: np.ndarray
-    converged: np.ndarray
-    method: str
-    iterations: int = 0
-    fallbacks: int = 0
-    #: The base model (trained on D alone) as a function of feature rows: class
-    #: probabilities (n, K) for classification, predictions (n,) for regression.
-    #: Scoring pool points outside D costs a prediction, not a fit (out-of-bag evidence).
-    predict_base: Callable[[np.ndarray], np.ndarray] | None = None
-
-
-def _augment(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    if not fit_intercept:
-        return np.ascontiguousarray(X)
-    return np.hstack([X, np.ones((X.shape[0], 1))])
 
 
 def _small_step(step: np.ndarray, theta: np.ndarray, axis=None, moved: np.ndarray | None = None) -> np.ndarray:
@@ -217,11 +165,12 @@ class LogisticBinarySolver:
     """Block-wise exact L2 logistic regression for two classes."""
 
     method = "batched_newton"
+    exact = True
 
     def __init__(self, C: float, fit_intercept: bool, X_val, y_val, metric: str) -> None:
         self.C = float(C)
         self.fit_intercept = bool(fit_intercept)
-        self.Xv1 = _augment(X_val, fit_intercept)
+        self.Xv1 = augment(X_val, fit_intercept)
         self.y_val = np.asarray(y_val)
         self.metric = METRICS[metric]
 
@@ -240,8 +189,8 @@ class LogisticBinarySolver:
 
     def __call__(self, Xd, yd, Xz, yz, seed: int | None = None) -> BlockFit:
         C = self.C
-        X1 = _augment(Xd, self.fit_intercept)
-        Z1 = _augment(Xz, self.fit_intercept)  # (B, d1)
+        X1 = augment(Xd, self.fit_intercept)
+        Z1 = augment(Xz, self.fit_intercept)  # (B, d1)
         y = np.asarray(yd, dtype=np.float64)
         yz = np.asarray(yz, dtype=np.float64)
         pen = self._pen(X1.shape[1])
@@ -296,7 +245,7 @@ class LogisticBinarySolver:
         fit_intercept = self.fit_intercept
 
         def predict_base(X):
-            p1 = expit(_augment(X, fit_intercept) @ theta0)
+            p1 = expit(augment(X, fit_intercept) @ theta0)
             return np.column_stack([1.0 - p1, p1])
 
         return BlockFit(u_base=float(scores[0]), u_with=scores[1:], converged=done & ok0,
@@ -375,8 +324,8 @@ class LogisticMultinomialSolver(LogisticBinarySolver):
 
     def __call__(self, Xd, yd, Xz, yz, seed: int | None = None) -> BlockFit:
         C, K = self.C, self.K
-        X1 = _augment(Xd, self.fit_intercept)
-        Z1 = _augment(Xz, self.fit_intercept)
+        X1 = augment(Xd, self.fit_intercept)
+        Z1 = augment(Xz, self.fit_intercept)
         k, d1 = X1.shape
         B = Z1.shape[0]
         Y = np.eye(K)[np.asarray(yd, dtype=np.intp)]
@@ -461,112 +410,44 @@ class LogisticMultinomialSolver(LogisticBinarySolver):
         fit_intercept = self.fit_intercept
 
         def predict_base(X):
-            return softmax(_augment(X, fit_intercept) @ Theta0, axis=1)
+            return softmax(augment(X, fit_intercept) @ Theta0, axis=1)
 
         return BlockFit(u_base=float(scores[0]), u_with=scores[1:], converged=done & ok0,
                         method=self.method, iterations=it, fallbacks=fallbacks, predict_base=predict_base)
 
 
-# --------------------------------------------------------------------------- ridge / least squares
-
-
-class RidgeSolver:
-    """Closed-form ridge (alpha > 0) or least squares (alpha = 0) with rank-one updates."""
-
-    method = "rank_one"
-    RCOND_MIN = 1e-10
-
-    def __init__(self, alpha: float, fit_intercept: bool, X_val, y_val, metric: str) -> None:
-        self.alpha = float(alpha)
-        self.fit_intercept = bool(fit_intercept)
-        self.Xv1 = _augment(X_val, fit_intercept)
-        self.y_val = np.asarray(y_val, dtype=np.float64)
-        self.metric = METRICS[metric]
-
-    def __call__(self, Xd, yd, Xz, yz, seed: int | None = None) -> BlockFit | None:
-        X1 = _augment(Xd, self.fit_intercept)
-        Z1 = _augment(Xz, self.fit_intercept)
-        y = np.asarray(yd, dtype=np.float64)
-        A = X1.T @ X1
-        pen = np.full(X1.shape[1], self.alpha)
-        if self.fit_intercept:
-            pen[-1] = 0.0
-        A[np.diag_indices_from(A)] += pen
-        try:
-            L = cho_factor(A)
-        except LinAlgError:
-            return None
-        diag = np.abs(np.diag(L))
-        if diag.min() ** 2 < self.RCOND_MIN * diag.max() ** 2:
-            return None  # numerically singular: let the model itself decide (minimum norm)
-        theta0 = cho_solve(L, X1.T @ y)
-        V = cho_solve(L, Z1.T)
-        q = np.einsum("ij,ji->i", Z1, V)
-        resid = np.asarray(yz, dtype=np.float64) - Z1 @ theta0
-        Theta = theta0[:, None] + V * (resid / (1.0 + q))
-        pred = (self.Xv1 @ np.column_stack([theta0, Theta])).T
-        scores = self.metric.from_pred(pred, self.y_val)
-        B = Z1.shape[0]
-        fit_intercept = self.fit_intercept
-        return BlockFit(u_base=float(scores[0]), u_with=scores[1:], converged=np.ones(B, dtype=bool),
-                        method=self.method, iterations=1,
-                        predict_base=lambda X: _augment(X, fit_intercept) @ theta0)
-
-
 # --------------------------------------------------------------------------- selection
 
-# Settings the fast paths honour; others that do not change the optimum are ignored.
-_LOGREG_IGNORED = {"tol", "max_iter", "solver", "warm_start", "verbose", "n_jobs", "random_state"}
-_RIDGE_IGNORED = {"solver", "tol", "max_iter", "random_state", "copy_X", "n_jobs"}
+# Settings the fast path honours; others that do not change the optimum are ignored.
+_IGNORED = {"tol", "max_iter", "solver", "warm_start", "verbose", "n_jobs", "random_state"}
 
 
-def fast_solver_for(model: str, params: Mapping[str, Any], task: str, n_classes: int,
-                    X_val, y_val, metric: str, device=None):
-    """A batched solver for this model and settings, or None if there is none.
+def build(params: Mapping[str, Any], task: str, n_classes: int, X_val, y_val, metric: str, device=None):
+    """The solver of scikit-learn's ``LogisticRegression`` with these settings, or None.
 
-    ``params`` are the full settings (registry defaults plus overrides);
-    ``device`` (a resolved :class:`~.devices.Device`) is where solvers that
-    can run on a GPU compute.
+    (:class:`~.base.SolverBuilder`.) Two classes on a GPU device: :mod:`.device_logistic`;
+    multinomial stays on the CPU (LAPACK Cholesky + Woodbury), whatever the device.
     """
-    if model == "svm":
-        from .svm_kernel import svm_solver_for
-
-        return svm_solver_for(params, task, n_classes, X_val, y_val, metric)
-    if model == "mlp_batched":
-        from .batched_mlp import MLPBlockSolver
-
-        return MLPBlockSolver(params, task, n_classes, X_val, y_val, metric, device)
-    if model == "logreg" and task == "classification":
-        C = params.get("C", 1.0)
-        extra = set(params) - _LOGREG_IGNORED - {"C", "fit_intercept", "l1_ratio", "penalty",
-                                                 "class_weight", "intercept_scaling", "dual"}
-        if extra or params.get("class_weight") is not None or params.get("dual", False):
-            return None
-        if params.get("penalty", "deprecated") not in ("deprecated", "l2"):
-            return None
-        if float(params.get("l1_ratio", 0.0) or 0.0) != 0.0:
-            return None
-        if params.get("solver") == "liblinear":
-            return None  # liblinear penalises the intercept: another objective
-        if isinstance(C, bool) or not isinstance(C, (int, float)) or not 0 < C < np.inf:
-            return None
-        fit_intercept = bool(params.get("fit_intercept", True))
-        if n_classes == 2:
-            if device is not None and device.is_gpu:
-                from .device_logreg import DeviceLogisticSolver
-
-                return DeviceLogisticSolver(C, fit_intercept, X_val, y_val, metric, device)
-            return LogisticBinarySolver(C, fit_intercept, X_val, y_val, metric)
-        # Multinomial stays on the CPU (LAPACK Cholesky + Woodbury), whatever the device.
-        if (np.shape(X_val)[1] + 1) * n_classes > MAX_MULTINOMIAL_PARAMS:
-            return None  # the dense (d+1)K Hessian would cost more than it saves
-        return LogisticMultinomialSolver(C, fit_intercept, X_val, y_val, metric, n_classes)
-    if model in ("ridge", "linear") and task == "regression":
-        extra = set(params) - _RIDGE_IGNORED - {"alpha", "fit_intercept", "positive"}
-        if extra or params.get("positive", False):
-            return None
-        alpha = params.get("alpha", 1.0) if model == "ridge" else 0.0
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < np.inf:
-            return None
-        return RidgeSolver(alpha, bool(params.get("fit_intercept", True)), X_val, y_val, metric)
-    return None
+    if task != "classification":
+        return None
+    C = params.get("C", 1.0)
+    extra = set(params) - _IGNORED - {"C", "fit_intercept", "l1_ratio", "penalty",
+                                      "class_weight", "intercept_scaling", "dual"}
+    if extra or params.get("class_weight") is not None or params.get("dual", False):
+        return None
+    if params.get("penalty", "deprecated") not in ("deprecated", "l2"):
+        return None
+    if float(params.get("l1_ratio", 0.0) or 0.0) != 0.0:
+        return None
+    if params.get("solver") == "liblinear":
+        return None  # liblinear penalises the intercept: another objective
+    if isinstance(C, bool) or not isinstance(C, (int, float)) or not 0 < C < np.inf:
+        return None
+    fit_intercept = bool(params.get("fit_intercept", True))
+    if n_classes == 2:
+        if device is not None and device.is_gpu:
+            return DeviceLogisticSolver(C, fit_intercept, X_val, y_val, metric, device)
+        return LogisticBinarySolver(C, fit_intercept, X_val, y_val, metric)
+    if (np.shape(X_val)[1] + 1) * n_classes > MAX_MULTINOMIAL_PARAMS:
+        return None  # the dense (d+1)K Hessian would cost more than it saves
+    return LogisticMultinomialSolver(C, fit_intercept, X_val, y_val, metric, n_classes)

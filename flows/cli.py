@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -98,16 +99,47 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- commands
 
 
+def check_run_folder(path: str | None, flag: str = "--out") -> None:
+    """The run folder is a folder (or can be created as one) and this user can write in it.
+
+    Checked before anything starts (no server, no data read), by writing and
+    removing a probe file: one line naming the path, the problem and the fix.
+    Without ``path`` the default root ``runs/`` is checked.
+    """
+    from pointscale.errors import ConfigError
+
+    target = Path(path if path else "runs").absolute()
+    said = f"{flag} {path}" if path else "the default run folder runs/"
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == target else f"cannot be created: {existing} is a file"
+        raise ConfigError(f"{said}: {target} {where}; give a folder path (new or existing) for the run")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".pointscale-write-check-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{said}: cannot write in {existing} ({exc.strerror or exc}); give a folder you can "
+                          "write to, or fix its permissions") from None
+
+
 def _validate(options: SamplingOptions, workers: int | None = None) -> tuple[Any, Any]:
     """Load the data and resolve the sampling config before any compute."""
     from pointscale.data import load_dataset
-    from pointscale.pipeline import choose_points, resolve_sampling
 
     data = options.data_config()
     ds = load_dataset(data.pop("source"), **data)
+    # Imported after the data is read: a bad file is said before the model code loads (seconds).
+    from pointscale.pipeline import choose_points, resolve_sampling
+
     chosen = choose_points(ds, options.points, options.seed)
     # The flow resolves the config again at its entry and warns there, once per run.
     cfg = resolve_sampling(ds, n_points=len(chosen), workers=workers, warn=False, **options.sampling_kwargs())
+    # What reading the data did to it (rows or columns dropped, dates converted, values imputed).
+    for line in ds.report.get("data_preparation", ()):
+        print(f"data: {line}", file=sys.stderr)
     return ds, cfg
 
 
@@ -123,26 +155,32 @@ def _server(stack: ExitStack) -> None:
 
 
 def cmd_run(args) -> int:
+    check_run_folder(args.out)
+    options = options_from_args(PipelineOptions, args)
+    _, cfg = _validate(options, options.workers)
     from .sampling import check_dask_address
 
-    options = options_from_args(PipelineOptions, args)
-    _validate(options, options.workers)
     check_dask_address(options.dask_address)
     with ExitStack() as stack:
         _server(stack)
-        from flows.pipeline import pipeline_flow
+        from flows.pipeline import _name, pipeline_flow
 
         from .progress import reporting, terminal_reporter
 
+        # The model is known now: the flow run gets its final name from the start (its
+        # log lines and its title agree; a served run is renamed once it knows it).
+        model = cfg.model if isinstance(cfg.model, str) else "custom"
+        flow = pipeline_flow.with_options(flow_run_name=_name(options.model_dump(), model))
         start = time.perf_counter()
         with reporting(terminal_reporter()):
-            result = pipeline_flow(options=options, out=args.out, wait_for_lock=args.wait)
+            result = flow(options=options, out=args.out, wait_for_lock=args.wait)
     print(result["summary"])
     print(f"\nresults in {result['run_dir']}  (report: {result['report']}; {time.perf_counter() - start:.0f} s)")
     return 0
 
 
 def cmd_revalue(args) -> int:
+    check_run_folder(args.run_dir, "--run-dir")
     from pointscale.pipeline import check_extension
 
     from .sampling import check_dask_address
@@ -168,6 +206,7 @@ def cmd_revalue(args) -> int:
 
 
 def cmd_ingest(args) -> int:
+    check_run_folder(args.out)
     from pointscale import pipeline
 
     options = options_from_args(DataOptions, args)
@@ -182,6 +221,7 @@ def cmd_sample(args) -> int:
     from pointscale.runs import RunFolder
     from pointscale.sampling import Ledger, sample_marginals
 
+    check_run_folder(args.out)
     options = options_from_args(SamplingOptions, args)
     ds, cfg = _validate(options)
     info = pipeline.ingest(options.data_config(), args.out)

@@ -96,6 +96,9 @@ class DataOptions(BaseModel):
         False, description="read stray non-numbers in numeric columns as missing (counted in run.json) "
                            "instead of stopping")
     encoding: Optional[str] = Field(None, description="text encoding of CSV files (default: utf-8)")
+    keep_columns: Annotated[Optional[list[str]], Cli(metavar="COLUMN")] = Field(
+        None, description="columns taken as they are: not turned into date features, not dropped as "
+                          "near-unique text")
 
     @field_validator("valid", "test")
     @classmethod

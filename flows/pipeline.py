@@ -32,7 +32,7 @@ from tasks import valuation as value_tasks
 from tasks._cache import code_version
 
 from .options import ExecutionOptions, PipelineOptions
-from .progress import RunProgress, reporter
+from .progress import RunProgress, claim_run_folder, reporter
 from .sampling import check_dask_address, dask_task_runner, describe_cluster, sample_stage
 
 
@@ -89,13 +89,11 @@ def _stage_done(run: RunFolder, name: str, timings: dict[str, float], started: f
 def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any], options: PipelineOptions,
                 progress: RunProgress, *, timings: dict[str, float]) -> dict[str, Any]:
     """Sampling and every stage after it, each given what the stages before it produced."""
-    logger = get_run_logger()
     root = str(run.root)
 
     t = time.perf_counter()
     words = describe_cluster(options.workers, options.dask_address)
     progress.stage("dask", f"{words} ...")
-    logger.info("%s", words)
     runner = dask_task_runner(workers=options.workers, address=options.dask_address)
     samples = sample_stage.with_options(task_runner=runner)(
         run_dir=root, dataset=ds_info, sampling=sampling, points_hash=pipeline.points_hash(run.root),
@@ -132,7 +130,8 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
     removal = None
     if options.removal:
         t = time.perf_counter()
-        progress.stage("removal", "computing the removal curve")
+        progress.stage("removal", "computing the removal curve" if ds_info["n_test"] else
+                       "no removal curve: the run has no test split (give --test FILE)")
         removal = value_tasks.removal(root, dataset, sampling, values)
         _stage_done(run, "removal", timings, t)
     else:
@@ -195,6 +194,7 @@ def pipeline_flow(
     logger.info("dataset %s (%s): %d pool, %d validation, %d test rows; run folder %s", ds_info["name"],
                 ds_info["fingerprint"][:8], ds_info["n_pool"], ds_info["n_val"], ds_info["n_test"], run.root)
     with run.lock(wait=wait_for_lock):
+        claim_run_folder(run)
         timings: dict[str, float] = {"ingest": round(time.perf_counter() - started, 3)}
         ds = open_dataset(ds_info["path"])
         chosen = pipeline.choose_points(ds, options.points, options.seed)
@@ -251,6 +251,7 @@ def revalue_flow(
     run = RunFolder(run_dir)
     revaluation.revaluation_base(run.root)  # a folder with no run to extend fails before the lock
     with run.lock(wait=wait_for_lock):
+        claim_run_folder(run)
         base = revaluation.revaluation_base(run.root)
         config = base["config"]
         options = PipelineOptions.model_validate({**config["options"], **execution.model_dump()})

@@ -11,6 +11,11 @@ have none).
 The terminal reporter draws a ``rich`` progress bar with rate and ETA when
 stderr is a terminal, and prints a plain line every ``interval`` seconds
 otherwise (logs, CI, ``nohup``).
+
+Every stage line also goes to the log of the flow run it happens in (the UI
+shows what the terminal says), and :func:`claim_run_folder` marks the flow run
+that held a run folder before and died (SIGKILL, power loss) Crashed, so the
+UI does not show it Running forever.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Iterator, Optional, TextIO
+
+if TYPE_CHECKING:
+    from pointscale.runs import RunFolder
 
 #: Where each stage starts on the pipeline's progress bar (percent). Sampling
 #: fills the span up to the next stage by the fraction of shards done.
@@ -201,12 +209,14 @@ class RunProgress:
     def stage(self, name: str, words: str) -> None:
         """Entering stage ``name`` (a key of :data:`STAGE_START`), described in ``words``."""
         self._update(STAGE_START[name], words)
+        log_line(words)
         reporter().stage(name, words)
 
     def sampling_started(self, shards: int, samples: int, reused: int) -> None:
         self.total_shards, self.done_shards, self.reused = shards, 0, reused
         words = f"sampling: {shards} shards ({samples:,} samples) to run, {reused:,} samples reused from the ledger"
         self._update(STAGE_START["sample"], words)
+        log_line(words)
         reporter().stage("sample", words)
         reporter().sampling_started(shards, samples, reused)
 
@@ -222,3 +232,70 @@ class RunProgress:
         self._update(STAGE_START["sample"] + span * fraction,
                      f"sampling: {self.done_shards}/{self.total_shards} shards done"
                      + (f", {self.reused:,} samples reused" if self.reused else ""))
+
+
+def log_line(words: str) -> None:
+    """``words`` to the log of the current flow run (the UI), if there is one."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        get_run_logger().info("%s", words)
+    except MissingContextError:
+        pass
+
+
+def claim_run_folder(run: "RunFolder") -> None:
+    """Record this flow run in ``run.json``; mark the flow run that held the folder before and died Crashed.
+
+    Call it holding the run folder's lock: a manifest still saying
+    ``status: running`` then belongs to a process that is gone (killed, or its
+    machine lost), whose flow run the server would otherwise show as Running
+    for ever. Its sampling subflows and unfinished task runs are marked too.
+    """
+    from prefect.runtime import flow_run
+
+    manifest = run.read_manifest()
+    before, now = manifest.get("flow_run_id"), flow_run.id
+    if manifest.get("status") == "running" and before and before != now:
+        try:
+            marked = mark_crashed(before, f"its process died; flow run {flow_run.name!r} ({now}) resumed "
+                                          f"the run folder {run.root}")
+        except Exception as exc:  # the UI's bookkeeping is not worth failing a run for
+            log_line(f"could not mark the earlier flow run {before} Crashed: {exc}")
+        else:
+            if marked:
+                log_line(f"marked {marked} earlier run(s) of this folder Crashed (their process died): {before}")
+    if now:
+        run.update_manifest(flow_run_id=str(now))
+
+
+def mark_crashed(flow_run_id: str, message: str) -> int:
+    """Set a flow run still Pending/Running, its subflows and their unfinished task runs, to Crashed.
+
+    Returns how many flow runs were marked.
+    """
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter,
+                                                TaskRunFilterFlowRunId)
+    from prefect.states import Crashed
+
+    marked = 0
+    with get_client(sync_client=True) as client:
+        pending = [UUID(str(flow_run_id))]
+        while pending:
+            run_id = pending.pop()
+            if not client.read_flow_run(run_id).state.is_final():
+                client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+                marked += 1
+            tasks = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(
+                any_=[run_id])))
+            for task in tasks:
+                if task.state is not None and not task.state.is_final():
+                    client.set_task_run_state(task.id, Crashed(message=message), force=True)
+            children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id])))
+            pending.extend(child.id for child in children)
+    return marked

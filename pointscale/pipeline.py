@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .data import DataConfig, Dataset, load_from_config, open_dataset
+from .data import DataConfig, Dataset, load_from_config, open_dataset, too_little_data
 from .errors import ConfigError, DataError
 from .io import atomic_write_parquet
 from .laws.amortized import MAX_TRAIN_POINTS as _AMORTIZED_BUDGET
@@ -263,11 +263,30 @@ def resolve_sampling(dataset, *, model: Any, metric: str | None, k_min: int | No
         shard_size = auto_shard_size(str(model), block_size, n_points, samples_per_point, workers)
     common["shard_size"] = shard_size
     largest = SamplingConfig(k_min=2, k_max=2, **common).largest_k(dataset, n_points)
+    if k_max is None and not _default_range_fits(dataset.n_pool, dataset.n_classes, block_size, n_points):
+        # Data too small for any default size range: say it in rows, never in k.
+        all_points = n_points >= dataset.n_pool
+        need = next(n for n in range(dataset.n_pool + 1, 10 ** 7) if _default_range_fits(
+            n, dataset.n_classes, block_size, n if all_points else n_points))
+        raise DataError(too_little_data(dataset, need, f"or, for this file, a smaller --block-size (now "
+                                                       f"{block_size}) or fewer --points"))
     lo, hi = default_k_range(dataset.n_pool, dataset.n_classes)
     k_max = min(hi, largest) if k_max is None else k_max
     if k_min is None:
         k_min = lo if k_max >= hi else default_k_min(k_max, dataset.n_classes)
     return SamplingConfig(k_min=k_min, k_max=k_max, **common).resolved(dataset, n_points=n_points, warn=warn)
+
+
+def _default_range_fits(n_pool: int, n_classes: int, block_size: int, n_points: int) -> bool:
+    """Whether a pool of ``n_pool`` has a default size range with bases beside a block of valued points."""
+    from .sampling.config import default_k_min
+
+    try:
+        lo, hi = default_k_range(n_pool, n_classes)
+    except ConfigError:
+        return False
+    k_max = min(hi, n_pool - min(block_size, max(n_points, 1)))
+    return k_max >= 2 and k_max >= (lo if k_max >= hi else default_k_min(k_max, n_classes))
 
 
 def plan_sampling(dataset_path: str, sampling: Mapping[str, Any], point_groups: Sequence[Sequence[str]],

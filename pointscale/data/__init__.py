@@ -7,7 +7,8 @@
   memory-map them, metadata as JSON); :func:`open_dataset` loads it back by path.
 """
 
-from .dataset import Dataset, DataConfig, load_dataset, load_from_config, open_dataset, read_table
+from .dataset import (Dataset, DataConfig, load_dataset, load_from_config, open_dataset, read_table,
+                      too_little_data)
 from .sources import BUILTIN_DATASETS, OPTIONAL_DATASETS
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "load_from_config",
     "open_dataset",
     "read_table",
+    "too_little_data",
 ]

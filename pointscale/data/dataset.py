@@ -28,6 +28,13 @@ Design decisions, and why:
   naming the column, the count and the first rows -- never one-hot encoded
   into hundreds of levels -- unless ``coerce_numeric`` turns the strays into
   missing values (then imputed, and counted in the report).
+* **Columns that cannot be features as they are**: a text column whose values
+  look like dates becomes numeric date features (days since 1970, month,
+  weekday); a text column with almost one distinct value per row (a note, a
+  name) is dropped -- one-hot encoded it would give every row a feature of its
+  own. Each is said in one line naming the column and ``--keep-columns``,
+  which keeps it as it is. Every such line (rows dropped, columns converted or
+  dropped, values imputed) is in ``report["data_preparation"]``.
 * **The fingerprint** hashes the raw rows in order plus the ingestion settings
   (and the base version's fingerprint when extending): same content, same
   fingerprint; any changed or added row, a new one. With given splits it
@@ -40,7 +47,7 @@ import codecs
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -60,7 +67,8 @@ SPLIT_NAMES = {"train": "train", "training": "train", "valid": "val", "val": "va
 _SPLIT_LABEL = {"train": "training", "val": "validation", "test": "test"}
 # Fields added after the first release: left out of the fingerprint while at
 # their defaults, so versions ingested before them keep their fingerprints.
-_NEW_FIELDS = {"valid": None, "test": None, "split_column": None, "coerce_numeric": False, "encoding": None}
+_NEW_FIELDS = {"valid": None, "test": None, "split_column": None, "coerce_numeric": False, "encoding": None,
+               "keep_columns": None}
 _ARRAYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
 
 
@@ -95,6 +103,9 @@ class DataConfig(StableConfig):
         of stopping with an error.
     encoding : str or None
         Text encoding of CSV files (default UTF-8).
+    keep_columns : tuple of str or None
+        Columns taken as they are: a column of dates is not turned into date
+        features, a near-unique text column is not dropped.
     """
 
     source: str = "breast_cancer"
@@ -109,8 +120,12 @@ class DataConfig(StableConfig):
     split_column: str | None = None
     coerce_numeric: bool = False
     encoding: str | None = None
+    keep_columns: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.keep_columns is not None:
+            kept = (self.keep_columns,) if isinstance(self.keep_columns, str) else self.keep_columns
+            object.__setattr__(self, "keep_columns", tuple(str(c) for c in kept) or None)
         for name in ("valid", "test"):
             v = getattr(self, name)
             if v is not None:
@@ -508,6 +523,346 @@ def _split_from_column(frame: pd.DataFrame, column: str, source: str) -> np.ndar
     return text.map(SPLIT_NAMES).to_numpy(dtype=object)
 
 
+@dataclass
+class _Table:
+    """The raw rows of every split in one table, as :func:`load_dataset`'s steps pass them on.
+
+    ``part``, ``where`` and ``rowno`` give each row's split (given splits),
+    file and 1-based data row in that file; ``raw`` is what the fingerprint
+    hashes (the rows as read, before any coercion); ``notes`` the lines that
+    say what was done to the data, ``columns`` what was done to each column.
+    """
+
+    frame: pd.DataFrame
+    raw: pd.DataFrame
+    target: str
+    declared_task: str | None
+    part: np.ndarray
+    where: np.ndarray
+    rowno: np.ndarray
+    features: list
+    notes: list[str] = field(default_factory=list)
+    columns: dict[str, str] = field(default_factory=dict)
+    rules: dict[str, list[str]] = field(default_factory=dict)
+    missing_target: int = 0
+    coerced: dict[str, int] = field(default_factory=dict)
+
+
+def _read(config: DataConfig, frame: pd.DataFrame | None) -> _Table:
+    """Step 1: read every split's rows, drop rows without a target, name the feature columns."""
+    if frame is None:
+        frame, target_col, declared_task = read_table(config)
+    else:
+        if config.target is None:
+            raise ConfigError("target is required with frame=")
+        target_col, declared_task = config.target, None
+    if frame.shape[0] == 0:
+        raise DataError(f"{config.source}: no rows")
+    if target_col not in frame.columns:
+        raise DataError(f"target column {target_col!r} not found in {config.source}; "
+                        f"columns: {', '.join(map(str, frame.columns[:20]))}")
+    id_column, split_column = config.id_column, config.split_column
+    if id_column is not None and id_column not in frame.columns:
+        raise DataError(f"id column {id_column!r} not found in {config.source}")
+
+    parts = _given_parts(config, frame.reset_index(drop=True))
+    frame = pd.concat([p[1] for p in parts], ignore_index=True) if len(parts) > 1 \
+        else parts[0][1].reset_index(drop=True)
+    part = np.concatenate([np.full(len(p[1]), p[0], dtype=object) for p in parts])
+    where = np.concatenate([np.full(len(p[1]), p[2], dtype=object) for p in parts])
+    rowno = np.concatenate([np.arange(1, len(p[1]) + 1) for p in parts])
+    if split_column is not None:
+        part = _split_from_column(frame, split_column, config.source)
+
+    notes = []
+    n_missing_target = int(frame[target_col].isna().sum())
+    if n_missing_target:
+        keep = frame[target_col].notna().to_numpy()
+        frame, part, where, rowno = frame[keep].reset_index(drop=True), part[keep], where[keep], rowno[keep]
+        notes.append(f"dropped {n_missing_target} of {n_missing_target + len(frame)} rows: their target "
+                     f"{target_col!r} is missing")
+    if frame.shape[0] == 0:
+        raise DataError(f"target column {target_col!r} of {config.source} is entirely missing")
+
+    features = [c for c in frame.columns if c not in (target_col, id_column, split_column)]
+    if not features:
+        raise DataError(f"{config.source} has no feature columns besides the target")
+    all_missing = [str(c) for c in features if frame[c].isna().all()]
+    if all_missing:
+        raise DataError(f"column(s) {', '.join(all_missing)} of {config.source} are entirely "
+                        "missing; drop them from the file")
+    columns = {str(target_col): "target"}
+    if id_column is not None:
+        columns[str(id_column)] = "point ids (not a feature)"
+    if split_column is not None:
+        columns[str(split_column)] = "split of each row (not a feature)"
+    return _Table(frame=frame, raw=frame, target=target_col, declared_task=declared_task, part=part, where=where,
+                  rowno=rowno, features=features, notes=notes, columns=columns, missing_target=n_missing_target)
+
+
+def _coerce(t: _Table, config: DataConfig, base: Dataset | None) -> None:
+    """Step 2: numbers read as text, dates and near-unique text columns, each said in one line.
+
+    A column of dates becomes numeric date features; a text column with
+    almost one distinct value per row is dropped (one-hot encoding it would
+    give every row a feature of its own). ``--keep-columns`` keeps a column as
+    it is. Extending a base version applies the base's decisions.
+    """
+    t.frame, t.coerced = _numeric_columns(t.frame, t.features, t.where, t.rowno, config.coerce_numeric)
+    for col, n in t.coerced.items():
+        t.notes.append(f"column {col!r}: {n} value(s) that are not numbers read as missing (--coerce-numeric) "
+                       "and imputed")
+    keep = set(config.keep_columns or ())
+    unknown = sorted(keep - {str(c) for c in t.features})
+    if unknown:
+        raise ConfigError(f"--keep-columns names {', '.join(map(repr, unknown))}, not feature column(s) of "
+                          f"{config.source}; columns: {', '.join(map(str, t.features[:20]))}")
+    if base is not None:
+        rules = dict(base.preprocessing.get("column_rules") or {})
+        dates, dropped = list(rules.get("dates", [])), list(rules.get("dropped", []))
+    else:
+        dates, dropped = [], []
+        for col in t.features:
+            if str(col) in keep:
+                continue
+            s = t.frame[col]
+            if _as_dates(s) is not None:
+                dates.append(str(col))
+            elif _near_unique_text(s):
+                dropped.append(str(col))
+    features = []
+    for col in t.features:
+        name = str(col)
+        if name in dropped:
+            s = t.frame[col]
+            t.notes.append(f"dropped column {name!r}: text with {s.nunique()} distinct values in {int(s.notna().sum())} "
+                           f"rows, no use as a category; --keep-columns {name} keeps it")
+            t.columns[name] = f"dropped: near-unique text ({s.nunique()} distinct values)"
+            continue
+        if name in dates:
+            when = _as_dates(t.frame[col], force=True)
+            unparsed = int((when.isna() & t.frame[col].notna()).sum())
+            derived = {f"{name}.days": (when - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1),
+                       f"{name}.month": when.dt.month.astype("float64"),
+                       f"{name}.weekday": when.dt.day_of_week.astype("float64")}
+            for new, values in derived.items():
+                t.frame[new] = values.astype("float64").to_numpy()
+                features.append(new)
+            said = f"; {unparsed} value(s) that are not dates imputed" if unparsed else ""
+            t.notes.append(f"column {name!r} holds dates: became numeric features {', '.join(derived)}{said}; "
+                           f"--keep-columns {name} keeps it as it is")
+            t.columns[name] = f"dates: became {', '.join(derived)}"
+            continue
+        features.append(col)
+    t.features = features
+    t.rules = {k: v for k, v in (("dates", dates), ("dropped", dropped)) if v}
+
+
+#: A text column with at least this many distinct values per present value is not a category.
+NEAR_UNIQUE_SHARE = 0.9
+#: ... when it has at least this many present values (tiny files keep their columns).
+NEAR_UNIQUE_MIN_ROWS = 20
+_DATE_PATTERN = (r"^\s*(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})"
+                 r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?\s*(Z|[+-]\d{2}:?\d{2})?\s*$")
+
+
+def _as_dates(s: pd.Series, force: bool = False) -> pd.Series | None:
+    """``s`` as naive UTC timestamps when its values look like dates (or ``force``), else None."""
+    if pd.api.types.is_datetime64_any_dtype(s):
+        out = pd.to_datetime(s, utc=True)
+        return out.dt.tz_localize(None)
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return None if not force else pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
+    text = s.astype("string")
+    present = text.dropna()
+    if not force:
+        if present.empty or present.head(500).str.match(_DATE_PATTERN).mean() < NUMERIC_SHARE:
+            return None
+    out = pd.to_datetime(text.astype(object).where(text.notna(), None), errors="coerce", utc=True,
+                         format="mixed")
+    if not force and out[present.index].notna().mean() < NUMERIC_SHARE:
+        return None
+    return out.dt.tz_localize(None)
+
+
+def _near_unique_text(s: pd.Series) -> bool:
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return False
+    n = int(s.notna().sum())
+    return n >= NEAR_UNIQUE_MIN_ROWS and s.nunique() >= NEAR_UNIQUE_SHARE * n
+
+
+def _point_ids(t: _Table, config: DataConfig) -> np.ndarray:
+    """Step 3a: a stable id per row (the id column, or the row's content)."""
+    id_column, frame, part = config.id_column, t.frame, t.part
+    if id_column is not None:
+        ids = frame[id_column].astype("string").to_numpy(dtype=object)
+        if pd.isna(frame[id_column]).any():
+            raise DataError(f"id column {id_column!r} has missing values")
+        for name in dict.fromkeys(part.tolist()):
+            within = ids[part == name] if config.valid is not None else ids
+            dup = pd.Series(within).duplicated().to_numpy()
+            if dup.any():
+                raise DataError(f"id column {id_column!r} has duplicate ids, e.g. {within[dup][0]!r}")
+        return ids
+    # Content ids of the rows as read (derived date columns are not content).
+    content = t.raw
+    if config.valid is not None:
+        # Ids of each file from that file alone: appending training rows keeps every id.
+        ids = np.empty(len(content), dtype=object)
+        for name in dict.fromkeys(part.tolist()):
+            ids[part == name] = content_ids(content[part == name])
+    else:
+        ids = content_ids(content.drop(columns=[config.split_column]) if config.split_column else content)
+    copies = sum(1 for i in ids if "~" in i)
+    if copies:
+        t.notes.append(f"{copies} row(s) repeat an earlier row exactly; each is kept as a point of its own")
+    return ids
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value a user wrote (``1``, not ``np.int64(1)``)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _labels(t: _Table, config: DataConfig, base: Dataset | None) -> tuple[str, str, np.ndarray | None, np.ndarray]:
+    """Step 3b: the task, and the labels encoded (classes checked): ``(task, inferred, classes, y)``."""
+    target_col, part = t.target, t.part
+    y_raw = t.frame[target_col]
+    inferred = t.declared_task or _infer_task(y_raw)
+    the_task = config.task or inferred
+    if the_task != "classification":
+        if not pd.api.types.is_numeric_dtype(y_raw):
+            y_num = pd.to_numeric(y_raw, errors="coerce")
+            if y_num.isna().any():
+                raise DataError(f"target {target_col!r} is not numeric; pass --task regression only for "
+                                "numeric targets, or --task classification")
+            y_raw = y_num
+        return the_task, inferred, None, y_raw.to_numpy(dtype=np.float64)
+    y_text = y_raw.astype("string").to_numpy(dtype=object) if not pd.api.types.is_numeric_dtype(y_raw) \
+        else y_raw.to_numpy()
+    classes, y_codes = np.unique(y_text, return_inverse=True)
+    if base is not None:
+        if base.task != "classification":
+            raise DataError("the base version is not a classification dataset")
+        base_classes = list(base.classes)
+        mapping = {c: i for i, c in enumerate(base_classes)}
+        unknown = sorted({str(c) for c in classes if c not in mapping})
+        if unknown:
+            raise DataError(f"new data has classes not in the base version: {', '.join(unknown)}")
+        classes = np.asarray(base_classes, dtype=object)
+        y_codes = np.asarray([mapping[v] for v in y_text], dtype=np.int64)
+    if len(classes) < 2:
+        raise DataError(f"target {target_col!r} has a single class ({_plain(classes[0])!r}) in all "
+                        f"{len(y_codes)} rows; classification needs at least two: check that --target names "
+                        "the label column, or pass --task regression for a numeric target")
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"target {target_col!r} has {len(classes)} classes; if it is numeric, "
+                        "pass --task regression")
+    counted = y_codes[part == "train"] if config.given_splits else y_codes
+    counts = np.bincount(counted, minlength=len(classes))
+    # With given splits a class absent from the pool gets its own message later.
+    small = [f"{_plain(classes[i])!r} ({counts[i]} row{'s' if counts[i] != 1 else ''})"
+             for i in range(len(classes)) if counts[i] < 2 and not (config.given_splits and counts[i] == 0)]
+    where_small = " in the training pool" if config.given_splits else ""
+    if small and base is None:
+        raise DataError(f"class(es) {', '.join(small)} of {target_col!r} have fewer than 2 rows"
+                        f"{where_small}; remove them or merge them into another class")
+    return the_task, inferred, classes, y_codes.astype(np.int64)
+
+
+def _split(t: _Table, config: DataConfig, ids: np.ndarray, classes: np.ndarray | None, y_all: np.ndarray,
+           base: Dataset | None) -> tuple[np.ndarray, dict[str, str]]:
+    """Step 4: each row's split (given, the base's, or drawn by seeded rank), and the given splits' digests."""
+    n = len(t.frame)
+    n_classes = 1 if classes is None else len(classes)
+    min_pool = max(10, 2 * n_classes)
+    split_digests: dict[str, str] = {}
+    if config.given_splits:
+        split = t.part
+        for name in ("val", "test"):
+            if (split == name).any():
+                split_digests[name] = _raw_digest(t.raw[split == name])
+        if not (split == "val").any():
+            raise DataError(f"the validation split of {config.source} is empty; give validation rows "
+                            f"(--valid FILE, or rows marked valid in --split-column)")
+        if int((split == "train").sum()) < min_pool:
+            raise DataError(f"the training pool of {config.source} has {int((split == 'train').sum())} rows; "
+                            f"at least {min_pool} are needed")
+        if base is not None:
+            before = dict(base.report.get("split_digests") or {})
+            for name in ("val", "test"):
+                if split_digests.get(name) != before.get(name):
+                    raise DataError(
+                        f"the {_SPLIT_LABEL[name]} rows differ from those of the run's dataset version; "
+                        f"values are only comparable against the same {_SPLIT_LABEL[name]} rows: keep that "
+                        "file unchanged, or start a new run")
+        return split, split_digests
+    split = np.full(n, "train", dtype=object)
+    if base is not None:
+        val_set, test_set = set(base.val_ids.tolist()), set(base.test_ids.tolist())
+        for i, pid in enumerate(ids):
+            if pid in val_set:
+                split[i] = "val"
+            elif pid in test_set:
+                split[i] = "test"
+        return split, split_digests
+    n_val = _split_counts(n, config.val_size, 1000, 4)
+    n_test = _split_counts(n, config.test_size, 1000, 5)
+    if n_val < n_classes or n - n_val - n_test < min_pool or n_test < 0:
+        raise DataError(
+            f"{config.source} has {n} rows: too few for a validation split of {n_val}, a test split "
+            f"of {n_test} and a training pool of at least {min_pool}; supply more rows or "
+            "smaller --val-size/--test-size"
+        )
+    key = _rank_key(config.seed, ids)
+    groups = [np.arange(n)] if classes is None else [np.flatnonzero(y_all == c) for c in range(len(classes))]
+    for members in groups:
+        share = len(members) / n
+        order = members[np.argsort(key[members], kind="stable")]
+        gv = max(1, int(round(n_val * share))) if classes is not None else n_val
+        gt = int(round(n_test * share)) if classes is not None else n_test
+        if classes is not None:
+            gt = min(gt, max(0, len(members) - gv - 1))
+        split[order[:gv]] = "val"
+        split[order[gv:gv + gt]] = "test"
+    return split, split_digests
+
+
+def _encode(t: _Table, config: DataConfig, split: np.ndarray, classes: np.ndarray | None, y_all: np.ndarray,
+            base: Dataset | None) -> tuple[np.ndarray, list[str], dict[str, Any], dict[str, int]]:
+    """Step 5: preprocessing fitted on the training pool (or the base's), applied to every row."""
+    train = split == "train"
+    X_raw = t.frame[t.features]
+    missing_counts = {str(c): int(X_raw[c].isna().sum()) for c in t.features if X_raw[c].isna().any()}
+    if base is not None:
+        prep = dict(base.preprocessing)
+    else:
+        prep = _fit_preprocessing(X_raw[train])
+        if t.rules:
+            prep["column_rules"] = t.rules
+    X_all, names = _apply_preprocessing(X_raw, prep)
+    kinds = {spec["name"]: spec for spec in prep["columns"]}
+    for col in t.features:
+        spec = kinds.get(str(col), {})
+        if spec.get("kind") == "categorical":
+            t.columns.setdefault(str(col), f"categorical: {len(spec['categories'])} one-hot features")
+        else:
+            t.columns.setdefault(str(col), "numeric, standardised")
+        n_missing = missing_counts.get(str(col), 0)
+        if n_missing:
+            how = "with the training pool's median" if spec.get("kind") == "numeric" \
+                else "as a category of their own"
+            t.notes.append(f"column {str(col)!r}: {n_missing} missing value(s) imputed {how}")
+    if classes is not None:
+        present = set(np.unique(y_all[train]).tolist())
+        lacking = [repr(_plain(classes[c])) for c in range(len(classes)) if c not in present]
+        if lacking:
+            raise DataError(f"the training pool of {config.source} has no rows of class(es) "
+                            f"{', '.join(lacking)} that the other splits hold; supply such rows")
+    return X_all, names, prep, missing_counts
+
+
 def load_dataset(
     source: str | Path = "breast_cancer",
     *,
@@ -522,10 +877,17 @@ def load_dataset(
     split_column: str | None = None,
     coerce_numeric: bool = False,
     encoding: str | None = None,
+    keep_columns: Sequence[str] | None = None,
     base: Dataset | None = None,
     frame: pd.DataFrame | None = None,
 ) -> Dataset:
     """Read, validate, split and preprocess a dataset.
+
+    The steps: read (:func:`_read`) -> coerce columns (:func:`_coerce`) ->
+    ids and labels -> split (:func:`_split`) -> encode (:func:`_encode`).
+    What they did to the data (rows dropped, columns dropped or converted,
+    values imputed) is in ``report["data_preparation"]``, one line each, and
+    what they did to every column in ``report["columns"]``.
 
     Parameters
     ----------
@@ -546,6 +908,9 @@ def load_dataset(
         of an error.
     encoding : str, optional
         Text encoding of CSV files (default UTF-8).
+    keep_columns : sequence of str, optional
+        Columns taken as they are: not converted from dates, not dropped as
+        near-unique text.
     base : Dataset, optional
         A previous version this data extends: its rows keep their split and
         preprocessing; new rows join the training pool. With given splits the
@@ -561,220 +926,81 @@ def load_dataset(
     config = DataConfig(source=str(source), target=target, id_column=id_column, task=task,
                         val_size=val_size, test_size=test_size, seed=int(seed),
                         valid=None if valid is None else str(valid), test=None if test is None else str(test),
-                        split_column=split_column, coerce_numeric=coerce_numeric, encoding=encoding)
-    if frame is None:
-        frame, target_col, declared_task = read_table(config)
-    else:
-        if target is None:
-            raise ConfigError("target is required with frame=")
-        target_col, declared_task = target, None
-    if frame.shape[0] == 0:
-        raise DataError(f"{config.source}: no rows")
-    if target_col not in frame.columns:
-        raise DataError(f"target column {target_col!r} not found in {config.source}; "
-                        f"columns: {', '.join(map(str, frame.columns[:20]))}")
-    if id_column is not None and id_column not in frame.columns:
-        raise DataError(f"id column {id_column!r} not found in {config.source}")
+                        split_column=split_column, coerce_numeric=coerce_numeric, encoding=encoding,
+                        keep_columns=None if keep_columns is None else tuple(keep_columns))
+    if frame is not None and target is None:
+        raise ConfigError("target is required with frame=")
+    t = _read(config, frame)
+    _coerce(t, config, base)
+    ids = _point_ids(t, config)
+    the_task, inferred, classes, y_all = _labels(t, config, base)
+    split, split_digests = _split(t, config, ids, classes, y_all, base)
+    X_all, names, prep, missing_counts = _encode(t, config, split, classes, y_all, base)
+    masks = {"train": split == "train", "val": split == "val", "test": split == "test"}
 
-    # ---- every split's raw rows in one table, each row knowing its split, file and row number
-    parts = _given_parts(config, frame.reset_index(drop=True))
-    frame = pd.concat([p[1] for p in parts], ignore_index=True) if len(parts) > 1 \
-        else parts[0][1].reset_index(drop=True)
-    part = np.concatenate([np.full(len(p[1]), p[0], dtype=object) for p in parts])
-    where = np.concatenate([np.full(len(p[1]), p[2], dtype=object) for p in parts])
-    rowno = np.concatenate([np.arange(1, len(p[1]) + 1) for p in parts])
-    if split_column is not None:
-        part = _split_from_column(frame, split_column, config.source)
-
-    n_missing_target = int(frame[target_col].isna().sum())
-    if n_missing_target:
-        keep = frame[target_col].notna().to_numpy()
-        frame, part, where, rowno = frame[keep].reset_index(drop=True), part[keep], where[keep], rowno[keep]
-    if frame.shape[0] == 0:
-        raise DataError(f"target column {target_col!r} of {config.source} is entirely missing")
-
-    feature_cols = [c for c in frame.columns if c not in (target_col, id_column, split_column)]
-    if not feature_cols:
-        raise DataError(f"{config.source} has no feature columns besides the target")
-    all_missing = [str(c) for c in feature_cols if frame[c].isna().all()]
-    if all_missing:
-        raise DataError(f"column(s) {', '.join(all_missing)} of {config.source} are entirely "
-                        "missing; drop them from the file")
-    raw_frame = frame  # what the fingerprint hashes: the rows as read, before any coercion
-    frame, coerced = _numeric_columns(frame, feature_cols, where, rowno, config.coerce_numeric)
-
-    if id_column is not None:
-        ids = frame[id_column].astype("string").to_numpy(dtype=object)
-        if pd.isna(frame[id_column]).any():
-            raise DataError(f"id column {id_column!r} has missing values")
-        for name in dict.fromkeys(part.tolist()):
-            within = ids[part == name] if config.valid is not None else ids
-            dup = pd.Series(within).duplicated().to_numpy()
-            if dup.any():
-                raise DataError(f"id column {id_column!r} has duplicate ids, e.g. {within[dup][0]!r}")
-    elif config.valid is not None:
-        # Ids of each file from that file alone: appending training rows keeps every id.
-        ids = np.empty(len(frame), dtype=object)
-        for name in dict.fromkeys(part.tolist()):
-            ids[part == name] = content_ids(frame[part == name])
-    else:
-        ids = content_ids(frame.drop(columns=[split_column]) if split_column else frame)
-
-    y_raw = frame[target_col]
-    inferred = declared_task or _infer_task(y_raw)
-    the_task = task or inferred
-
-    # ---- label encoding and class checks
-    if the_task == "classification":
-        y_text = y_raw.astype("string").to_numpy(dtype=object) if not pd.api.types.is_numeric_dtype(y_raw) \
-            else y_raw.to_numpy()
-        classes, y_codes = np.unique(y_text, return_inverse=True)
-        if base is not None:
-            if base.task != "classification":
-                raise DataError("the base version is not a classification dataset")
-            base_classes = list(base.classes)
-            mapping = {c: i for i, c in enumerate(base_classes)}
-            unknown = sorted({str(c) for c in classes if c not in mapping})
-            if unknown:
-                raise DataError(f"new data has classes not in the base version: {', '.join(unknown)}")
-            classes = np.asarray(base_classes, dtype=object)
-            y_codes = np.asarray([mapping[v] for v in y_text], dtype=np.int64)
-        if len(classes) < 2:
-            raise DataError(f"target {target_col!r} has a single class ({classes[0]!r}); "
-                            "classification needs at least two")
-        if len(classes) > MAX_CLASSES:
-            raise DataError(f"target {target_col!r} has {len(classes)} classes; if it is numeric, "
-                            "pass --task regression")
-        counted = y_codes[part == "train"] if config.given_splits else y_codes
-        counts = np.bincount(counted, minlength=len(classes))
-        # With given splits a class absent from the pool gets its own message below.
-        small = [f"{classes[i]!r} ({counts[i]} row{'s' if counts[i] != 1 else ''})"
-                 for i in range(len(classes)) if counts[i] < 2 and not (config.given_splits and counts[i] == 0)]
-        where_small = " in the training pool" if config.given_splits else ""
-        if small and base is None:
-            raise DataError(f"class(es) {', '.join(small)} of {target_col!r} have fewer than 2 rows"
-                            f"{where_small}; remove them or merge them into another class")
-        y_all = y_codes.astype(np.int64)
-    else:
-        if not pd.api.types.is_numeric_dtype(y_raw):
-            y_num = pd.to_numeric(y_raw, errors="coerce")
-            if y_num.isna().any():
-                raise DataError(f"target {target_col!r} is not numeric; pass --task regression only for "
-                                "numeric targets, or --task classification")
-            y_raw = y_num
-        classes = None
-        y_all = y_raw.to_numpy(dtype=np.float64)
-
-    # ---- splits
-    n = len(frame)
-    n_classes = 1 if classes is None else len(classes)
-    min_pool = max(10, 2 * n_classes)
-    split_digests: dict[str, str] = {}
-    if config.given_splits:
-        split = part
-        for name in ("val", "test"):
-            if (split == name).any():
-                split_digests[name] = _raw_digest(raw_frame[split == name])
-        if not (split == "val").any():
-            raise DataError(f"the validation split of {config.source} is empty; give validation rows "
-                            f"(--valid FILE, or rows marked valid in --split-column)")
-        if int((split == "train").sum()) < min_pool:
-            raise DataError(f"the training pool of {config.source} has {int((split == 'train').sum())} rows; "
-                            f"at least {min_pool} are needed")
-        if base is not None:
-            before = dict(base.report.get("split_digests") or {})
-            for name in ("val", "test"):
-                if split_digests.get(name) != before.get(name):
-                    raise DataError(
-                        f"the {_SPLIT_LABEL[name]} rows differ from those of the run's dataset version; "
-                        f"values are only comparable against the same {_SPLIT_LABEL[name]} rows: keep that "
-                        "file unchanged, or start a new run")
-    elif base is not None:
-        split = np.full(n, "train", dtype=object)
-        val_set, test_set = set(base.val_ids.tolist()), set(base.test_ids.tolist())
-        for i, pid in enumerate(ids):
-            if pid in val_set:
-                split[i] = "val"
-            elif pid in test_set:
-                split[i] = "test"
-    else:
-        split = np.full(n, "train", dtype=object)
-        n_val = _split_counts(n, val_size, 1000, 4)
-        n_test = _split_counts(n, test_size, 1000, 5)
-        if n_val < n_classes or n - n_val - n_test < min_pool or n_test < 0:
-            raise DataError(
-                f"{config.source} has {n} rows: too few for a validation split of {n_val}, a test split "
-                f"of {n_test} and a training pool of at least {min_pool}; supply more rows or "
-                "smaller --val-size/--test-size"
-            )
-        key = _rank_key(config.seed, ids)
-        groups = [np.arange(n)] if classes is None else [np.flatnonzero(y_all == c) for c in range(len(classes))]
-        for members in groups:
-            share = len(members) / n
-            order = members[np.argsort(key[members], kind="stable")]
-            gv = max(1, int(round(n_val * share))) if classes is not None else n_val
-            gt = int(round(n_test * share)) if classes is not None else n_test
-            if classes is not None:
-                gt = min(gt, max(0, len(members) - gv - 1))
-            split[order[:gv]] = "val"
-            split[order[gv:gv + gt]] = "test"
-
-    train = split == "train"
-    X_raw = frame[feature_cols]
-    missing_counts = {str(c): int(X_raw[c].isna().sum()) for c in feature_cols if X_raw[c].isna().any()}
-    prep = dict(base.preprocessing) if base is not None else _fit_preprocessing(X_raw[train])
-    X_all, names = _apply_preprocessing(X_raw, prep)
-
-    parts_mask = {"train": train, "val": split == "val", "test": split == "test"}
-    if classes is not None:
-        present = set(np.unique(y_all[parts_mask["train"]]).tolist())
-        lacking = [repr(classes[c]) for c in range(len(classes)) if c not in present]
-        if lacking:
-            raise DataError(f"the training pool of {config.source} has no rows of class(es) "
-                            f"{', '.join(lacking)} that the other splits hold; supply such rows")
-
-    raw = _raw_digest(raw_frame)
+    raw: Any = _raw_digest(t.raw)
     if config.valid is not None:
         # Every split's rows under its own name (the training file's digest alone would miss them).
-        raw = {"train": _raw_digest(raw_frame[part == "train"]), **split_digests}
-    digest_input = {
-        "raw": raw,
-        "config": config.fingerprint_fields(),
-        "target": target_col,
-        "task": the_task,
-        "base": None if base is None else base.fingerprint,
-    }
-    fingerprint = stable_hash(digest_input)
+        raw = {"train": _raw_digest(t.raw[t.part == "train"]), **split_digests}
+    digest_input = {"raw": raw, "config": config.fingerprint_fields(), "target": t.target, "task": the_task,
+                    "base": None if base is None else base.fingerprint}
+    if t.rules:  # only then: versions without such columns keep their fingerprints
+        digest_input["column_rules"] = t.rules
     report = {
-        "rows": n,
-        "rows_dropped_missing_target": n_missing_target,
+        "rows": len(t.frame),
+        "rows_dropped_missing_target": t.missing_target,
         "missing_values_imputed": missing_counts,
-        "n_train": int(parts_mask["train"].sum()),
-        "n_val": int(parts_mask["val"].sum()),
-        "n_test": int(parts_mask["test"].sum()),
-        "target": target_col,
+        "n_train": int(masks["train"].sum()),
+        "n_val": int(masks["val"].sum()),
+        "n_test": int(masks["test"].sum()),
+        "target": t.target,
         "task_inferred": inferred,
         "base_fingerprint": None if base is None else base.fingerprint,
         "splits": "given" if config.given_splits else ("base" if base is not None else "seeded"),
+        "data_preparation": list(t.notes),
+        "columns": dict(t.columns),
     }
     if config.given_splits:
         report["split_digests"] = split_digests
-        content = row_hashes(raw_frame[[c for c in raw_frame.columns if c not in (id_column, split_column)]])
-        shared = set(content[train].tolist()) & set(content[~train].tolist())
+        content = row_hashes(t.raw[[c for c in t.raw.columns if c not in (id_column, split_column)]])
+        shared = set(content[masks["train"]].tolist()) & set(content[~masks["train"]].tolist())
         # Exact copies of training rows in the validation/test splits inflate those rows' values.
-        report["training_rows_also_in_other_splits"] = int(np.isin(content[train], list(shared)).sum())
-    if coerced:
-        report["coerced_to_missing"] = coerced
+        report["training_rows_also_in_other_splits"] = int(np.isin(content[masks["train"]], list(shared)).sum())
+    if t.coerced:
+        report["coerced_to_missing"] = t.coerced
     return Dataset(
         name=config.name,
-        X_train=X_all[parts_mask["train"]], y_train=y_all[parts_mask["train"]],
-        X_val=X_all[parts_mask["val"]], y_val=y_all[parts_mask["val"]],
-        X_test=X_all[parts_mask["test"]], y_test=y_all[parts_mask["test"]],
-        point_ids=ids[parts_mask["train"]], val_ids=ids[parts_mask["val"]], test_ids=ids[parts_mask["test"]],
+        X_train=X_all[masks["train"]], y_train=y_all[masks["train"]],
+        X_val=X_all[masks["val"]], y_val=y_all[masks["val"]],
+        X_test=X_all[masks["test"]], y_test=y_all[masks["test"]],
+        point_ids=ids[masks["train"]], val_ids=ids[masks["val"]], test_ids=ids[masks["test"]],
         feature_names=tuple(names), task=the_task,
         classes=None if classes is None else np.asarray(classes, dtype=object),
-        fingerprint=fingerprint, config=config, preprocessing=prep, report=report,
+        fingerprint=stable_hash(digest_input), config=config, preprocessing=prep, report=report,
     )
+
+
+def too_little_data(dataset: Dataset, pool_needed: int, fix: str) -> str:
+    """One line for data too small to value: its rows, its splits, and the smallest file that works.
+
+    ``pool_needed`` is the smallest training pool the run's settings work
+    with; ``fix`` names the flags that make this file work instead.
+    """
+    rep, config = dataset.report, dataset.config
+    dropped = int(rep.get("rows_dropped_missing_target") or 0)
+    rows = int(rep.get("rows", dataset.n_pool)) + dropped
+    said = f" ({dropped} without a target dropped)" if dropped else ""
+    splits = (f"{dataset.n_pool} in the training pool, {dataset.X_val.shape[0]} validation, "
+              f"{dataset.X_test.shape[0]} test")
+    if config.given_splits:
+        need = f"a training pool of at least {pool_needed} rows"
+    else:
+        total = pool_needed
+        while total - _split_counts(total, config.val_size, 1000, 4) \
+                - _split_counts(total, config.test_size, 1000, 5) < pool_needed:
+            total += 1
+        need = f"a file of at least {total} rows (a training pool of {pool_needed})"
+    return f"{config.source} has {rows} rows{said}: {splits}; valuing needs {need}; {fix}"
 
 
 def load_from_config(config: DataConfig, base: Dataset | None = None) -> Dataset:

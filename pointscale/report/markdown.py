@@ -164,6 +164,20 @@ def _best_by_regime(summary: pd.DataFrame) -> list[str]:
 # --------------------------------------------------------------------------- summary
 
 
+#: The summary's words for the law estimators (``values["estimator"]``).
+ESTIMATOR_WORDS = {"shrinkage": "empirical-Bayes shrinkage",
+                   "amortized_shrinkage": "empirical-Bayes shrinkage with amortized prior means",
+                   "mle": "per-point maximum likelihood", "amortized": "the amortized estimator"}
+#: ... and for the sampling counts.
+COUNT_WORDS = {"shard_seconds": "seconds of sampling on workers", "fits_executed": "model fits",
+               "samples_new": "new samples", "samples_reused": "reused samples"}
+
+
+def _preparation(dataset: Any) -> list[str]:
+    """What reading the data did to it (rows dropped, columns converted or dropped), one line each."""
+    return list((getattr(dataset, "report", None) or {}).get("data_preparation") or [])
+
+
 def report_summary(
     *,
     dataset: Any = None,
@@ -182,11 +196,13 @@ def report_summary(
     info = _dataset_info(dataset)
     if info:
         lines.append(f"Dataset {info.get('name')}: {info.get('n_pool', '?')} pool points, task {info.get('task', '?')}")
+        lines += [f"data: {line}" for line in _preparation(dataset)]
     if values is not None and len(values):
         n = len(values)
         counts = values["estimator"].value_counts().to_dict() if "estimator" in values.columns else {}
-        est = ", ".join(f"{k} {v}" for k, v in counts.items())
-        lines.append(f"Valued {n} points ({est})")
+        est = "; ".join(f"{ESTIMATOR_WORDS.get(k, k)}" + (f" ({v} points)" if len(counts) > 1 else "")
+                        for k, v in counts.items())
+        lines.append(f"Valued {n} points" + (f": values from {est}" if est else ""))
         if "alpha" in values.columns:
             a = values["alpha"].to_numpy(dtype=np.float64)
             a = a[np.isfinite(a)]
@@ -220,8 +236,8 @@ def report_summary(
                          f"Spearman {r['spearman']:.3f}")
     counts = (manifest or {}).get("counts")
     if isinstance(counts, Mapping) and counts:
-        lines.append("counts: " + ", ".join(f"{k} {_fmt(v)}" for k, v in counts.items()
-                                            if not isinstance(v, (Mapping, list, tuple))))
+        lines.append("counts: " + ", ".join(f"{COUNT_WORDS.get(k, k.replace('_', ' '))} {_fmt(v)}"
+                                            for k, v in counts.items() if not isinstance(v, (Mapping, list, tuple))))
     return "\n".join(lines) if lines else "nothing to report"
 
 
@@ -279,7 +295,7 @@ def write_report(
     info = _dataset_info(dataset)
     md = _title_section(info, report_summary(dataset=dataset, laws=laws, values=values, experiments=experiments,
                                              evaluation=evaluation, manifest=manifest))
-    md += _data_section(info)
+    md += _data_section(info, _preparation(dataset))
     md += _estimator_section(estimator_choice)
     md += _laws_section(laws)
     md += _values_sections(values, fig_dir, _k_range(laws, values), top_n)
@@ -309,10 +325,11 @@ def _title_section(info: Mapping[str, Any], summary: str) -> list[str]:
             "```", summary, "```", ""]
 
 
-def _data_section(info: Mapping[str, Any]) -> list[str]:
+def _data_section(info: Mapping[str, Any], preparation: Sequence[str] = ()) -> list[str]:
     if not info:
         return []
-    return ["## Data", ""] + [f"- {k}: {_fmt(v)}" for k, v in info.items()] + [""]
+    md = ["## Data", ""] + [f"- {k}: {_fmt(v)}" for k, v in info.items()] + [""]
+    return md + ([f"- {line}" for line in preparation] + [""] if preparation else [])
 
 
 def _estimator_section(choice: Mapping[str, Any] | None) -> list[str]:

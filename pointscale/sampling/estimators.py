@@ -73,6 +73,20 @@ def class_path(obj: Any) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+def _where_defined(module_name: str, qualname: str) -> str:
+    """The fix for a class not found: scikit-learn's classes live in its submodules."""
+    if module_name.split(".")[0] == "sklearn":
+        from sklearn.utils import all_estimators
+
+        found = [f"{cls.__module__.rsplit('._', 1)[0]}:{name}" for name, cls in all_estimators()
+                 if name.lower() == qualname.lower()]
+        if found:
+            return f"did you mean {found[0]}?"
+        return ("scikit-learn's classes live in its submodules: give the module that defines the class, "
+                "e.g. sklearn.svm:SVC or sklearn.ensemble:RandomForestClassifier")
+    return "give the module that defines the class, as module:Class"
+
+
 @functools.lru_cache(maxsize=256)
 def import_class(path: str) -> type:
     """The class named by ``"module:Class"``; ConfigError naming what failed."""
@@ -88,7 +102,8 @@ def import_class(path: str) -> type:
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
-            raise ConfigError(f"module {module_name!r} has no {qualname!r} (model {path!r})")
+            raise ConfigError(f"module {module_name!r} has no {qualname!r} (model {path!r}); "
+                              f"{_where_defined(module_name, qualname)}")
     if not isinstance(obj, type):
         raise ConfigError(f"model {path!r} is not a class")
     missing = [m for m in ("fit", "get_params", "set_params") if not hasattr(obj, m)]

@@ -141,3 +141,68 @@ def test_bad_input_gets_a_clear_error(tmp_path, make, kwargs, message):
     make(path)
     with pytest.raises((DataError, ConfigError), match=message):
         load_dataset(path, **kwargs)
+
+
+# --------------------------------------------------------------------------- columns that cannot be features
+
+
+def _dated(n=240, seed=0):
+    frame = _frame(n, seed)
+    frame["visit"] = pd.date_range("2019-06-01", periods=n, freq="37h").strftime("%Y-%m-%d %H:%M")
+    frame["note"] = [f"called back on day {i}" for i in range(n)]
+    frame.loc[[3, 9], "visit"] = None
+    return frame
+
+
+def test_dates_become_date_features_and_near_unique_text_is_dropped():
+    d = load_dataset("dated", frame=_dated(), target="label")
+    plain = load_dataset("plain", frame=_frame(240), target="label")
+    assert d.feature_names == (*plain.feature_names, "visit.days", "visit.month", "visit.weekday")
+    assert d.n_features == plain.n_features + 3  # not one indicator per row
+    lines = d.report["data_preparation"]
+    assert any(line.startswith("column 'visit' holds dates: became numeric features") for line in lines)
+    assert any(line.startswith("dropped column 'note': text with 240 distinct values") for line in lines)
+    columns = d.report["columns"]
+    assert columns["note"].startswith("dropped") and columns["visit"].startswith("dates")
+    assert columns["color"].startswith("categorical") and columns["label"] == "target"
+    # The date features are numbers in time order (days since 1970, standardised).
+    days = d.feature_names.index("visit.days")
+    assert np.isfinite(d.X_train[:, days]).all() and d.X_train[:, days].std() > 0.5
+
+
+def test_keep_columns_keeps_them_as_they_are():
+    kept = load_dataset("dated", frame=_dated(), target="label", keep_columns=["note", "visit"])
+    assert any(name.startswith("note=") for name in kept.feature_names)
+    assert any(name.startswith("visit=") for name in kept.feature_names)
+    assert "visit.days" not in kept.feature_names
+    assert not [line for line in kept.report["data_preparation"] if "dates" in line or "dropped column" in line]
+    with pytest.raises(ConfigError, match="--keep-columns names 'nope'"):
+        load_dataset("dated", frame=_dated(), target="label", keep_columns=["nope"])
+
+
+def test_fingerprints_change_only_for_converted_columns():
+    # Data without such columns keeps the fingerprint it had before these rules existed.
+    assert load_dataset("breast_cancer").fingerprint.startswith("1cad8cde")
+    a = load_dataset("dated", frame=_dated(), target="label")
+    b = load_dataset("dated", frame=_dated(), target="label", keep_columns=["note"])
+    assert a.fingerprint != b.fingerprint
+
+
+def test_extension_applies_the_base_versions_column_rules():
+    first = _dated(200)
+    base = load_dataset("dated", frame=first, target="label")
+    added = _dated(40, seed=5).assign(note=[f"new note {i}" for i in range(40)])
+    more = load_dataset("dated", frame=pd.concat([first, added], ignore_index=True), target="label", base=base)
+    assert more.feature_names == base.feature_names and more.n_pool == base.n_pool + 40
+    np.testing.assert_array_equal(more.X_train[more.index_of(base.point_ids)], base.X_train)
+
+
+def test_dropped_target_rows_and_imputations_are_said():
+    frame = _frame(200)
+    frame.loc[:9, "label"] = None
+    frame.loc[20:22, "x1"] = np.nan
+    d = load_dataset("f", frame=frame, target="label")
+    lines = d.report["data_preparation"]
+    assert "dropped 10 of 200 rows: their target 'label' is missing" in lines
+    assert "column 'x1': 3 missing value(s) imputed with the training pool's median" in lines
+    assert d.report["rows_dropped_missing_target"] == 10

@@ -111,7 +111,7 @@ def test_top_bottom_points_and_summary(run):
     assert len({r["point_id"] for r in rows}) == len(rows) == len(values)
     s = report_summary(dataset=data, values=values,
                        experiments={"noisy_label": {"auc_shapley": 0.9, "auc_monte_carlo": 0.7}})
-    assert "Valued 30 points (mle 30)" in s and "negative c (harmful): 3 points" in s and "0.900" in s
+    assert "Valued 30 points: values from per-point maximum likelihood" in s and "negative c (harmful): 3 points" in s and "0.900" in s
     assert len(harmful_points(values)) == 3
 
 

@@ -50,6 +50,7 @@ NON_DEFAULT = {
     "device": ["--device", "auto"],
     "valid": ["--valid", "valid.csv"], "test": ["--test", "test.csv"], "split_column": ["--split-column", "part"],
     "coerce_numeric": ["--coerce-numeric"], "encoding": ["--encoding", "latin-1"],
+    "keep_columns": ["--keep-columns", "note", "visit"],
 }
 
 

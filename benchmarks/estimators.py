@@ -344,7 +344,8 @@ def rules_part(args, log) -> pd.DataFrame:
 
     from pointscale import pipeline
     from pointscale.laws.auto import (CANDIDATES, _one_se_choice, _usable, best_of, heldout_terms,
-                                      heldout_terms_shapley, holdout_mask)
+                                      heldout_terms_shapley)
+    from pointscale.laws.folds import holdout_mask
     from pointscale.laws.estimators import FitContext, fit_estimator
     from pointscale.laws.likelihood import LOG_2PI
     from pointscale.laws.power import power_mean

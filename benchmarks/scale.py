@@ -36,6 +36,14 @@ committed sample, and each stage's wall and CPU are summed over the attempts
 (so the sample stage counts the killed attempt's shards once). ``--fresh``
 starts a size from scratch.
 
+**On object storage** (``--s3``): the same runs with the run folder at
+``s3://bench/...`` on a local S3-compatible server (moto's, started here on
+127.0.0.1); the flow's working copy and the workers' dataset copies go under
+``<work>/cache``. Each size starts afresh (the server keeps its buckets in
+memory). Results go to ``benchmarks/results/scale-s3.json``; the object
+store's bytes (``ledger_bytes``: everything under ``samples/``) are listed
+from the server.
+
 Results go to ``benchmarks/results/scale.json`` as each size finishes (a
 rerun skips sizes already there with the same settings; ``--force`` redoes
 them) and the table is printed in Markdown. The machine may be shared: each
@@ -53,6 +61,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -218,8 +227,8 @@ def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
     raise Interrupted("SIGTERM")
 
 
-def _run_cli(args: list[str], out: Path, log_path: Path, timeout: float, env: dict,
-             kill_after_shards: int | None = None) -> dict:
+def _run_cli(args: list[str], out: Path | str, log_path: Path, timeout: float, env: dict,
+             kill_after_shards: int | None = None, manifest: Path | None = None) -> dict:
     """``pointscale run ARGS --out OUT`` in its own session; wall, per-stage CPU and peak RSS of its tree.
 
     With ``kill_after_shards``, the whole process group is SIGKILLed as soon as
@@ -238,7 +247,7 @@ def _run_cli(args: list[str], out: Path, log_path: Path, timeout: float, env: di
         log.flush()
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-        mon = TreeMonitor(proc.pid, out / "run.json")
+        mon = TreeMonitor(proc.pid, manifest or Path(out) / "run.json")
         try:
             deadline = started + timeout
             while proc.poll() is None:
@@ -280,17 +289,19 @@ def _run_cli(args: list[str], out: Path, log_path: Path, timeout: float, env: di
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def _run_facts(out: Path) -> dict:
-    """Stage timings, counts and ledger size of a finished run folder."""
+def _run_facts(out: Path | str) -> dict:
+    """Stage timings, counts and ledger size of a finished run folder (a path or a URL)."""
     from pointscale.sampling import Ledger
+    from pointscale.storage import Store
 
-    manifest = json.loads((out / "run.json").read_text())
-    stats = Ledger(out / "samples").stats()
+    store = Store(out)
+    manifest = store.read_json("run.json")
+    stats = Ledger(store.child("samples")).stats()
     counts = manifest.get("counts", {})
     # Everything the ledger folder holds (sample shards, commit records, and any
     # evidence files recorded beside them), not only the sample Parquet bytes.
-    on_disk = sum(p.stat().st_size for p in (out / "samples").rglob("*")
-                  if p.is_file() and "quarantine" not in p.parts)
+    samples = store.child("samples")
+    on_disk = sum(samples.size(k) for k in samples.walk() if not k.startswith("quarantine/"))
     return {
         "n_pool": int(manifest["dataset"]["n_pool"]),
         "timings": {s: manifest.get("timings", {}).get(s) for s in STAGES},
@@ -300,7 +311,7 @@ def _run_facts(out: Path) -> dict:
         "ledger_sample_parquet_bytes": stats["bytes"],
         "ledger_bytes_per_sample": round(on_disk / max(stats["rows"], 1), 2),
         # Committed shards (a resumed run plans only the missing ones, so its counts say fewer).
-        "shards": len(list((out / "samples" / "shards").glob("*.parquet.sha256"))),
+        "shards": len(Ledger(store.child("samples")).shard_names()),
         "fits": counts.get("fits_executed"),
         "sample_seconds_per_sample": round((manifest["timings"].get("sample") or 0) / max(stats["rows"], 1), 8),
     }
@@ -392,6 +403,24 @@ def run_size(n_pool: int, spp: int, work: Path, workers: int, timeout: float, en
                           "run the same command again to resume")
     row = _combine(attempts)
     row.update(_run_facts(out), samples_per_point=spp, workers=workers)
+    return row
+
+
+def run_size_s3(n_pool: int, spp: int, work: Path, workers: int, timeout: float, env: dict, bucket: str) -> dict:
+    """``pointscale run`` at ``n_pool`` synthetic points with the run folder at ``bucket``; its record."""
+    from pointscale.runs import working_copy
+
+    data = make_data(n_pool, work / f"synthetic-{n_pool}.parquet")
+    url = f"{bucket}/run-{n_pool}-s{spp}-{time.time_ns()}"
+    env = dict(env, POINTSCALE_CACHE=str(work / "cache"))
+    manifest = Path(env["POINTSCALE_CACHE"]) / "runs" / working_copy(url).name / "run.json"
+    args = ["--dataset", str(data), "--target", "label", "--id-column", "row_id", "--points", "all",
+            "--samples-per-point", str(spp), "--workers", str(workers)]
+    row = _run_cli(args, url, work / f"run-{n_pool}-s{spp}-s3.log", timeout, env, manifest=manifest)
+    if row["killed"]:
+        raise Interrupted(f"n={n_pool:,}: {row['reason']} (an S3 size starts afresh: run it again)")
+    row = _combine([row])
+    row.update(_run_facts(url), samples_per_point=spp, workers=workers, storage="s3 (moto, 127.0.0.1)")
     return row
 
 
@@ -546,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true",
                         help="start each size from scratch (default: resume a size's stopped attempt in --work)")
     parser.add_argument("--quick", action="store_true", help="sizes 1000 and 10000")
+    parser.add_argument("--s3", action="store_true",
+                        help="the run folder on a local S3 server (moto); results to scale-s3.json")
     parser.add_argument("--resume-check", metavar="DATASET",
                         help="instead: a clean run of DATASET with --points all, then one SIGKILLed after "
                              "--kill-fraction of its shards and its rerun (e.g. adult)")
@@ -553,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clean-only", action="store_true",
                         help="with --resume-check: stop after the clean (timed) run; rerun without it to continue")
     args = parser.parse_args(argv)
+    if args.s3 and args.results == RESULTS:
+        args.results = RESULTS.with_name("scale-s3.json")
     sizes = [1000, 10_000] if args.quick else args.sizes
     import signal
 
@@ -580,7 +613,14 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps(out, indent=1) + "\n")
         print(json.dumps(out, indent=1))
         return 0
-    with local_prefect_server(timeout=180) as url:
+    with ExitStack() as stack:
+        url = stack.enter_context(local_prefect_server(timeout=180))
+        bucket = None
+        if args.s3:
+            from benchmarks.s3server import local_s3_server, make_bucket
+
+            stack.enter_context(local_s3_server())
+            bucket = make_bucket("bench")
         env = dict(os.environ, PREFECT_API_URL=url, PYTHONPATH=pythonpath)
         for n in sizes:
             want = (n, args.samples_per_point, args.workers)
@@ -590,7 +630,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"n={n:,}: pointscale run --points all --samples-per-point {args.samples_per_point} ...",
                   flush=True)
             try:
-                row = run_size(n, args.samples_per_point, work, args.workers, args.timeout, env, args.fresh)
+                row = run_size_s3(n, args.samples_per_point, work, args.workers, args.timeout, env, bucket) \
+                    if bucket else run_size(n, args.samples_per_point, work, args.workers, args.timeout, env,
+                                            args.fresh)
             except Interrupted as exc:
                 print(f"stopped: {exc}", flush=True)
                 return 3

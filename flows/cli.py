@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Ingest, sample marginal contributions on Dask, fit the laws, value and "
                                    "select points, write the report. Rerun the same command after a crash.")
     add_options(p, PipelineOptions, title="pipeline options (the same for `serve`)")
-    p.add_argument("--out", help="run folder (default: runs/<dataset>-<fingerprint[:8]>)")
+    p.add_argument("--out", help="run folder: a path or an fsspec URL such as s3://bucket/runs/x "
+                                 "(default: runs/<dataset>-<fingerprint[:8]>)")
     p.add_argument("--wait", action="store_true", help="wait if another run holds the run folder")
 
     p = sub.add_parser("revalue", help="extend a run with new data and revalue incrementally",
@@ -53,12 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="validate and store a dataset version, print its report")
     add_options(p, DataOptions, title="data options")
-    p.add_argument("--out", help="run folder (default: runs/<dataset>-<fingerprint[:8]>)")
+    p.add_argument("--out", help="run folder: a path or an fsspec URL such as s3://bucket/runs/x "
+                                 "(default: runs/<dataset>-<fingerprint[:8]>)")
 
     p = sub.add_parser("sample", help="sample in-process with a progress bar (no orchestrator)",
                        description="Runs the same sampling code as the flow, in this process, into a ledger.")
     add_options(p, SamplingOptions, title="sampling options")
-    p.add_argument("--out", help="run folder (default: runs/<dataset>-<fingerprint[:8]>)")
+    p.add_argument("--out", help="run folder: a path or an fsspec URL such as s3://bucket/runs/x "
+                                 "(default: runs/<dataset>-<fingerprint[:8]>)")
 
     p = sub.add_parser("addition", help="point-addition experiment on a finished run",
                        description="Rank candidates by predicted value at a small and a large size, by a "
@@ -113,10 +116,19 @@ def check_run_folder(path: str | None, flag: str = "--out") -> None:
 
     Checked before anything starts (no server, no data read), by writing and
     removing a probe file: one line naming the path, the problem and the fix.
-    Without ``path`` the default root ``runs/`` is checked.
+    Without ``path`` the default root ``runs/`` is checked. An fsspec URL
+    (``s3://bucket/runs/x``) is never taken for a local folder name: its
+    protocol's package must be installed, the bucket must exist and the
+    credentials must allow writing there (:func:`pointscale.storage.open_store`).
     """
     from pointscale.errors import ConfigError
+    from pointscale.storage import is_url, open_store
 
+    if path and is_url(path):
+        store = open_store(path)
+        if store.remote:
+            return
+        path = store.path  # file://
     target = Path(path if path else "runs").absolute()
     said = f"{flag} {path}" if path else "the default run folder runs/"
     existing = target
@@ -189,11 +201,15 @@ def cmd_run(args) -> int:
 
 
 def cmd_revalue(args) -> int:
-    check_run_folder(args.run_dir, "--run-dir")
     from pointscale.pipeline import check_extension
+    from pointscale.storage import StorageError, is_url
 
     from .sampling import check_dask_address
 
+    if is_url(args.run_dir):
+        raise StorageError(f"--run-dir {args.run_dir}: revalue works on a local run folder only (for now); "
+                           "copy the run folder to a local disk or a shared file system first")
+    check_run_folder(args.run_dir, "--run-dir")
     execution = options_from_args(ExecutionOptions, args)
     check_extension(args.run_dir, args.dataset)  # bad new data: one line, before any server or fit
     check_dask_address(execution.dask_address)

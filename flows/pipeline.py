@@ -32,7 +32,7 @@ from tasks import valuation as value_tasks
 from tasks._cache import code_version
 
 from .options import ExecutionOptions, PipelineOptions
-from .progress import RunProgress, claim_run_folder, reporter
+from .progress import RunProgress, claim_run_folder, log_line, reporter
 from .sampling import check_dask_address, dask_task_runner, describe_cluster, sample_stage
 
 
@@ -89,7 +89,7 @@ def _stage_done(run: RunFolder, name: str, timings: dict[str, float], started: f
 def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any], options: PipelineOptions,
                 progress: RunProgress, *, timings: dict[str, float]) -> dict[str, Any]:
     """Sampling and every stage after it, each given what the stages before it produced."""
-    root = str(run.root)
+    root = run.location()  # a URL for a run folder on object storage: tasks find the ledger there
 
     t = time.perf_counter()
     words = describe_cluster(options.workers, options.dask_address)
@@ -120,6 +120,10 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
     t = time.perf_counter()
     progress.stage("choose-laws", "choosing the laws by held-out likelihood")
     laws = law_tasks.choose_laws(root, dataset, sampling, samples, mle, amortized)
+    # Also when the stage was reused: run.json holds this run's diagnostic.
+    run.update_manifest(law_diagnostic=laws.get("law_diagnostic"))
+    if laws.get("law_diagnostic"):
+        log_line(laws["law_diagnostic"]["sentence"])
     _stage_done(run, "choose_laws", timings, t)
     t = time.perf_counter()
     progress.stage("value", "valuing the points")
@@ -216,6 +220,7 @@ def pipeline_flow(
             status="running",
             # Facts of an earlier run in this folder are not facts of this one.
             timings=None, counts=None, revalue=None, values_change=None, previous_dataset=None, stage=None,
+            law_diagnostic=None,
         )
         # ``stage`` names the last stage finished (a monitor attributes time to the next one).
         run.update_manifest(timings=dict(timings), stage="ingest")

@@ -7,8 +7,10 @@ import socket
 from typing import Any, Optional
 from urllib.parse import urlparse
 
+from distributed import get_worker
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
+from prefect_dask import DaskTaskRunner
 
 from pointscale import pipeline
 from pointscale.errors import ConfigError, PointscaleError
@@ -16,6 +18,7 @@ from pointscale.runs import RunFolder
 from tasks.sampling import RETRIES, sample_shard
 
 from .progress import RunProgress
+from .workers import register_worker_settings
 
 
 class ShardFailed(PointscaleError):
@@ -62,6 +65,31 @@ def describe_cluster(workers: Optional[int], address: Optional[str]) -> str:
     return f"starting a local Dask cluster ({n} worker process{'es' if n != 1 else ''})"
 
 
+class ClusterTaskRunner(DaskTaskRunner):
+    """``DaskTaskRunner`` that hands the workers this flow's Prefect settings when it connects.
+
+    Workers started with nothing but ``dask worker ADDRESS`` then run
+    Prefect's task engine against this flow's API (:mod:`flows.workers`).
+    Not done where the runner is re-entered inside a task on a worker.
+    """
+
+    @property
+    def client(self):
+        fresh = self._client is None
+        client = super().client
+        if fresh and not _on_a_worker():
+            register_worker_settings(client)
+        return client
+
+
+def _on_a_worker() -> bool:
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
 def dask_task_runner(workers: int | None = None, address: str | None = None):
     """``DaskTaskRunner`` on an existing cluster (``address``) or a process-based LocalCluster.
 
@@ -71,17 +99,15 @@ def dask_task_runner(workers: int | None = None, address: str | None = None):
     server on a free port: ``dashboard_address=None`` still binds 8787 (and
     warns "Port 8787 is already in use" when another cluster has it).
     """
-    from prefect_dask import DaskTaskRunner
-
     if address:
-        return DaskTaskRunner(address=address)
+        return ClusterTaskRunner(address=address)
     import logging
 
     # Closing the cluster after the last shard, the nanny kills worker processes still
     # tearing down Prefect's log and event threads, and warns; nothing is lost then.
     logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
     n = workers or os.cpu_count() or 1
-    return DaskTaskRunner(
+    return ClusterTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
                         # The scheduler always serves HTTP (health, metrics), by default on 8787;
@@ -173,7 +199,7 @@ def sample_stage(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any]
         )
     logger.info("sampled %d new samples in %d shards (%d retried); %d reused", summary["samples_new"],
                 len(results), len(retried), plan["samples_reused"])
-    return {"counts": summary, "ledger_hash": pipeline.ledger_hash(run.root),
+    return {"counts": summary, "ledger_hash": pipeline.ledger_hash(run.location()),
             "points_hash": pipeline.points_hash(run.root)}
 
 

@@ -17,6 +17,7 @@ record matches its key and whose files are intact is up to date
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from .errors import ConfigError, DataError
 from .io import atomic_write_parquet
 from .laws.amortized import MAX_TRAIN_POINTS as _AMORTIZED_BUDGET
 from .runs import RunFolder
+from .storage import Store, join as storage_join, parent as storage_parent
 from .sampling.config import default_k_range
 from .seeding import STREAM_POINT_CHOICE, rng
 
@@ -120,9 +122,10 @@ def ingest(data: Mapping[str, Any], run_dir: str | Path | None = None, base_path
     ds = load_from_config(cfg, base=base)
     run = RunFolder(run_dir or default_run_dir(ds.name, ds.fingerprint, runs_root))
     folder = ds.save(run.datasets)
+    run.push()  # a run folder at a URL: the version is there before any worker needs it
     return {
-        "run_dir": str(run.root),
-        "path": str(folder),
+        "run_dir": run.location(),
+        "path": run.location("datasets", folder.name),
         "fingerprint": ds.fingerprint,
         "name": ds.name,
         "task": ds.task,
@@ -302,7 +305,7 @@ def plan_sampling(dataset_path: str, sampling: Mapping[str, Any], point_groups: 
     by index with :func:`run_shard`).
     """
     from .sampling import Ledger, SamplingConfig, plan_blocks, shard_blocks
-    from .sampling.plans import write_plan_file
+    from .sampling.plans import plan_file_bytes
 
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
@@ -316,15 +319,16 @@ def plan_sampling(dataset_path: str, sampling: Mapping[str, Any], point_groups: 
         todo = [b for b in all_blocks if b.base_id not in done]
         todo_samples += sum(b.n_samples for b in todo)
         shards.extend(shard_blocks(todo, cfg.shard_size))
-    folder = Path(plan_dir) if plan_dir is not None else Path(ledger_dir).parent / "plans"
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = folder / ".plan.parquet"
-    digest = write_plan_file(staging, shards, ds)
-    path = folder / f"plan-{digest[:16]}.parquet"
-    staging.replace(path)
-    for old in folder.glob("plan-*.parquet"):  # one writer per run folder (its lock)
-        if old != path:
-            old.unlink(missing_ok=True)
+    # A plan file is named by its content (written whole, then the others go): on a local
+    # disk or at an fsspec URL beside the ledger, where workers read it.
+    folder = Store(plan_dir if plan_dir is not None else storage_join(storage_parent(ledger_dir), "plans"))
+    data = plan_file_bytes(shards, ds)
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"plan-{digest[:16]}.parquet"
+    path = folder.write_bytes(name, data)
+    for old in folder.list():  # one writer per run folder (its lock)
+        if old.startswith("plan-") and old.endswith(".parquet") and old != name:
+            folder.delete(old)
     return {
         "plan": str(path),
         "plan_hash": digest,
@@ -561,39 +565,68 @@ def _run_laws(run: RunFolder, laws_mle: str | None, laws_amortized: str | None):
 
 def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any], *,
                 laws_mle: str = LAWS_MLE, laws_amortized: str | None = None,
-                method: str = "auto") -> dict[str, Any]:
+                method: str = "auto", control_variate: str = "auto") -> dict[str, Any]:
     """The laws the values come from -> ``laws.parquet`` (the choice recorded in its ``meta['selection']``).
 
     :func:`pointscale.laws.auto.select_laws` with ``method`` ("auto": the
     registered estimator with the best held-out-sample likelihood). The laws
     in ``laws_mle`` and ``laws_amortized`` (None: no amortized laws in this
     run, whatever file the folder holds) are reused where a candidate needs
-    them on all samples; without amortized laws auto chooses between mle
-    and shrinkage only. The held-out score targets the Shapley value over the
-    sampled range when k is drawn uniformly from it; staggered sizes are
-    scored by the law for psi_k itself.
+    them on all samples; without amortized laws auto chooses among mle,
+    shrinkage and the law-free shrunk mean only. The held-out score targets
+    the Shapley value over the sampled range when k is drawn uniformly from
+    it; staggered sizes are scored by the law for psi_k itself.
+
+    ``control_variate`` ("auto", "on" or "off"): whether the estimators fit
+    the samples adjusted by the block-mean control variate
+    (:func:`pointscale.laws.control.adjust`); "auto" adjusts where the run's
+    own cross-fitted check says it lowers the error of the per-point means.
+    Adjusted samples are fitted from scratch (the stored MLE and amortized
+    laws were fitted to the raw ones). What it found and whether it was
+    applied go to ``meta['selection']['control_variate']`` and the summary.
+
+    The law diagnostic (:mod:`pointscale.laws.diagnostic`: does the law hold,
+    how reliable the values are, in one sentence) goes to the laws'
+    ``meta['law_diagnostic']``, the summary and ``run.json``'s ``law_diagnostic``;
+    its ``control_variate`` names the control variate applied.
     """
     from .laws.auto import select_laws
+    from .laws.control import CONTROL_SETTINGS, adjust
+    from .laws.diagnostic import diagnostic_sentence
     from .sampling import SamplingConfig
 
+    if control_variate not in CONTROL_SETTINGS:
+        raise ConfigError(f"control_variate={control_variate!r} must be one of {CONTROL_SETTINGS}")
     run = RunFolder(run_dir)
     start = time.perf_counter()
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
-    samples = load_samples(run_dir, sampling)
-    mle, amortized = _run_laws(run, laws_mle, laws_amortized)
+    rows = load_samples(run_dir, sampling, columns=SAMPLE_COLUMNS + ("base_id", "sample_id"))
+    adjusted, control = adjust(rows, seed=cfg.seed)
+    applied = control["available"] and (control_variate == "on" or
+                                         (control_variate == "auto" and control["helps"]))
+    control = {**control, "setting": control_variate, "applied": bool(applied)}
+    # Without the adjustment the estimators see exactly the columns they always saw.
+    samples = adjusted if applied else rows[list(SAMPLE_COLUMNS)]
     fitted = {}
-    if amortized is not None:
+    mle, amortized = _run_laws(run, laws_mle, laws_amortized)
+    if amortized is not None and not applied:
         fitted["amortized"] = amortized.subset(_member(amortized.point_ids, samples["point_id"].unique()))
-    if mle is not None:
+    if mle is not None and not applied:
         fitted["mle"] = mle
-    candidates = None if amortized is not None else ("shrinkage", "mle")
+    candidates = None if amortized is not None else ("shrinkage", "mle", "shrunk_mean")
     laws, _ = select_laws(samples, ds, method=method, oob=_oob(run_dir), random_state=cfg.seed, fitted=fitted,
                           candidates=candidates, target="psi" if cfg.mode == "staggered" else "shapley",
                           k_range=(cfg.k_min, cfg.k_max))
+    selection = {**laws.meta["selection"], "control_variate": control}
+    model = cfg.model if isinstance(cfg.model, str) else "this model"
+    diagnostic = dict(laws.meta["law_diagnostic"], control_variate="block-mean" if applied else "none")
+    diagnostic["sentence"] = diagnostic_sentence(diagnostic, model)
+    laws = dataclasses.replace(laws, meta={**laws.meta, "selection": selection, "law_diagnostic": diagnostic})
     laws.save(run.file(LAWS))
-    selection = laws.meta["selection"]
+    run.update_manifest(law_diagnostic=diagnostic)
     return {"files": [LAWS], "points": laws.n_points, "chosen": selection["chosen"], "estimator": selection,
+            "control_variate": control, "law_diagnostic": diagnostic,
             "seconds": round(time.perf_counter() - start, 3)}
 
 
@@ -723,12 +756,15 @@ def report(run_dir: str | Path, dataset_path: str, *, laws: str | None = LAWS_ML
     chosen = pd.read_parquet(run.file(selection)) if selection else None
     experiments = {"removal": pd.read_parquet(run.file(removal))} if removal else None
     # The report lists the run's facts; the stage records (keys, hashes) are for the pipeline.
-    manifest = {k: v for k, v in run.read_manifest().items() if k != "outputs"}
+    # The law diagnostic has its own section.
+    manifest = {k: v for k, v in run.read_manifest().items() if k not in ("outputs", "law_diagnostic")}
     picked = _load_laws(run, chosen_laws)
     curve = read_json(run.file(learning_curve)) if learning_curve else None
+    choice = None if picked is None else picked.meta.get("selection")
+    diagnostic = None if picked is None else picked.meta.get("law_diagnostic")
     path = write_report(run.root, dataset=ds, laws=picked if picked is not None else law_table, values=table,
                         selection=chosen, experiments=experiments, manifest=manifest,
-                        estimator_choice=None if picked is None else picked.meta.get("selection"),
-                        learning_curve=curve)
-    summary = report_summary(dataset=ds, laws=law_table, values=table, manifest=manifest)
+                        estimator_choice=choice, learning_curve=curve, law_diagnostic=diagnostic)
+    summary = report_summary(dataset=ds, laws=law_table, values=table, manifest=manifest,
+                             law_diagnostic=diagnostic, estimator_choice=choice)
     return {"path": str(path), "summary": summary}

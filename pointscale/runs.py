@@ -12,12 +12,23 @@ Layout::
 The manifest is rewritten atomically after every stage, so a crash leaves the
 last complete state. A run folder is locked (``fcntl.flock``) while a run
 writes to it: a second run on the same folder waits or stops with a message.
+
+A run folder at an fsspec URL (``s3://bucket/runs/x``, :mod:`.storage`): the
+sample ledger and the plans live there and workers read and write them
+directly, as they read the dataset version (copied once per machine). The
+flow keeps its own files (manifest, points, laws, values, report) in a local
+working copy named by the URL, filled from the URL when the run takes the
+lock (:meth:`RunFolder.pull`) and written back after every manifest update
+(:meth:`RunFolder.push`), so a rerun on another machine resumes from what is
+at the URL. The lock is this machine's only: one flow per run folder.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import tempfile
 import platform
 import time
 from contextlib import contextmanager
@@ -26,7 +37,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import RunLockedError
-from .io import atomic_write_json, read_json
+from .io import atomic_write_bytes, atomic_write_json, read_json
+from .storage import Store, is_remote
 
 _PACKAGES = ("pointscale", "numpy", "scipy", "pandas", "pyarrow", "scikit-learn", "xgboost-cpu",
              "xgboost", "prefect", "prefect-dask", "dask", "distributed", "matplotlib")
@@ -42,11 +54,48 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-class RunFolder:
-    """Paths and manifest of one run folder."""
+#: Folders at a run URL that workers read or write there directly (never copied to the flow's disk).
+_SHARED = ("samples", "plans", "quarantine")
+_PUSHED = ".pushed.json"
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).resolve()
+
+def working_copy(url: str) -> Path:
+    """The local working copy of the run folder at ``url`` (``$POINTSCALE_CACHE/runs/<sha256(url)[:16]>``)."""
+    root = Path(os.environ.get("POINTSCALE_CACHE") or Path(tempfile.gettempdir()) / "pointscale-cache")
+    return root / "runs" / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+class RunFolder:
+    """Paths and manifest of one run folder (a local path or an fsspec URL).
+
+    Parameters
+    ----------
+    root : str or path
+        A local folder, ``file://...`` or a URL such as ``s3://bucket/runs/x``.
+    storage_options : dict, optional
+        For a URL: passed to its fsspec filesystem; never written anywhere.
+
+    Attributes
+    ----------
+    root : Path
+        The local folder the flow writes (for a URL: its working copy).
+    store : Store or None
+        The folder at the URL (None for a local run folder).
+    """
+
+    def __init__(self, root: str | os.PathLike, storage_options: dict | None = None):
+        if is_remote(os.fspath(root)):
+            self.store: Store | None = Store(os.fspath(root), storage_options)
+            self.root = working_copy(self.store.url)
+        else:
+            self.store = None
+            self.root = Path(Store(os.fspath(root)).path)
+
+    def location(self, *parts: str) -> str:
+        """Where ``parts`` of this run live, as a string another process can open (path or URL)."""
+        if self.store is not None:
+            return self.store.location(*parts)
+        return str(self.root.joinpath(*parts))
 
     # paths -------------------------------------------------------------
     @property
@@ -58,8 +107,48 @@ class RunFolder:
         return self.root / "datasets"
 
     @property
-    def samples(self) -> Path:
-        return self.root / "samples"
+    def samples(self) -> Path | str:
+        """The sample ledger's folder (a URL for a run folder at a URL: workers write there)."""
+        return self.root / "samples" if self.store is None else self.store.location("samples")
+
+    # working copy of a run folder at a URL ------------------------------
+    def pull(self) -> None:
+        """Fill the working copy from the URL (every object but the shared folders); no-op if local."""
+        if self.store is None:
+            return
+        pushed = {}
+        for key in self.store.walk():
+            if key.split("/", 1)[0] in _SHARED or key.startswith("datasets/"):
+                continue  # read where they are (the dataset version through a copy per machine)
+            target = self.root / key
+            atomic_write_bytes(target, self.store.read_bytes(key))
+            st = target.stat()
+            pushed[key] = [st.st_size, st.st_mtime_ns]  # the same bytes as at the URL
+        atomic_write_json(self.root / _PUSHED, pushed)
+
+    def push(self) -> None:
+        """Write the working copy's new or changed files to the URL; no-op if local."""
+        if self.store is None or not self.root.exists():
+            return
+        ledger = self.root / _PUSHED
+        pushed = read_json(ledger) if ledger.exists() else {}
+        changed = False
+        for dirpath, dirs, files in os.walk(self.root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if name.startswith("."):
+                    continue  # the lock, temporary files, this bookkeeping
+                path = Path(dirpath) / name
+                rel = path.relative_to(self.root).as_posix()
+                st = path.stat()
+                stamp = [st.st_size, st.st_mtime_ns]
+                if pushed.get(rel) == stamp:
+                    continue
+                self.store.write_bytes(rel, path.read_bytes())
+                pushed[rel] = stamp
+                changed = True
+        if changed:
+            atomic_write_json(ledger, pushed)
 
     @property
     def figures(self) -> Path:
@@ -84,6 +173,7 @@ class RunFolder:
                 manifest[key] = value
         manifest["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         atomic_write_json(self.manifest_path, manifest)
+        self.push()
         return manifest
 
     # lock --------------------------------------------------------------
@@ -118,7 +208,9 @@ class RunFolder:
             fh.truncate()
             fh.write(f"pid {os.getpid()} on {platform.node()}")
             fh.flush()
+            self.pull()  # at a URL: start from what is there (a rerun on another machine)
             yield
+            self.push()
         finally:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

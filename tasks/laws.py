@@ -39,15 +39,18 @@ def fit_amortized(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any
 @task(name="choose-laws", retries=1)
 def choose_laws(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], samples: dict[str, Any],
                 laws_mle: dict[str, Any], laws_amortized: Optional[dict[str, Any]] = None,
-                method: str = "auto") -> dict[str, Any]:
+                method: str = "auto", control_variate: str = "auto") -> dict[str, Any]:
     """The laws behind the values -> laws.parquet: the estimator with the best held-out likelihood.
 
     Its choice, the candidates' held-out scores and the rule are recorded in
-    the laws' ``meta['selection']`` and in the result (``estimator``).
+    the laws' ``meta['selection']`` and in the result (``estimator``); the
+    block-mean control variate's record (applied where it helps) in ``control_variate``.
     """
     inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "ledger": samples["ledger_hash"],
               "points": samples["points_hash"], "laws_mle": output_ref(laws_mle),
-              "laws_amortized": output_ref(laws_amortized), "method": method}
+              "laws_amortized": output_ref(laws_amortized), "method": method,
+              "control_variate": control_variate}
     return run_stage(run_dir, "laws", inputs, lambda: pipeline.choose_laws(
         run_dir, dataset["path"], sampling, laws_mle=pipeline.LAWS_MLE,
-        laws_amortized=pipeline.LAWS_AMORTIZED if laws_amortized else None, method=method))
+        laws_amortized=pipeline.LAWS_AMORTIZED if laws_amortized else None, method=method,
+        control_variate=control_variate))

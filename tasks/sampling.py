@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from pointscale import pipeline
+from pointscale.storage import Store
 
 FAULT_ENV = "POINTSCALE_FAIL_SHARD"
 
@@ -30,12 +30,12 @@ def maybe_inject_fault(shard_name: str, shard_index: int, ledger_dir: str) -> No
     target, _, mode = spec.partition(":")
     if target not in (shard_name, f"#{shard_index}"):
         return
-    marker = Path(ledger_dir) / ".faults" / shard_name
+    folder = Store(ledger_dir)  # a path or an fsspec URL
+    marker = f".faults/{shard_name}"
     if mode != "always":
-        if marker.exists():
+        if folder.exists(marker):
             return
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text("failed once\n")
+        folder.write_bytes(marker, b"failed once\n")
     raise InjectedFault(f"injected failure in shard {shard_name} ({FAULT_ENV}={spec})")
 
 

@@ -40,9 +40,9 @@ def prefect_api():
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300, cwd: str | Path | None = None,
-            check: bool = False) -> subprocess.CompletedProcess:
-    """Run ``pointscale ARGS`` in a subprocess with this environment (bounded time)."""
-    full_env = dict(os.environ)
+            check: bool = False, unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run ``pointscale ARGS`` in a subprocess with this environment (bounded time), less ``unset``."""
+    full_env = {k: v for k, v in os.environ.items() if k not in unset}
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=cwd or REPO)
@@ -50,3 +50,35 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300, cwd: str 
         raise AssertionError(f"pointscale {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+# ----------------------------------------------------------------------------- object storage
+from benchmarks.s3server import KEY_ID as S3_KEY_ID, SECRET as S3_SECRET  # noqa: E402,F401
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible HTTP server (moto's standalone server) on a free loopback port.
+
+    Exports ``AWS_ENDPOINT_URL`` and the test credentials for this process and
+    its children (CLI runs, Dask workers); stopped by its process id at the
+    end. Skipped where moto's server is not installed (``pip install -e '.[test]'`` installs it).
+    """
+    from benchmarks.s3server import local_s3_server, moto_executable
+
+    if moto_executable() is None:
+        pytest.skip("moto's S3 server is not installed (pip install 'moto[server]')")
+    with local_s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A fresh bucket on the test S3 server; yields its ``s3://`` URL."""
+    import re
+    import uuid
+
+    from benchmarks.s3server import make_bucket
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
+    yield make_bucket(name)

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -55,6 +56,7 @@ import pandas as pd
 from ..config import StableConfig, stable_hash
 from ..errors import ConfigError, DataError
 from ..io import atomic_save_npy, atomic_write_json, read_json
+from ..storage import cached_file, cached_folder, is_url
 from .sources import BUILTIN_DATASETS, OPTIONAL_DATASETS, read_files
 
 SCHEMA_VERSION = 1
@@ -276,7 +278,8 @@ def open_dataset(path: str | Path, *, mmap: bool = True, object_ids: bool = True
     of its own shard's points (at 10^7 points the object array alone is
     ~0.8 GB per process).
     """
-    folder = Path(path)
+    # A version at an fsspec URL (a run folder on object storage) is copied once per machine.
+    folder = cached_folder(path) if is_url(os.fspath(path)) else Path(path)
     meta_path = folder / "meta.json"
     if not meta_path.exists():
         raise DataError(
@@ -481,7 +484,7 @@ def read_table(config: DataConfig) -> tuple[pd.DataFrame, str, str | None]:
         if config.target is not None and config.target != target:
             raise ConfigError(f"dataset {config.source!r} has target {target!r}, not {config.target!r}")
         return frame, target, task
-    frame = read_files(Path(config.source), config.encoding)
+    frame = read_files(cached_file(config.source), config.encoding)  # a path or an fsspec URL
     if config.target is None:
         raise ConfigError(f"--target is required for a data file; columns of {config.source}: "
                           f"{', '.join(map(str, frame.columns[:20]))}")
@@ -494,7 +497,7 @@ def _given_parts(config: DataConfig, frame: pd.DataFrame) -> list[tuple[str, pd.
     for split, path in (("val", config.valid), ("test", config.test)):
         if path is None:
             continue
-        other = read_files(Path(path), config.encoding)
+        other = read_files(cached_file(path), config.encoding)
         missing = [str(c) for c in frame.columns if c not in other.columns]
         extra = [str(c) for c in other.columns if c not in frame.columns]
         if missing or extra:

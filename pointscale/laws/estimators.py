@@ -28,6 +28,10 @@ name                        auto rank   what
 ``mle``                     2           per-point maximum likelihood (:func:`fit_mle`)
 ``amortized``               3           one model from features to laws
                                         (:class:`AmortizedScalingLaws`)
+``shrunk_mean``             4           law-free: normal–normal empirical Bayes on
+                                        the plain means (:func:`fit_shrunk_mean`);
+                                        what auto falls back to where the law does
+                                        not hold
 ``log_ols``                 --          log-space baseline for staggered sizes
                                         (:func:`fit_log_ols`); never chosen by auto
 ==========================  ==========  ============================================
@@ -48,6 +52,7 @@ from .logols import fit_log_ols
 from .mle import fit_mle
 from .result import ESTIMATORS, FittedScalingLaws
 from .shrinkage import fit_shrinkage
+from .shrunk_mean import fit_shrunk_mean
 
 __all__ = ["FitContext", "LawEstimator", "register", "registered", "get_estimator", "candidates",
            "fit_estimator", "oob_covariates"]
@@ -100,6 +105,9 @@ class LawEstimator:
     auto_rank : int or None
         Place in the automatic selection's preference order (lower first);
         None: never a candidate of ``method="auto"``.
+    law_free : bool
+        True when its laws are no laws (α = 0: a value per point, constant in
+        k); the law diagnostic tests the law against such estimators.
     """
 
     name: str
@@ -107,6 +115,7 @@ class LawEstimator:
     needs_dataset: bool = False
     requires: tuple[str, ...] = ()
     auto_rank: int | None = None
+    law_free: bool = False
 
     def fit(self, samples: pd.DataFrame, context: FitContext = FitContext(),
             inputs: Mapping[str, FittedScalingLaws] | None = None) -> FittedScalingLaws:
@@ -203,6 +212,11 @@ def _fit_shrinkage(samples: pd.DataFrame, context: FitContext, inputs) -> Fitted
     return fit_shrinkage(samples, covariates=oob_covariates(context.oob))
 
 
+def _fit_shrunk_mean(samples: pd.DataFrame, context: FitContext, inputs) -> FittedScalingLaws:
+    return fit_shrunk_mean(samples, random_state=int(context.random_state), k_range=context.k_range,
+                           **dict(context.params.get("shrunk_mean") or {}))
+
+
 def _fit_amortized_shrinkage(samples: pd.DataFrame, context: FitContext, inputs) -> FittedScalingLaws:
     return fit_shrinkage(samples, prior=inputs["amortized"])
 
@@ -231,4 +245,5 @@ register(LawEstimator("mle", _fit_mle, auto_rank=2))
 register(LawEstimator("amortized", _fit_amortized, needs_dataset=True, auto_rank=3))
 register(LawEstimator("amortized_shrinkage", _fit_amortized_shrinkage, needs_dataset=True,
                       requires=("amortized",), auto_rank=1))
+register(LawEstimator("shrunk_mean", _fit_shrunk_mean, auto_rank=4, law_free=True))
 register(LawEstimator("log_ols", _fit_log_ols))

@@ -33,7 +33,7 @@ from ..io import atomic_write_json, atomic_write_parquet, read_json
 
 __all__ = ["FittedScalingLaws", "ESTIMATORS", "INTERVAL_FIELDS", "COVARIANCE_KEYS"]
 
-ESTIMATORS = ("mle", "log_ols", "amortized", "shrinkage", "amortized_shrinkage")
+ESTIMATORS = ("mle", "log_ols", "amortized", "shrinkage", "amortized_shrinkage", "shrunk_mean")
 INTERVAL_FIELDS = ("alpha_low", "alpha_high", "c_low", "c_high")
 #: Keys of ``extra`` that :meth:`FittedScalingLaws.predict_interval` needs.
 COVARIANCE_KEYS = ("var_c", "var_alpha", "cov_c_alpha")
@@ -69,8 +69,9 @@ class FittedScalingLaws:
         without a noise model).
     n_samples : ndarray of shape (n,)
         Number of usable samples per point.
-    estimator : {"mle", "log_ols", "amortized", "shrinkage", "amortized_shrinkage"}
-        Which estimator produced the laws.
+    estimator : {"mle", "log_ols", "amortized", "shrinkage", "amortized_shrinkage", "shrunk_mean"}
+        Which estimator produced the laws (``shrunk_mean`` is law-free: α = 0,
+        ``meta["law_free"]``).
     alpha_low, alpha_high, c_low, c_high : ndarray of shape (n,) or None, default=None
         95 % intervals. ``None`` means the estimator gives none.
     flags : mapping of str to bool ndarray of shape (n,), default={}

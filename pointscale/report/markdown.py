@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_write_text
+from ..laws.diagnostic import ESTIMATOR_WORDS
 from ..laws.result import FittedScalingLaws
 from . import figures as _fig
 
@@ -164,11 +165,7 @@ def _best_by_regime(summary: pd.DataFrame) -> list[str]:
 # --------------------------------------------------------------------------- summary
 
 
-#: The summary's words for the law estimators (``values["estimator"]``).
-ESTIMATOR_WORDS = {"shrinkage": "empirical-Bayes shrinkage",
-                   "amortized_shrinkage": "empirical-Bayes shrinkage with amortized prior means",
-                   "mle": "per-point maximum likelihood", "amortized": "the amortized estimator"}
-#: ... and for the sampling counts.
+#: The summary's words for the sampling counts (those for the estimators: ESTIMATOR_WORDS).
 COUNT_WORDS = {"shard_seconds": "seconds of sampling on workers", "fits_executed": "model fits",
                "samples_new": "new samples", "samples_reused": "reused samples"}
 
@@ -186,17 +183,24 @@ def report_summary(
     experiments: Mapping[str, Any] | None = None,
     evaluation: pd.DataFrame | None = None,
     manifest: Mapping[str, Any] | None = None,
+    law_diagnostic: Mapping[str, Any] | None = None,
+    estimator_choice: Mapping[str, Any] | None = None,
 ) -> str:
     """A few lines for the CLI and a Prefect markdown artifact.
 
     Every argument is optional; each adds its lines when given. From
-    ``manifest`` only a ``counts`` mapping (e.g. samples, fits) is shown.
+    ``manifest`` only a ``counts`` mapping (e.g. samples, fits) is shown;
+    ``law_diagnostic`` adds its sentence (:mod:`pointscale.laws.diagnostic`),
+    ``estimator_choice`` what the automatic selection excluded or overrode.
     """
     lines = []
     info = _dataset_info(dataset)
     if info:
         lines.append(f"Dataset {info.get('name')}: {info.get('n_pool', '?')} pool points, task {info.get('task', '?')}")
         lines += [f"data: {line}" for line in _preparation(dataset)]
+    if law_diagnostic and law_diagnostic.get("sentence"):
+        lines.append(str(law_diagnostic["sentence"]))
+    lines += _choice_notes(estimator_choice)
     if values is not None and len(values):
         n = len(values)
         counts = values["estimator"].value_counts().to_dict() if "estimator" in values.columns else {}
@@ -241,6 +245,19 @@ def report_summary(
     return "\n".join(lines) if lines else "nothing to report"
 
 
+def _choice_notes(choice: Mapping[str, Any] | None) -> list[str]:
+    """What the automatic selection set aside, overrode or used anyway, each in one line with what to do."""
+    if not choice:
+        return []
+    lines = [f"estimator {name} was not used: {why}" for name, why in (choice.get("excluded") or {}).items()]
+    if choice.get("overridden"):
+        lines.append(f"estimator choice: {choice['overridden']}")
+    if choice.get("used_anyway"):
+        lines.append(f"warning: {choice['used_anyway']}; treat them with care (more samples per point help "
+                     "the fits converge)")
+    return lines
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -257,6 +274,7 @@ def write_report(
     top_n: int = 10,
     estimator_choice: Mapping[str, Any] | None = None,
     learning_curve: Mapping[str, Any] | None = None,
+    law_diagnostic: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``run_dir/report.md`` and its PNG figures (under ``run_dir/figures``).
 
@@ -284,6 +302,9 @@ def write_report(
     learning_curve : mapping, optional
         :func:`pointscale.valuation.learning_curve.fit_learning_curve`'s result
         (with ``metric``).
+    law_diagnostic : mapping, optional
+        ``meta['law_diagnostic']`` of the laws behind ``shapley``: its sentence
+        heads the report, its numbers get a section.
 
     Returns
     -------
@@ -294,9 +315,12 @@ def write_report(
     experiments = dict(experiments or {})
     info = _dataset_info(dataset)
     md = _title_section(info, report_summary(dataset=dataset, laws=laws, values=values, experiments=experiments,
-                                             evaluation=evaluation, manifest=manifest))
+                                             evaluation=evaluation, manifest=manifest, law_diagnostic=law_diagnostic,
+                                             estimator_choice=estimator_choice))
+    md += _diagnostic_section(law_diagnostic)
     md += _data_section(info, _preparation(dataset))
     md += _estimator_section(estimator_choice)
+    md += _control_variate_section(estimator_choice)
     md += _laws_section(laws)
     md += _values_sections(values, fig_dir, _k_range(laws, values), top_n)
     md += _learning_curve_section(learning_curve)
@@ -343,14 +367,58 @@ def _estimator_section(choice: Mapping[str, Any] | None) -> list[str]:
     target = choice.get("target")
     what = {"shapley": "of the candidate's Shapley value over the sampled range (one shared variance)",
             "psi": "of the candidate's law for psi_k at the sample's size (its own noise model)"}.get(target, "")
+    margin = choice.get("margin") or {}
+    margin_line = ([f"Margin over the next best ({margin['to']}): {_fmt(margin.get('value'))} "
+                    f"± {_fmt(margin.get('se'))} held-out NLL per sample.", ""] if margin.get("to") else [])
     return md + [f"`shapley` (and the selection) comes from the **{chosen}** laws, chosen by held-out likelihood: "
-                 f"{choice.get('n_heldout_samples')} samples held out "
-                 f"({_fmt(choice.get('holdout_fraction'))} of each point's), every candidate "
-                 f"fitted on the rest; mean Gaussian NLL per held-out sample {what} (lower is better; the "
+                 f"{choice.get('folds')}-fold cross-validation over each point's samples "
+                 f"({choice.get('n_heldout_samples')} samples, each held out once), every candidate "
+                 f"fitted on the other folds; mean Gaussian NLL per held-out sample {what} (lower is better; the "
                  "first candidate within one standard error of the lowest is chosen):", "",
-                 markdown_table(pd.DataFrame([{"estimator": k, "heldout_nll": v}
+                 markdown_table(pd.DataFrame([{"estimator": k, "heldout_nll": v,
+                                               "not_converged_share": (choice.get("not_converged_share") or {}).get(k)}
                                               for k, v in (choice.get("heldout_nll") or {}).items()])),
-                 ""]
+                 ""] + margin_line + [f"- {line}" for line in _choice_notes(choice)] + (
+                     [""] if _choice_notes(choice) else [])
+
+
+def _diagnostic_section(d: Mapping[str, Any] | None) -> list[str]:
+    """Does the law hold, and how reliable the values are (:mod:`pointscale.laws.diagnostic`)."""
+    if not d:
+        return []
+    rows = [("verdict", d.get("verdict")),
+            ("held-out log-likelihood gain per sample (law - no law)", d.get("loglik_gain_per_sample")),
+            ("its standard error (points as clusters)", d.get("loglik_gain_se")),
+            ("law tested", d.get("law_estimator")), ("no-law model it was tested against", d.get("no_law_model")),
+            ("share of points whose law fits at least as well", d.get("share_good_fit")),
+            ("values from", d.get("estimator")), ("reliability (split-half, Spearman-Brown)", d.get("reliability")),
+            ("samples per point for reliability 0.8", d.get("samples_for_reliability_0.8")),
+            ("samples per point for reliability 0.9", d.get("samples_for_reliability_0.9")),
+            ("samples per point now", d.get("samples_per_point")),
+            ("control variate", d.get("control_variate", "none"))]
+    return ["## Does the law hold, and how reliable are the values", "", str(d.get("sentence", "")), "",
+            markdown_table(pd.DataFrame([{"": k, "value": _fmt(v)} for k, v in rows])), "",
+            f"Rule: {d.get('rule', '')}.", ""]
+
+
+def control_variate_sentence(record: Mapping[str, Any] | None) -> str | None:
+    """One sentence on the block-mean control variate of a run (None: the run has no record)."""
+    if not record:
+        return None
+    if not record.get("available"):
+        return f"Block-mean control variate: not available ({record.get('reason')})."
+    found = (f"within-point correlation {record['correlation']:.2f}, b = {record['b']:.2f}, "
+             f"variance of each point's samples {-100 * record['variance_reduction']:+.0f} %")
+    if "heldout_gain" in record and record.get("heldout_gain_se"):
+        found += f"; cross-fitted gain {record['heldout_gain'] / record['heldout_gain_se']:.1f} standard errors"
+    how = {"auto": "where it helps", "on": "asked for", "off": "switched off"}.get(record.get("setting"), "")
+    state = "applied" if record.get("applied") else "not applied"
+    return f"Block-mean control variate {state} ({how}): {found}."
+
+
+def _control_variate_section(choice: Mapping[str, Any] | None) -> list[str]:
+    sentence = control_variate_sentence((choice or {}).get("control_variate"))
+    return [sentence, ""] if sentence else []
 
 
 def _laws_section(laws: FittedScalingLaws | None) -> list[str]:

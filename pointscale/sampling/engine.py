@@ -43,6 +43,7 @@ import pandas as pd
 
 from ..data import Dataset, open_dataset
 from ..errors import LedgerError
+from ..storage import is_url
 from ..seeding import STREAM_MODEL, combine_ids, int_seed
 from .config import SamplingConfig
 from .devices import resolve_device
@@ -66,7 +67,7 @@ def as_dataset(dataset: Dataset | str | Path) -> Dataset:
     """A Dataset, or one opened (memory-mapped, cached per process) from a saved version's folder."""
     if isinstance(dataset, Dataset):
         return dataset
-    key = str(Path(dataset).resolve())
+    key = str(dataset) if is_url(str(dataset)) else str(Path(dataset).resolve())
     ds = _OPENED.get(key)
     if ds is None:
         if len(_OPENED) > 4:

@@ -15,6 +15,15 @@ write the shard's out-of-bag evidence the same way, then the commit record
 shard and its evidence are committed together exactly when the record exists; a crash in between leaves an
 uncommitted Parquet file that readers ignore and a rerun overwrites.
 
+On object storage (a ledger at an ``s3://``, ``gs://``, ... URL, see
+:mod:`pointscale.storage`) there is no rename. Each object is written whole
+by one ``PUT``, and the shard's rows and evidence go to write-once keys named
+by their content (``shards/<name>.<sha256[:16]>.parquet``,
+``oob/<name>.<sha256[:16]>.parquet``); the commit record, written last, names
+those keys. Readers follow records only, so an interrupted write leaves an
+orphan key that nothing reads, a rewrite never changes bytes a reader may be
+reading, and the guarantees above hold unchanged.
+
 Reading (:meth:`Ledger.read`): only committed shards, each verified against
 its sha256 (and the record's row count and base ids against the rows), and
 its evidence file against its own sha256. A corrupted or truncated shard (or
@@ -47,13 +56,20 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LedgerError
-from ..io import atomic_write_bytes, atomic_write_json, sha256_file
 from ..config import stable_hash
+from ..storage import Store
 from .schema import N_BUCKETS, SCORE_SCALE, empty_frame, empty_oob_frame
 
 RECORD_SUFFIX = ".sha256"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
+
+
+#: Shards verified in this process, per ledger URL on object storage: ``{name: (identity, record)}``.
+#: The identity holds the ETags of the record and of its write-once keys (one listing gives them all),
+#: so a ledger read again -- by every stage of a flow, by each new ``Ledger`` -- re-reads nothing it
+#: verified, while an object overwritten in place (a new ETag) is checked again.
+_REMOTE_VERIFIED: dict[str, dict[str, tuple[tuple[Any, ...], "ShardRecord"]]] = {}
 
 
 class LedgerIntegrityWarning(UserWarning):
@@ -72,6 +88,9 @@ class ShardRecord:
     oob_bytes: int = 0
     fits: int | None = None
     oob_predictions: int = 0
+    #: The rows' and the evidence's keys under ``shards/`` and ``oob/`` (content-named on object storage).
+    file: str = ""
+    oob_file: str = ""
 
 
 class Ledger:
@@ -79,8 +98,11 @@ class Ledger:
 
     Parameters
     ----------
-    folder : path
-        The ledger folder (created on first write).
+    folder : path, URL or Store
+        The ledger folder (created on first write): a local path or an fsspec
+        URL (:mod:`pointscale.storage`).
+    storage_options : dict, optional
+        For a URL: passed to its fsspec filesystem (never written anywhere).
 
     Attributes
     ----------
@@ -88,27 +110,41 @@ class Ledger:
         Shards moved aside by this object, with the reason.
     """
 
-    def __init__(self, folder: str | os.PathLike) -> None:
-        self.folder = Path(folder)
-        self.shard_dir = self.folder / "shards"
-        self.oob_dir = self.folder / "oob"
-        self.quarantine_dir = self.folder / "quarantine"
+    def __init__(self, folder: str | os.PathLike | Store, storage_options: dict | None = None) -> None:
+        self.store = folder if isinstance(folder, Store) else Store(folder, storage_options)
+        self.folder = Path(self.store.path) if not self.store.remote else self.store.url
+        self.shard_dir = self.folder / "shards" if not self.store.remote else f"{self.store.url}/shards"
+        self.oob_dir = self.folder / "oob" if not self.store.remote else f"{self.store.url}/oob"
+        self.quarantine_dir = self.folder / "quarantine" if not self.store.remote else f"{self.store.url}/quarantine"
         self.quarantined: list[tuple[str, str]] = []
-        self._verified: dict[str, tuple[tuple[int, ...], ShardRecord]] = {}
+        self._verified: dict[str, tuple[tuple[Any, ...], ShardRecord]] = \
+            _REMOTE_VERIFIED.setdefault(self.store.url, {}) if self.store.remote else {}
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.folder)!r})"
 
-    # ------------------------------------------------------------------ paths
+    def __reduce__(self):  # a task receives a ledger by location (its filesystem is rebuilt there)
+        return (Ledger, (self.store,))
 
-    def _parquet(self, name: str) -> Path:
-        return self.shard_dir / f"{name}.parquet"
+    # ------------------------------------------------------------------ keys
 
-    def _record(self, name: str) -> Path:
-        return self.shard_dir / f"{name}.parquet{RECORD_SUFFIX}"
+    @staticmethod
+    def _parquet(name: str) -> str:
+        return f"shards/{name}.parquet"
 
-    def _oob(self, name: str) -> Path:
-        return self.oob_dir / f"{name}.parquet"
+    @staticmethod
+    def _record(name: str) -> str:
+        return f"shards/{name}.parquet{RECORD_SUFFIX}"
+
+    @staticmethod
+    def _oob(name: str) -> str:
+        return f"oob/{name}.parquet"
+
+    def _data_key(self, kind: str, name: str, digest: str) -> str:
+        """Where a shard's rows (``shards``) or evidence (``oob``) go: content-named on object storage."""
+        if self.store.remote:
+            return f"{kind}/{name}.{digest[:16]}.parquet"
+        return f"{kind}/{name}.parquet"
 
     # ------------------------------------------------------------------ writing
 
@@ -155,38 +191,65 @@ class Ledger:
                              "rows": int(len(oob))}
         for key, value in (counts or {}).items():
             record[key] = int(value)
-        self._record(name).unlink(missing_ok=True)
-        self._verified.pop(name, None)
-        path = atomic_write_bytes(self._parquet(name), data)
+        record["file"] = self._data_key("shards", name, record["sha256"])
         if oob_data is not None:
-            atomic_write_bytes(self._oob(name), oob_data)
-        atomic_write_json(self._record(name), record)
-        return path
+            record["oob"]["file"] = self._data_key("oob", name, record["oob"]["sha256"])
+        previous = self._previous_keys(name)
+        self.store.delete(self._record(name))
+        self._verified.pop(name, None)
+        path = self.store.write_bytes(record["file"], data)
+        if oob_data is not None:
+            self.store.write_bytes(record["oob"]["file"], oob_data)
+        self.store.write_json(self._record(name), record)
+        for key in previous - {record["file"], record.get("oob", {}).get("file")}:
+            self.store.delete(key)  # content keys of the replaced shard (object storage only)
+        return Path(path) if not self.store.remote else path
+
+    def _previous_keys(self, name: str) -> set[str]:
+        """Content-named keys of the committed shard ``name`` (to delete once it is replaced)."""
+        if not self.store.remote:
+            return set()
+        try:
+            rec = self._load_record(name)
+        except (OSError, ValueError, KeyError, TypeError):
+            return set()
+        return {k for k in (rec.file, rec.oob_file) if k}
 
     # ------------------------------------------------------------------ verification
 
-    def shard_names(self) -> list[str]:
-        """Names of committed shards (a commit record exists), sorted."""
-        if not self.shard_dir.exists():
-            return []
-        n = len(".parquet" + RECORD_SUFFIX)
-        return sorted(p.name[:-n] for p in self.shard_dir.glob(f"*.parquet{RECORD_SUFFIX}")
-                      if not p.name.startswith("."))
+    def shard_names(self, files: Any = None) -> list[str]:
+        """Names of committed shards (a commit record exists), sorted.
+
+        ``files``: the names under ``shards/`` if already listed.
+        """
+        suffix = ".parquet" + RECORD_SUFFIX
+        return sorted(f[:-len(suffix)] for f in (self.store.list("shards") if files is None else files)
+                      if f.endswith(suffix) and not f.startswith("."))
 
     def uncommitted(self) -> list[str]:
-        """Parquet files without a commit record (an interrupted write): ignored."""
-        if not self.shard_dir.exists():
+        """Parquet files no commit record names (an interrupted write): ignored."""
+        files = [f for f in self.store.list("shards") if f.endswith(".parquet") and not f.startswith(".")]
+        if not files:
             return []
-        committed = set(self.shard_names())
-        return sorted(p.stem for p in self.shard_dir.glob("*.parquet")
-                      if not p.name.startswith(".") and p.stem not in committed)
+        named = set()
+        for name in self.shard_names():
+            try:
+                named.add(self._load_record(name).file)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return sorted(f[:-len(".parquet")] for f in files if f"shards/{f}" not in named)
 
     def _quarantine(self, name: str, reason: str) -> None:
-        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{time.time_ns() % 1_000_000_000:09d}"
-        for src in (self._parquet(name), self._record(name), self._oob(name)):
-            if src.exists():
-                os.replace(src, self.quarantine_dir / f"{src.name}.{stamp}")
+        keys = [self._record(name), self._parquet(name), self._oob(name)]
+        try:
+            rec = self._load_record(name)
+            keys += [k for k in (rec.file, rec.oob_file) if k]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        for key in dict.fromkeys(keys):
+            if self.store.exists(key):
+                self.store.move(key, f"quarantine/{key.rsplit('/', 1)[1]}.{stamp}")
         self._verified.pop(name, None)
         self.quarantined.append((name, reason))
         warnings.warn(f"ledger shard {name!r} in {self.folder} failed verification ({reason}); "
@@ -194,19 +257,32 @@ class Ledger:
                       stacklevel=3)
 
     def _load_record(self, name: str) -> ShardRecord:
-        with open(self._record(name), encoding="utf-8") as fh:
-            raw = json.load(fh)
+        raw = json.loads(self.store.read_bytes(self._record(name)).decode("utf-8"))
         oob = raw.get("oob") or {}
         return ShardRecord(name=name, sha256=str(raw["sha256"]), bytes=int(raw["bytes"]),
                            rows=int(raw["rows"]), n_failed=int(raw.get("n_failed", 0)),
                            base_ids=tuple(int(b) for b in raw["base_ids"]),
                            oob_sha256=str(oob["sha256"]) if oob else None, oob_bytes=int(oob.get("bytes", 0)),
                            fits=int(raw["fits"]) if "fits" in raw else None,
-                           oob_predictions=int(raw.get("oob_predictions", 0)))
+                           oob_predictions=int(raw.get("oob_predictions", 0)),
+                           file=str(raw.get("file") or self._parquet(name)),
+                           oob_file=str(oob.get("file") or self._oob(name)) if oob else "")
 
-    def _check(self, name: str) -> ShardRecord | None:
+    def _listing(self) -> dict[str, tuple[Any, ...]]:
+        """Identities of every object under ``shards/`` and ``oob/`` (two listings)."""
+        return {f"{kind}/{n}": ident for kind in ("shards", "oob") for n, ident in self.store.listing(kind).items()}
+
+    def _identity(self, record: ShardRecord, listing: dict[str, tuple[Any, ...]]) -> tuple[Any, ...]:
+        """What identifies the bytes of a shard's record, rows and evidence now (from ``listing``)."""
+        return (listing.get(self._record(record.name)), listing.get(record.file),
+                listing.get(record.oob_file or self._oob(record.name)))
+
+    def _check(self, name: str, listing: dict[str, tuple[Any, ...]] | None = None) -> ShardRecord | None:
         """The shard's record if its file matches it; quarantines it otherwise."""
-        path = self._parquet(name)
+        listing = self._listing() if listing is None else listing
+        cached = self._verified.get(name)
+        if cached is not None and cached[0] == self._identity(cached[1], listing):
+            return cached[1]  # nothing changed since it was verified: no read at all
         try:
             record = self._load_record(name)
         except FileNotFoundError:
@@ -215,42 +291,33 @@ class Ledger:
             self._quarantine(name, f"unreadable checksum record: {exc}")
             return None
         try:
-            st = path.stat()
+            size = self.store.size(record.file)
         except FileNotFoundError:
             self._quarantine(name, "shard file missing")
             return None
-        key = (st.st_size, st.st_mtime_ns, st.st_ino)
-        try:  # the evidence file's identity is part of the cache key too
-            ost = self._oob(name).stat()
-            key = key + (ost.st_size, ost.st_mtime_ns, ost.st_ino)
-        except FileNotFoundError:
-            pass
-        cached = self._verified.get(name)
-        if cached is not None and cached[0] == key and cached[1] == record:
-            return record
-        if st.st_size != record.bytes:
-            self._quarantine(name, f"size {st.st_size} bytes, expected {record.bytes} (truncated?)")
+        if size != record.bytes:
+            self._quarantine(name, f"size {size} bytes, expected {record.bytes} (truncated?)")
             return None
-        digest = sha256_file(path)
-        if digest != record.sha256:
+        if self.store.sha256(record.file) != record.sha256:
             self._quarantine(name, "sha256 mismatch (corrupted)")
             return None
         if record.oob_sha256 is not None:
-            oob_path = self._oob(name)
-            if not oob_path.exists():
+            if not self.store.exists(record.oob_file):
                 self._quarantine(name, "out-of-bag evidence file missing")
                 return None
-            if oob_path.stat().st_size != record.oob_bytes or sha256_file(oob_path) != record.oob_sha256:
+            if (self.store.size(record.oob_file) != record.oob_bytes
+                    or self.store.sha256(record.oob_file) != record.oob_sha256):
                 self._quarantine(name, "out-of-bag evidence does not match its checksum (corrupted)")
                 return None
-        self._verified[name] = (key, record)
+        self._verified[name] = (self._identity(record, listing), record)
         return record
 
     def verify(self) -> list[ShardRecord]:
         """Records of all committed shards that pass verification (others are quarantined)."""
         out = []
-        for name in self.shard_names():
-            rec = self._check(name)
+        listing = self._listing()
+        for name in self.shard_names(n.split("/", 1)[1] for n in listing if n.startswith("shards/")):
+            rec = self._check(name, listing)
             if rec is not None:
                 out.append(rec)
         return out
@@ -285,18 +352,24 @@ class Ledger:
         """
         import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         where = dict(where or {})
-        names = [r.name for r in self.verify()] if verify else self.shard_names()
+        if verify:
+            files = {r.name: r.file for r in self.verify()}
+        else:
+            files = {}
+            for name in self.shard_names():
+                try:
+                    files[name] = self._load_record(name).file
+                except FileNotFoundError:
+                    continue
         cols = None if columns is None else list(dict.fromkeys(["sample_id", "base_id", *columns, *where]))
         value_sets = {c: pa.array(sorted(v)) if not isinstance(v, tuple) else None for c, v in where.items()}
         tables = []
-        for name in names:
-            try:
-                table = pq.read_table(self._parquet(name), columns=cols)
-            except Exception as exc:  # noqa: BLE001 -- any unreadable shard is quarantined
-                self._quarantine(name, f"unreadable Parquet: {type(exc).__name__}: {exc}")
+        read = self.store.iter_parquet(list(files.values()), columns=cols)
+        for name, (_, table) in zip(files, read):
+            if isinstance(table, Exception):  # any unreadable shard is quarantined
+                self._quarantine(name, f"unreadable Parquet: {type(table).__name__}: {table}")
                 continue
             if verify:
                 record = self._verified[name][1]
@@ -351,16 +424,15 @@ class Ledger:
         name order) is left out whole, so no base's predictions count twice.
         """
         counted: set[int] = set()
-        for rec in self.verify():
-            if rec.oob_sha256 is None or counted.intersection(rec.base_ids):
+        records = [rec for rec in self.verify() if rec.oob_sha256 is not None]
+        for rec, (_, table) in zip(records, self.store.iter_parquet([rec.oob_file for rec in records])):
+            if counted.intersection(rec.base_ids):
                 continue
-            try:
-                table = pd.read_parquet(self._oob(rec.name), engine="pyarrow")
-            except Exception as exc:  # noqa: BLE001 -- any unreadable file is quarantined
-                self._quarantine(rec.name, f"unreadable out-of-bag evidence: {type(exc).__name__}: {exc}")
+            if isinstance(table, Exception):  # any unreadable file is quarantined
+                self._quarantine(rec.name, f"unreadable out-of-bag evidence: {type(table).__name__}: {table}")
                 continue
             counted.update(rec.base_ids)
-            yield table
+            yield table.to_pandas()
 
     def read_oob(self) -> pd.DataFrame:
         """The out-of-bag evidence tables of all verified shards, concatenated (:meth:`iter_oob`)."""
@@ -398,10 +470,8 @@ class Ledger:
 
     def quarantine_contents(self) -> list[str]:
         """Shards in ``quarantine/`` (from any session), as ``<name>.parquet.<stamp>``."""
-        if not self.quarantine_dir.exists():
-            return []
-        return sorted({p.name.replace(f".parquet{RECORD_SUFFIX}.", ".parquet.")
-                       for p in self.quarantine_dir.iterdir()})
+        return sorted({f.replace(f".parquet{RECORD_SUFFIX}.", ".parquet.")
+                       for f in self.store.list("quarantine")})
 
     def __len__(self) -> int:
         return sum(r.rows for r in self.verify())

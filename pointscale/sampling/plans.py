@@ -416,18 +416,26 @@ PLAN_FILE_VERSION = 1
 
 
 def write_plan_file(path, shards: Sequence[Shard], dataset) -> str:
-    """Store shards in one Parquet file, shard ``i`` as row group ``i``; return its sha256.
+    """Store shards in one Parquet file (a path or an fsspec URL), shard ``i`` as row group ``i``;
+    return its sha256.
 
     Workers read their shard by index (:func:`read_plan_shard`), so what
     travels to a task is the file's path, its hash and an index -- never the
     shard's point ids. Members are pool indices (int32) in block order.
     """
+    from ..storage import write_to
+
+    data = plan_file_bytes(shards, dataset)
+    write_to(path, data)  # written whole
+    return hashlib.sha256(data).hexdigest()
+
+
+def plan_file_bytes(shards: Sequence[Shard], dataset) -> bytes:
+    """The bytes of the plan file of ``shards`` (:func:`write_plan_file`)."""
     import io as _io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from ..io import atomic_write_bytes
 
     info = pool_info(dataset)
     schema = pa.schema([("shard", pa.string()), ("base_id", pa.int64()), ("round", pa.int64()),
@@ -447,9 +455,7 @@ def write_plan_file(path, shards: Sequence[Shard], dataset) -> str:
                             for b in blocks],
             }, schema=schema)
             writer.write_table(table, row_group_size=max(1, len(blocks)))
-    data = buffer.getvalue()
-    atomic_write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
+    return buffer.getvalue()
 
 
 def plan_file_shards(path) -> list[str]:
@@ -458,7 +464,10 @@ def plan_file_shards(path) -> list[str]:
 
     import pandas as pd
 
-    names = pq.read_table(path, columns=["shard"]).column("shard").to_numpy(zero_copy_only=False)
+    from ..storage import open_for_reading
+
+    with open_for_reading(path) as fh:
+        names = pq.read_table(fh, columns=["shard"]).column("shard").to_numpy(zero_copy_only=False)
     return [str(n) for n in pd.unique(names)]
 
 
@@ -466,14 +475,17 @@ def read_plan_shard(path, index: int, dataset) -> Shard:
     """Shard ``index`` of a plan file written by :func:`write_plan_file` for ``dataset``."""
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
-    fingerprint = (pf.schema_arrow.metadata or {}).get(b"fingerprint", b"").decode()
-    if fingerprint != dataset.fingerprint:
-        raise LedgerError(f"plan {path} was made for dataset version {fingerprint[:12]}, "
-                          f"not {dataset.fingerprint[:12]}")
-    if not 0 <= int(index) < pf.num_row_groups:
-        raise LedgerError(f"plan {path} has {pf.num_row_groups} shards; no shard #{index}")
-    rows = pf.read_row_group(int(index)).to_pydict()
+    from ..storage import open_for_reading
+
+    with open_for_reading(path) as fh:  # a path or an fsspec URL: only this row group is read
+        pf = pq.ParquetFile(fh)
+        fingerprint = (pf.schema_arrow.metadata or {}).get(b"fingerprint", b"").decode()
+        if fingerprint != dataset.fingerprint:
+            raise LedgerError(f"plan {path} was made for dataset version {fingerprint[:12]}, "
+                              f"not {dataset.fingerprint[:12]}")
+        if not 0 <= int(index) < pf.num_row_groups:
+            raise LedgerError(f"plan {path} has {pf.num_row_groups} shards; no shard #{index}")
+        rows = pf.read_row_group(int(index)).to_pydict()
     ids = np.asarray(dataset.point_ids)
     members = [np.asarray(m, dtype=np.int64) for m in rows["members"]]
     blocks = tuple(Block(base_id=int(b), round=int(r), index=int(i), k=int(k),

@@ -597,6 +597,15 @@ def _fill_from_sources(sources, rows_of, source, n: int, lo: int, hi: int, targe
         if sub.has_intervals:
             for name in ("c_low", "c_high", "alpha_low", "alpha_high"):
                 out.params[name][rows] = getattr(sub, name)
+        for key in flag_keys:
+            if key in sub.flags:
+                out.flag_val[key][rows] = sub.flags[key]
+                out.flag_has[key][rows] = True
+        if s.meta.get("law_free"):
+            # A value per point with no law (e.g. the fair shrunk mean): nothing to extrapolate.
+            for k in target_sizes:
+                out.tv[_k_label(k)][3][rows] = True
+            continue
         va = value_at(sub, target_sizes, level=level)
         for m, k in enumerate(target_sizes):
             v, vl, vh, ex = out.tv[_k_label(k)]
@@ -604,10 +613,6 @@ def _fill_from_sources(sources, rows_of, source, n: int, lo: int, hi: int, targe
             if va.has_intervals:
                 vl[rows], vh[rows] = va.low[:, m], va.high[:, m]
             ex[rows] = va.extrapolated[m]
-        for key in flag_keys:
-            if key in sub.flags:
-                out.flag_val[key][rows] = sub.flags[key]
-                out.flag_has[key][rows] = True
     return out
 
 

@@ -1,4 +1,4 @@
-"""fit_laws: the held-out split and the selection rule, checked independently."""
+"""fit_laws: the K folds and the selection rule, checked independently."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import pytest
 
 from pointscale.errors import ConfigError
 from pointscale.laws import fit_laws, fit_mle
-from pointscale.laws.auto import holdout_mask, select_laws
+from pointscale.laws.auto import select_laws
+from pointscale.laws.folds import fold_ids, half_ids, n_folds
 from pointscale.laws.likelihood import gaussian_nll
 from pointscale.laws.shrinkage import fit_shrinkage
+from pointscale.laws.shrunk_mean import fit_shrunk_mean
 from pointscale.laws.simulate import draw_parameters, simulate_samples
 
 
@@ -24,17 +26,26 @@ def few():
     return s
 
 
-def test_holdout_takes_a_fifth_of_each_point_by_identity(few):
-    mask = holdout_mask(few, 0.2)
-    per_point = pd.Series(mask).groupby(few["point_id"].to_numpy()).sum()
-    assert (per_point == 2).all()  # round(0.2 * 10)
+def test_every_sample_is_held_out_once_by_identity(few):
+    fold = fold_ids(few, 5)
+    per_point = pd.crosstab(few["point_id"].to_numpy(), fold)
+    assert (per_point.to_numpy() == 2).all()  # 10 samples round 5 folds: 2 in each
     shuffled = few.sample(frac=1.0, random_state=3)
-    again = pd.Series(holdout_mask(shuffled, 0.2), index=shuffled.index).sort_index().to_numpy()
-    np.testing.assert_array_equal(mask, again)
+    again = pd.Series(fold_ids(shuffled, 5), index=shuffled.index).sort_index().to_numpy()
+    np.testing.assert_array_equal(fold, again)
     tiny = pd.DataFrame({"point_id": ["a", "a", "b", "b", "b"], "k": [100, 200, 100, 200, 300],
                          "delta": [1.0, 2.0, 3.0, 4.0, 5.0]})
-    assert holdout_mask(tiny, 0.2).tolist()[:2] == [False, False]  # fewer than 3 samples: all kept
-    assert holdout_mask(tiny, 0.2)[2:].sum() == 1  # at least one held out
+    f = fold_ids(tiny, 5)
+    assert f.tolist()[:2] == [-1, -1]  # fewer than 3 samples: never held out
+    assert len(set(f[2:].tolist())) == 3  # each of b's samples in its own fold
+    # Fewer folds when the typical point has fewer samples than folds; never below 2.
+    assert n_folds(few, 5) == 5 and n_folds(few.groupby("point_id").head(3), 5) == 3
+    assert n_folds(tiny, 5) == 3
+    with pytest.raises(ConfigError, match="folds"):
+        n_folds(few, 1)
+    # Two halves of every point, sizes 5 and 5, independent of order.
+    half = half_ids(few)
+    assert (pd.crosstab(few["point_id"].to_numpy(), half).to_numpy() == 5).all()
 
 
 def _reference_psi(laws, held):
@@ -58,38 +69,67 @@ def _reference_shapley_terms(laws, held, variance, k_range):
     return 0.5 * np.log(2 * np.pi * variance) + 0.5 * (d - m) ** 2 / variance
 
 
+def _cluster_se(diff, groups):
+    frame = pd.DataFrame({"d": diff, "g": groups})
+    n, mean = len(frame), frame["d"].mean()
+    resid = frame.groupby("g")["d"].apply(lambda x: float(np.sum(x - mean))).to_numpy()
+    return float(np.sqrt(np.sum(resid ** 2) * resid.size / (resid.size - 1)) / n)
+
+
 def test_selection_rule_reproduced_independently(few):
     laws = fit_laws(few)
     sel = laws.meta["selection"]
-    assert sel["method"] == "auto" and set(sel["candidates"]) == {"mle", "shrinkage"}  # no dataset
+    assert sel["method"] == "auto" and sel["candidates"] == ["shrinkage", "mle", "shrunk_mean"]  # no dataset
     assert sel["target"] == "shapley" and sel["k_range"] == [int(few["k"].min()), int(few["k"].max())]
-    mask = holdout_mask(few, 0.2)
-    train, held = few.loc[~mask], few.loc[mask]
-    assert sel["n_heldout_samples"] == len(held)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fits = {"shrinkage": fit_shrinkage(train), "mle": fit_mle(train)}
-    variance = float(np.var(train["delta"].to_numpy()))
-    terms = {name: _reference_shapley_terms(f, held, variance, sel["k_range"]) for name, f in fits.items()}
-    expected = {name: float(np.mean(t)) if np.isfinite(t).all() else np.inf for name, t in terms.items()}
-    psi = {name: _reference_psi(f, held) for name, f in fits.items()}
-    for name in fits:
-        for got, want in ((sel["heldout_nll"][name], expected[name]), (sel["heldout_nll_psi"][name], psi[name])):
+    assert sel["folds"] == 5 and sel["n_heldout_samples"] == len(few)  # every sample held out once
+    fold = fold_ids(few, 5)
+    terms = {n: np.empty(len(few)) for n in ("shrinkage", "mle", "shrunk_mean")}
+    psi_total = {n: 0.0 for n in terms}
+    not_converged = {n: [] for n in terms}
+    for f in range(5):
+        rows = fold == f
+        train, held = few.loc[~rows], few.loc[rows]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fits = {"shrinkage": fit_shrinkage(train), "mle": fit_mle(train),
+                    "shrunk_mean": fit_shrunk_mean(train, k_range=tuple(sel["k_range"]))}
+        variance = float(np.var(train["delta"].to_numpy()))
+        for name, fit in fits.items():
+            terms[name][rows] = _reference_shapley_terms(fit, held, variance, sel["k_range"])
+            psi_total[name] += _reference_psi(fit, held) * len(held)
+            not_converged[name].append(float(np.mean(fit.flags.get("not_converged", np.zeros(1, bool)))))
+    expected = {n: float(np.mean(t)) if np.isfinite(t).all() else np.inf for n, t in terms.items()}
+    for name in terms:
+        for got, want in ((sel["heldout_nll"][name], expected[name]),
+                          (sel["heldout_nll_psi"][name], psi_total[name] / len(few))):
             assert (got is None and not np.isfinite(want)) or got == pytest.approx(want, rel=1e-9, abs=1e-9)
+    assert sel["not_converged_share"] == {n: pytest.approx(np.mean(v), abs=1e-4) for n, v in not_converged.items()}
+    # Candidates whose folds did not converge on more than half the points are set
+    # aside unless their held-out score beats the converged choice by > 2 s.e.
+    groups = few["point_id"].to_numpy()
+    unconverged = {n for n, v in not_converged.items() if np.mean(v) > 0.5}
     # One-standard-error rule, by hand: the first candidate (preference order) within
-    # one s.e. of the paired difference to the best.
-    best = min(expected, key=expected.get)
-    order = ["shrinkage", "mle"]
-    within = []
-    for name in order:
-        diff = terms[name] - terms[best]
-        se = np.std(diff, ddof=1) / np.sqrt(diff.size) if name != best else 0.0
-        if np.isfinite(expected[name]) and expected[name] - expected[best] <= se:
-            within.append(name)
-    assert sel["best"] == best and sel["chosen"] == within[0]
+    # one s.e. (points as clusters) of the paired difference to the best.
+    pool = [n for n in ("shrinkage", "mle", "shrunk_mean") if n not in unconverged]
+    best = min(pool, key=expected.get)
+    within = [n for n in pool if np.isfinite(expected[n]) and
+              expected[n] - expected[best] <= (0.0 if n == best else _cluster_se(terms[n] - terms[best], groups))]
+    chosen = within[0]
+    better = [n for n in unconverged if all(expected[n] < expected[o] for o in pool)]
+    chosen = min(better, key=expected.get) if better else chosen
+    assert sel["best"] == min(expected, key=expected.get) and sel["chosen"] == chosen
+    assert set(sel["excluded"]) == unconverged - {chosen}
+    # Here: shrinkage's EM stopped at max_iter in most folds, but its values predict the
+    # held-out samples better than any converged candidate's: used, and said.
     # With 10 samples per point the MLE's laws explode at the small sizes; the
     # held-out likelihood sees it.
-    assert sel["chosen"] == "shrinkage" and expected["mle"] > expected["shrinkage"]
+    assert unconverged == {"shrinkage"} and chosen == "shrinkage" and expected["mle"] > expected["shrinkage"]
+    assert "did not converge" in sel["used_anyway"] and "better than any converged" in sel["used_anyway"]
+    # The margin: the best other (not excluded) candidate's score minus the chosen one's, with its paired s.e.
+    rival = min((n for n in expected if n != chosen and n not in sel["excluded"]), key=expected.get)
+    assert sel["margin"]["to"] == rival
+    assert sel["margin"]["value"] == pytest.approx(expected[rival] - expected[chosen], rel=1e-9)
+    assert sel["margin"]["se"] == pytest.approx(_cluster_se(terms[rival] - terms[chosen], groups), rel=1e-9)
     # Staggered sizes: scored by each law for psi_k under its own noise model.
     psi_sel = fit_laws(few, target="psi").meta["selection"]
     assert psi_sel["heldout_nll"] == sel["heldout_nll_psi"]
@@ -135,6 +175,7 @@ def test_a_fixed_method_and_reuse_of_fitted_laws(few):
         direct = fit_mle(few)
     np.testing.assert_array_equal(mle.c, direct.c)
     assert mle.meta["selection"] == {"method": "mle", "chosen": "mle"}
+    assert mle.meta["law_diagnostic"]["estimator"] == "mle"
     # Laws already fitted on all samples are reused, not refitted.
     marker = fit_shrinkage(few, prior_scale="absolute")
     laws, fitted = select_laws(few, method="shrinkage", fitted={"shrinkage": marker})
@@ -146,8 +187,8 @@ def test_bad_requests_are_config_errors(few):
         fit_laws(few, method="bogus")
     with pytest.raises(ConfigError, match="needs the dataset"):
         fit_laws(few, method="amortized")
-    with pytest.raises(ConfigError, match="holdout_fraction"):
-        fit_laws(few, holdout_fraction=1.5)
+    with pytest.raises(ConfigError, match="folds"):
+        fit_laws(few, folds=1)
 
 
 def test_one_standard_error_rule():

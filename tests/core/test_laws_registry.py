@@ -22,8 +22,11 @@ def samples():
 
 
 def test_every_estimator_is_registered_and_auto_prefers_as_before():
-    assert set(estimators.registered()) == {"mle", "log_ols", "shrinkage", "amortized", "amortized_shrinkage"}
-    assert CANDIDATES == estimators.candidates() == ("shrinkage", "amortized_shrinkage", "mle", "amortized")
+    assert set(estimators.registered()) == {"mle", "log_ols", "shrinkage", "amortized", "amortized_shrinkage",
+                                            "shrunk_mean"}
+    assert CANDIDATES == estimators.candidates() == ("shrinkage", "amortized_shrinkage", "mle", "amortized",
+                                                     "shrunk_mean")
+    assert estimators.get_estimator("shrunk_mean").law_free
     assert estimators.get_estimator("amortized").needs_dataset
     with pytest.raises(ConfigError, match="must be one of"):
         estimators.get_estimator("nope")
@@ -70,10 +73,11 @@ def test_auto_scores_every_registered_candidate(samples, monkeypatch):
     monkeypatch.setitem(estimators._REGISTRY, "toy", LawEstimator("toy", toy, requires=("mle",), auto_rank=-1))
     laws, _ = select_laws(samples, k_range=(100, 1000))
     sel = laws.meta["selection"]
-    assert sel["candidates"] == ["toy", "shrinkage", "mle"]  # no dataset: no amortized candidates
+    assert sel["candidates"] == ["toy", "shrinkage", "mle", "shrunk_mean"]  # no dataset: no amortized ones
     # Same laws as the MLE on the same training samples: the same held-out score.
     assert sel["heldout_nll"]["toy"] == sel["heldout_nll"]["mle"]
-    assert seen[0] == (sel["n_train_samples"], (100, 1000), ["mle"])
+    # Fitted on each fold's training samples (all but the first fold's held-out ones).
+    assert seen[0][1:] == ((100, 1000), ["mle"]) and len(samples) - seen[0][0] > 0
     # A fixed method may name it too.
     fixed, fitted = select_laws(samples, method="toy")
     assert fixed.meta["toy"] and set(fitted) == {"toy", "mle"}

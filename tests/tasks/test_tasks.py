@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -102,8 +104,20 @@ def test_fit_choose_value_select_tasks_write_their_files(sampled_run):
     scores, se = choice["heldout_nll"], choice["se_of_difference_to_best"]
     best = min((v, k) for k, v in scores.items() if v is not None)
     assert choice["method"] == "auto" and choice["best"] == best[1]
-    assert choice["chosen"] == next(c for c in choice["candidates"]
-                                    if scores[c] is not None and scores[c] - best[0] <= se[c])
+    # The one-standard-error rule among the candidates not set aside (none overridden here);
+    # one that did not converge is used only where it scores best of all, and that is said.
+    eligible = [c for c in choice["candidates"] if c not in choice["excluded"] and scores[c] is not None]
+    low = min(scores[c] for c in eligible)
+    assert choice["overridden"] is None
+    if choice["used_anyway"] is None:
+        assert choice["chosen"] == next(c for c in eligible if scores[c] - low <= se[c])
+    else:
+        assert scores[choice["chosen"]] == low and "did not converge" in choice["used_anyway"]
+    # The law diagnostic rides with the choice, and run.json has it.
+    diagnostic = chosen_laws["law_diagnostic"]
+    assert diagnostic["verdict"] in ("holds", "does not hold", "undecided")
+    assert diagnostic["estimator"] == choice["chosen"] and diagnostic["sentence"].endswith(".")
+    assert json.loads((run_dir / "run.json").read_text())["law_diagnostic"] == diagnostic
     assert set(table["estimator"]) == {choice["chosen"]}
     assert {"shapley_mle", "shapley_amortized", "mc_mean", "oob", "n_oob"} <= set(table.columns)
     assert (table["n_oob"] > 0).all() and table["oob"].between(0, 1).all()
@@ -194,3 +208,26 @@ def test_code_version_covers_the_orchestration_code(tmp_path):
     one, two = (pipeline.code_version(tmp_path / v / "flows") for v in ("1", "2"))
     assert len({one, two, pipeline.code_version()}) == 3  # an edit in an added package changes the key
     assert code_version() != pipeline.code_version()  # tasks/ and flows/ are part of it
+
+
+def test_choose_laws_applies_the_block_mean_control_variate_as_asked(sampled_run):
+    from pointscale.errors import ConfigError
+    from pointscale.laws.control import adjust
+
+    run_dir, info, sampling, _, _ = sampled_run
+    found = {}
+    for setting in ("off", "on"):
+        out = pipeline.choose_laws(run_dir, info["path"], sampling, laws_amortized=None, control_variate=setting)
+        laws = FittedScalingLaws.load(run_dir / pipeline.LAWS)
+        record = laws.meta["selection"]["control_variate"]
+        assert record == out["control_variate"] and record["setting"] == setting
+        assert record["applied"] is (setting == "on")
+        found[setting] = (laws, record)
+    # The record is adjust()'s on the run's ledger rows (blocks of 8 share each base).
+    rows = pipeline.load_samples(run_dir, sampling, columns=pipeline.SAMPLE_COLUMNS + ("base_id", "sample_id"))
+    _, expected = adjust(rows, seed=sampling["seed"])
+    assert found["on"][1]["b"] == pytest.approx(expected["b"]) and found["on"][1]["n_bases"] == rows["base_id"].nunique()
+    # Applied, the laws were fitted to other samples.
+    assert not np.allclose(found["on"][0].c, found["off"][0].c)
+    with pytest.raises(ConfigError, match="control_variate"):
+        pipeline.choose_laws(run_dir, info["path"], sampling, control_variate="always")

@@ -39,7 +39,7 @@ from pointscale.sampling.ledger import Ledger
 from pointscale.sampling.metrics import default_metric
 from pointscale.valuation import point_addition_experiment
 
-from .verdicts import (addition_table, addition_verdicts, cell_tables, lack_of_fit, law_verdict,
+from .verdicts import (addition_table, addition_verdicts, cell_tables, lack_of_fit, law_verdict, needed_depth,
                        noise_corrected_r2)
 from .config import MONOTONE_XGB
 from .protocols import addition_candidates
@@ -169,10 +169,16 @@ def run_addition(out: Path, repeats: int = 1000, log: Callable = print) -> None:
 # --------------------------------------------------------------------------- tables
 
 
-def _law_row(samples: pd.DataFrame, dataset: str, model: str, config: str, n_boot: int) -> dict[str, Any]:
+def _law_row(samples: pd.DataFrame, dataset: str, model: str, config: str, n_boot: int,
+             rate: float = float("nan")) -> dict[str, Any]:
     r2 = noise_corrected_r2(samples, n_boot=n_boot)
     lof = lack_of_fit(samples, n_boot=max(50, n_boot // 10))
     verdict, reason = law_verdict(r2, lof)
+    need = needed_depth(r2["samples_per_cell_half"], r2["ceiling"])
+    if verdict == "not measurable" and need is not None and np.isfinite(rate) and rate > 0:
+        cells = samples.groupby(["point_id", "k"]).ngroups
+        more = max(0, 2 * need * cells - len(samples))
+        reason += f"; about {more / rate / 3600:.1f} more core-hours at the measured {rate:.0f} samples per CPU second"
     return {"finding": "law fit", "dataset": dataset, "model": model, "config": config,
             "statistic": "noise-corrected R² (out of sample, between points)", "value": r2["r2_nc"],
             "ceiling": r2["ceiling"], "ci_low": r2["ci_low"], "ci_high": r2["ci_high"], "verdict": verdict,
@@ -194,8 +200,19 @@ def crn_row(samples: pd.DataFrame, dataset: str, model: str) -> dict[str, Any]:
             "between_point_noise_ratio": float(dev / plain), "variance_reduction": float(1 - dev / plain)}
 
 
+def _rates(out: Path) -> dict[tuple[str, str], float]:
+    """Samples per CPU second of each (dataset, phase), from the phases whose CPU was measured."""
+    cost = read_cost(out)
+    if cost.empty or "cpu_s" not in cost.columns:
+        return {}
+    c = cost[pd.to_numeric(cost["cpu_s"], errors="coerce") > 0]
+    g = c.groupby(["dataset", "phase"])[["new_samples", "cpu_s"]].sum()
+    return {k: float(r["new_samples"] / r["cpu_s"]) for k, r in g.iterrows()}
+
+
 def law_tables(out: Path, n_boot: int = 1000) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, crn = [], []
+    rates = _rates(out)
     for name in DATASETS:
         f = out / "logreg" / name / "gt"
         if f.exists():
@@ -206,7 +223,7 @@ def law_tables(out: Path, n_boot: int = 1000) -> tuple[pd.DataFrame, pd.DataFram
             if not f.exists():
                 continue
             gt = Ledger(f).read(columns=["point_id", "k", "delta", "round"])
-            rows.append(_law_row(gt, name, label, what, n_boot))
+            rows.append(_law_row(gt, name, label, what, n_boot, rates.get((name, f"{label} ground truth"), np.nan)))
             crn.append(crn_row(gt, name, label))
     return pd.DataFrame(rows), pd.DataFrame(crn)
 
@@ -278,7 +295,9 @@ def tables(out: str | Path, dest: str | Path, n_boot: int = 1000) -> dict[str, p
     extrap = extrapolation_table(out)
     cost = read_cost(out)
     if not cost.empty:
-        cost = cost.groupby(["dataset", "phase"], as_index=False)[["new_samples", "wall_s", "cpu_s"]].sum()
+        cost["cpu_s"] = pd.to_numeric(cost["cpu_s"], errors="coerce")
+        cost = cost.groupby(["dataset", "phase"], as_index=False).agg(
+            new_samples=("new_samples", "sum"), wall_s=("wall_s", "sum"), cpu_s=("cpu_s", lambda x: x.sum(min_count=1)))
     verdict_rows = pd.concat([laws.reindex(columns=VERDICT_COLUMNS + ["reason"]),
                               add_verdicts.reindex(columns=VERDICT_COLUMNS + ["reason"])], ignore_index=True)
     out_tables = {"laws": laws, "crn": crn, "addition": add_summary, "extrapolation": extrap, "cost": cost,

@@ -250,14 +250,15 @@ def values_part(args, log) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def flip_pool(name: str, seed: int):
-    """A 1,000-point training pool of ``name`` (all of it when smaller) with 10 % of its labels
-    flipped, and a clean validation split of 500 rows (or all), drawn with ``seed``."""
+def flip_pool(name: str, seed: int, rate: float = 0.1, full=None):
+    """A 1,000-point training pool of ``name`` (all of it when smaller) with ``rate`` of its labels
+    flipped, and a clean validation split of 500 rows (or all), drawn with ``seed``; ``full`` is
+    the loaded dataset when ``name`` is not a built-in one."""
     from pointscale.data import load_dataset
     from pointscale.seeding import STREAM_SELECTION, rng
     from pointscale.valuation import flip_labels
 
-    full = load_dataset(name)
+    full = load_dataset(name) if full is None else full
     g = rng(seed, STREAM_SELECTION, "estimators-benchmark-flip-pool")
     pool = np.sort(g.choice(full.n_pool, min(1000, full.n_pool), replace=False))
     val = np.sort(g.choice(len(full.y_val), min(500, len(full.y_val)), replace=False))
@@ -266,7 +267,7 @@ def flip_pool(name: str, seed: int):
                              point_ids=np.asarray(full.point_ids)[pool], X_val=np.asarray(full.X_val)[val],
                              y_val=np.asarray(full.y_val)[val], val_ids=np.asarray(full.val_ids)[val],
                              fingerprint=h, path=None)
-    return flip_labels(ds, list(ds.point_ids), 0.1, seed=seed)
+    return flip_labels(ds, list(ds.point_ids), rate, seed=seed)
 
 
 def flips_part(args, log) -> pd.DataFrame:

@@ -224,8 +224,10 @@ def cmd_revalue(args) -> int:
     if not result.get("changed", True):
         print(f"dataset unchanged; nothing to do ({result['run_dir']})")
         return 0
+    from pointscale.revaluation import revaluation_sentence
+
     print(result["summary"])
-    print(f"\n{result['new_points']} new points; values change: {result.get('values_change')}")
+    print("\n" + revaluation_sentence(result["new_points"], result.get("values_change"), result.get("triage")))
     print(f"results in {result['run_dir']}")
     return 0
 

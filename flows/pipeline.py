@@ -272,10 +272,20 @@ def revalue_flow(
         logger.info("revaluing: %d new points join %d already valued; their samples are reused",
                     len(plan["new_points"]), sum(len(g) for g in plan["groups"]) - len(plan["new_points"]))
         timings: dict[str, float] = {"ingest": round(time.perf_counter() - started, 3)}
+        if plan["new_points"]:
+            # Before any new row is sampled: every earlier model is out of bag for them.
+            progress.stage("triage", f"triaging {len(plan['new_points'])} new rows")
+            t = time.perf_counter()
+            triaged = value_tasks.triage(str(run.root), ds_info, config["sampling"], plan["new_points"])
+            _stage_done(run, "triage", timings, t)
+            logger.info("triage: %d new rows scored in %.1f s; most suspicious: %s", triaged["points"],
+                        triaged["seconds"], ", ".join(r["point_id"] for r in triaged["most_suspicious"]))
         result = _run_stages(run, ds_info, config["sampling"], options, progress, timings=timings)
         change = value_tasks.compare_values(str(run.root), result["values"])
         if change is not None:
             result["values_change"] = change
+        if plan["new_points"]:
+            result["triage"] = value_tasks.grade_triage(str(run.root), result["values"])
         run.update_manifest(status="completed", total_seconds=round(time.perf_counter() - started, 3))
     result["new_points"] = len(plan["new_points"])
     progress.stage("done", f"done in {time.perf_counter() - started:.0f} s")

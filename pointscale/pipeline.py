@@ -28,7 +28,7 @@ import pandas as pd
 
 from .data import DataConfig, Dataset, load_from_config, open_dataset, too_little_data
 from .errors import ConfigError, DataError
-from .io import atomic_write_parquet
+from .io import atomic_write_parquet, atomic_write_text
 from .laws.amortized import MAX_TRAIN_POINTS as _AMORTIZED_BUDGET
 from .runs import RunFolder
 from .storage import Store, join as storage_join, parent as storage_parent
@@ -521,7 +521,7 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
     model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, sampled, oob=oob)
     laws = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids, oob=oob)
     laws.save(run.file(LAWS_AMORTIZED))
-    model.save(run.file("amortized_model"))
+    model.save(run.file("amortized_model"))  # the revaluation's triage forecasts new rows with it
     return {"files": [LAWS_AMORTIZED], "points_predicted": laws.n_points, "points_trained": len(sampled),
             "points_sampled": n_sampled, "max_train_points": max_train_points,
             "alpha_prior": model.alpha_prior_, "hidden_layer_sizes": list(model.hidden_layer_sizes_),
@@ -536,6 +536,7 @@ LAWS_MLE, LAWS_AMORTIZED = "laws_mle.parquet", "laws_amortized.parquet"
 #: The laws behind ``shapley`` (the choose-laws stage's choice) and the aggregate learning curve (value stage).
 LAWS, LEARNING_CURVE = "laws.parquet", "learning_curve.json"
 VALUES, SELECTION, REMOVAL, REPORT = "values.parquet", "selection.parquet", "removal.parquet", "report.md"
+LABEL_ISSUES = "label_issues.csv"
 
 
 def _load_laws(run: RunFolder, name: str | None):
@@ -640,10 +641,17 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     ``shapley_mle`` and ``shapley_amortized`` (None: not in this run,
     whatever file the folder holds); ``mc_mean`` and ``oob`` sit beside them.
     ``learning_curve.json``: the aggregate law of the base fits' utilities.
+    ``value_now`` is the value at the dataset's current size (``size_now``),
+    under the same name in every version of a revaluated run.
+    Classification with out-of-bag evidence adds ``label_issue_score`` and
+    ``label_issues.csv`` (the flagged rows of the whole pool,
+    :mod:`pointscale.valuation.label_issues`); their count, estimated rate
+    and threshold rule go to ``run.json`` under ``label_issues``.
     """
     from .io import atomic_write_json
     from .sampling import SamplingConfig
-    from .valuation import values_table
+    from .valuation import value_column, values_table
+    from .valuation.label_issues import label_issues_frame, pool_label_issues
     from .valuation.learning_curve import fit_learning_curve
 
     run = RunFolder(run_dir)
@@ -655,11 +663,23 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     mle, amortized = _run_laws(run, laws_mle, laws_amortized)
     oob = _oob(run_dir)
     sizes = list(target_sizes) if target_sizes else [ds.n_pool, 10 * ds.n_pool]
-    table = values_table(chosen, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=sizes,
+    # The value at the current size is always computed: it lives under one name across versions.
+    computed = sizes if ds.n_pool in sizes else [*sizes, ds.n_pool]
+    table = values_table(chosen, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=computed,
                          samples=samples, amortized=amortized,
                          compare={"mle": mle, "amortized": amortized}, oob=oob)
-    atomic_write_parquet(run.file(VALUES), table)
+    table["value_now"] = table[value_column(ds.n_pool)]
+    table["size_now"] = np.int64(ds.n_pool)
     files = [VALUES]
+    issues = pool_label_issues(oob, ds)
+    if issues is not None:
+        scores = issues.table.set_index("point_id")["label_issue_score"]
+        table["label_issue_score"] = scores.reindex(table["point_id"].astype(str)).to_numpy(dtype=np.float64)
+        atomic_write_text(run.file(LABEL_ISSUES), label_issues_frame(issues, ds.classes).to_csv(index=False))
+        files.append(LABEL_ISSUES)
+    label_summary = None if issues is None else dict(issues.summary(), file=LABEL_ISSUES)
+    run.update_manifest(label_issues=label_summary)
+    atomic_write_parquet(run.file(VALUES), table)
     try:
         curve = fit_learning_curve(samples, n_pool=ds.n_pool, seed=cfg.seed)
         curve["metric"] = cfg.metric
@@ -672,7 +692,7 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
             "by_estimator": {str(k): int(v) for k, v in by_estimator.items()},
             "estimator": chosen.meta.get("selection"),
             "negative_c": int(table["negative_c"].sum()) if "negative_c" in table else None,
-            "target_sizes": sizes, "learning_curve": curve}
+            "target_sizes": sizes, "learning_curve": curve, "label_issues": label_summary}
 
 
 def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None = None, *,
@@ -738,13 +758,14 @@ def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
 
 def report(run_dir: str | Path, dataset_path: str, *, laws: str | None = LAWS_MLE, values: str = VALUES,
            selection: str | None = SELECTION, removal: str | None = None, chosen_laws: str | None = None,
-           learning_curve: str | None = None) -> dict[str, Any]:
+           learning_curve: str | None = None, label_issues: str | None = None) -> dict[str, Any]:
     """``report.md`` and its figures from the named outputs; returns the path and a short summary text.
 
     Only the files named here are reported (None: that output is not part of
     this run), so a rerun with other switches never reports a stale file.
     ``chosen_laws`` (:func:`choose_laws`' ``laws.parquet``) adds which
-    estimator was chosen and why; ``learning_curve`` the aggregate learning curve.
+    estimator was chosen and why; ``learning_curve`` the aggregate learning curve;
+    ``label_issues`` the flagged rows (with run.json's count and rate).
     """
     from .io import read_json
     from .report import report_summary, write_report
@@ -760,11 +781,15 @@ def report(run_dir: str | Path, dataset_path: str, *, laws: str | None = LAWS_ML
     manifest = {k: v for k, v in run.read_manifest().items() if k not in ("outputs", "law_diagnostic")}
     picked = _load_laws(run, chosen_laws)
     curve = read_json(run.file(learning_curve)) if learning_curve else None
+    if not label_issues:  # not part of this run: neither its list nor its count
+        manifest.pop("label_issues", None)
+    flagged = pd.read_csv(run.file(label_issues), dtype={"point_id": str}) if label_issues else None
     choice = None if picked is None else picked.meta.get("selection")
     diagnostic = None if picked is None else picked.meta.get("law_diagnostic")
     path = write_report(run.root, dataset=ds, laws=picked if picked is not None else law_table, values=table,
                         selection=chosen, experiments=experiments, manifest=manifest,
-                        estimator_choice=choice, learning_curve=curve, law_diagnostic=diagnostic)
+                        estimator_choice=choice, learning_curve=curve, law_diagnostic=diagnostic,
+                        label_issues=flagged)
     summary = report_summary(dataset=ds, laws=law_table, values=table, manifest=manifest,
                              law_diagnostic=diagnostic, estimator_choice=choice)
     return {"path": str(path), "summary": summary}

@@ -72,7 +72,8 @@ def report(run_dir: str, dataset: dict[str, Any], laws_mle: dict[str, Any], laws
                           selection=pipeline.SELECTION if selection else None,
                           removal=pipeline.REMOVAL if has_curve else None,
                           chosen_laws=pipeline.LAWS if pipeline.LAWS in laws["output"] else None,
-                          learning_curve=pipeline.LEARNING_CURVE if pipeline.LEARNING_CURVE in made else None)
+                          learning_curve=pipeline.LEARNING_CURVE if pipeline.LEARNING_CURVE in made else None,
+                          label_issues=pipeline.LABEL_ISSUES if pipeline.LABEL_ISSUES in made else None)
     run = RunFolder(run_dir)
     with open(out["path"], encoding="utf-8") as fh:
         # The UI shows an artifact without the run folder: figures go inline.
@@ -100,3 +101,32 @@ def compare_values(run_dir: str, values: dict[str, Any]) -> Optional[dict[str, A
         create_markdown_artifact(values_change_view(table, summary), key="values-change",
                                  description="How existing points' values moved with the new data")
     return summary
+
+
+@task(name="triage-new-rows")
+def triage(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], new_points: list[str]) -> dict[str, Any]:
+    """Before the new rows are sampled: triage.parquet and the most suspicious new rows in the UI."""
+    import pandas as pd
+
+    from pointscale.report import markdown_table
+    from pointscale.revaluation import TRIAGE
+    from pointscale.revaluation import triage as triage_rows
+    from pointscale.runs import RunFolder
+
+    summary = triage_rows(run_dir, dataset["path"], sampling, new_points)
+    table = pd.read_parquet(RunFolder(run_dir).file(TRIAGE)).head(20)
+    text = (f"{summary['points']} new rows scored in {summary['seconds']:.1f} s, before any is sampled: "
+            "label_issue_score from models trained on the earlier rows (none has seen them)"
+            + ("; forecast_value from the run's amortized estimator." if summary["forecast"] else ".")
+            + "\n\n" + markdown_table(table, ["point_id", "label_issue_score", "forecast_value", "forecast_low",
+                                              "forecast_high"]))
+    create_markdown_artifact(text, key="triage", description="The most suspicious new rows, before sampling")
+    return summary
+
+
+@task(name="grade-triage")
+def grade_triage(run_dir: str, values: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """After the value stage (``values``): the triage's forecast graded in run.json."""
+    from pointscale.revaluation import grade_triage as grade
+
+    return grade(run_dir)

@@ -19,7 +19,8 @@ from ..laws.diagnostic import ESTIMATOR_WORDS
 from ..laws.result import FittedScalingLaws
 from . import figures as _fig
 
-__all__ = ["write_report", "report_summary", "top_bottom_points", "markdown_table", "harmful_points"]
+__all__ = ["write_report", "report_summary", "top_bottom_points", "markdown_table", "harmful_points",
+           "label_issues_line"]
 
 FIGURE_DIR = "figures"
 
@@ -175,6 +176,13 @@ def _preparation(dataset: Any) -> list[str]:
     return list((getattr(dataset, "report", None) or {}).get("data_preparation") or [])
 
 
+def label_issues_line(issues: Mapping[str, Any]) -> str:
+    """One sentence: how many rows look mislabelled and the estimated rate (run.json's ``label_issues``)."""
+    n, total, rate = int(issues["n_flagged"]), int(issues["n_points"]), float(issues["noise_rate"])
+    where = f"; list in {issues['file']}" if issues.get("file") and n else ""
+    return (f"label issues: {n:,} of {total:,} rows look mislabelled (estimated noise rate {rate:.1%}{where})")
+
+
 def report_summary(
     *,
     dataset: Any = None,
@@ -191,7 +199,8 @@ def report_summary(
     Every argument is optional; each adds its lines when given. From
     ``manifest`` only a ``counts`` mapping (e.g. samples, fits) is shown;
     ``law_diagnostic`` adds its sentence (:mod:`pointscale.laws.diagnostic`),
-    ``estimator_choice`` what the automatic selection excluded or overrode.
+    ``estimator_choice`` what the automatic selection excluded or overrode;
+    and the ``label_issues`` summary of ``manifest`` its count line.
     """
     lines = []
     info = _dataset_info(dataset)
@@ -238,6 +247,9 @@ def report_summary(
             who = r.get("method", "estimate")
             lines.append(f"vs ground truth ({who}): explained variance {r['explained_variance']:.3f}, "
                          f"Spearman {r['spearman']:.3f}")
+    issues = (manifest or {}).get("label_issues")
+    if isinstance(issues, Mapping) and issues.get("n_points"):
+        lines.append(label_issues_line(issues))
     counts = (manifest or {}).get("counts")
     if isinstance(counts, Mapping) and counts:
         lines.append("counts: " + ", ".join(f"{COUNT_WORDS.get(k, k.replace('_', ' '))} {_fmt(v)}"
@@ -275,6 +287,7 @@ def write_report(
     estimator_choice: Mapping[str, Any] | None = None,
     learning_curve: Mapping[str, Any] | None = None,
     law_diagnostic: Mapping[str, Any] | None = None,
+    label_issues: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``run_dir/report.md`` and its PNG figures (under ``run_dir/figures``).
 
@@ -305,6 +318,9 @@ def write_report(
     law_diagnostic : mapping, optional
         ``meta['law_diagnostic']`` of the laws behind ``shapley``: its sentence
         heads the report, its numbers get a section.
+    label_issues : DataFrame, optional
+        The flagged rows (``label_issues.csv``); with ``manifest['label_issues']``
+        (count, rate, rule) they make the "Label issues" section.
 
     Returns
     -------
@@ -323,6 +339,7 @@ def write_report(
     md += _control_variate_section(estimator_choice)
     md += _laws_section(laws)
     md += _values_sections(values, fig_dir, _k_range(laws, values), top_n)
+    md += _label_issues_section((manifest or {}).get("label_issues"), label_issues)
     md += _learning_curve_section(learning_curve)
     md += _selection_section(selection)
     md += _point_addition_section(experiments.get("point_addition"), fig_dir)
@@ -496,6 +513,21 @@ def _harmful_section(values: pd.DataFrame) -> list[str]:
     h = h.assign(flags=[", ".join(c[5:] for c in flag_cols if _true(r[c])) for _, r in h.iterrows()])
     return md + [markdown_table(h, ["point_id", "label", "shapley", "c", "c_low", "c_high", "confident",
                                     "alpha", "flags"]), ""]
+
+
+def _label_issues_section(summary: Mapping[str, Any] | None, flagged: pd.DataFrame | None,
+                          limit: int = 20) -> list[str]:
+    if not isinstance(summary, Mapping) or not summary.get("n_points"):
+        return []
+    sentence = label_issues_line(summary)
+    md = ["## Label issues", "", sentence[:1].upper() + sentence[1:] + ".", "",
+          f"Score: `label_issue_score` in values.parquet (higher = more likely a label problem), from the "
+          f"out-of-bag predictions of the run's own base models: no extra fit. Flagged: {summary.get('rule')}.", ""]
+    if flagged is not None and len(flagged):
+        shown = flagged.head(limit)
+        md += [f"The {len(shown)} most suspicious (all {len(flagged)} in {summary.get('file', 'label_issues.csv')}):",
+               "", markdown_table(shown, ["point_id", "label_issue_score", "given_label", "suggested_label"]), ""]
+    return md
 
 
 def _flags_section(values: pd.DataFrame) -> list[str]:

@@ -60,12 +60,20 @@ def values_change_view(change: pd.DataFrame, summary: Mapping[str, Any], n: int 
              f"- points compared: {summary.get('points_compared')}",
              f"- new points: {summary.get('points_new')}",
              f"- Spearman correlation before/after: {_num(summary.get('spearman_before_after'))}",
-             f"- median absolute change: {_num(summary.get('median_abs_change'))}", ""]
+             f"- median absolute change: {_num(summary.get('median_abs_change'))}"]
+    causes = summary.get("by_cause")
+    if causes:
+        sizes = summary.get("sizes", {})
+        lines.append(f"- median absolute change of the value at the current size ({sizes.get('before')} → "
+                     f"{sizes.get('after')} rows) by cause: new dataset size {_num(causes.get('size'))}, "
+                     f"refitted prior {_num(causes.get('prior'))}, new samples {_num(causes.get('new_samples'))}")
+    lines.append("")
     if len(change):
         moved = change.assign(_abs=np.abs(change["change"].to_numpy(dtype=np.float64)))
         moved = moved[np.isfinite(moved["_abs"])].sort_values("_abs", ascending=False, kind="stable").head(n)
-        lines += [f"## The {len(moved)} largest moves", "",
-                  markdown_table(moved, ["point_id", "shapley_before", "shapley_after", "change"]), ""]
+        cols = ["point_id", "shapley_before", "shapley_after", "change", "rank_before", "rank_after",
+                "size", "prior", "new_samples"]
+        lines += [f"## The {len(moved)} largest moves", "", markdown_table(moved, cols), ""]
     return "\n".join(lines)
 
 

@@ -105,6 +105,26 @@ def test_only_new_rows_are_new_points_and_values_are_compared(finished_run):
     np.testing.assert_allclose(change["change"], change["shapley_after"] - change["shapley_before"])
     assert not (run_dir / VALUES_BEFORE).exists()
     assert read_json(run_dir / "run.json")["values_change"] == summary
+    # The first version's outputs stay, listed in run.json.
+    versions = read_json(run_dir / "run.json")["versions"]
+    assert [v["version"] for v in versions] == ["v1"] and versions[0]["n_pool"] == finished_run["info"]["n_pool"]
+    pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "versions" / "v1" / "values.parquet"), before)
+    assert {"laws.parquet", "values.parquet"} <= set(versions[0]["files"])
+    # The points whose rank moved most are named, the largest shift first.
+    shift = (change["rank_after"] - change["rank_before"]).abs()
+    moved = summary["moved_most"]
+    assert len(moved) == 5 and abs(moved[0]["rank_after"] - moved[0]["rank_before"]) == shift.max()
+    # The change of the value at the current size splits into its causes exactly; the
+    # earlier points got no new samples, so nothing is put down to new samples.
+    parts = change["size"] + change["new_samples"] + change["prior"]
+    np.testing.assert_allclose(parts, change["value_now_after"] - change["value_now_before"], rtol=1e-9, atol=1e-15)
+    assert (change["new_samples"] == 0).all() and (change["size"] != 0).any()
+    assert set(summary["by_cause"]) == {"size", "new_samples", "prior"}
+    from pointscale.report.views import values_change_view
+
+    view = values_change_view(change, summary)
+    assert f"({summary['sizes']['before']} → {summary['sizes']['after']} rows) by cause" in view
+    assert "| rank_before | rank_after | size | prior | new_samples |" in view
 
 
 def test_an_interrupted_revaluation_resumes_from_the_same_base_and_values(finished_run):
@@ -153,3 +173,66 @@ def test_values_change_compares_shared_points_only():
     assert moved["summary"]["points_compared"] == 3 and moved["summary"]["points_new"] == 1
     assert moved["summary"]["spearman_before_after"] == pytest.approx(1.0)
     assert moved["summary"]["median_abs_change"] == pytest.approx(0.5)
+
+
+def test_new_rows_are_triaged_before_they_are_sampled_and_the_forecast_is_graded(finished_run):
+    from sklearn.metrics import roc_auc_score
+
+    from pointscale.revaluation import TRIAGE, grade_triage, triage
+    from pointscale.sampling import Ledger
+
+    run_dir, path, sampling = finished_run["run_dir"], finished_run["path"], finished_run["sampling"]
+    info0 = finished_run["info"]
+    # The forecast needs the run's amortized model; its interval, the earlier amortized values.
+    pipeline.fit_amortized(run_dir, info0["path"], sampling)
+    pipeline.value(run_dir, info0["path"], sampling, laws_amortized=pipeline.LAWS_AMORTIZED)
+    # 40 new rows, 8 of them with flipped labels.
+    rows = _rows(FIRST + ADDED)
+    flipped = [f"r{i:04d}" for i in range(FIRST, FIRST + ADDED, 5)]
+    rows.loc[rows["row_id"].isin(flipped), "label"] = 1 - rows.loc[rows["row_id"].isin(flipped), "label"]
+    rows.to_csv(path, index=False)
+    base = revaluation_base(run_dir)
+    info = _ingest_on_base(run_dir, base, path)
+    plan = start_revaluation(run_dir, info, base, source=str(path))
+    summary = triage(run_dir, info["path"], sampling, plan["new_points"])
+    # Written before any sample of a new row exists: the ledger holds none of them yet.
+    assert (run_dir / TRIAGE).exists()
+    assert not Ledger(RunFolder(run_dir).samples).read()["point_id"].isin(plan["new_points"]).any()
+    table = pd.read_parquet(run_dir / TRIAGE)
+    assert set(table["point_id"]) == set(plan["new_points"]) and summary["points"] == ADDED
+    assert summary["forecast"] and table["forecast_value"].notna().all()
+    assert (table["forecast_low"] <= table["forecast_value"]).all()
+    assert (table["forecast_value"] <= table["forecast_high"]).all()
+    # Every new row is out of bag for all 32 triage models; the flipped ones score high
+    # (breast_cancer is nearly separable by logistic regression, 8 of 40 flipped: 0.85 leaves room).
+    assert (table["n_oob"] == 32).all()
+    assert roc_auc_score(table["point_id"].isin(flipped), table["label_issue_score"]) > 0.85
+    assert read_json(run_dir / "run.json")["triage"]["most_suspicious"][0]["point_id"] == table["point_id"][0]
+    _sample_fit_value(run_dir, info, sampling)
+    grades = grade_triage(run_dir)
+    assert grades["points"] == ADDED
+    # The triage's label score and the run's (from every base model) agree on the new rows.
+    assert grades["spearman_label_score_vs_run"] > 0.5
+    assert -1 <= grades["spearman_forecast_vs_sampled"] <= 1
+    recorded = read_json(run_dir / "run.json")["triage"]
+    assert recorded["spearman_forecast_vs_sampled"] == grades["spearman_forecast_vs_sampled"]
+    assert recorded["points"] == ADDED and "seconds" in recorded
+
+
+def test_the_terminal_says_what_moved_in_words():
+    from pointscale.revaluation import revaluation_sentence
+
+    text = revaluation_sentence(100, {"points_compared": 1000, "spearman_before_after": 0.934567891234,
+                                      "median_abs_change": 0.000123456789, "points_new": 100},
+                                {"points": 100, "spearman_forecast_vs_sampled": 0.41234,
+                                 "spearman_label_score_vs_run": 0.87654})
+    assert text == ("100 new points valued. The 1,000 earlier points kept their order with Spearman 0.93 "
+                    "before/after; their values moved by 0.00012 (median absolute change). Triage of the new "
+                    "rows before sampling: its value forecast ranked them with Spearman 0.41 against the sampled "
+                    "values; its label-issue score agreed with the run's at Spearman 0.88.")
+    assert revaluation_sentence(1, None) == "1 new point valued."
+    moved = revaluation_sentence(2, {"points_compared": 3, "spearman_before_after": 1.0, "median_abs_change": 0.0,
+                                     "moved_most": [{"point_id": "a", "rank_before": 1, "rank_after": 3}],
+                                     "by_cause": {"size": 0.0012345, "prior": 0.00061, "new_samples": 0.0}})
+    assert moved.endswith("Moved most: a (rank 1 → 3). Median change of the value at the current size by cause: "
+                          "new dataset size 0.0012, refitted prior 0.00061, new samples 0.")

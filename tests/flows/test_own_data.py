@@ -114,6 +114,15 @@ def test_revalue_keeps_the_validation_file_fixed_while_training_rows_arrive(pref
     manifest = _manifest(out)
     assert manifest["revalue"]["new_points"] == 20 and manifest["dataset"]["n_val"] == len(valid)
     assert len(pd.read_parquet(out / "values.parquet")) == len(train) + 20
+    # The new rows were triaged before any of them was sampled: triage.parquet is older than
+    # every ledger shard holding a new row, and the forecast is graded in run.json.
+    triage = out / "triage.parquet"
+    assert set(pd.read_parquet(triage)["point_id"]) == set(new["row_id"])
+    shards = [f for f in (out / "samples" / "shards").glob("*.parquet")
+              if pd.read_parquet(f, columns=["point_id"])["point_id"].isin(new["row_id"]).any()]
+    assert shards and triage.stat().st_mtime_ns < min(f.stat().st_mtime_ns for f in shards)
+    assert manifest["triage"]["points"] == 20 and "spearman_label_score_vs_run" in manifest["triage"]
+    assert "20 new points valued." in proc.stdout and "Triage of the new rows" in proc.stdout
     # The validation file changed in place: refused, nothing lost.
     valid.assign(a=valid["a"] + 1).to_csv(tmp_path / "valid.csv", index=False)
     pd.concat([train, new, new.assign(row_id=[f"m{i}" for i in range(20)])]).to_csv(tmp_path / "train3.csv",

@@ -152,9 +152,26 @@ def test_fit_choose_value_select_tasks_write_their_files(sampled_run):
     np.testing.assert_allclose(chosen["predicted_value"].to_numpy(),
                                pred.reindex(chosen["point_id"].astype(str)).to_numpy(), rtol=1e-12)
     # run.json records which outputs are current, with the sha256 of each file.
-    outputs = read_json(run_dir / "run.json")["outputs"]
+    record = read_json(run_dir / "run.json")
+    outputs = record["outputs"]
     assert outputs["values"]["files"] == {name: sha256_file(run_dir / name) for name in
-                                          ("values.parquet", "learning_curve.json")}
+                                          ("values.parquet", "learning_curve.json", "label_issues.csv")}
+    # Label issues: the score is 1 - the out-of-bag probability of the given label (the
+    # `oob` column, read from the ledger by values_table); the csv lists the flagged pool
+    # rows, as many as run.json counts, and none scores below an unflagged valued point.
+    np.testing.assert_allclose(table["label_issue_score"], 1.0 - table["oob"], rtol=1e-12)
+    issues = record["label_issues"]
+    flagged = pd.read_csv(run_dir / "label_issues.csv", dtype={"point_id": str})
+    assert list(flagged.columns) == ["point_id", "label_issue_score", "given_label", "suggested_label"]
+    assert len(flagged) == issues["n_flagged"] and issues["n_points"] == ds.n_pool
+    assert issues["noise_rate"] == pytest.approx(len(flagged) / ds.n_pool, abs=1e-4) and "confident joint" in issues["rule"]
+    unflagged = table[~table["point_id"].astype(str).isin(flagged["point_id"])]
+    assert flagged["label_issue_score"].min() >= unflagged["label_issue_score"].max()
+    assert (flagged["given_label"] != flagged["suggested_label"]).all()
+    assert values["label_issues"] == dict(issues)
+    # The value at the current size under its fixed name, with the size beside it.
+    assert (table["size_now"] == ds.n_pool).all()
+    np.testing.assert_array_equal(table["value_now"], table[f"value_at_{ds.n_pool}"])
     assert outputs["laws"]["files"] == {"laws.parquet": sha256_file(run_dir / "laws.parquet")}
 
 

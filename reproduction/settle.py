@@ -52,10 +52,9 @@ EXTRAP_SIZES = (2000, 5000, 10000)
 #: (registry model, settings, label, what the page calls it)
 NONLINEAR = (
     ("xgboost", {}, "xgboost", "registry defaults"),
-    ("xgboost", dict(MONOTONE_XGB), "xgboost_monotone",
-     "depth 2, learning rate 0.1, 50 trees: chosen because ψ_k came out monotone, so it cannot confirm the law"),
-    ("mlp_batched", {}, "mlp_batched", "the paper's MLP (one hidden layer of 32, Adam)"),
-    ("svm", {}, "svm", "RBF SVC with Platt probabilities"),
+    ("xgboost", dict(MONOTONE_XGB), "xgboost_monotone", "depth 2, lr 0.1, 50 trees (picked for a monotone ψ_k)"),
+    ("mlp_batched", {}, "mlp_batched", "the paper's MLP"),
+    ("svm", {}, "svm", "RBF, Platt probabilities"),
 )
 NONLINEAR_POINTS = 32
 LOGREG_POINTS = 1000
@@ -178,7 +177,7 @@ def _law_row(samples: pd.DataFrame, dataset: str, model: str, config: str, n_boo
     if verdict == "not measurable" and need is not None and np.isfinite(rate) and rate > 0:
         cells = samples.groupby(["point_id", "k"]).ngroups
         more = max(0, 2 * need * cells - len(samples))
-        reason += f"; about {more / rate / 3600:.1f} more core-hours at the measured {rate:.0f} samples per CPU second"
+        reason += f"; about {more / rate / 3600:.2f} more core-hours at the measured {rate:.0f} samples per CPU second"
     return {"finding": "law fit", "dataset": dataset, "model": model, "config": config,
             "statistic": "noise-corrected R² (out of sample, between points)", "value": r2["r2_nc"],
             "ceiling": r2["ceiling"], "ci_low": r2["ci_low"], "ci_high": r2["ci_high"], "verdict": verdict,
@@ -217,7 +216,7 @@ def law_tables(out: Path, n_boot: int = 1000) -> tuple[pd.DataFrame, pd.DataFram
         f = out / "logreg" / name / "gt"
         if f.exists():
             gt = Ledger(f).read(columns=["point_id", "k", "delta", "round"])
-            rows.append(_law_row(gt, name, "logreg", "registry defaults (C = 1)", n_boot))
+            rows.append(_law_row(gt, name, "logreg", "registry defaults", n_boot))
         for _, _, label, what in NONLINEAR:
             f = out / "ledgers" / name / label
             if not f.exists():

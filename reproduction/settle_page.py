@@ -54,11 +54,11 @@ def _verdict_lines(t: dict[str, pd.DataFrame]) -> list[str]:
     v, why = t["verdicts"], t["verdict_reasons"]
     if v.empty:
         return ["_No verdicts yet: run `pointscale reproduce --settle`._"]
-    lines = ["| finding | dataset | model | statistic | value [95 % interval] | ceiling | verdict |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| finding | dataset | model | config | statistic | value [95 % interval] | ceiling | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
     for _, r in v.iterrows():
         interval = f" [{_f(r['ci_low'])}, {_f(r['ci_high'])}]" if pd.notna(r["ci_low"]) else ""
-        lines.append(f"| {r['finding']} | {r['dataset']} | {r['model']} | {r['statistic']} | "
+        lines.append(f"| {r['finding']} | {r['dataset']} | {r['model']} | {r['config']} | {r['statistic']} | "
                      f"{_f(r['value'], 4 if 'addition' in r['finding'] else 3)}{interval} | {_f(r['ceiling'])} | "
                      f"**{r['verdict']}** |")
     lines += ["", "Why, per row:", ""]
@@ -73,8 +73,8 @@ def _rule_lines() -> list[str]:
         "Implemented in `reproduction/verdicts.py`; tested on planted tables in `tests/core/test_verdicts.py`.", "",
         "* **Law fit** (does ψ_k ≈ c·k^(−α) hold?). The law is fitted per point by weighted least squares to the "
         "cell means of one half of the ground-truth rounds and scored against the other half. Statistic: the "
-        "*noise-corrected R²* — the mean over sizes of 1 − (SSE − N)/(SST − N) between points, where N is the noise "
-        "the other half's cell means carry — with a 95 % bootstrap interval over points and rounds. "
+        "*noise-corrected R²* — 1 − Σ(SSE − N)/Σ(SST − N) over sizes, between points (each size centred on its "
+        "mean), where N is the noise the other half's cell means carry — with a 95 % bootstrap interval over points and rounds. "
         f"A table is decidable when its out-of-sample noise ceiling is ≥ {CEILING_DECIDABLE} or the interval is at most "
         f"{CI_WIDTH_DECIDABLE} wide; otherwise **not measurable**, with the depth a ceiling of {CEILING_DECIDABLE} needs, "
         "n·(1 − c)/c · w/(1 − w) (c the measured ceiling, w = 0.9). Decidable tables are **reproduced** when the "

@@ -83,10 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(p, ServeOptions, title="watcher and schedule")
     add_options(p, PipelineOptions, title="pipeline options (the same as `run`)")
 
-    p = sub.add_parser("reproduce", help="reproduce the paper's findings; writes docs/results.md")
+    p = sub.add_parser("reproduce", help="reproduce the paper's findings; --settle writes docs/results.md")
+    p.add_argument("--settle", action="store_true",
+                   help="settle the findings per model class: ground truth with common random numbers, point "
+                        "addition at 500 and 5,000, extrapolation; writes docs/results/*.csv and docs/results.md")
+    p.add_argument("--depth", type=int, nargs="+", default=None,
+                   help="with --settle: non-linear ground-truth samples per size, raised in these passes "
+                        "(default 16 32 64)")
+    p.add_argument("--repeats", type=int, default=1000, help="with --settle: point-addition initial sets per regime")
     p.add_argument("--quick", action="store_true", help="every protocol at a small scale")
-    p.add_argument("--out", default="runs/reproduce")
-    p.add_argument("--results", default="docs/results.md")
+    p.add_argument("--out", default=None, help="working folder (default runs/settle with --settle, else "
+                                               "runs/reproduce)")
+    p.add_argument("--results", default=None,
+                   help="the page (default docs/results.md with --settle, else OUT/results.md)")
     p.add_argument("--datasets", nargs="+", help="default: adult and magic (if installed), else breast_cancer")
     p.add_argument("--models", nargs="+", help="a subset of the scale's models (default: all)")
     p.add_argument("--gt-per-size", type=int, default=None,
@@ -315,7 +324,14 @@ def cmd_serve(args) -> int:
 def cmd_reproduce(args) -> int:
     from flows.reproduce import main as reproduce_main
 
-    return reproduce_main(quick=args.quick, out=args.out, results=args.results, datasets=args.datasets,
+    if args.settle:
+        from flows.reproduce import settle_main
+
+        return settle_main(out=args.out or "runs/settle", results=args.results or "docs/results.md",
+                           depths=args.depth or [16, 32, 64], repeats=args.repeats, page_only=args.page_only)
+    out = args.out or "runs/reproduce"
+    return reproduce_main(quick=args.quick, out=out, results=args.results or str(Path(out) / "results.md"),
+                          datasets=args.datasets,
                           models=args.models, gt_per_size=args.gt_per_size, page_only=args.page_only,
                           with_runs=args.with_runs)
 

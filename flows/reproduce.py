@@ -108,3 +108,27 @@ def main(quick: bool, out: str, results: str, datasets: list[str] | None = None,
     for line in verdicts(result):
         print(line)
     return 0
+
+
+def settle_main(out: str, results: str, depths: list[int], repeats: int, page_only: bool = False) -> int:
+    """``pointscale reproduce --settle``: sample (resumable), tabulate, write the page; or only the page."""
+    from pathlib import Path
+
+    from reproduction import settle, settle_page
+
+    tables_dir = Path(results).with_suffix("")  # docs/results.md -> docs/results/
+    start = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - start:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    if not page_only:
+        root = Path(out)
+        log(f"settle: working folder {root}, non-linear depths {depths}, {repeats} point-addition repeats")
+        settle.sample_logreg(root, log=log)
+        settle.run_addition(root, repeats=repeats, log=log)
+        settle.sample_nonlinear(root, depths, log=log)
+        settle.tables(root, tables_dir)
+    page = settle_page.write_page(tables_dir, results)
+    print(f"wrote {page} from {tables_dir}", file=sys.stderr)
+    return 0

@@ -78,7 +78,8 @@ HELP = {
     "addition": ["--run-dir", "--n-small", "--n-large", "--repeats"],
     "server": ["--port"],
     "serve": ["--data-dir", "--cron", "--watch-interval", "--valid", "--model"],
-    "reproduce": ["--quick", "--out", "--results", "--datasets", "--models", "--gt-per-size", "--page-only",
+    "reproduce": ["--settle", "--depth", "--repeats", "--quick", "--out", "--results", "--datasets", "--models",
+                  "--gt-per-size", "--page-only",
                   "--with-runs"],
 }
 

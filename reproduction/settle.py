@@ -174,7 +174,8 @@ def _law_row(samples: pd.DataFrame, dataset: str, model: str, config: str, n_boo
     lof = lack_of_fit(samples, n_boot=max(50, n_boot // 10))
     verdict, reason = law_verdict(r2, lof)
     need = needed_depth(r2["samples_per_cell_half"], r2["ceiling"])
-    if verdict == "not measurable" and need is not None and np.isfinite(rate) and rate > 0:
+    deeper = need is not None and need > r2["samples_per_cell_half"]
+    if verdict == "not measurable" and deeper and np.isfinite(rate) and rate > 0:
         cells = samples.groupby(["point_id", "k"]).ngroups
         more = max(0, 2 * need * cells - len(samples))
         reason += f"; about {more / rate / 3600:.2f} more core-hours at the measured {rate:.0f} samples per CPU second"

@@ -53,7 +53,9 @@ rejected, so the test qualifies the verdict; it does not make it.
    the depth a ceiling of 0.9 needs: c = T/(T+N) and N falls as 1/n, so
    n′ = n · (1 − c)/c · w/(1 − w) (w = 0.9).
 2. ``reproduced`` when R²_nc ≥ 0.9 and its interval's lower end ≥ 0.8;
-   otherwise ``not reproduced``.
+   ``not reproduced`` when the interval lies below 0.9 (or the estimate does
+   and the interval is at most 0.10 wide); otherwise ``not measurable``: the
+   interval still reaches both sides of the rule.
 """
 
 from __future__ import annotations
@@ -341,8 +343,14 @@ def law_verdict(r2: dict[str, Any], lof: dict[str, Any] | None = None) -> tuple[
                     f"{lof['share_points_fit']:.0%} of points fit at 5 %")
     if est >= R2_REPRODUCED and lo >= R2_LOW_REPRODUCED:
         return "reproduced", f"noise-corrected R² {est:.3f} [{lo:.3f}, {hi:.3f}] ≥ {R2_REPRODUCED}{lof_note}"
-    return "not reproduced", (f"noise-corrected R² {est:.3f} [{lo:.3f}, {hi:.3f}] below {R2_REPRODUCED} "
-                              f"(or its lower end below {R2_LOW_REPRODUCED}){lof_note}")
+    if hi < R2_REPRODUCED or (est < R2_REPRODUCED and width <= CI_WIDTH_DECIDABLE):
+        return "not reproduced", (f"noise-corrected R² {est:.3f} [{lo:.3f}, {hi:.3f}] below {R2_REPRODUCED}"
+                                  f"{lof_note}")
+    return "not measurable", (f"ceiling {ceil:.2f}, but the interval [{lo:.3f}, {hi:.3f}] reaches both sides of "
+                              f"the rule (R² ≥ {R2_REPRODUCED} with its lower end ≥ {R2_LOW_REPRODUCED}): a deeper "
+                              f"table narrows it (this table: {r2['samples_per_cell_half']:.0f} per size in each "
+                              f"half; a ceiling of 0.95 needs about {needed_depth(r2['samples_per_cell_half'], ceil, 0.95)})"
+                              f"{lof_note}")
 
 
 # --------------------------------------------------------------------------- point addition

@@ -67,6 +67,21 @@ MAX_NEWTON_ITER = 100
 MAX_MULTINOMIAL_PARAMS = 6000
 
 
+
+def _backtrack(theta, step, decrement: float, f: float, X1, objective):
+    """Armijo backtracking along −step from theta: (new theta, its margins X1 @ theta, objective, step length).
+
+    Near the optimum the decrease is below rounding of f: the full step is taken.
+    """
+    t = 1.0
+    while True:
+        new = theta - t * step
+        m_new = X1 @ new
+        f_new = objective(m_new, new)
+        if f_new <= f - 1e-4 * t * decrement or decrement < 1e-12 * (1.0 + abs(f)) or t < 1e-8:
+            return new, m_new, f_new, t
+        t *= 0.5
+
 def _small_step(step: np.ndarray, theta: np.ndarray, axis=None, moved: np.ndarray | None = None) -> np.ndarray:
     """Converged: the step is below rounding of θ or (batched columns) a tiny fraction of the
     distance moved from the base solution θ₀, which is what Δ depends on to first order."""
@@ -97,16 +112,8 @@ def newton_binary(X1: np.ndarray, y: np.ndarray, C: float, pen: np.ndarray,
         H[np.diag_indices_from(H)] += pen
         step = cho_solve(cho_factor(H), g)
         decrement = float(g @ step)
-        t = 1.0
-        while True:
-            new = theta - t * step
-            m_new = X1 @ new
-            f_new = _binary_objective(m_new, y, new, pen, C)
-            # Near the optimum the decrease is below rounding of f: take the full step.
-            if f_new <= f - 1e-4 * t * decrement or decrement < 1e-12 * (1.0 + abs(f)) or t < 1e-8:
-                break
-            t *= 0.5
-        theta, m, f = new, m_new, f_new
+        theta, m, f, t = _backtrack(theta, step, decrement, f, X1,
+                                    lambda mm, th: _binary_objective(mm, y, th, pen, C))
         if _small_step(t * step, theta):
             return theta, True
     return theta, False
@@ -290,15 +297,8 @@ def newton_multinomial(X1, Y, C, pen, gauge_row, Theta=None) -> tuple[np.ndarray
         H = _multi_hessian(X1, P, C, pen, gauge_row)
         step = cho_solve(cho_factor(H), G.ravel()).reshape(d1, K)
         decrement = float(np.sum(G * step))
-        t = 1.0
-        while True:
-            new = Theta - t * step
-            M_new = X1 @ new
-            f_new = _multi_objective(M_new, Y, new, pen, C)
-            if f_new <= f - 1e-4 * t * decrement or decrement < 1e-12 * (1.0 + abs(f)) or t < 1e-8:
-                break
-            t *= 0.5
-        Theta, M, f = new, M_new, f_new
+        Theta, M, f, t = _backtrack(Theta, step, decrement, f, X1,
+                                    lambda mm, th: _multi_objective(mm, Y, th, pen, C))
         if _small_step(t * step, Theta):
             return Theta, True
     return Theta, False

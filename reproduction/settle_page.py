@@ -78,9 +78,10 @@ def _rule_lines() -> list[str]:
         f"A table is decidable when its out-of-sample noise ceiling is ≥ {CEILING_DECIDABLE} or the interval is at most "
         f"{CI_WIDTH_DECIDABLE} wide; otherwise **not measurable**, with the depth a ceiling of {CEILING_DECIDABLE} needs, "
         "n·(1 − c)/c · w/(1 − w) (c the measured ceiling, w = 0.9). Decidable tables are **reproduced** when the "
-        f"noise-corrected R² is ≥ {R2_REPRODUCED} and its interval's lower end ≥ {R2_LOW_REPRODUCED}; **not reproduced** "
-        f"when the interval lies below {R2_REPRODUCED} (or the estimate does and the interval is at most "
-        f"{CI_WIDTH_DECIDABLE} wide); otherwise still **not measurable** (the interval reaches both sides). A per-point χ² lack-of-fit test (bootstrap-calibrated) qualifies the verdict in the reasons.",
+        f"noise-corrected R² is ≥ {R2_REPRODUCED}, else **not reproduced**; where the interval's lower end is below "
+        f"{R2_LOW_REPRODUCED} the reason says why it is wide (one point holding most of the between-point variance "
+        "makes the ratio swing when points are resampled). A per-point χ² lack-of-fit test (bootstrap-calibrated) "
+        "qualifies the verdict in the reasons.",
         "* **Point addition, law rankings beat random**: in both regimes every law ranking's gain over random, paired "
         f"by initial set, is positive by ≥ {Z_FINDING:g} paired standard errors.",
         "* **Point addition, the size-matched ranking wins**: the difference in differences [g(small-size ranking) − "

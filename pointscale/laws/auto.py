@@ -572,6 +572,7 @@ def _diagnostic(test: Mapping[str, Any], estimator: str, usable: pd.DataFrame, c
         "n_samples_scored": test.get("n_samples_scored"),
         "n_points_scored": test.get("n_points_scored"),
         "split_half_correlation": rel.get("split_half_correlation"),
+        "constant": bool(rel.get("constant", False)),
         "samples_per_point": rel.get("samples_per_point"),
         "reliability_error": rel.get("error"),
         "control_variate": "none",

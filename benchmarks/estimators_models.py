@@ -110,6 +110,17 @@ def scores(est: pd.Series, truth: pd.DataFrame) -> dict[str, float]:
             "spearman": float("nan") if constant else float(stats.spearmanr(e, t)[0])}
 
 
+def paired_ev_se(a: pd.Series, b: pd.Series, truth: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> float:
+    """Bootstrap (over the truth's points) standard error of ev(a) − ev(b), the two on the same resampled points."""
+    g = np.random.default_rng(seed)
+    n = len(truth)
+    diffs = np.empty(n_boot)
+    for i in range(n_boot):
+        pick = truth.iloc[g.integers(0, n, n)]
+        diffs[i] = scores(a, pick)["ev"] - scores(b, pick)["ev"]
+    return float(np.nanstd(diffs, ddof=1))
+
+
 def _oob_of_rounds(ledger, base_ids: set) -> pd.DataFrame | None:
     """Out-of-bag evidence of the shards whose bases are all in ``base_ids`` (the first n rounds)."""
     from pointscale.sampling.ledger import summarize
@@ -209,6 +220,7 @@ def models_part(args, log: Callable) -> pd.DataFrame:
                     warnings.simplefilter("ignore")
                     est, info = estimates(first, ds, oob)
                 d = info["default"]
+                vs_mc = paired_ev_se(est[("default", "auto")], est[("monte_carlo", "off")], truth)
                 log(f"  n={n}: default = auto {d['chosen']} (law {d['verdict']}), control variate "
                     f"{'on' if d['control_applied'] else 'off'} (corr {info['control_off'].get('correlation', 0):.2f},"
                     f" variance removed {info['control_off'].get('variance_reduction', 0):.0%}); "
@@ -223,7 +235,8 @@ def models_part(args, log: Callable) -> pd.DataFrame:
                                  "auto_choice": (d["chosen"] if method == "default" else
                                                  info.get(f"auto_{setting}", {}).get("chosen")
                                                  if method == "auto" else None),
-                                 "law_verdict": d["verdict"] if method == "default" else None})
+                                 "law_verdict": d["verdict"] if method == "default" else None,
+                                 "se_ev_vs_monte_carlo": vs_mc if method == "default" else None})
     return pd.DataFrame(rows)
 
 

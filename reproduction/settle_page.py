@@ -15,7 +15,7 @@ import pandas as pd
 
 from .verdicts import CEILING_DECIDABLE, CI_WIDTH_DECIDABLE, R2_LOW_REPRODUCED, R2_REPRODUCED, Z_FINDING
 
-TABLE_NAMES = ("verdicts", "verdict_reasons", "laws", "crn", "addition", "extrapolation", "cost")
+TABLE_NAMES = ("verdicts", "verdict_reasons", "laws", "crn", "addition", "extrapolation", "shapley", "cost")
 COMMAND = "pointscale reproduce --settle"
 
 
@@ -116,12 +116,25 @@ def _appendix(t: dict[str, pd.DataFrame]) -> list[str]:
            "### Extrapolation (adult, logistic regression; laws fitted on sizes 100..1000)", "",
            _md(t["extrapolation"], ["laws", "k", "extrapolation_factor", "points", "samples_per_size", "r2", "pearson",
                                     "ceiling"]),
-           "", "### Cost", "",
+           "", *_shapley_lines(t), "### Cost", "",
            _md(t["cost"], ["dataset", "phase", "new_samples", "wall_s", "cpu_s"], digits=0),
            "", "`cpu_s`: CPU seconds of the sampling process as this command measured them (empty where only wall "
            "time was logged); `wall_s`: wall seconds on the project's 2-core machine, shared with other work.",
            ]
     return out
+
+
+def _shapley_lines(t: dict[str, pd.DataFrame]) -> list[str]:
+    if t["shapley"].empty:
+        return []
+    return ["### Shapley values: the default estimator against Monte Carlo (non-linear models)", "",
+            _md(t["shapley"], ["dataset", "model", "n", "default", "monte_carlo", "se_ev_vs_monte_carlo",
+                               "auto_choice", "truth_reliability", "truth_depth"]),
+            "", "Noise-corrected between-point explained variance against the truth above (the trapezoid mean of its "
+            "per-size means over k in [100, 1000]), of values from n uniform-k samples per point of 128 points "
+            "(seed 1; the 32 truth points scored); `se_ev_vs_monte_carlo`: bootstrap s.e. over points of the "
+            "difference. From `python -m benchmarks.estimators --part models` (its table is committed under "
+            "`benchmarks/results/estimators/`).", ""]
 
 
 def render(t: dict[str, pd.DataFrame]) -> str:

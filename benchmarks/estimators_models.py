@@ -193,6 +193,31 @@ def estimates(rows: pd.DataFrame, ds, oob, seed: int = EST_SEED) -> tuple[dict, 
     return out, info
 
 
+def cached_estimates(stem: Path, rows: pd.DataFrame, ds, ledger) -> tuple[dict, dict]:
+    """:func:`estimates`, kept beside the samples (``stem``.parquet/.json) so a deeper truth only rescores them.
+
+    Delete the two files to re-estimate (e.g. after an estimator changed).
+    """
+    import json
+
+    from pointscale.io import atomic_write_json, atomic_write_parquet
+
+    table, meta = stem.with_suffix(".parquet"), stem.with_suffix(".json")
+    if table.exists() and meta.exists():
+        frame = pd.read_parquet(table)
+        est = {(m, c): g.set_index("point_id")["value"] for (m, c), g in frame.groupby(["method", "control"])}
+        return est, json.loads(meta.read_text())
+    oob = _oob_of_rounds(ledger, set(rows["base_id"].unique().tolist()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est, info = estimates(rows, ds, oob)
+    frame = pd.concat([pd.DataFrame({"method": m, "control": c, "point_id": v.index.astype(str),
+                                     "value": v.to_numpy(dtype=np.float64)}) for (m, c), v in est.items()])
+    atomic_write_parquet(table, frame.reset_index(drop=True))
+    atomic_write_json(meta, info)
+    return est, info
+
+
 def models_part(args, log: Callable) -> pd.DataFrame:
     """Rows: dataset, model, n, method, control, ev, ev_plain, spearman, and the default's choices."""
     from pointscale.data import load_dataset
@@ -214,11 +239,8 @@ def models_part(args, log: Callable) -> pd.DataFrame:
             all_rows, ledger = estimation_samples(ds, model, cache / name / model, max(args.model_grid), log)
             for n in args.model_grid:
                 first = all_rows[all_rows["round"] < n]
-                oob = _oob_of_rounds(ledger, set(first["base_id"].unique().tolist()))
                 t0 = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    est, info = estimates(first, ds, oob)
+                est, info = cached_estimates(cache / name / model / f"estimates-n{n}", first, ds, ledger)
                 d = info["default"]
                 vs_mc = paired_ev_se(est[("default", "auto")], est[("monte_carlo", "off")], truth)
                 log(f"  n={n}: default = auto {d['chosen']} (law {d['verdict']}), control variate "

@@ -287,6 +287,7 @@ MODELS: dict[str, ModelSpec] = {
         "xgboost", {"classification": _xgb_clf, "regression": _xgb_reg},
         {"classification": dict(_XGB), "regression": dict(_XGB)},
         description="XGBoost, hist, 50 trees of depth 4", open_settings=True,
+        solver=f"{_SOLVERS}.xgb:build",
     ),
     "hist_gbm": ModelSpec(
         "hist_gbm", {"classification": _hgb_clf, "regression": _hgb_reg},

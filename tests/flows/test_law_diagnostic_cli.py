@@ -1,5 +1,10 @@
 """A real run with a non-linear model says whether the law holds and how reliable the values are:
-on the terminal, in run.json, in report.md and in the report the Prefect UI shows."""
+on the terminal, in run.json, in report.md and in the report the Prefect UI shows.
+
+One small run per model (breast_cancer, a few points and samples), every run against the session's
+one Prefect server: the registry's booster, batched MLP and SVM (each on its own block solver) and a
+user's own estimator by class path (the generic path).
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,17 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
+#: (model, points, samples per point): enough samples for the diagnostic's split halves and folds,
+#: few enough that the four runs stay short (the random forest's fits are the slowest).
+RUNS = [("xgboost", 60, 8), ("mlp_batched", 60, 8), ("svm", 60, 8),
+        ("sklearn.ensemble:RandomForestClassifier", 40, 6)]
 
-def test_xgboost_run_states_the_law_diagnostic_everywhere(prefect_api, tmp_path):
+
+@pytest.mark.parametrize(("model", "points", "spp"), RUNS, ids=[r[0].rpartition(":")[2] for r in RUNS])
+def test_run_states_the_law_diagnostic_everywhere(prefect_api, tmp_path, model, points, spp):
     out = tmp_path / "run"
-    proc = run_cli("run", "--dataset", "breast_cancer", "--model", "xgboost", "--points", "60",
-                   "--samples-per-point", "8", "--workers", "1", "--no-removal", "--select", "5",
+    proc = run_cli("run", "--dataset", "breast_cancer", "--model", model, "--points", str(points),
+                   "--samples-per-point", str(spp), "--workers", "1", "--no-removal", "--select", "5",
                    "--out", str(out), timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     diagnostic = json.loads((out / "run.json").read_text())["law_diagnostic"]
@@ -27,7 +38,7 @@ def test_xgboost_run_states_the_law_diagnostic_everywhere(prefect_api, tmp_path)
     assert diagnostic["verdict"] in ("holds", "does not hold", "undecided")
     assert diagnostic["control_variate"] == "none"
     sentence = diagnostic["sentence"]
-    assert "scaling law" in sentence and "for xgboost on this data" in sentence and "reliability" in sentence
+    assert "scaling law" in sentence and f"for {model} on this data" in sentence and "reliability" in sentence
     assert sentence in proc.stdout  # the terminal summary
     assert sentence in (out / "report.md").read_text()
     # The report artifact in the UI is report.md with its figures inlined.

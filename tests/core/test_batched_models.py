@@ -128,6 +128,33 @@ def test_block_models_equal_separate_fits(data, request):
         assert -np.mean((pred - ds.y_val) ** 2) == pytest.approx(fit.u_base, abs=1e-12)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("data", ["cancer", "one_hot3"])
+def test_a_models_delta_does_not_depend_on_the_models_beside_it(data, dtype, request):
+    """How many models one call trains (a block's width) changes no model: Δ is bit-identical.
+
+    ``benchmarks/throughput.py`` times calls of 8 to 64 models on the same D as "wider batches" and
+    reports their Δ agreement as exact; this is that claim. Same D, seed and points, trained 12 at
+    once and in calls of 1, 5 and 6 models (widths that leave partial tiles in the products).
+    """
+    ds = request.getfixturevalue(data)
+    solver = MLPBlockSolver(default_params("mlp_batched", ds.task) | {"dtype": dtype, "max_iter": 40}, ds.task,
+                            ds.n_classes, ds.X_val, ds.y_val, "paper_ce")
+    D, Z = np.arange(90), np.arange(150, 162)
+
+    def deltas(width):
+        out = []
+        for s in range(0, len(Z), width):
+            fit = solver(ds.X_train[D], ds.y_train[D], ds.X_train[Z[s:s + width]], ds.y_train[Z[s:s + width]], seed=3)
+            out.append(fit.u_with - fit.u_base)
+        return np.concatenate(out)
+
+    wide = deltas(len(Z))
+    assert np.all(np.isfinite(wide)) and np.ptp(wide) > 0
+    for width in (1, 5, 6):
+        np.testing.assert_array_equal(deltas(width), wide)
+
+
 def test_float32_default_tracks_float64(cancer):
     """The default float32 path (the paper's torch precision) stays close to the float64 one."""
     D, Z = np.arange(150), np.arange(200, 232)

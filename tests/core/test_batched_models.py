@@ -161,7 +161,8 @@ def test_shared_steps_branch_every_point_from_the_base(data, request):
 
     Checked against scikit-learn's own MLP stepped by ``partial_fit`` (one full-batch Adam step
     per call, its optimiser state kept): S calls on D, then max_iter − S on D ∪ {z}. The base
-    model is the default's bit for bit; U(D ∪ {z}) is not (the option changes the answer).
+    model is the default's (to rounding: its shared steps are one model's products); U(D ∪ {z})
+    is not (the option changes the answer).
     """
     ds = request.getfixturevalue(data)
     metric, S, T = "neg_log_loss", 30, 40
@@ -172,7 +173,7 @@ def test_shared_steps_branch_every_point_from_the_base(data, request):
     fit = shared(ds.X_train[D], ds.y_train[D], ds.X_train[Z], ds.y_train[Z], seed=4)
     ref = cold(ds.X_train[D], ds.y_train[D], ds.X_train[Z], ds.y_train[Z], seed=4)
     assert shared.method == "batched_adam_shared" and cold.method == "batched_adam"
-    assert fit.u_base == ref.u_base
+    assert fit.u_base == pytest.approx(ref.u_base, abs=1e-12)
     assert np.abs(fit.u_with - ref.u_with).max() > 1e-6
 
     def stepped(z):

@@ -47,8 +47,10 @@ Shared steps (an option that changes the answer)
 steps once, on D alone, and branches every D ∪ {z} from those weights and
 Adam moments for the remaining steps, with z. A block then costs
 S + (max_iter − S)(B + 1) model-steps instead of max_iter·(B + 1). The base
-model is unchanged (model 0 trains on D throughout, so U(D) equals the
-default's bit for bit), but U(D ∪ {z}) is a different model: z enters after
+model is the same model (model 0 trains on D throughout; its shared steps are
+products of one model's width, which BLAS may sum in another order, so U(D)
+can move by rounding: 7e-9 measured once in float32 on adult at k = 672),
+but U(D ∪ {z}) is a different model: z enters after
 S steps instead of shaping the training from the first one, and the
 network's loss is not convex, so the two do not meet. Δ then measures z's
 effect on the last steps only. Its agreement with the default's Δ (and the
@@ -422,8 +424,8 @@ def train(X, Y, X_own, Y_own, own_weight, params0, *, alpha: float, learning_rat
     first = 1
     if shared_steps:
         # One model on the shared rows alone (own weight 0) takes the shared steps; every model
-        # then starts from its weights and Adam moments. A model's arithmetic does not depend on
-        # the models beside it, so model 0 (own weight 0) ends where the cold path ends.
+        # then starts from its weights and Adam moments (model 0 ends where the cold path ends,
+        # up to the rounding of one-model products).
         zero = xp.zeros_like(own_weight[:1])
         alone = _Block(X, Y, X_own[:1], Y_own[:1], zero, A1_0, alpha=alpha, out=out)
         shared = _initial_params(xp, alone.A1_0, W2_0, b2_0, 1)

@@ -59,6 +59,8 @@ import pandas as pd
 from scipy import stats
 from scipy.optimize import minimize_scalar
 
+from benchmarks.estimators_models import MODELS, detail_markdown, models_part
+from benchmarks.estimators_models import markdown as models_markdown
 from reproduction.estimators import METHODS, markdown, results_section  # noqa: F401 (docs call it from here)
 
 N_GRID = (10, 20, 30, 50, 100)
@@ -480,7 +482,16 @@ def timing_part(args, log) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--part", choices=("all", "values", "flips", "timing", "rules"), default="all")
+    parser.add_argument("--part", choices=("all", "values", "flips", "timing", "rules", "models"), default="all",
+                        help="models: the default estimator for mlp_batched, svm and xgboost against the plain "
+                             "and the fair shrunk mean (benchmarks/estimators_models.py; not in 'all')")
+    parser.add_argument("--settle-dir", default="runs/settle",
+                        help="models: the `pointscale reproduce --settle --out` folder holding the ground truth")
+    parser.add_argument("--models-out", default=".cache/benchmarks/estimators/models",
+                        help="models: the estimation samples' ledgers (sampled where missing)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--model-datasets", nargs="+", default=["adult", "magic"])
+    parser.add_argument("--model-grid", type=int, nargs="+", default=[10, 20, 30, 100])
     parser.add_argument("--datasets", nargs="+", default=["adult", "magic"])
     parser.add_argument("--points", type=int, default=200)
     parser.add_argument("--truth", type=int, default=400)
@@ -513,6 +524,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("all", "flips"):
         flips = flips_part(args, log)
         log("\n" + flips.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    if args.part == "models":  # not part of "all": it reads the settle run's ground truth
+        table = models_part(args, log)
+        md = models_markdown(table) + "\n\n" + detail_markdown(table)
+        log("\n" + md)
+        if args.save:
+            out = Path(args.save)
+            out.mkdir(parents=True, exist_ok=True)
+            table.to_csv(out / "estimators_models.csv", index=False)
+            (out / "estimators_models.md").write_text(md + "\n", encoding="utf-8")
+        return 0
     rules = None
     if args.part == "rules":  # not part of "all": it checks the rules on other data
         rules = rules_part(args, log)

@@ -592,7 +592,7 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
     its ``control_variate`` names the control variate applied.
     """
     from .laws.auto import select_laws
-    from .laws.control import CONTROL_SETTINGS, adjust
+    from .laws.control import CONTROL_SETTINGS, controlled
     from .laws.diagnostic import diagnostic_sentence
     from .sampling import SamplingConfig
 
@@ -603,12 +603,8 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
     rows = load_samples(run_dir, sampling, columns=SAMPLE_COLUMNS + ("base_id", "sample_id"))
-    adjusted, control = adjust(rows, seed=cfg.seed)
-    applied = control["available"] and (control_variate == "on" or
-                                         (control_variate == "auto" and control["helps"]))
-    control = {**control, "setting": control_variate, "applied": bool(applied)}
-    # Without the adjustment the estimators see exactly the columns they always saw.
-    samples = adjusted if applied else rows[list(SAMPLE_COLUMNS)]
+    samples, control = controlled(rows, control_variate, seed=cfg.seed, columns=SAMPLE_COLUMNS)
+    applied = control["applied"]
     fitted = {}
     mle, amortized = _run_laws(run, laws_mle, laws_amortized)
     if amortized is not None and not applied:

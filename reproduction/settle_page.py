@@ -15,7 +15,7 @@ import pandas as pd
 
 from .verdicts import CEILING_DECIDABLE, CI_WIDTH_DECIDABLE, R2_LOW_REPRODUCED, R2_REPRODUCED, Z_FINDING
 
-TABLE_NAMES = ("verdicts", "verdict_reasons", "laws", "crn", "addition", "extrapolation", "cost")
+TABLE_NAMES = ("verdicts", "verdict_reasons", "laws", "crn", "addition", "extrapolation", "shapley", "cost")
 COMMAND = "pointscale reproduce --settle"
 
 
@@ -78,9 +78,10 @@ def _rule_lines() -> list[str]:
         f"A table is decidable when its out-of-sample noise ceiling is ≥ {CEILING_DECIDABLE} or the interval is at most "
         f"{CI_WIDTH_DECIDABLE} wide; otherwise **not measurable**, with the depth a ceiling of {CEILING_DECIDABLE} needs, "
         "n·(1 − c)/c · w/(1 − w) (c the measured ceiling, w = 0.9). Decidable tables are **reproduced** when the "
-        f"noise-corrected R² is ≥ {R2_REPRODUCED} and its interval's lower end ≥ {R2_LOW_REPRODUCED}; **not reproduced** "
-        f"when the interval lies below {R2_REPRODUCED} (or the estimate does and the interval is at most "
-        f"{CI_WIDTH_DECIDABLE} wide); otherwise still **not measurable** (the interval reaches both sides). A per-point χ² lack-of-fit test (bootstrap-calibrated) qualifies the verdict in the reasons.",
+        f"noise-corrected R² is ≥ {R2_REPRODUCED}, else **not reproduced**; where the interval's lower end is below "
+        f"{R2_LOW_REPRODUCED} the reason says why it is wide (one point holding most of the between-point variance "
+        "makes the ratio swing when points are resampled). A per-point χ² lack-of-fit test (bootstrap-calibrated) "
+        "qualifies the verdict in the reasons.",
         "* **Point addition, law rankings beat random**: in both regimes every law ranking's gain over random, paired "
         f"by initial set, is positive by ≥ {Z_FINDING:g} paired standard errors.",
         "* **Point addition, the size-matched ranking wins**: the difference in differences [g(small-size ranking) − "
@@ -115,12 +116,25 @@ def _appendix(t: dict[str, pd.DataFrame]) -> list[str]:
            "### Extrapolation (adult, logistic regression; laws fitted on sizes 100..1000)", "",
            _md(t["extrapolation"], ["laws", "k", "extrapolation_factor", "points", "samples_per_size", "r2", "pearson",
                                     "ceiling"]),
-           "", "### Cost", "",
+           "", *_shapley_lines(t), "### Cost", "",
            _md(t["cost"], ["dataset", "phase", "new_samples", "wall_s", "cpu_s"], digits=0),
            "", "`cpu_s`: CPU seconds of the sampling process as this command measured them (empty where only wall "
            "time was logged); `wall_s`: wall seconds on the project's 2-core machine, shared with other work.",
            ]
     return out
+
+
+def _shapley_lines(t: dict[str, pd.DataFrame]) -> list[str]:
+    if t["shapley"].empty:
+        return []
+    return ["### Shapley values: the default estimator against Monte Carlo (non-linear models)", "",
+            _md(t["shapley"], ["dataset", "model", "n", "default", "monte_carlo", "se_ev_vs_monte_carlo",
+                               "auto_choice", "truth_reliability", "truth_depth"]),
+            "", "Noise-corrected between-point explained variance against the truth above (the trapezoid mean of its "
+            "per-size means over k in [100, 1000]), of values from n uniform-k samples per point of 128 points "
+            "(seed 1; the 32 truth points scored); `se_ev_vs_monte_carlo`: bootstrap s.e. over points of the "
+            "difference. From `python -m benchmarks.estimators --part models` (its table is committed under "
+            "`benchmarks/results/estimators/`).", ""]
 
 
 def render(t: dict[str, pd.DataFrame]) -> str:

@@ -199,7 +199,12 @@ def split_half_reliability(values_a: np.ndarray, values_b: np.ndarray, n_per_poi
                            "samples_per_point": float(n_per_point)}
     for t in RELIABILITY_TARGETS:
         out[f"samples_for_reliability_{t}"] = None
-    if ok.sum() < 3 or np.std(a[ok]) == 0.0 or np.std(b[ok]) == 0.0:
+    if ok.sum() < 3:
+        return out
+    if np.ptp(a[ok]) == 0.0 or np.ptp(b[ok]) == 0.0:
+        # A half whose values are all equal (a shrunk mean whose between-point variance came out zero):
+        # the samples do not tell the points apart, and how many would cannot be sized from them.
+        out.update({"reliability": 0.0, "constant": True})
         return out
     r = float(np.corrcoef(a[ok], b[ok])[0, 1])
     rho = 2.0 * r / (1.0 + r) if r > -1.0 else float("-inf")
@@ -231,6 +236,8 @@ def diagnostic_sentence(diagnostic: Mapping[str, Any], model: str | None = None)
         source = f"so the values come from {words}, which assumes no law"
     elif v == "does not hold":
         source = f"values from {words} nonetheless (no law-free estimator was chosen)"
+    elif diagnostic.get("law_free"):
+        source = f"values from {words}, which assumes no law (it predicted held-out samples best)"
     cv = diagnostic.get("control_variate") or "none"
     if cv != "none":
         source += f" with the {cv} control variate"
@@ -238,6 +245,9 @@ def diagnostic_sentence(diagnostic: Mapping[str, Any], model: str | None = None)
     need = diagnostic.get("samples_for_reliability_0.9")
     if rho is None:
         rel = "reliability unknown (too few samples)"
+    elif diagnostic.get("constant"):
+        rel = ("reliability 0 — the samples do not yet tell the points apart (every value is the same), and "
+               "how many more would cannot be sized from this run")
     elif need is None:
         rel = f"reliability {_num(rho, '.2f')} — more samples per point would not make the values reliable"
     elif rho >= 0.9:

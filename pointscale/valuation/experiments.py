@@ -390,25 +390,54 @@ def _addition_trials(dataset: Any, regimes: Mapping[str, int], repeats: int, res
                      *, labels, balanced: bool, model: str, metric: str, model_params, seed: int) -> list[dict]:
     """One row per (regime, repeat, ranking): the score before and after adding the ranking's points."""
     rows = []
+    solver = _set_solver(dataset, model, metric, model_params)
     for regime, n0 in regimes.items():
         for r in range(repeats):
             g = rng(seed, STREAM_SELECTION, "initial", regime, r)
             base = _stratified(g, rest, y_rest, n0)
             mseed = int_seed(seed, STREAM_MODEL, "addition", regime, r)
-            base_score = _fit_score(dataset, base, model=model, metric=metric, seed=mseed,
-                                    params=model_params)
             g_rand = rng(seed, STREAM_SELECTION, "random", regime, r)
             picks = dict(chosen)
             picks["random"] = select_top(cand_ids, g_rand.random(len(cand_ids)), m_eff,
                                          labels=labels, balanced=balanced)
-            for name in RANKINGS:
-                idx = np.concatenate([base, cand_idx[picks[name]]])
-                score = _fit_score(dataset, idx, model=model, metric=metric, seed=mseed,
-                                   params=model_params)
+            sets = [base] + [np.concatenate([base, cand_idx[picks[name]]]) for name in RANKINGS]
+            scores = _set_scores(dataset, solver, sets, model=model, metric=metric, seed=mseed,
+                                 params=model_params)
+            for name, score in zip(RANKINGS, scores[1:]):
                 rows.append({"regime": regime, "n_initial": n0, "repeat": r, "ranking": name,
-                             "base_score": base_score, "score": score,
-                             "gain": score - base_score})
+                             "base_score": scores[0], "score": score, "gain": score - scores[0]})
     return rows
+
+
+def _set_solver(dataset: Any, model: str, metric: str, params: Mapping[str, Any] | None):
+    """The model's exact solver scored on the test split, where it can fit whole added sets; else None."""
+    from ..sampling.models import default_params, spec_of
+    from ..sampling.solvers import solver_for
+
+    spec = spec_of(model)
+    if spec is None:
+        return None
+    settings = {**default_params(model, dataset.task), **dict(params or {})}
+    solver = solver_for(spec, settings, dataset.task, dataset.n_classes, np.asarray(dataset.X_test),
+                        np.asarray(dataset.y_test), metric)
+    return solver if getattr(solver, "exact", False) and hasattr(solver, "scores_of_sets") else None
+
+
+def _set_scores(dataset: Any, solver, sets: list[np.ndarray], *, model: str, metric: str, seed: int,
+                params: Mapping[str, Any] | None) -> list[float]:
+    """Test scores of the model trained on each index set (``sets[0]`` the base, the others supersets of it).
+
+    With an exact solver (:func:`_set_solver`) the supersets start at the
+    base's optimum; a fit it does not converge is refitted by the estimator.
+    """
+    if solver is None:
+        return [_fit_score(dataset, idx, model=model, metric=metric, seed=seed, params=params) for idx in sets]
+    X, y = np.asarray(dataset.X_train), np.asarray(dataset.y_train)
+    base = sets[0]
+    added = [(X[idx[base.size:]], y[idx[base.size:]]) for idx in sets[1:]]
+    scores, ok = solver.scores_of_sets(X[base], y[base], added)
+    return [float(s) if good else _fit_score(dataset, idx, model=model, metric=metric, seed=seed, params=params)
+            for s, good, idx in zip(scores, ok, sets)]
 
 
 def _se(x: np.ndarray) -> float:

@@ -206,3 +206,15 @@ def test_an_estimator_that_did_not_converge_is_set_aside_and_the_run_says_so(mon
     assert sel["chosen"] != "amortized"
     text = report_summary(law_diagnostic=laws.meta["law_diagnostic"] | {"sentence": "S."}, estimator_choice=sel)
     assert "S." in text and "estimator amortized was not used: its fits did not converge on 100%" in text
+
+
+def test_values_that_do_not_tell_points_apart_are_called_so():
+    from pointscale.laws.diagnostic import diagnostic_sentence, split_half_reliability
+
+    rel = split_half_reliability(np.full(20, 0.3), np.linspace(0, 1, 20), 10)
+    assert rel["reliability"] == 0.0 and rel["constant"] and rel["samples_for_reliability_0.9"] is None
+    d = {"verdict": "undecided", "loglik_gain_per_sample": 0.001, "loglik_gain_se": 0.004,
+         "estimator": "shrunk_mean", "law_free": True, "reliability": 0.0, "constant": True,
+         "samples_for_reliability_0.9": None}
+    sentence = diagnostic_sentence(d, "xgboost")
+    assert "do not yet tell the points apart" in sentence and "assumes no law" in sentence

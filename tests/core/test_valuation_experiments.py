@@ -214,3 +214,20 @@ def test_point_addition_end_to_end_from_sampled_laws(wide):
     # (a random pick of 30 has sd ≈ 7 %; 0.15 is 0.7 sd below the base rate)
     share = res.selections.groupby("ranking")["point_id"].apply(lambda p: p.isin(set(flipped)).mean())
     assert (share < 0.15).all() and share.mean() < 0.12, share
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "neg_log_loss"])
+def test_point_addition_exact_solver_scores_equal_the_estimators(cancer, metric):
+    """The Newton path for whole added sets lands on the estimator's optimum: the same test scores."""
+    from pointscale.valuation.experiments import _set_scores, _set_solver
+
+    solver = _set_solver(cancer, "logreg", metric, None)
+    assert solver is not None
+    g = np.random.default_rng(0)
+    base = np.sort(g.choice(cancer.n_pool, 60, replace=False))
+    rest = np.setdiff1d(np.arange(cancer.n_pool), base)
+    sets = [base] + [np.concatenate([base, g.choice(rest, m, replace=False)]) for m in (5, 20, 40)]
+    fast = _set_scores(cancer, solver, sets, model="logreg", metric=metric, seed=0, params=None)
+    slow = _set_scores(cancer, None, sets, model="logreg", metric=metric, seed=0, params=None)
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-6 if metric != "accuracy" else 0)
+    assert _set_solver(cancer, "knn", metric, None) is None  # no exact set solver: the estimator path

@@ -64,6 +64,25 @@ def test_exact_law_plus_noise_is_reproduced():
     assert lof["p_value"] > 0.01  # the null is true: the bootstrap does not reject
 
 
+def test_one_dominant_point_widens_the_interval_and_the_reason_says_why():
+    psi, c, alpha = planted_law()
+    psi[0] *= 40.0  # one point holds most of the between-point variance
+    s = simulate(psi, rounds=60, noise=0.6)
+    r2 = noise_corrected_r2(s, n_boot=300)
+    assert r2["top_point_share"] > 0.5
+    verdict, reason = law_verdict(r2)
+    assert r2["ceiling"] >= 0.9 and verdict == "reproduced", reason
+    if r2["ci_low"] < 0.8:
+        assert "largest holds" in reason
+
+
+def test_decidable_table_of_a_bumped_psi_is_not_reproduced_even_with_a_wide_interval():
+    r2 = {"r2_nc": 0.7, "ci_low": 0.2, "ci_high": 0.95, "ceiling": 0.93, "samples_per_cell_half": 100,
+          "top_point_share": 0.6}
+    verdict, reason = law_verdict(r2)
+    assert verdict == "not reproduced" and "60%" in reason
+
+
 @pytest.mark.parametrize("shape", ["sign_change", "bump"])
 def test_non_monotone_psi_is_not_reproduced(shape):
     psi, c, _ = planted_law()

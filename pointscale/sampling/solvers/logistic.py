@@ -259,6 +259,27 @@ class LogisticBinarySolver:
                         method=self.method, iterations=it, fallbacks=fallbacks, predict_base=predict_base)
 
 
+    def scores_of_sets(self, Xd, yd, added) -> tuple[np.ndarray, np.ndarray]:
+        """U(D) and U(D ∪ S) for each added set S = (X_S, y_S), and whether each fit converged.
+
+        Point addition adds whole sets, not one point
+        (:func:`pointscale.valuation.point_addition_experiment`): each D ∪ S
+        is solved by the damped Newton method to the same optimum as a cold
+        fit (the objective is strictly convex), started at D's optimum.
+        """
+        X1 = augment(Xd, self.fit_intercept)
+        y = np.asarray(yd, dtype=np.float64)
+        pen = self._pen(X1.shape[1])
+        theta0, ok0 = newton_binary(X1, y, self.C, pen)
+        thetas, oks = [theta0], [ok0]
+        for Xs, ys in added:
+            theta, ok = newton_binary(np.vstack([X1, augment(Xs, self.fit_intercept)]),
+                                      np.concatenate([y, np.asarray(ys, dtype=np.float64)]), self.C, pen, theta0)
+            thetas.append(theta)
+            oks.append(ok)
+        return np.asarray(self._score(np.column_stack(thetas)), dtype=np.float64), np.asarray(oks)
+
+
 # --------------------------------------------------------------------------- multinomial logistic
 
 

@@ -19,8 +19,9 @@ from tests.conftest import run_cli
 pytestmark = pytest.mark.slow
 
 #: (model, points, samples per point, extra options): enough samples for the diagnostic's split
-#: halves and folds, few enough that the four runs stay short (measured under load: 50-65 s each;
-#: the forest's 100 default trees took 125 s, so it gets 25 -- still the user's class, generic path).
+#: halves and folds, few enough that the four runs stay short (60-90 s each on 2 shared cores under
+#: load; the forest's 100 default trees took 125 s, with 25 it took 88 s -- still the user's class
+#: on the generic path).
 RUNS = [("xgboost", 60, 8, ()), ("mlp_batched", 60, 8, ()), ("svm", 60, 8, ()),
         ("sklearn.ensemble:RandomForestClassifier", 40, 6, ("--model-param", "n_estimators=25"))]
 

@@ -14,7 +14,8 @@ D ∪ {z} for every z of the block --
 * through the model's batched solver when ``fast_path=True`` (the
   ``solver`` of its :class:`~.models.ModelSpec`, :mod:`.solvers`): exact ones
   for logistic, ridge and linear regression, the paper's MLP trained for the
-  whole block at once, the SVM on one precomputed kernel per block;
+  whole block at once, the SVM on one precomputed kernel per block, XGBoost
+  on cheaper training containers (the same cold fits);
 * otherwise with the registry's estimator or the user's own (a class path,
   :mod:`.estimators`): cold fits that share the base (and the model seed)
   for every learner, warm-started from the base solution for registry

@@ -14,7 +14,8 @@ Settings chosen for valuation, and why:
   The fast path (:mod:`.solvers.logistic`) solves the same objective exactly.
 * ``xgboost``, ``hist_gbm``, ``random_forest``: small ensembles (50 trees /
   iterations), no early stopping (an internal validation split would make
-  the fitted model depend on a random hold-out of D).
+  the fitted model depend on a random hold-out of D). ``xgboost``'s fits go
+  through :mod:`.solvers.xgb` (the same models on a cheaper container).
 * ``mlp``: the paper's MLP -- one hidden layer of 32 ReLU units, L2
   ``alpha=0.01``, Adam with learning rate 0.01 for exactly 200 full-batch
   steps (``batch_size`` = all rows, no shuffling, no early stop: the loss
@@ -287,6 +288,7 @@ MODELS: dict[str, ModelSpec] = {
         "xgboost", {"classification": _xgb_clf, "regression": _xgb_reg},
         {"classification": dict(_XGB), "regression": dict(_XGB)},
         description="XGBoost, hist, 50 trees of depth 4", open_settings=True,
+        solver=f"{_SOLVERS}.xgb:build",
     ),
     "hist_gbm": ModelSpec(
         "hist_gbm", {"classification": _hgb_clf, "regression": _hgb_reg},

@@ -20,7 +20,7 @@ round, block         int64, position in the plan
 block_members        str, the block's pool indices (``w:hex``, see plans) to redraw D
 model, metric        str
 method               str, ``batched_newton``, ``rank_one``, ``batched_adam``,
-                     ``precomputed_kernel``, ``warm`` or ``cold``
+                     ``batched_adam_shared``, ``precomputed_kernel``, ``warm`` or ``cold``
 dataset_fingerprint  str
 config_hash          str, :meth:`SamplingConfig.identity_hash`
 ==================== ==========================================================

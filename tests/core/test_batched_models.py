@@ -128,6 +128,77 @@ def test_block_models_equal_separate_fits(data, request):
         assert -np.mean((pred - ds.y_val) ** 2) == pytest.approx(fit.u_base, abs=1e-12)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("data", ["cancer", "one_hot3"])
+def test_a_models_delta_does_not_depend_on_the_models_beside_it(data, dtype, request):
+    """How many models one call trains (a block's width) changes no model: Δ is bit-identical.
+
+    ``benchmarks/throughput.py`` times calls of 8 to 64 models on the same D as "wider batches" and
+    reports their Δ agreement as exact; this is that claim. Same D, seed and points, trained 12 at
+    once and in calls of 1, 5 and 6 models (widths that leave partial tiles in the products).
+    """
+    ds = request.getfixturevalue(data)
+    solver = MLPBlockSolver(default_params("mlp_batched", ds.task) | {"dtype": dtype, "max_iter": 40}, ds.task,
+                            ds.n_classes, ds.X_val, ds.y_val, "paper_ce")
+    D, Z = np.arange(90), np.arange(150, 162)
+
+    def deltas(width):
+        out = []
+        for s in range(0, len(Z), width):
+            fit = solver(ds.X_train[D], ds.y_train[D], ds.X_train[Z[s:s + width]], ds.y_train[Z[s:s + width]], seed=3)
+            out.append(fit.u_with - fit.u_base)
+        return np.concatenate(out)
+
+    wide = deltas(len(Z))
+    assert np.all(np.isfinite(wide)) and np.ptp(wide) > 0
+    for width in (1, 5, 6):
+        np.testing.assert_array_equal(deltas(width), wide)
+
+
+@pytest.mark.parametrize("data", ["cancer", "three_classes"])
+def test_shared_steps_branch_every_point_from_the_base(data, request):
+    """``shared_steps=S``: model b is the MLP trained S steps on D, then the rest on D ∪ {z_b}.
+
+    Checked against scikit-learn's own MLP stepped by ``partial_fit`` (one full-batch Adam step
+    per call, its optimiser state kept): S calls on D, then max_iter − S on D ∪ {z}. The base
+    model is the default's (to rounding: its shared steps are one model's products); U(D ∪ {z})
+    is not (the option changes the answer).
+    """
+    ds = request.getfixturevalue(data)
+    metric, S, T = "neg_log_loss", 30, 40
+    D, Z = np.arange(80), np.arange(150, 153)
+    params = default_params("mlp_batched", ds.task) | F64 | {"max_iter": T}
+    shared = MLPBlockSolver(params | {"shared_steps": S}, ds.task, ds.n_classes, ds.X_val, ds.y_val, metric)
+    cold = MLPBlockSolver(params, ds.task, ds.n_classes, ds.X_val, ds.y_val, metric)
+    fit = shared(ds.X_train[D], ds.y_train[D], ds.X_train[Z], ds.y_train[Z], seed=4)
+    ref = cold(ds.X_train[D], ds.y_train[D], ds.X_train[Z], ds.y_train[Z], seed=4)
+    assert shared.method == "batched_adam_shared" and cold.method == "batched_adam"
+    assert fit.u_base == pytest.approx(ref.u_base, abs=1e-12)
+    assert np.abs(fit.u_with - ref.u_with).max() > 1e-6
+
+    def stepped(z):
+        est = make_estimator("mlp", ds.task, 4)
+        classes = np.arange(ds.n_classes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(S):
+                est.partial_fit(ds.X_train[D], ds.y_train[D], classes=classes)
+            rows = np.append(D, z)
+            for _ in range(T - S):
+                est.partial_fit(ds.X_train[rows], ds.y_train[rows], classes=classes)
+        return utility(metric, est, ds.X_val, ds.y_val, ds.n_classes)
+
+    for j, z in enumerate(Z):
+        assert fit.u_with[j] == pytest.approx(stepped(z), abs=1e-9)
+
+
+def test_shared_steps_must_leave_steps_with_the_point(cancer):
+    for bad in (-1, 200, 1.5, True):
+        with pytest.raises(ConfigError, match="shared_steps"):
+            MLPBlockSolver(default_params("mlp_batched", "classification") | {"shared_steps": bad}, "classification",
+                           2, cancer.X_val, cancer.y_val, "paper_ce")
+
+
 def test_float32_default_tracks_float64(cancer):
     """The default float32 path (the paper's torch precision) stays close to the float64 one."""
     D, Z = np.arange(150), np.arange(200, 232)

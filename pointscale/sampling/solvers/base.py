@@ -17,6 +17,7 @@ The families (one file each beside this one):
 * :mod:`.ridge` -- ridge and ordinary least squares (closed-form rank-one updates).
 * :mod:`.mlp` -- the paper's MLP, a block's models trained together (array API).
 * :mod:`.svm` -- the RBF SVM with Platt probabilities on one exact distance table.
+* :mod:`.xgb` -- the registry's XGBoost, each fit on a plain ``DMatrix`` (the same models).
 
 ``docs/extending.md`` adds a family from outside the package.
 

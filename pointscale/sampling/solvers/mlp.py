@@ -41,6 +41,22 @@ hidden delta of a row is :math:`(δ_2 ∘ \mathrm{relu}'(z)) · W_2` unit by
 unit, so :math:`W_2` scales the first layer's (d + 1) × M·h gradient
 rather than the k × M·h deltas.
 
+Shared steps (an option that changes the answer)
+-------------------------------------------------
+``shared_steps=S`` (default 0, off) trains the first S of the ``max_iter``
+steps once, on D alone, and branches every D ∪ {z} from those weights and
+Adam moments for the remaining steps, with z. A block then costs
+S + (max_iter − S)(B + 1) model-steps instead of max_iter·(B + 1). The base
+model is the same model (model 0 trains on D throughout; its shared steps are
+products of one model's width, which BLAS may sum in another order, so U(D)
+can move by rounding: 7e-9 measured once in float32 on adult at k = 672),
+but U(D ∪ {z}) is a different model: z enters after
+S steps instead of shaping the training from the first one, and the
+network's loss is not convex, so the two do not meet. Δ then measures z's
+effect on the last steps only. Its agreement with the default's Δ (and the
+speed) is measured by ``benchmarks/throughput.py``; it is never a default.
+The ledger records it as method ``batched_adam_shared``.
+
 The code is written once against the array API standard
 (``array_api_compat``; scikit-learn vendors a copy, used when the package
 itself is absent), so the same functions run on numpy arrays on the CPU and
@@ -256,6 +272,14 @@ def _initial_params(xp, A1_0, W2_0, b2_0, M: int) -> list:
             xp.asarray(xp.broadcast_to(b2_0[None, :], (M, o)), copy=True)]
 
 
+def _broadcast_models(xp, arrays, M: int) -> list:
+    """[A1 (d+1, 1, h), W2 (1, h, o), b2 (1, o)]-shaped arrays of one model, copied to M models."""
+    A1, W2, b2 = arrays
+    return [xp.asarray(xp.broadcast_to(A1, (A1.shape[0], M, A1.shape[2])), copy=True),
+            xp.asarray(xp.broadcast_to(W2, (M, *W2.shape[1:])), copy=True),
+            xp.asarray(xp.broadcast_to(b2, (M, b2.shape[1])), copy=True)]
+
+
 def _gradients(b: _Block, params) -> tuple:
     """The loss gradients (gA1, gW2, gb2) of every model at ``params``: forward, then backward."""
     xp, rows, out, alpha, buffers = b.xp, b.rows, b.out, b.alpha, b.buffers
@@ -347,7 +371,7 @@ class _Adam:
 
 def train(X, Y, X_own, Y_own, own_weight, params0, *, alpha: float, learning_rate: float,
           max_iter: int, out: str, beta_1: float = ADAM_BETA_1, beta_2: float = ADAM_BETA_2,
-          epsilon: float = ADAM_EPSILON):
+          epsilon: float = ADAM_EPSILON, shared_steps: int = 0):
     """Train M one-hidden-layer MLPs at once by full-batch Adam.
 
     Model m trains on the shared rows ``X`` (k, d) plus its own row
@@ -367,6 +391,11 @@ def train(X, Y, X_own, Y_own, own_weight, params0, *, alpha: float, learning_rat
     alpha, learning_rate, max_iter, beta_1, beta_2, epsilon
         scikit-learn's names and meanings (``max_iter`` = full-batch steps).
     out : {"logistic", "softmax", "identity"}
+    shared_steps : int, default=0
+        The first ``shared_steps`` steps are taken once, by a model on the shared rows alone
+        (no own row), and every model continues from its weights and Adam moments for the
+        remaining ``max_iter − shared_steps`` steps with its own row (module docstring, "Shared steps").
+        0: every model trains all steps from ``params0`` with its own row.
 
     Returns
     -------
@@ -385,11 +414,28 @@ def train(X, Y, X_own, Y_own, own_weight, params0, *, alpha: float, learning_rat
     """
     xp = array_namespace(X)
     W1_0, b1_0, W2_0, b2_0 = params0
-    block = _Block(X, Y, X_own, Y_own, own_weight, xp.concat([W1_0, b1_0[None, :]], axis=0), alpha=alpha, out=out)
-    params = _initial_params(xp, block.A1_0, W2_0, b2_0, X_own.shape[0])
-    adam = _Adam(xp, params, learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
-                 buffers=block.buffers)
-    for t in range(1, max_iter + 1):
+    A1_0 = xp.concat([W1_0, b1_0[None, :]], axis=0)
+    block = _Block(X, Y, X_own, Y_own, own_weight, A1_0, alpha=alpha, out=out)
+    M = X_own.shape[0]
+    adam_args = dict(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+                     buffers=block.buffers)
+    params = _initial_params(xp, block.A1_0, W2_0, b2_0, M)
+    adam = _Adam(xp, params, **adam_args)
+    first = 1
+    if shared_steps:
+        # One model on the shared rows alone (own weight 0) takes the shared steps; every model
+        # then starts from its weights and Adam moments (model 0 ends where the cold path ends,
+        # up to the rounding of one-model products).
+        zero = xp.zeros_like(own_weight[:1])
+        alone = _Block(X, Y, X_own[:1], Y_own[:1], zero, A1_0, alpha=alpha, out=out)
+        shared = _initial_params(xp, alone.A1_0, W2_0, b2_0, 1)
+        adam1 = _Adam(xp, shared, **adam_args)
+        for t in range(1, shared_steps + 1):
+            adam1.step(shared, _gradients(alone, shared), t)
+        params = _broadcast_models(xp, shared, M)
+        adam.ms, adam.vs = _broadcast_models(xp, adam1.ms, M), _broadcast_models(xp, adam1.vs, M)
+        first = shared_steps + 1
+    for t in range(first, max_iter + 1):
         adam.step(params, _gradients(block, params), t)
     order = block.rows.order
     if order is not None:  # back to [W1; b1]
@@ -426,6 +472,11 @@ def check_settings(params: dict[str, Any]) -> dict[str, Any]:
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ConfigError(f"max_iter={steps!r} must be a positive integer (full-batch Adam steps)")
     out["max_iter"] = int(steps)
+    shared = params.get("shared_steps", 0)
+    if isinstance(shared, bool) or not isinstance(shared, (int, np.integer)) or not 0 <= shared < steps:
+        raise ConfigError(f"shared_steps={shared!r} must be an integer in [0, max_iter={steps}) "
+                          "(0: every D ∪ {z} trains all steps with z, the exact default)")
+    out["shared_steps"] = int(shared)
     return out
 
 
@@ -454,17 +505,17 @@ class _BatchedMLPBase(ExplicitParams):
     """One model of the batched trainer behind the scikit-learn contract (the engine's generic path)."""
 
     _PARAMS = ("hidden_layer_sizes", "alpha", "learning_rate_init", "max_iter", "beta_1", "beta_2",
-               "epsilon", "dtype", "random_state")
+               "epsilon", "dtype", "shared_steps", "random_state")
     _task = "classification"
     # Marks _validate_params as this class's own check (check_settings), as the registry expects.
     _parameter_constraints: dict = {}
 
     def __init__(self, hidden_layer_sizes=(32,), alpha=0.01, learning_rate_init=0.01, max_iter=200,
                  beta_1=ADAM_BETA_1, beta_2=ADAM_BETA_2, epsilon=ADAM_EPSILON, dtype="float32",
-                 random_state=None):
+                 shared_steps=0, random_state=None):
         self.hidden_layer_sizes, self.alpha, self.learning_rate_init = hidden_layer_sizes, alpha, learning_rate_init
         self.max_iter, self.beta_1, self.beta_2, self.epsilon = max_iter, beta_1, beta_2, epsilon
-        self.dtype, self.random_state = dtype, random_state
+        self.dtype, self.shared_steps, self.random_state = dtype, shared_steps, random_state
 
     def _validate_params(self):
         try:
@@ -475,6 +526,7 @@ class _BatchedMLPBase(ExplicitParams):
     def _fit(self, X, y, n_classes):
         settings = check_settings(self.get_params())
         dt = settings.pop("dtype")
+        settings.pop("shared_steps")  # one fit has no base to share steps with
         X = np.asarray(X, dtype=dt)
         Y, self.out_ = targets(y, self._task, n_classes)
         seed = 0 if self.random_state is None else int(self.random_state)
@@ -545,6 +597,8 @@ class MLPBlockSolver:
         self.hidden = settings.pop("hidden")
         self.dtype = settings.pop("dtype")
         self.settings = settings
+        if settings["shared_steps"]:
+            self.method = "batched_adam_shared"  # recorded in the ledger: not the cold path
         self.task, self.n_classes = task, int(n_classes)
         self.device = device or CPU
         self.Xv = self.device.asarray(X_val, self.dtype)

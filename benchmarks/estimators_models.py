@@ -111,13 +111,24 @@ def scores(est: pd.Series, truth: pd.DataFrame) -> dict[str, float]:
 
 
 def paired_ev_se(a: pd.Series, b: pd.Series, truth: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> float:
-    """Bootstrap (over the truth's points) standard error of ev(a) − ev(b), the two on the same resampled points."""
+    """Standard error of ev(a) − ev(b): a bootstrap over the truth's points of the paired error difference.
+
+    ev(a) − ev(b) = (Var(e_b − t) − Var(e_a − t)) / D with D = Var(t) − N the
+    (noise-corrected) between-point variance of the truth; D is held at its
+    full-sample value (resampling it makes the ratio explode where D is small),
+    so the interval is that of the error difference, scaled.
+    """
+    t = truth["t"].to_numpy(dtype=np.float64)
+    n = t.size
+    noise = (1.0 - 1.0 / n) * float(truth["v_dev"].mean())
+    denom = float(np.var(t)) - noise
+    ea = a.reindex(truth.index).to_numpy(dtype=np.float64) - t
+    eb = b.reindex(truth.index).to_numpy(dtype=np.float64) - t
     g = np.random.default_rng(seed)
-    n = len(truth)
     diffs = np.empty(n_boot)
     for i in range(n_boot):
-        pick = truth.iloc[g.integers(0, n, n)]
-        diffs[i] = scores(a, pick)["ev"] - scores(b, pick)["ev"]
+        pick = g.integers(0, n, n)
+        diffs[i] = (np.var(eb[pick]) - np.var(ea[pick])) / denom
     return float(np.nanstd(diffs, ddof=1))
 
 
@@ -157,8 +168,11 @@ def _shapley(laws) -> pd.Series:
     return pd.Series(distributional_shapley(laws, *K_RANGE).value, index=laws.point_ids)
 
 
-def estimates(rows: pd.DataFrame, ds, oob, seed: int = EST_SEED) -> tuple[dict, dict]:
-    """Values by every estimator × control setting, the default's, and what auto and the check decided."""
+def estimates(rows: pd.DataFrame, ds, oob, seed: int = EST_SEED, only_auto: bool = False) -> tuple[dict, dict]:
+    """Values by every estimator × control setting, the default's, and what auto and the check decided.
+
+    ``only_auto``: the auto and default rows alone (the others are kept from an earlier run).
+    """
     from pointscale.laws.auto import select_laws
     from pointscale.laws.control import controlled
     from pointscale.valuation import monte_carlo_values
@@ -169,7 +183,7 @@ def estimates(rows: pd.DataFrame, ds, oob, seed: int = EST_SEED) -> tuple[dict, 
         info[f"control_{setting}"] = record
         out[("monte_carlo", setting)] = monte_carlo_values(samples, k_min=K_RANGE[0], k_max=K_RANGE[1])["mc_mean"]
         cache: dict = {}
-        for method in ESTIMATORS[1:-1]:
+        for method in ESTIMATORS[1:-1] if not only_auto else ():
             try:
                 laws, more = select_laws(samples, ds, method=method, oob=oob, random_state=seed, fitted=cache,
                                          k_range=K_RANGE, diagnose=False)
@@ -193,24 +207,29 @@ def estimates(rows: pd.DataFrame, ds, oob, seed: int = EST_SEED) -> tuple[dict, 
     return out, info
 
 
-def cached_estimates(stem: Path, rows: pd.DataFrame, ds, ledger) -> tuple[dict, dict]:
+def cached_estimates(stem: Path, rows: pd.DataFrame, ds, ledger, refresh_auto: bool = False) -> tuple[dict, dict]:
     """:func:`estimates`, kept beside the samples (``stem``.parquet/.json) so a deeper truth only rescores them.
 
-    Delete the two files to re-estimate (e.g. after an estimator changed).
+    ``refresh_auto`` recomputes the auto and default rows only (after the
+    selection rule changed); delete the two files to re-estimate everything.
     """
     import json
 
     from pointscale.io import atomic_write_json, atomic_write_parquet
 
     table, meta = stem.with_suffix(".parquet"), stem.with_suffix(".json")
+    kept: dict = {}
     if table.exists() and meta.exists():
         frame = pd.read_parquet(table)
-        est = {(m, c): g.set_index("point_id")["value"] for (m, c), g in frame.groupby(["method", "control"])}
-        return est, json.loads(meta.read_text())
+        kept = {(m, c): g.set_index("point_id")["value"] for (m, c), g in frame.groupby(["method", "control"])}
+        info = json.loads(meta.read_text())
+        if not refresh_auto:
+            return kept, info
     oob = _oob_of_rounds(ledger, set(rows["base_id"].unique().tolist()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        est, info = estimates(rows, ds, oob)
+        est, info = estimates(rows, ds, oob, only_auto=bool(kept) and refresh_auto)
+    est = {**{k: v for k, v in kept.items() if k[0] not in ("auto", "default")}, **est}
     frame = pd.concat([pd.DataFrame({"method": m, "control": c, "point_id": v.index.astype(str),
                                      "value": v.to_numpy(dtype=np.float64)}) for (m, c), v in est.items()])
     atomic_write_parquet(table, frame.reset_index(drop=True))
@@ -240,9 +259,13 @@ def models_part(args, log: Callable) -> pd.DataFrame:
             for n in args.model_grid:
                 first = all_rows[all_rows["round"] < n]
                 t0 = time.perf_counter()
-                est, info = cached_estimates(cache / name / model / f"estimates-n{n}", first, ds, ledger)
+                est, info = cached_estimates(cache / name / model / f"estimates-n{n}", first, ds, ledger,
+                                             refresh_auto=args.refresh_auto)
                 d = info["default"]
                 vs_mc = paired_ev_se(est[("default", "auto")], est[("monte_carlo", "off")], truth)
+                free = {m: scores(est[(m, "off")], truth)["ev"] for m in ("monte_carlo", "shrunk_mean")}
+                best_free = max(free, key=free.get)
+                vs_free = paired_ev_se(est[("default", "auto")], est[(best_free, "off")], truth)
                 log(f"  n={n}: default = auto {d['chosen']} (law {d['verdict']}), control variate "
                     f"{'on' if d['control_applied'] else 'off'} (corr {info['control_off'].get('correlation', 0):.2f},"
                     f" variance removed {info['control_off'].get('variance_reduction', 0):.0%}); "
@@ -258,7 +281,8 @@ def models_part(args, log: Callable) -> pd.DataFrame:
                                                  info.get(f"auto_{setting}", {}).get("chosen")
                                                  if method == "auto" else None),
                                  "law_verdict": d["verdict"] if method == "default" else None,
-                                 "se_ev_vs_monte_carlo": vs_mc if method == "default" else None})
+                                 "se_ev_vs_monte_carlo": vs_mc if method == "default" else None,
+                                 "se_ev_vs_best_law_free": vs_free if method == "default" else None})
     return pd.DataFrame(rows)
 
 
@@ -266,16 +290,17 @@ def markdown(table: pd.DataFrame) -> str:
     """The done-when table: the default against max(plain mean, fair shrunk mean), and each estimator's EV."""
     if table.empty:
         return ""
-    lines = ["| dataset | model | n | default (chose) | plain mean | fair shrunk mean | best law-free | "
-             "default − best | control variate: corr, variance removed, on? |",
+    lines = ["| dataset | model | n | default (chose) | plain mean | fair shrunk mean | "
+             "default − best of the two (± s.e.) | truth reliability | control variate: corr, variance removed, on? |",
              "|---|---|---|---|---|---|---|---|---|"]
     for (name, model, n), g in table.groupby(["dataset", "model", "n"], sort=False):
         ev = {(r.method, r.control): r.ev for r in g.itertuples()}
         d = g[g["method"] == "default"].iloc[0]
         best = max(ev[("monte_carlo", "off")], ev[("shrunk_mean", "off")])
         lines.append(f"| {name} | {model} | {n} | {ev[('default', 'auto')]:.3f} ({d.auto_choice}) | "
-                     f"{ev[('monte_carlo', 'off')]:.3f} | {ev[('shrunk_mean', 'off')]:.3f} | {best:.3f} | "
-                     f"{ev[('default', 'auto')] - best:+.3f} | {d.cv_correlation:.2f}, "
+                     f"{ev[('monte_carlo', 'off')]:.3f} | {ev[('shrunk_mean', 'off')]:.3f} | "
+                     f"{ev[('default', 'auto')] - best:+.3f} ± {d.se_ev_vs_best_law_free:.3f} | "
+                     f"{d.truth_reliability:.2f} | {d.cv_correlation:.2f}, "
                      f"{d.cv_variance_reduction:.0%}, {'on' if d.cv_helps else 'off'} |")
     return "\n".join(lines)
 

@@ -29,9 +29,6 @@ pytestmark = pytest.mark.slow
 # Small and quick, yet long enough in sampling to be killed there (24 shards, one worker).
 JOB = ["--model", "knn", "--points", "64", "--samples-per-point", "3", "--block-size", "8", "--shard-size", "1",
        "--k-min", "60", "--k-max", "200", "--seed", "3", "--no-amortized", "--no-removal", "--workers", "1"]
-# The same with one sample per point (8 shards): each process of a run (the command, its server, its
-# worker) talks to Prefect from its first shard on, so this exercises all of them in a third of the sampling.
-ONE_ROUND = [("1" if prev == "--samples-per-point" else arg) for prev, arg in zip(["", *JOB], JOB)]
 
 
 def _own_server_env(home: Path, **extra: str) -> dict[str, str]:
@@ -41,9 +38,9 @@ def _own_server_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _start(out: Path, log: Path, env: dict[str, str], job: list[str] = JOB) -> subprocess.Popen:
+def _start(out: Path, log: Path, env: dict[str, str]) -> subprocess.Popen:
     with open(log, "ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", *job, "--out", str(out)], cwd=REPO,
+        return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", *JOB, "--out", str(out)], cwd=REPO,
                                 env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
 
@@ -136,7 +133,7 @@ def test_no_ephemeral_server_under_a_saturated_cpu(tmp_path):
     proc = None
     ephemeral: list[str] = []
     try:
-        proc = _start(out, log, env, ONE_ROUND)
+        proc = _start(out, log, env)
         deadline = time.monotonic() + 500
         while proc.poll() is None and time.monotonic() < deadline:
             for p in _tree(proc.pid):

@@ -34,33 +34,55 @@ def _ledger(run_dir):
     return Ledger(run_dir / "samples").read()
 
 
-@pytest.mark.parametrize("model_args, params", [
-    (["--model", "sklearn.naive_bayes:GaussianNB"], {"var_smoothing": 1e-9}),
-    (["--model", "sklearn.linear_model:LogisticRegression", "--model-param", "C=0.5"], {"C": 0.5}),
-], ids=["GaussianNB", "LogisticRegression-C0.5"])
-def test_user_estimators_complete_with_finite_values(prefect_api, tmp_path, model_args, params):
-    train, valid = own_files(tmp_path)
-    out = tmp_path / "run"
-    proc = run_cli("run", *_args(tmp_path), *model_args, *SMALL, "--out", str(out), timeout=400)
+GAUSSIAN_NB = ["--model", "sklearn.naive_bayes:GaussianNB"]
+LOGISTIC_C05 = ["--model", "sklearn.linear_model:LogisticRegression", "--model-param", "C=0.5"]
+
+
+def _own_run(root, model_args):
+    """``pointscale run`` with a class-path estimator on the user's files in ``root``, and what it wrote,
+    read at once: tests that continue the run (resume, revalue) change the folder afterwards."""
+    train, valid = own_files(root)
+    out = root / "run"
+    args = [*_args(root), *model_args, *SMALL, "--out", str(out)]
+    proc = run_cli("run", *args, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    values = pd.read_parquet(out / "values.parquet")
+    return {"train": train, "valid": valid, "root": root, "out": out, "args": args, "model_args": model_args,
+            "values": pd.read_parquet(out / "values.parquet"), "manifest": _manifest(out),
+            "ledger": _ledger(out).sort_values("sample_id").reset_index(drop=True)}
+
+
+@pytest.fixture(scope="module")
+def gaussian_nb_run(prefect_api, tmp_path_factory):
+    """Checked as a user's estimator, then continued by the resume check."""
+    return _own_run(tmp_path_factory.mktemp("gaussian-nb"), GAUSSIAN_NB)
+
+
+@pytest.fixture(scope="module")
+def logistic_run(prefect_api, tmp_path_factory):
+    """Checked as a user's estimator with a parameter, then continued by the revalue check."""
+    return _own_run(tmp_path_factory.mktemp("logistic"), LOGISTIC_C05)
+
+
+@pytest.mark.parametrize("run, params", [
+    ("gaussian_nb_run", {"var_smoothing": 1e-9}),
+    ("logistic_run", {"C": 0.5}),
+], ids=["GaussianNB", "LogisticRegression-C0.5"])
+def test_user_estimators_complete_with_finite_values(request, run, params):
+    run = request.getfixturevalue(run)
+    train, valid, values, manifest = run["train"], run["valid"], run["values"], run["manifest"]
     assert len(values) == len(train) and np.isfinite(values["shapley"]).all()
     assert set(values["point_id"]) == set(train["row_id"])  # the whole training file is valued
-    sampling = _manifest(out)["config"]["sampling"]
-    assert sampling["model"] == model_args[1]
+    sampling = manifest["config"]["sampling"]
+    assert sampling["model"] == run["model_args"][1]
     assert {k: sampling["model_params"][k] for k in params} == params
-    ledger = _ledger(out)
+    ledger = run["ledger"]
     assert set(ledger["method"]) == {"cold"} and not ledger["failed"].any()  # base sharing, no fast path
-    dataset = _manifest(out)["dataset"]
+    dataset = manifest["dataset"]
     assert (dataset["n_pool"], dataset["n_val"], dataset["n_test"]) == (len(train), len(valid), 0)
 
 
-def test_resume_with_a_custom_estimator_reuses_every_sample(prefect_api, tmp_path):
-    own_files(tmp_path)
-    out = tmp_path / "run"
-    args = [*_args(tmp_path), "--model", "sklearn.naive_bayes:GaussianNB", *SMALL, "--out", str(out)]
-    assert run_cli("run", *args, timeout=400).returncode == 0
-    first = _ledger(out).sort_values("sample_id").reset_index(drop=True)
+def test_resume_with_a_custom_estimator_reuses_every_sample(gaussian_nb_run):
+    out, args, first = gaussian_nb_run["out"], gaussian_nb_run["args"], gaussian_nb_run["ledger"]
     # Lose part of the ledger (as a crash would), then rerun the same command.
     shards = sorted(Ledger(out / "samples").shard_dir.glob("*.parquet"))
     lost = shards[len(shards) // 2]
@@ -100,10 +122,9 @@ def test_coerced_column_is_reported_in_run_json(prefect_api, tmp_path):
     assert manifest["config"]["data"]["coerce_numeric"] is True
 
 
-def test_revalue_keeps_the_validation_file_fixed_while_training_rows_arrive(prefect_api, tmp_path):
-    train, valid = own_files(tmp_path)
-    out = tmp_path / "run"
-    assert run_cli("run", *_args(tmp_path), *SMALL, "--out", str(out), timeout=400).returncode == 0
+def test_revalue_keeps_the_validation_file_fixed_while_training_rows_arrive(logistic_run):
+    # The run of a user's estimator with a parameter: revalue refits with the run's own model.
+    train, valid, out, tmp_path = (logistic_run[k] for k in ("train", "valid", "out", "root"))
     rng = np.random.default_rng(5)
     new = train.sample(20, random_state=1).assign(row_id=[f"n{i}" for i in range(20)],
                                                   a=rng.normal(size=20))

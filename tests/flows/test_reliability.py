@@ -98,17 +98,29 @@ def test_sigkill_midway_then_rerun_finishes_only_the_rest(prefect_api, tmp_path)
     assert (out / "values.parquet").exists() and (out / "report.md").exists()
 
 
-def test_transient_shard_failure_is_retried(prefect_api, tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def retried_run(prefect_api, tmp_path_factory):
+    """The small job with one transient shard failure, run once; completed.
+
+    Shared by the retry check (which reads what this run wrote, kept here as it was) and the
+    corruption check (which corrupts a shard of this completed run folder and reruns it).
+    """
+    out = tmp_path_factory.mktemp("retried") / "run"
     proc = run_cli("run", *SMALL, "--out", str(out),
                    env={"POINTSCALE_FAIL_SHARD": "#3"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    markers = list((out / "samples" / ".faults").iterdir())
+    return {"out": out, "proc": proc, "counts": read_json(out / "run.json")["counts"],
+            "markers": [p.name for p in (out / "samples" / ".faults").iterdir()],
+            "n_samples": len(Ledger(out / "samples").read())}
+
+
+def test_transient_shard_failure_is_retried(retried_run):
+    proc, markers = retried_run["proc"], retried_run["markers"]
     assert len(markers) == 1  # it did fail once, then the retry succeeded
-    assert len(Ledger(out / "samples").read()) == N_SMALL
+    assert retried_run["n_samples"] == N_SMALL
     # The retry stays visible afterwards: counted, and the shard named by its stable key.
-    counts = read_json(out / "run.json")["counts"]
-    assert counts["shards_retried"] == 1 and counts["retried_shards"] == [markers[0].name]
+    counts = retried_run["counts"]
+    assert counts["shards_retried"] == 1 and counts["retried_shards"] == [markers[0]]
     # Not a terminal: plain progress lines, the run's UI link, no traceback.
     assert "flow run: http://127.0.0.1:" in proc.stderr and f"{N_SMALL // 8}/{N_SMALL // 8} shards" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -155,10 +167,10 @@ def test_killing_a_dask_worker_does_not_fail_the_run(prefect_api, tmp_path):
     assert len(final) == N_SAMPLES and final["sample_id"].is_unique
 
 
-def test_corrupted_shard_is_detected_and_resampled(prefect_api, tmp_path):
-    out = tmp_path / "run"
+def test_corrupted_shard_is_detected_and_resampled(retried_run):
+    # A completed run folder (the retried run's: its retry left every shard committed and verified).
+    out = retried_run["out"]
     args = [*SMALL, "--out", str(out)]
-    assert run_cli("run", *args, timeout=300).returncode == 0
     victim = sorted((out / "samples" / "shards").glob("*.parquet"))[2]
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])  # truncated

@@ -28,8 +28,11 @@ import pandas as pd
 
 from .data import DataConfig, Dataset, load_from_config, open_dataset, too_little_data
 from .errors import ConfigError, DataError
-from .io import atomic_write_parquet, atomic_write_text
+from .io import atomic_write_parquet
+from . import partitions
+from .config import stable_hash
 from .laws.amortized import MAX_TRAIN_POINTS as _AMORTIZED_BUDGET
+from .partitions import PART_POINTS, SERIAL
 from .runs import RunFolder
 from .storage import Store, join as storage_join, parent as storage_parent
 from .sampling.config import default_k_range
@@ -440,42 +443,27 @@ def ledger_hash(run_dir: str | Path) -> str:
 # --------------------------------------------------------------------------- laws
 
 
-#: Points per chunk of the MLE fit: its lattice and Newton state take ~15 kB per
-#: point, so a chunk holds ~1.5 GB whatever the number of points.
-MLE_CHUNK_POINTS = 100_000
-
-
-def fit_mle_chunked(samples: pd.DataFrame, chunk_points: int = MLE_CHUNK_POINTS, **kwargs):
-    """:func:`~pointscale.laws.fit_mle` over chunks of points, joined.
-
-    Each point's law depends only on its own samples, so fitting chunk by
-    chunk gives the same laws with memory bounded by the chunk.
-    """
-    from .laws import FittedScalingLaws, fit_mle
-
-    codes, uniques = pd.factorize(samples["point_id"], sort=True)
-    if len(uniques) <= chunk_points:
-        return fit_mle(samples, **kwargs)
-    order = np.argsort(codes, kind="stable")
-    cuts = np.searchsorted(codes[order], np.arange(0, len(uniques), chunk_points)[1:])
-    parts = [fit_mle(samples.iloc[rows], **kwargs) for rows in np.split(order, cuts)]
-    return FittedScalingLaws.concat(parts)
-
-
-def fit_mle_laws(run_dir: str | Path, sampling: Mapping[str, Any]) -> dict[str, Any]:
+def fit_mle_laws(run_dir: str | Path, sampling: Mapping[str, Any], *, pool=SERIAL,
+                 part_points: int = PART_POINTS) -> dict[str, Any]:
     """Per-point maximum-likelihood laws from the ledger -> ``laws_mle.parquet``.
 
     One candidate of :func:`choose_laws` (and a comparison column of the
-    values table), not necessarily the laws the values come from.
+    values table), not necessarily the laws the values come from. Fitted
+    partition by partition of points (:mod:`.partitions`; ``part_points``
+    per partition), each partition one call of ``pool.map``, then joined
+    by one more call.
     """
     run = RunFolder(run_dir)
     start = time.perf_counter()
-    samples = load_samples(run_dir, sampling)
-    laws = fit_mle_chunked(samples)
-    laws.save(run.file(LAWS_MLE))
-    flags = {name: int(np.sum(v)) for name, v in laws.flags.items()}
-    return {"files": [LAWS_MLE], "points": laws.n_points, "samples": int(len(samples)), "flags": flags,
-            "median_alpha": float(np.nanmedian(laws.alpha)) if laws.n_points else None,
+    where = run.location()
+    record = partitions.split(where, sampling, part_points=part_points, pool=pool)
+    n = record["parts"]
+    fitted = pool.map(partitions.fit_mle_part, [where] * n, [record] * n, range(n))
+    names = [f["file"] for f in fitted if f["file"]]
+    joined = pool.map(partitions.join_laws, [where], [names], [LAWS_MLE])[0]
+    run.fetch(LAWS_MLE, LAWS_MLE + ".json")
+    return {"files": [LAWS_MLE], "points": joined["points"], "samples": int(sum(f["samples"] for f in fitted)),
+            "flags": joined["flags"], "median_alpha": joined["median_alpha"], "partitions": n,
             "seconds": round(time.perf_counter() - start, 3)}
 
 
@@ -633,7 +621,7 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
 
 def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
           target_sizes: Sequence[int] | None = None, *, laws: str = LAWS, laws_mle: str | None = LAWS_MLE,
-          laws_amortized: str | None = None) -> dict[str, Any]:
+          laws_amortized: str | None = None, pool=SERIAL, part_points: int = PART_POINTS) -> dict[str, Any]:
     """The values table -> ``values.parquet`` (and ``learning_curve.json``), from the chosen laws.
 
     ``laws`` names the laws behind ``shapley`` (:func:`choose_laws`' file);
@@ -647,52 +635,40 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     ``label_issues.csv`` (the flagged rows of the whole pool,
     :mod:`pointscale.valuation.label_issues`); their count, estimated rate
     and threshold rule go to ``run.json`` under ``label_issues``.
+
+    Computed partition by partition of points (:mod:`.partitions`), each
+    partition one call of ``pool.map``; one more call joins the parts and
+    does what needs every point (ranks, label issues, learning curve).
     """
-    from .io import atomic_write_json
+    from .io import sha256_file
+    from .laws import FittedScalingLaws
     from .sampling import SamplingConfig
-    from .valuation import value_column, values_table
-    from .valuation.label_issues import label_issues_frame, pool_label_issues
-    from .valuation.learning_curve import fit_learning_curve
 
     run = RunFolder(run_dir)
-    ds = open_dataset(dataset_path)
+    n_pool = open_dataset(dataset_path, object_ids=False).n_pool
     cfg = SamplingConfig.from_dict(dict(sampling))
-    chosen = _load_laws(run, laws)
-    # u_base (the base fits' utilities) feeds the learning curve.
-    samples = load_samples(run_dir, sampling, columns=SAMPLE_COLUMNS + ("u_base",))
-    mle, amortized = _run_laws(run, laws_mle, laws_amortized)
-    oob = _oob(run_dir)
-    sizes = list(target_sizes) if target_sizes else [ds.n_pool, 10 * ds.n_pool]
+    sizes = list(target_sizes) if target_sizes else [n_pool, 10 * n_pool]
     # The value at the current size is always computed: it lives under one name across versions.
-    computed = sizes if ds.n_pool in sizes else [*sizes, ds.n_pool]
-    table = values_table(chosen, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=computed,
-                         samples=samples, amortized=amortized,
-                         compare={"mle": mle, "amortized": amortized}, oob=oob)
-    table["value_now"] = table[value_column(ds.n_pool)]
-    table["size_now"] = np.int64(ds.n_pool)
-    files = [VALUES]
-    issues = pool_label_issues(oob, ds)
-    if issues is not None:
-        scores = issues.table.set_index("point_id")["label_issue_score"]
-        table["label_issue_score"] = scores.reindex(table["point_id"].astype(str)).to_numpy(dtype=np.float64)
-        atomic_write_text(run.file(LABEL_ISSUES), label_issues_frame(issues, ds.classes).to_csv(index=False))
-        files.append(LABEL_ISSUES)
-    label_summary = None if issues is None else dict(issues.summary(), file=LABEL_ISSUES)
-    run.update_manifest(label_issues=label_summary)
-    atomic_write_parquet(run.file(VALUES), table)
-    try:
-        curve = fit_learning_curve(samples, n_pool=ds.n_pool, seed=cfg.seed)
-        curve["metric"] = cfg.metric
-        atomic_write_json(run.file(LEARNING_CURVE), curve)
-        files.append(LEARNING_CURVE)
-    except DataError as exc:  # too few base fits: say so, do not invent a curve
-        curve = {"skipped": str(exc)}
-    by_estimator = table["estimator"].value_counts().to_dict()
-    return {"files": files, "points": int(len(table)),
-            "by_estimator": {str(k): int(v) for k, v in by_estimator.items()},
-            "estimator": chosen.meta.get("selection"),
-            "negative_c": int(table["negative_c"].sum()) if "negative_c" in table else None,
-            "target_sizes": sizes, "learning_curve": curve, "label_issues": label_summary}
+    computed = sizes if n_pool in sizes else [*sizes, n_pool]
+    where = run.location()
+    record = partitions.split(where, sampling, part_points=part_points, pool=pool)
+    sources = {"laws": laws, "mle": laws_mle, "amortized": laws_amortized}
+    key = stable_hash({"split": record["key"], "sizes": [int(k) for k in computed], "k": [cfg.k_min, cfg.k_max],
+                       "laws": {role: sha256_file(run.file(name)) if name else None
+                                for role, name in sources.items()}})[:16]
+    out = f"{partitions.PARTS}/{record['key']}/values-{key}"
+    n = record["parts"]
+    parts = pool.map(partitions.value_part, [where] * n, [dataset_path] * n, [record] * n, range(n),
+                     [sources] * n, [(cfg.k_min, cfg.k_max)] * n, [computed] * n, [out] * n)
+    names = {"values": VALUES, "label_issues": LABEL_ISSUES, "learning_curve": LEARNING_CURVE}
+    joined = pool.map(partitions.join_values, [where], [dataset_path], [dict(sampling)], [record], [parts],
+                      [names])[0]
+    run.fetch(*joined["files"])
+    run.update_manifest(label_issues=joined["label_issues"])
+    chosen = FittedScalingLaws.read_meta(run.file(laws))
+    return {"files": joined["files"], "points": joined["points"], "by_estimator": joined["by_estimator"],
+            "estimator": chosen.get("selection"), "negative_c": joined["negative_c"], "target_sizes": sizes,
+            "learning_curve": joined["learning_curve"], "label_issues": joined["label_issues"], "partitions": n}
 
 
 def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None = None, *,

@@ -335,6 +335,20 @@ class Store:
         frame.to_parquet(buffer, engine="pyarrow", index=False)
         return self.write_bytes(name, buffer.getvalue())
 
+    def download(self, name: str, path: str | os.PathLike) -> Path:
+        """Copy one object to the local file ``path`` in chunks (never whole in memory), atomically."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, self.open(name) as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
     def delete(self, *parts: str) -> None:
         """Remove one object; nothing if it is not there."""
         key = self.key(*parts)

@@ -29,11 +29,12 @@ from pointscale.runs import RunFolder, package_versions
 from tasks import ingest as ingest_tasks
 from tasks import laws as law_tasks
 from tasks import valuation as value_tasks
+from tasks.partitions import TaskPool, use_pool
 from tasks._cache import code_version
 
 from .options import ExecutionOptions, PipelineOptions
 from .progress import RunProgress, claim_run_folder, log_line, reporter
-from .sampling import check_dask_address, dask_task_runner, describe_cluster, sample_stage
+from .sampling import check_dask_address, dask_cluster, dask_task_runner, describe_cluster, sample_stage
 
 
 def _label(dataset: str) -> str:
@@ -94,12 +95,21 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
     t = time.perf_counter()
     words = describe_cluster(options.workers, options.dask_address)
     progress.stage("dask", f"{words} ...")
-    runner = dask_task_runner(workers=options.workers, address=options.dask_address)
-    samples = sample_stage.with_options(task_runner=runner)(
-        run_dir=root, dataset=ds_info, sampling=sampling, points_hash=pipeline.points_hash(run.root),
-        progress_id=progress.artifact_id)
-    run.update_manifest(counts=samples["counts"])
-    _stage_done(run, "sample", timings, t)
+    with dask_cluster(options.workers, options.dask_address) as address:
+        samples = sample_stage.with_options(task_runner=dask_task_runner(address))(
+            run_dir=root, dataset=ds_info, sampling=sampling, points_hash=pipeline.points_hash(run.root),
+            progress_id=progress.artifact_id)
+        run.update_manifest(counts=samples["counts"])
+        _stage_done(run, "sample", timings, t)
+        # The per-point stages run partition by partition on the same cluster (tasks.partitions).
+        with dask_task_runner(address) as runner, use_pool(TaskPool(runner)):
+            return _downstream(run, ds_info, sampling, samples, options, progress, timings=timings)
+
+
+def _downstream(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any], samples: dict[str, Any],
+                options: PipelineOptions, progress: RunProgress, *, timings: dict[str, float]) -> dict[str, Any]:
+    """Every stage after sampling, each given what the stages before it produced."""
+    root = run.location()
 
     # Every stage reads the stored dataset version, but only through the samples: quoted,
     # the reference draws no edge from ingest to each stage, so the run graph shows the

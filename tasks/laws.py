@@ -13,17 +13,19 @@ from prefect import task
 from pointscale import pipeline
 
 from ._cache import output_ref, run_stage
+from .partitions import current_pool
 
 
 @task(name="fit-mle-laws", retries=1)
 def fit_mle_laws(run_dir: str, sampling: dict[str, Any], samples: dict[str, Any]) -> dict[str, Any]:
-    """Per-point maximum likelihood -> laws_mle.parquet.
+    """Per-point maximum likelihood -> laws_mle.parquet, partition by partition on the flow's cluster.
 
     ``samples`` is the sampling stage's result (its ``ledger_hash`` and
     ``points_hash`` identify the samples the laws are fitted to).
     """
     inputs = {"sampling": sampling, "ledger": samples["ledger_hash"], "points": samples["points_hash"]}
-    return run_stage(run_dir, "laws_mle", inputs, lambda: pipeline.fit_mle_laws(run_dir, sampling))
+    return run_stage(run_dir, "laws_mle", inputs, lambda: pipeline.fit_mle_laws(run_dir, sampling,
+                                                                               pool=current_pool()))
 
 
 @task(name="fit-amortized", retries=1)

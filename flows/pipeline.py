@@ -26,6 +26,7 @@ from prefect.utilities.annotations import quote
 from pointscale import pipeline, revaluation
 from pointscale.data import DataConfig, open_dataset
 from pointscale.runs import RunFolder, package_versions
+from pointscale.storage import set_storage_options
 from tasks import ingest as ingest_tasks
 from tasks import laws as law_tasks
 from tasks import valuation as value_tasks
@@ -117,7 +118,7 @@ def _downstream(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
     dataset = quote(ds_info)
     t = time.perf_counter()
     progress.stage("fit-mle-laws", "fitting the per-point laws (maximum likelihood)")
-    mle = law_tasks.fit_mle_laws(root, sampling, samples)
+    mle = law_tasks.fit_mle_laws(root, sampling, samples, options.partition_points)
     _stage_done(run, "fit_mle_laws", timings, t)
     amortized = None
     if options.amortized:
@@ -137,7 +138,8 @@ def _downstream(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
     _stage_done(run, "choose_laws", timings, t)
     t = time.perf_counter()
     progress.stage("value", "valuing the points")
-    values = value_tasks.value(root, dataset, sampling, samples, laws, mle, amortized, options.target_sizes)
+    values = value_tasks.value(root, dataset, sampling, samples, laws, mle, amortized, options.target_sizes,
+                               options.partition_points)
     progress.stage("select", f"selecting {options.select_m} points")
     selection = value_tasks.select(root, dataset, laws, values, options.select_m)
     _stage_done(run, "value_select", timings, t)
@@ -199,6 +201,7 @@ def pipeline_flow(
     """Value the points of a dataset: the whole pipeline on one dataset version."""
     logger = get_run_logger()
     started = time.perf_counter()
+    set_storage_options(options.storage_options)
     progress = _start(f"reading {options.dataset}")
     check_dask_address(options.dask_address)
     data = DataConfig(**options.data_config()).to_dict()
@@ -261,6 +264,7 @@ def revalue_flow(
     """
     logger = get_run_logger()
     started = time.perf_counter()
+    set_storage_options(execution.storage_options)
     progress = _start(f"revaluing {run_dir} with {source}")
     check_dask_address(execution.dask_address)
     run = RunFolder(run_dir)

@@ -399,12 +399,11 @@ def points_hash(run_dir: str | Path) -> str:
 
 
 def load_point_groups(run_dir: str | Path) -> list[list[str]]:
-    from .io import read_json
-
-    path = RunFolder(run_dir).file("points.json")
-    if not path.exists():
+    """The point groups of ``points.json``, read where the run folder is (a worker has no working copy)."""
+    store = Store(RunFolder(run_dir).location())
+    if not store.exists("points.json"):
         return []
-    return [list(g) for g in read_json(path)["groups"]]
+    return [list(g) for g in store.read_json("points.json")["groups"]]
 
 
 #: The ledger columns the law fits and the values table need (the ledger has ~20).
@@ -528,9 +527,8 @@ LABEL_ISSUES = "label_issues.csv"
 
 
 def _load_laws(run: RunFolder, name: str | None):
-    from .laws import FittedScalingLaws
-
-    return FittedScalingLaws.load(run.file(name)) if name else None
+    """The laws in ``name`` where the run folder is (None: none)."""
+    return partitions.load_laws(Store(run.location()), name) if name else None
 
 
 def _member(ids: np.ndarray, among) -> np.ndarray:
@@ -546,7 +544,7 @@ def _run_laws(run: RunFolder, laws_mle: str | None, laws_amortized: str | None):
     """
     mle = _load_laws(run, laws_mle)
     amortized = _load_laws(run, laws_amortized)
-    points = {p for g in load_point_groups(run.root) for p in g}
+    points = {p for g in load_point_groups(run.location()) for p in g}
     if amortized is not None and points:
         amortized = amortized.subset(_member(amortized.point_ids, list(points)))
     return mle, amortized
@@ -554,7 +552,7 @@ def _run_laws(run: RunFolder, laws_mle: str | None, laws_amortized: str | None):
 
 def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any], *,
                 laws_mle: str = LAWS_MLE, laws_amortized: str | None = None,
-                method: str = "auto", control_variate: str = "auto") -> dict[str, Any]:
+                method: str = "auto", control_variate: str = "auto", pool=SERIAL) -> dict[str, Any]:
     """The laws the values come from -> ``laws.parquet`` (the choice recorded in its ``meta['selection']``).
 
     :func:`pointscale.laws.auto.select_laws` with ``method`` ("auto": the
@@ -578,14 +576,32 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
     how reliable the values are, in one sentence) goes to the laws'
     ``meta['law_diagnostic']``, the summary and ``run.json``'s ``law_diagnostic``;
     its ``control_variate`` names the control variate applied.
+
+    The choice needs every point's samples at once (the estimators' population
+    priors, the cross-validation's shared variance and standard errors): it
+    runs as one call of ``pool.map`` (on a worker of the flow's cluster, not
+    in the flow's process), which writes ``laws.parquet`` where the run folder is.
     """
-    from .laws.auto import select_laws
-    from .laws.control import CONTROL_SETTINGS, adjust
-    from .laws.diagnostic import diagnostic_sentence
-    from .sampling import SamplingConfig
+    from .laws.control import CONTROL_SETTINGS
 
     if control_variate not in CONTROL_SETTINGS:
         raise ConfigError(f"control_variate={control_variate!r} must be one of {CONTROL_SETTINGS}")
+    run = RunFolder(run_dir)
+    summary = pool.map(compute_chosen_laws, [run.location()], [dataset_path], [dict(sampling)], [laws_mle],
+                       [laws_amortized], [method], [control_variate])[0]
+    run.fetch(LAWS, LAWS + ".json")
+    run.update_manifest(law_diagnostic=summary["law_diagnostic"])
+    return summary
+
+
+def compute_chosen_laws(run_dir: str, dataset_path: str, sampling: Mapping[str, Any], laws_mle: str | None,
+                        laws_amortized: str | None, method: str, control_variate: str) -> dict[str, Any]:
+    """The body of :func:`choose_laws`, run where the pool runs it: reads and writes only the run folder."""
+    from .laws.auto import select_laws
+    from .laws.control import adjust
+    from .laws.diagnostic import diagnostic_sentence
+    from .sampling import SamplingConfig
+
     run = RunFolder(run_dir)
     start = time.perf_counter()
     ds = open_dataset(dataset_path)
@@ -612,8 +628,7 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
     diagnostic = dict(laws.meta["law_diagnostic"], control_variate="block-mean" if applied else "none")
     diagnostic["sentence"] = diagnostic_sentence(diagnostic, model)
     laws = dataclasses.replace(laws, meta={**laws.meta, "selection": selection, "law_diagnostic": diagnostic})
-    laws.save(run.file(LAWS))
-    run.update_manifest(law_diagnostic=diagnostic)
+    partitions.save_laws(Store(run.location()), LAWS, laws)
     return {"files": [LAWS], "points": laws.n_points, "chosen": selection["chosen"], "estimator": selection,
             "control_variate": control, "law_diagnostic": diagnostic,
             "seconds": round(time.perf_counter() - start, 3)}

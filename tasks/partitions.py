@@ -18,7 +18,6 @@ from typing import Any, Callable, Iterable, Iterator
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.utilities.annotations import quote
 
 from pointscale.partitions import SERIAL
 
@@ -40,7 +39,7 @@ class TaskPool:
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable) -> list:
         stem = fn.__name__.replace("_", "-")
-        futures = [self.runner.submit(partition_call, {"label": f"{stem}-{i}", "fn": fn, "args": quote(tuple(a))})
+        futures = [self.runner.submit(partition_call, {"label": f"{stem}-{i}", "fn": fn, "args": tuple(a)})
                    for i, a in enumerate(zip(*iterables))]
         return [f.result() for f in futures]
 

@@ -109,3 +109,27 @@ def test_adult_by_partitions_on_s3_equals_the_local_run(prefect_server, s3_bucke
         texts += [store.read_bytes(k).decode("latin-1") for k in store.walk()]
     for text in texts:
         assert S3_SECRET not in text and S3_KEY_ID not in text
+
+
+def test_storage_options_reach_bare_workers_and_are_no_credential(prefect_server, s3_bucket, tmp_path):
+    # Neither the flow nor the workers know the endpoint from their environment: only the run's
+    # storage options say where the server is, and the flow hands them to the workers.
+    keys = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    url = f"{s3_bucket}/runs/options"
+    with ExitStack() as stack:
+        bare = start_bare_cluster(stack, tmp_path / "cluster", extra_env=keys)
+        proc = run_cli("run", "--dask-address", bare["address"], "--points", "24", "--samples-per-point", "3",
+                       "--no-amortized", "--no-removal", "--partition-points", "10", "--storage-option",
+                       f"endpoint_url={endpoint}", "--out", url, timeout=300, cwd=tmp_path,
+                       unset=("AWS_ENDPOINT_URL",))
+        logs = "".join(p.read_text(errors="replace")[-2000:] for p in sorted(bare["logs"].glob("*.log")))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:] + logs
+    store = Store(url)
+    record = store.read_json("run.json")
+    assert record["status"] == "completed"
+    assert record["config"]["options"]["storage_options"] == {"endpoint_url": endpoint}
+    assert record["outputs"]["values"]["result"]["partitions"] == 3
+    assert len(store.read_parquet("values.parquet")) == 24
+    for text in [proc.stdout, proc.stderr, logs] + [store.read_bytes(k).decode("latin-1") for k in store.walk()]:
+        assert S3_SECRET not in text and S3_KEY_ID not in text

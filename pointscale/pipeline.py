@@ -474,6 +474,8 @@ def _oob(run_dir: str | Path):
     return None if oob.empty else oob
 
 
+#: The amortized model's folder in the run folder (the revaluation's triage reads it).
+AMORTIZED_MODEL = "amortized_model"
 #: Points the amortized estimator trains on at most (the budget used is recorded
 #: in the stage's summary; see :data:`pointscale.laws.amortized.MAX_TRAIN_POINTS`).
 AMORTIZED_MAX_TRAIN_POINTS = _AMORTIZED_BUDGET
@@ -481,20 +483,35 @@ AMORTIZED_MAX_TRAIN_POINTS = _AMORTIZED_BUDGET
 
 def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
                   params: Mapping[str, Any] | None = None,
-                  max_train_points: int | None = AMORTIZED_MAX_TRAIN_POINTS) -> dict[str, Any]:
+                  max_train_points: int | None = AMORTIZED_MAX_TRAIN_POINTS, *, pool=SERIAL) -> dict[str, Any]:
     """The amortized estimator trained on the samples -> ``laws_amortized.parquet``.
 
     Inputs are the points' features, labels and out-of-bag evidence. Laws are
     predicted for every point of the training pool, including points with no
     samples yet (e.g. rows that just arrived). With more than
     ``max_train_points`` sampled points, a seeded subsample of that many
-    trains the model (None: all).
+    trains the model (None: all). Runs as one call of ``pool.map`` (on a
+    worker of the flow's cluster), which writes the laws and the model
+    (``amortized_model/``) where the run folder is.
     """
+    run = RunFolder(run_dir)
+    summary = pool.map(compute_amortized, [run.location()], [dataset_path], [dict(sampling)],
+                       [dict(params or {})], [max_train_points])[0]
+    run.fetch(LAWS_AMORTIZED, LAWS_AMORTIZED + ".json", *summary.pop("model_files"))
+    return summary
+
+
+def compute_amortized(run_dir: str, dataset_path: str, sampling: Mapping[str, Any], params: Mapping[str, Any],
+                      max_train_points: int | None) -> dict[str, Any]:
+    """The body of :func:`fit_amortized`, run where the pool runs it: reads and writes only the run folder."""
+    import tempfile
+
     from .laws import AmortizedScalingLaws
     from .laws.amortized import training_points
     from .sampling import SamplingConfig
 
     run = RunFolder(run_dir)
+    store = Store(run.location())
     start = time.perf_counter()
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
@@ -507,9 +524,16 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
     model = AmortizedScalingLaws(random_state=cfg.seed, **{"task": ds.task, **dict(params or {})})
     model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, sampled, oob=oob)
     laws = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids, oob=oob)
-    laws.save(run.file(LAWS_AMORTIZED))
-    model.save(run.file("amortized_model"))  # the revaluation's triage forecasts new rows with it
-    return {"files": [LAWS_AMORTIZED], "points_predicted": laws.n_points, "points_trained": len(sampled),
+    partitions.save_laws(store, LAWS_AMORTIZED, laws)
+    model_files = []
+    with tempfile.TemporaryDirectory() as tmp:  # the revaluation's triage forecasts new rows with it
+        folder = model.save(Path(tmp) / "model")
+        for file in sorted(folder.iterdir()):
+            name = f"{AMORTIZED_MODEL}/{file.name}"
+            store.write_bytes(name, file.read_bytes())
+            model_files.append(name)
+    return {"files": [LAWS_AMORTIZED], "model_files": model_files, "points_predicted": laws.n_points,
+            "points_trained": len(sampled),
             "points_sampled": n_sampled, "max_train_points": max_train_points,
             "alpha_prior": model.alpha_prior_, "hidden_layer_sizes": list(model.hidden_layer_sizes_),
             "seconds": round(time.perf_counter() - start, 3)}

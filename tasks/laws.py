@@ -34,11 +34,12 @@ def fit_mle_laws(run_dir: str, sampling: dict[str, Any], samples: dict[str, Any]
 @task(name="fit-amortized", retries=1)
 def fit_amortized(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], samples: dict[str, Any],
                   params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The amortized estimator -> laws_amortized.parquet (every pool point)."""
+    """The amortized estimator -> laws_amortized.parquet (every pool point), trained on a worker."""
     inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "ledger": samples["ledger_hash"],
               "points": samples["points_hash"], "params": params}
     return run_stage(run_dir, "laws_amortized", inputs,
-                     lambda: pipeline.fit_amortized(run_dir, dataset["path"], sampling, params))
+                     lambda: pipeline.fit_amortized(run_dir, dataset["path"], sampling, params,
+                                                    pool=current_pool()))
 
 
 @task(name="choose-laws", retries=1)

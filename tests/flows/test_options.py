@@ -51,6 +51,9 @@ NON_DEFAULT = {
     "valid": ["--valid", "valid.csv"], "test": ["--test", "test.csv"], "split_column": ["--split-column", "part"],
     "coerce_numeric": ["--coerce-numeric"], "encoding": ["--encoding", "latin-1"],
     "keep_columns": ["--keep-columns", "note", "visit"],
+    "partition_points": ["--partition-points", "1000"],
+    "storage_options": ["--storage-option", "endpoint_url=http://127.0.0.1:9000", "--storage-option",
+                        "config_kwargs={\"connect_timeout\": 5}"],
 }
 
 

@@ -382,13 +382,32 @@ def join_laws(run_dir: str, names: Sequence[str], out: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- values
 
 
-def _part_laws(store: Store, name: str | None, points: Sequence[str]):
-    """The laws in ``name`` (None: none) of the points of a partition that it covers."""
-    if name is None:
-        return None
+def split_laws(run_dir: str, split_record: Mapping[str, Any], name: str, digest: str) -> str:
+    """The laws in ``name`` (content sha256 ``digest``) cut into the partitions' points; their folder.
+
+    Partition ``p``'s file (``<folder>/p0003.parquet``) holds the laws of the
+    run's points in that partition, in the file's order, so a value task
+    reads its own points' laws only. Written once per content (``done.json`` last).
+    """
+    store = Store(run_dir)
+    folder = posixpath.join(PARTS, split_record["key"], f"laws-{digest[:16]}")
+    if store.exists(folder, "done.json"):
+        return folder
     laws = load_laws(store, name)
-    member = pd.Index(np.asarray(points, dtype=object)).get_indexer(laws.point_ids.astype(object)) >= 0
-    return laws.subset(member)
+    ids = laws.point_ids.astype(object)
+    parts = split_record["parts"]
+    points = [part_points(run_dir, split_record, p) for p in range(parts)]
+    in_run = pd.Index(np.asarray([q for pts in points for q in pts], dtype=object)).get_indexer(ids) >= 0
+    codes = part_of(ids, parts)
+    for part in range(parts):
+        save_laws(store, posixpath.join(folder, _p(part) + ".parquet"), laws.subset(in_run & (codes == part)))
+    store.write_json(posixpath.join(folder, "done.json"), {"source": name, "sha256": digest, "parts": parts})
+    return folder
+
+
+def _part_laws(store: Store, folder: str | None, part: int):
+    """Partition ``part``'s laws from a folder :func:`split_laws` wrote (None: none)."""
+    return None if folder is None else load_laws(store, posixpath.join(folder, _p(part) + ".parquet"))
 
 
 def value_part(run_dir: str, dataset_path: str, split_record: Mapping[str, Any], part: int,
@@ -396,8 +415,8 @@ def value_part(run_dir: str, dataset_path: str, split_record: Mapping[str, Any],
                out: str) -> dict[str, Any]:
     """The values table of partition ``part`` -> ``out/p0003.parquet`` (its ``rank`` is the join's to set).
 
-    ``sources`` names the laws files in the run folder: ``laws`` (behind
-    ``shapley``), ``mle`` and ``amortized`` (None: not in this run).
+    ``sources`` names the folders :func:`split_laws` cut the laws files into:
+    ``laws`` (behind ``shapley``), ``mle`` and ``amortized`` (None: not in this run).
     """
     from .valuation import values_table
 
@@ -406,9 +425,9 @@ def value_part(run_dir: str, dataset_path: str, split_record: Mapping[str, Any],
     if not points:
         return {"part": part, "points": 0, "file": None}
     ds = open_dataset(dataset_path)
-    chosen = _part_laws(store, sources["laws"], points)
-    mle = _part_laws(store, sources.get("mle"), points)
-    amortized = _part_laws(store, sources.get("amortized"), points)
+    chosen = _part_laws(store, sources["laws"], part)
+    mle = _part_laws(store, sources.get("mle"), part)
+    amortized = _part_laws(store, sources.get("amortized"), part)
     samples = part_samples(run_dir, split_record, part)[["point_id", "k", "delta", "failed"]]
     # Evidence columns whenever the run has evidence (as one process has), empty or not here.
     oob = part_evidence(run_dir, split_record, part) if split_record["evidence_rows"] else None

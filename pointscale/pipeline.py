@@ -691,12 +691,17 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     computed = sizes if n_pool in sizes else [*sizes, n_pool]
     where = run.location()
     record = partitions.split(where, sampling, part_points=part_points, pool=pool)
-    sources = {"laws": laws, "mle": laws_mle, "amortized": laws_amortized}
+    files = {role: name for role, name in (("laws", laws), ("mle", laws_mle), ("amortized", laws_amortized))
+             if name}
+    digests = {role: sha256_file(run.file(name)) for role, name in files.items()}
     key = stable_hash({"split": record["key"], "sizes": [int(k) for k in computed], "k": [cfg.k_min, cfg.k_max],
-                       "laws": {role: sha256_file(run.file(name)) if name else None
-                                for role, name in sources.items()}})[:16]
+                       "laws": digests})[:16]
     out = f"{partitions.PARTS}/{record['key']}/values-{key}"
     n = record["parts"]
+    # Each laws file cut once into the partitions' points (a task each), so a value task reads its own.
+    folders = pool.map(partitions.split_laws, [where] * len(files), [record] * len(files), list(files.values()),
+                       list(digests.values()))
+    sources = {role: None for role in ("laws", "mle", "amortized")} | dict(zip(files, folders))
     parts = pool.map(partitions.value_part, [where] * n, [dataset_path] * n, [record] * n, range(n),
                      [sources] * n, [(cfg.k_min, cfg.k_max)] * n, [computed] * n, [out] * n)
     names = {"values": VALUES, "label_issues": LABEL_ISSUES, "learning_curve": LEARNING_CURVE}

@@ -79,14 +79,53 @@ def max_difference(a: pd.DataFrame, b: pd.DataFrame) -> float:
     return diff
 
 
+def _facts(folder: Path) -> dict:
+    """What a finished run folder (or a URL run's working copy) says of itself."""
+    manifest = json.loads((folder / "run.json").read_text())
+    return {"seconds": manifest.get("total_seconds"), "status": manifest.get("status"),
+            "points": manifest["points"]["n"], "samples": manifest["counts"]["samples_planned"],
+            "partitions": manifest["outputs"]["values"]["result"].get("partitions"),
+            "stage_seconds": manifest.get("timings"), "dataset": manifest["config"]["options"].get("dataset"),
+            "options": {k: manifest["config"]["options"].get(k) for k in ("samples_per_point", "partition_points")}}
+
+
+def collect(work: Path) -> dict:
+    """The record from the folders of a check stopped after its first two runs (``--collect``).
+
+    The S3 run's values are read from the flow's working copy of its run folder
+    (``flow-cache``: the flow copies every table it reports from there), so the
+    record survives the in-memory S3 server.
+    """
+    copies = [p.parent for p in (work / "flow-cache" / "runs").glob("*/run.json")]
+    remote = [c for c in copies if json.loads((c / "run.json").read_text())["config"]["options"]["dataset"]
+              == "adult"]
+    out: dict = {"runs": {}, "collected_from": "run folders (the check was stopped after its first two runs)"}
+    pairs = (("s3", remote[0] if remote else None), ("local", work / "local"))
+    for name, folder in pairs:
+        if folder is None or not (folder / "values.parquet").exists():
+            continue
+        out["runs"][name] = _facts(folder)
+    if len(out["runs"]) == 2:
+        out["max_abs_difference_s3_vs_local"] = max_difference(pd.read_parquet(remote[0] / "values.parquet"),
+                                                               pd.read_parquet(work / "local" / "values.parquet"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--points", type=int, default=5000)
     parser.add_argument("--samples-per-point", type=int, default=None)
     parser.add_argument("--work", default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--collect", action="store_true",
+                        help="no runs: write the record of a stopped check from the run folders under --work")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `pointscale run` options")
     args = parser.parse_args(argv)
+    if args.collect:
+        out = collect(Path(args.work))
+        Path(args.results).write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+        print(json.dumps(out, indent=1))
+        return 0
     from benchmarks.s3server import local_s3_server, make_bucket
     from flows.runtime import local_prefect_server
     from pointscale.data.sources import _adult

@@ -144,9 +144,9 @@ def load_laws(store: Store, name: str):
 # --------------------------------------------------------------------------- the split
 
 
-def plan_split(run_dir: str, sampling: Mapping[str, Any], parts: int,
+def plan_split(run_dir: str, sampling: Mapping[str, Any], part_points: int = PART_POINTS,
                shards_per_group: int = SHARDS_PER_GROUP) -> dict[str, Any]:
-    """Verify the ledger and decide the partitions; write each partition's points.
+    """Verify the ledger and decide the partitions (``part_points`` points each); write each one's points.
 
     Returns the split's ``key``, ``parts``, and ``groups`` (per group, the
     shards to read: name, file, checksum and, where its evidence counts,
@@ -160,6 +160,7 @@ def plan_split(run_dir: str, sampling: Mapping[str, Any], parts: int,
     ledger = Ledger(store.child("samples"))
     records = ledger.verify()
     points = _run_points(store)
+    parts = n_parts(points["ids"].size, part_points)
     key = stable_hash({"ledger": [(r.name, r.sha256) for r in records], "points": points["hash"],
                        "config": [cfg.identity_hash(), cfg.stable_hash()], "mode": cfg.mode,
                        "k": [cfg.k_min, cfg.k_max], "parts": int(parts)})[:16]
@@ -269,16 +270,17 @@ def split(run_dir: str, sampling: Mapping[str, Any], *, part_points: int = PART_
           pool=SERIAL) -> dict[str, Any]:
     """The run's partitions, written once per ledger state (a committed split is reused).
 
-    The shard groups are split through ``pool``; returns the commit record
-    (``key``, ``parts``, ``n_groups``, counts).
+    The plan, each group of shards and the commit are calls of ``pool``
+    (the plan reads the point ids and verifies the ledger: not the caller's
+    work); returns the commit record (``key``, ``parts``, ``n_groups``, counts).
     """
-    n = _run_points(Store(run_dir))["ids"].size
-    plan = plan_split(run_dir, sampling, n_parts(n, part_points))
+    plan = pool.map(plan_split, [run_dir], [dict(sampling)], [part_points])[0]
     if plan["done"]:
         return {k: v for k, v in plan.items() if k not in ("done", "groups")}
     count = len(plan["groups"])
     counts = pool.map(split_group, [run_dir] * count, [dict(sampling)] * count, [plan["key"]] * count,
                       [plan["parts"]] * count, range(count), plan["groups"])
+    plan.pop("groups")
     return commit_split(run_dir, plan, counts)
 
 

@@ -121,6 +121,10 @@ class TreeMonitor:
         # libraries), which the page cache shares between processes and can evict.
         self.peak_worker_anon = 0
         self.cpu = {name: 0.0 for name in STAGES + (_AFTER,)}
+        # Bytes through read/write system calls (files, pipes and sockets: an object store's traffic too).
+        self.read = {name: 0 for name in STAGES + (_AFTER,)}
+        self.written = {name: 0 for name in STAGES + (_AFTER,)}
+        self._io: dict[int, tuple[int, int]] = {}
         self.wall = {name: 0.0 for name in STAGES + (_AFTER,)}
         self.server_cpu = 0.0
         self.loads: list[float] = []
@@ -171,6 +175,13 @@ class TreeMonitor:
                         t = p.cpu_times()
                 except psutil.Error:
                     continue
+                try:
+                    io = p.io_counters()
+                    chars = (int(io.read_chars), int(io.write_chars))
+                except (psutil.Error, AttributeError):
+                    chars = self._io.get(p.pid, (0, 0))
+                seen = self._io.get(p.pid, (0, 0))
+                self._io[p.pid] = chars
                 used = t.user + t.system  # children_* would count reaped workers twice
                 delta = used - self._seen.get(p.pid, 0.0)
                 self._seen[p.pid] = used
@@ -181,6 +192,8 @@ class TreeMonitor:
                     self.server_cpu += delta
                 else:
                     self.cpu[stage] += delta
+                    self.read[stage] += max(chars[0] - seen[0], 0)
+                    self.written[stage] += max(chars[1] - seen[1], 0)
                 if kind == "root":
                     self.peak_root = max(self.peak_root, rss)
                 elif kind == "worker":
@@ -277,6 +290,8 @@ def _run_cli(args: list[str], out: Path | str, log_path: Path, timeout: float, e
     return {"wall_s": round(wall, 2), "killed": reason is not None, "reason": reason,
             "stage_cpu_s": {k: round(v, 2) for k, v in mon.cpu.items()},
             "stage_wall_s": {k: round(v, 2) for k, v in mon.wall.items()},
+            "stage_read_mb": {k: round(v / 2**20, 2) for k, v in mon.read.items()},
+            "stage_written_mb": {k: round(v / 2**20, 2) for k, v in mon.written.items()},
             "cpu_s": round(sum(mon.cpu.values()), 1), "server_cpu_s": round(mon.server_cpu, 1),
             "peak_rss_tree_mb": round(mon.peak_sum / 2**20, 1),
             "peak_rss_process_mb": round(mon.peak_single / 2**20, 1),
@@ -337,7 +352,9 @@ def _combine(attempts: list[dict]) -> dict:
     row = dict(last)
     row["attempts"] = len(attempts)
     discarded = []
-    for key in ("stage_cpu_s", "stage_wall_s"):
+    for key in ("stage_cpu_s", "stage_wall_s", "stage_read_mb", "stage_written_mb"):
+        if key not in last:
+            continue
         total = {s: 0.0 for s in last[key]}
         for a in attempts:
             cut = _interrupted_stage(a)
@@ -533,16 +550,25 @@ def growth(rows: list[dict]) -> list[dict]:
                 ta, tb = _stage_seconds(a, s, kind), _stage_seconds(b, s, kind)
                 exp[s] = round(math.log(tb / ta) / ratio, 3) if ta and tb else None
             entry["exponent_cpu" if kind == "cpu" else "exponent"] = exp
+        # The flow's own process (the command): its memory must not grow with the points.
+        ra, rb = a.get("peak_rss_cli_mb"), b.get("peak_rss_cli_mb")
+        entry["exponent_peak_rss_flow"] = round(math.log(rb / ra) / ratio, 3) if ra and rb else None
         out.append(entry)
     return out
+
+
+def _total(row: dict, key: str) -> float | None:
+    """The sum over stages of a per-stage table of a record (None where not measured)."""
+    table = row.get(key)
+    return None if not table else float(sum(table.values()))
 
 
 def markdown(rows: list[dict], exps: list[dict]) -> str:
     """The docs/scale.md table: per stage, CPU seconds of the process tree and wall seconds."""
     rows = sorted(rows, key=lambda r: r["n_pool"])
     head = ["n pool points", "samples"] + [f"{s} CPU / wall (s)" for s in STAGES] + \
-        ["total CPU / wall (s)", "peak RSS tree / largest process (MB)", "ledger B/sample", "shards",
-         "load avg (start / mean)"]
+        ["total CPU / wall (s)", "peak RSS tree / largest process (MB)", "peak RSS flow process (MB)",
+         "read / written (MB)", "ledger B/sample", "shards", "load avg (start / mean)"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     fmt = lambda v: "–" if v is None else f"{v:.1f}"  # noqa: E731
     for r in rows:
@@ -550,6 +576,8 @@ def markdown(rows: list[dict], exps: list[dict]) -> str:
             [f"{fmt(_stage_seconds(r, s, 'cpu'))} / {fmt(_stage_seconds(r, s, 'wall'))}" for s in STAGES] + \
             [f"{fmt(r.get('cpu_s'))} / {r['wall_s']:.0f}",
              f"{r['peak_rss_tree_mb']:.0f} / {r['peak_rss_process_mb']:.0f}",
+             fmt(r.get("peak_rss_cli_mb")),
+             f"{fmt(_total(r, 'stage_read_mb'))} / {fmt(_total(r, 'stage_written_mb'))}",
              f"{r['ledger_bytes_per_sample']:.1f}", str(r["shards"]),
              f"{r.get('load_1min_at_start')} / {r.get('load_1min_mean')}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -558,7 +586,8 @@ def markdown(rows: list[dict], exps: list[dict]) -> str:
         cpu, wall = e.get("exponent_cpu") or {}, e["exponent"]
         cells = [f"exponent {e['from']:,} → {e['to']:,}", ""] + \
             [f"{efmt(cpu.get(s))} / {efmt(wall.get(s))}" for s in STAGES] + \
-            [f"{efmt(cpu.get('total'))} / {efmt(wall.get('total', wall.get('wall_s')))}", "", "", "", ""]
+            [f"{efmt(cpu.get('total'))} / {efmt(wall.get('total', wall.get('wall_s')))}", "",
+             efmt(e.get("exponent_peak_rss_flow")), "", "", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

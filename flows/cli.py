@@ -176,8 +176,11 @@ def _server(stack: ExitStack) -> None:
 
 
 def cmd_run(args) -> int:
-    check_run_folder(args.out)
+    from pointscale.storage import set_storage_options
+
     options = options_from_args(PipelineOptions, args)
+    set_storage_options(options.storage_options)
+    check_run_folder(args.out)
     _, cfg = _validate(options, options.workers)
     from .sampling import check_dask_address
 

@@ -37,6 +37,8 @@ from typing import Annotated, Any, Literal, Optional, Sequence, Union, get_args,
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 from pointscale.errors import ConfigError
+from pointscale.partitions import PART_POINTS
+from pointscale.storage import secret_options
 
 
 class OptionsError(ConfigError):
@@ -163,7 +165,23 @@ class ExecutionOptions(BaseModel):
     workers: Optional[Annotated[int, Field(ge=1)]] = Field(
         None, description="local Dask workers (default: one per core)")
     dask_address: Optional[str] = Field(
-        None, description="run sampling on an existing Dask cluster, e.g. tcp://10.0.0.5:8786")
+        None, description="run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786")
+    partition_points: Annotated[int, Field(ge=1)] = Field(
+        PART_POINTS, description="points per partition of the stages after sampling (one task each on the "
+                                 "cluster; never changes a value)")
+    storage_options: Annotated[Optional[dict[str, Any]], Cli(flag="--storage-option")] = Field(
+        None, description="fsspec option of the run folder's filesystem, e.g. endpoint_url=http://minio:9000 "
+                          "(repeat it; no credentials: those come from the protocol's environment variables "
+                          "or a profile)")
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_credentials(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        secret = secret_options(value)
+        if secret:
+            raise ValueError(f"{', '.join(secret)} would put a credential in the run's stored parameters; give "
+                             "credentials through the protocol's environment variables or a profile")
+        return value
 
 
 class PipelineOptions(ExecutionOptions, SamplingOptions):
@@ -303,6 +321,10 @@ def parse_options(model: type[BaseModel], values: dict[str, Any]):
         raise OptionsError(describe_error(model, exc)) from None
 
 
+#: Fields whose bad values an error message never repeats.
+_NOT_ECHOED = ("storage_options",)
+
+
 def describe_error(model: type[BaseModel], exc: ValidationError) -> str:
     """One line for the first bad field: ``--flag VALUE: what it must be (option field)``."""
     errors = exc.errors()
@@ -313,6 +335,8 @@ def describe_error(model: type[BaseModel], exc: ValidationError) -> str:
     if field in model.model_fields:
         flag = flag_of(model, field)
         shown = value if isinstance(value, (str, int, float)) else json.dumps(value, default=str)
+        if field in _NOT_ECHOED:  # it may hold a credential: never repeated in a message or a log
+            shown = "..."
         return f"{flag} {shown}: {' or '.join(reasons)} (option {field})"
     return f"{field}: {' or '.join(reasons)}"
 

@@ -26,14 +26,16 @@ from prefect.utilities.annotations import quote
 from pointscale import pipeline, revaluation
 from pointscale.data import DataConfig, open_dataset
 from pointscale.runs import RunFolder, package_versions
+from pointscale.storage import set_storage_options
 from tasks import ingest as ingest_tasks
 from tasks import laws as law_tasks
 from tasks import valuation as value_tasks
+from tasks.partitions import TaskPool, use_pool
 from tasks._cache import code_version
 
 from .options import ExecutionOptions, PipelineOptions
 from .progress import RunProgress, claim_run_folder, log_line, reporter
-from .sampling import check_dask_address, dask_task_runner, describe_cluster, sample_stage
+from .sampling import check_dask_address, dask_cluster, dask_task_runner, describe_cluster, sample_stage
 
 
 def _label(dataset: str) -> str:
@@ -94,12 +96,21 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
     t = time.perf_counter()
     words = describe_cluster(options.workers, options.dask_address)
     progress.stage("dask", f"{words} ...")
-    runner = dask_task_runner(workers=options.workers, address=options.dask_address)
-    samples = sample_stage.with_options(task_runner=runner)(
-        run_dir=root, dataset=ds_info, sampling=sampling, points_hash=pipeline.points_hash(run.root),
-        progress_id=progress.artifact_id)
-    run.update_manifest(counts=samples["counts"])
-    _stage_done(run, "sample", timings, t)
+    with dask_cluster(options.workers, options.dask_address) as address:
+        samples = sample_stage.with_options(task_runner=dask_task_runner(address))(
+            run_dir=root, dataset=ds_info, sampling=sampling, points_hash=pipeline.points_hash(run.root),
+            progress_id=progress.artifact_id)
+        run.update_manifest(counts=samples["counts"])
+        _stage_done(run, "sample", timings, t)
+        # The per-point stages run partition by partition on the same cluster (tasks.partitions).
+        with dask_task_runner(address) as runner, use_pool(TaskPool(runner)):
+            return _downstream(run, ds_info, sampling, samples, options, progress, timings=timings)
+
+
+def _downstream(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any], samples: dict[str, Any],
+                options: PipelineOptions, progress: RunProgress, *, timings: dict[str, float]) -> dict[str, Any]:
+    """Every stage after sampling, each given what the stages before it produced."""
+    root = run.location()
 
     # Every stage reads the stored dataset version, but only through the samples: quoted,
     # the reference draws no edge from ingest to each stage, so the run graph shows the
@@ -107,7 +118,7 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
     dataset = quote(ds_info)
     t = time.perf_counter()
     progress.stage("fit-mle-laws", "fitting the per-point laws (maximum likelihood)")
-    mle = law_tasks.fit_mle_laws(root, sampling, samples)
+    mle = law_tasks.fit_mle_laws(root, sampling, samples, options.partition_points)
     _stage_done(run, "fit_mle_laws", timings, t)
     amortized = None
     if options.amortized:
@@ -127,7 +138,8 @@ def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
     _stage_done(run, "choose_laws", timings, t)
     t = time.perf_counter()
     progress.stage("value", "valuing the points")
-    values = value_tasks.value(root, dataset, sampling, samples, laws, mle, amortized, options.target_sizes)
+    values = value_tasks.value(root, dataset, sampling, samples, laws, mle, amortized, options.target_sizes,
+                               options.partition_points)
     progress.stage("select", f"selecting {options.select_m} points")
     selection = value_tasks.select(root, dataset, laws, values, options.select_m)
     _stage_done(run, "value_select", timings, t)
@@ -189,6 +201,7 @@ def pipeline_flow(
     """Value the points of a dataset: the whole pipeline on one dataset version."""
     logger = get_run_logger()
     started = time.perf_counter()
+    set_storage_options(options.storage_options)
     progress = _start(f"reading {options.dataset}")
     check_dask_address(options.dask_address)
     data = DataConfig(**options.data_config()).to_dict()
@@ -251,6 +264,7 @@ def revalue_flow(
     """
     logger = get_run_logger()
     started = time.perf_counter()
+    set_storage_options(execution.storage_options)
     progress = _start(f"revaluing {run_dir} with {source}")
     check_dask_address(execution.dask_address)
     run = RunFolder(run_dir)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 from urllib.parse import urlparse
 
 from distributed import get_worker
@@ -90,30 +91,37 @@ def _on_a_worker() -> bool:
     return True
 
 
-def dask_task_runner(workers: int | None = None, address: str | None = None):
-    """``DaskTaskRunner`` on an existing cluster (``address``) or a process-based LocalCluster.
+@contextmanager
+def dask_cluster(workers: int | None = None, address: str | None = None) -> Iterator[str]:
+    """The scheduler address of the run's cluster: ``address``, or a LocalCluster started for the run.
 
-    Local workers get one thread each (the models are single-threaded; the
-    parallelism is the workers) and inherit this process's environment,
-    including ``PREFECT_API_URL``. No dashboard, and the scheduler's HTTP
-    server on a free port: ``dashboard_address=None`` still binds 8787 (and
-    warns "Port 8787 is already in use" when another cluster has it).
+    One cluster serves the sampling subflow and every partitioned stage
+    after it. Local workers are processes with one thread each (the models
+    are single-threaded; the parallelism is the workers) and inherit this
+    process's environment, including ``PREFECT_API_URL``. No dashboard, and
+    the scheduler's HTTP server on a free port: ``dashboard_address=None``
+    still binds 8787 (and warns "Port 8787 is already in use" when another
+    cluster has it).
     """
     if address:
-        return ClusterTaskRunner(address=address)
+        yield address
+        return
     import logging
 
-    # Closing the cluster after the last shard, the nanny kills worker processes still
+    from distributed import LocalCluster
+
+    # Closing the cluster after the last task, the nanny kills worker processes still
     # tearing down Prefect's log and event threads, and warns; nothing is lost then.
     logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
     n = workers or os.cpu_count() or 1
-    return ClusterTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
-                        # The scheduler always serves HTTP (health, metrics), by default on 8787;
-                        # a free port and no dashboard, so two runs never collide or warn.
-                        "scheduler_kwargs": {"dashboard": False, "dashboard_address": "127.0.0.1:0"}},
-    )
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"}) as cluster:
+        yield cluster.scheduler_address
+
+
+def dask_task_runner(address: str) -> ClusterTaskRunner:
+    """A task runner on the cluster at ``address`` (:func:`dask_cluster`) that hands workers the flow's settings."""
+    return ClusterTaskRunner(address=address)
 
 
 def _sampling_run_name() -> str:

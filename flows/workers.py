@@ -10,7 +10,9 @@ later too) when it connects: it sets the flow's Prefect API URL and settings
 in the worker's environment, and turns temporary servers off there.
 
 Paths of the flow's machine (``PREFECT_HOME``, a logging file) are not
-handed over: a worker has its own disk.
+handed over: a worker has its own disk. The run's storage options (an
+endpoint, a region: never credentials, which each worker takes from its own
+environment or profile) go over the same way (:class:`StorageSettings`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from typing import Mapping
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from pointscale.storage import set_storage_options, storage_options
+
 PLUGIN_NAME = "pointscale-prefect-settings"
+STORAGE_PLUGIN_NAME = "pointscale-storage-options"
 #: Settings that name files on the flow's machine: meaningless on a worker.
 _LOCAL_ONLY = ("PREFECT_HOME", "PREFECT_LOGGING_SETTINGS_PATH", "PREFECT_LOCAL_STORAGE_PATH",
                "PREFECT_PROFILES_PATH", "PREFECT_DEBUG_MODE")
@@ -55,6 +60,19 @@ class PrefectWorkerSettings(WorkerPlugin):
             context.refresh_global_settings_context()
 
 
+class StorageSettings(WorkerPlugin):
+    """Set the flow's storage options (:func:`pointscale.storage.set_storage_options`; never credentials)."""
+
+    name = STORAGE_PLUGIN_NAME
+
+    def __init__(self, options: Mapping[str, object]):
+        self.options = dict(options)
+
+    def setup(self, worker) -> None:  # noqa: ARG002 - the plugin interface
+        set_storage_options(self.options)
+
+
 def register_worker_settings(client) -> None:
-    """Register :class:`PrefectWorkerSettings` with this process's settings on every worker of ``client``."""
+    """Register this process's Prefect settings and storage options on every worker of ``client``."""
     client.register_plugin(PrefectWorkerSettings(worker_environment()), name=PLUGIN_NAME)
+    client.register_plugin(StorageSettings(storage_options()), name=STORAGE_PLUGIN_NAME)

@@ -28,8 +28,11 @@ import pandas as pd
 
 from .data import DataConfig, Dataset, load_from_config, open_dataset, too_little_data
 from .errors import ConfigError, DataError
-from .io import atomic_write_parquet, atomic_write_text
+from .io import atomic_write_parquet
+from . import partitions
+from .config import stable_hash
 from .laws.amortized import MAX_TRAIN_POINTS as _AMORTIZED_BUDGET
+from .partitions import PART_POINTS, SERIAL
 from .runs import RunFolder
 from .storage import Store, join as storage_join, parent as storage_parent
 from .sampling.config import default_k_range
@@ -396,12 +399,11 @@ def points_hash(run_dir: str | Path) -> str:
 
 
 def load_point_groups(run_dir: str | Path) -> list[list[str]]:
-    from .io import read_json
-
-    path = RunFolder(run_dir).file("points.json")
-    if not path.exists():
+    """The point groups of ``points.json``, read where the run folder is (a worker has no working copy)."""
+    store = Store(RunFolder(run_dir).location())
+    if not store.exists("points.json"):
         return []
-    return [list(g) for g in read_json(path)["groups"]]
+    return [list(g) for g in store.read_json("points.json")["groups"]]
 
 
 #: The ledger columns the law fits and the values table need (the ledger has ~20).
@@ -440,42 +442,27 @@ def ledger_hash(run_dir: str | Path) -> str:
 # --------------------------------------------------------------------------- laws
 
 
-#: Points per chunk of the MLE fit: its lattice and Newton state take ~15 kB per
-#: point, so a chunk holds ~1.5 GB whatever the number of points.
-MLE_CHUNK_POINTS = 100_000
-
-
-def fit_mle_chunked(samples: pd.DataFrame, chunk_points: int = MLE_CHUNK_POINTS, **kwargs):
-    """:func:`~pointscale.laws.fit_mle` over chunks of points, joined.
-
-    Each point's law depends only on its own samples, so fitting chunk by
-    chunk gives the same laws with memory bounded by the chunk.
-    """
-    from .laws import FittedScalingLaws, fit_mle
-
-    codes, uniques = pd.factorize(samples["point_id"], sort=True)
-    if len(uniques) <= chunk_points:
-        return fit_mle(samples, **kwargs)
-    order = np.argsort(codes, kind="stable")
-    cuts = np.searchsorted(codes[order], np.arange(0, len(uniques), chunk_points)[1:])
-    parts = [fit_mle(samples.iloc[rows], **kwargs) for rows in np.split(order, cuts)]
-    return FittedScalingLaws.concat(parts)
-
-
-def fit_mle_laws(run_dir: str | Path, sampling: Mapping[str, Any]) -> dict[str, Any]:
+def fit_mle_laws(run_dir: str | Path, sampling: Mapping[str, Any], *, pool=SERIAL,
+                 part_points: int = PART_POINTS) -> dict[str, Any]:
     """Per-point maximum-likelihood laws from the ledger -> ``laws_mle.parquet``.
 
     One candidate of :func:`choose_laws` (and a comparison column of the
-    values table), not necessarily the laws the values come from.
+    values table), not necessarily the laws the values come from. Fitted
+    partition by partition of points (:mod:`.partitions`; ``part_points``
+    per partition), each partition one call of ``pool.map``, then joined
+    by one more call.
     """
     run = RunFolder(run_dir)
     start = time.perf_counter()
-    samples = load_samples(run_dir, sampling)
-    laws = fit_mle_chunked(samples)
-    laws.save(run.file(LAWS_MLE))
-    flags = {name: int(np.sum(v)) for name, v in laws.flags.items()}
-    return {"files": [LAWS_MLE], "points": laws.n_points, "samples": int(len(samples)), "flags": flags,
-            "median_alpha": float(np.nanmedian(laws.alpha)) if laws.n_points else None,
+    where = run.location()
+    record = partitions.split(where, sampling, part_points=part_points, pool=pool)
+    n = record["parts"]
+    fitted = pool.map(partitions.fit_mle_part, [where] * n, [record] * n, range(n))
+    names = [f["file"] for f in fitted if f["file"]]
+    joined = pool.map(partitions.join_laws, [where], [names], [LAWS_MLE])[0]
+    run.fetch(LAWS_MLE, LAWS_MLE + ".json")
+    return {"files": [LAWS_MLE], "points": joined["points"], "samples": int(sum(f["samples"] for f in fitted)),
+            "flags": joined["flags"], "median_alpha": joined["median_alpha"], "partitions": n,
             "seconds": round(time.perf_counter() - start, 3)}
 
 
@@ -487,6 +474,8 @@ def _oob(run_dir: str | Path):
     return None if oob.empty else oob
 
 
+#: The amortized model's folder in the run folder (the revaluation's triage reads it).
+AMORTIZED_MODEL = "amortized_model"
 #: Points the amortized estimator trains on at most (the budget used is recorded
 #: in the stage's summary; see :data:`pointscale.laws.amortized.MAX_TRAIN_POINTS`).
 AMORTIZED_MAX_TRAIN_POINTS = _AMORTIZED_BUDGET
@@ -494,20 +483,35 @@ AMORTIZED_MAX_TRAIN_POINTS = _AMORTIZED_BUDGET
 
 def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
                   params: Mapping[str, Any] | None = None,
-                  max_train_points: int | None = AMORTIZED_MAX_TRAIN_POINTS) -> dict[str, Any]:
+                  max_train_points: int | None = AMORTIZED_MAX_TRAIN_POINTS, *, pool=SERIAL) -> dict[str, Any]:
     """The amortized estimator trained on the samples -> ``laws_amortized.parquet``.
 
     Inputs are the points' features, labels and out-of-bag evidence. Laws are
     predicted for every point of the training pool, including points with no
     samples yet (e.g. rows that just arrived). With more than
     ``max_train_points`` sampled points, a seeded subsample of that many
-    trains the model (None: all).
+    trains the model (None: all). Runs as one call of ``pool.map`` (on a
+    worker of the flow's cluster), which writes the laws and the model
+    (``amortized_model/``) where the run folder is.
     """
+    run = RunFolder(run_dir)
+    summary = pool.map(compute_amortized, [run.location()], [dataset_path], [dict(sampling)],
+                       [dict(params or {})], [max_train_points])[0]
+    run.fetch(LAWS_AMORTIZED, LAWS_AMORTIZED + ".json", *summary.pop("model_files"))
+    return summary
+
+
+def compute_amortized(run_dir: str, dataset_path: str, sampling: Mapping[str, Any], params: Mapping[str, Any],
+                      max_train_points: int | None) -> dict[str, Any]:
+    """The body of :func:`fit_amortized`, run where the pool runs it: reads and writes only the run folder."""
+    import tempfile
+
     from .laws import AmortizedScalingLaws
     from .laws.amortized import training_points
     from .sampling import SamplingConfig
 
     run = RunFolder(run_dir)
+    store = Store(run.location())
     start = time.perf_counter()
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
@@ -520,9 +524,16 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
     model = AmortizedScalingLaws(random_state=cfg.seed, **{"task": ds.task, **dict(params or {})})
     model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, sampled, oob=oob)
     laws = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids, oob=oob)
-    laws.save(run.file(LAWS_AMORTIZED))
-    model.save(run.file("amortized_model"))  # the revaluation's triage forecasts new rows with it
-    return {"files": [LAWS_AMORTIZED], "points_predicted": laws.n_points, "points_trained": len(sampled),
+    partitions.save_laws(store, LAWS_AMORTIZED, laws)
+    model_files = []
+    with tempfile.TemporaryDirectory() as tmp:  # the revaluation's triage forecasts new rows with it
+        folder = model.save(Path(tmp) / "model")
+        for file in sorted(folder.iterdir()):
+            name = f"{AMORTIZED_MODEL}/{file.name}"
+            store.write_bytes(name, file.read_bytes())
+            model_files.append(name)
+    return {"files": [LAWS_AMORTIZED], "model_files": model_files, "points_predicted": laws.n_points,
+            "points_trained": len(sampled),
             "points_sampled": n_sampled, "max_train_points": max_train_points,
             "alpha_prior": model.alpha_prior_, "hidden_layer_sizes": list(model.hidden_layer_sizes_),
             "seconds": round(time.perf_counter() - start, 3)}
@@ -540,9 +551,8 @@ LABEL_ISSUES = "label_issues.csv"
 
 
 def _load_laws(run: RunFolder, name: str | None):
-    from .laws import FittedScalingLaws
-
-    return FittedScalingLaws.load(run.file(name)) if name else None
+    """The laws in ``name`` where the run folder is (None: none)."""
+    return partitions.load_laws(Store(run.location()), name) if name else None
 
 
 def _member(ids: np.ndarray, among) -> np.ndarray:
@@ -558,7 +568,7 @@ def _run_laws(run: RunFolder, laws_mle: str | None, laws_amortized: str | None):
     """
     mle = _load_laws(run, laws_mle)
     amortized = _load_laws(run, laws_amortized)
-    points = {p for g in load_point_groups(run.root) for p in g}
+    points = {p for g in load_point_groups(run.location()) for p in g}
     if amortized is not None and points:
         amortized = amortized.subset(_member(amortized.point_ids, list(points)))
     return mle, amortized
@@ -566,7 +576,7 @@ def _run_laws(run: RunFolder, laws_mle: str | None, laws_amortized: str | None):
 
 def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any], *,
                 laws_mle: str = LAWS_MLE, laws_amortized: str | None = None,
-                method: str = "auto", control_variate: str = "auto") -> dict[str, Any]:
+                method: str = "auto", control_variate: str = "auto", pool=SERIAL) -> dict[str, Any]:
     """The laws the values come from -> ``laws.parquet`` (the choice recorded in its ``meta['selection']``).
 
     :func:`pointscale.laws.auto.select_laws` with ``method`` ("auto": the
@@ -590,14 +600,39 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
     how reliable the values are, in one sentence) goes to the laws'
     ``meta['law_diagnostic']``, the summary and ``run.json``'s ``law_diagnostic``;
     its ``control_variate`` names the control variate applied.
+
+    The choice needs every point's samples at once (the estimators' population
+    priors, the cross-validation's shared variance and standard errors): it
+    runs as one call of ``pool.map`` (on a worker of the flow's cluster, not
+    in the flow's process), which writes ``laws.parquet`` where the run folder is.
     """
+<<<<<<< HEAD
     from .laws.auto import select_laws
     from .laws.control import CONTROL_SETTINGS, controlled
     from .laws.diagnostic import diagnostic_sentence
     from .sampling import SamplingConfig
+=======
+    from .laws.control import CONTROL_SETTINGS
+>>>>>>> i26b
 
     if control_variate not in CONTROL_SETTINGS:
         raise ConfigError(f"control_variate={control_variate!r} must be one of {CONTROL_SETTINGS}")
+    run = RunFolder(run_dir)
+    summary = pool.map(compute_chosen_laws, [run.location()], [dataset_path], [dict(sampling)], [laws_mle],
+                       [laws_amortized], [method], [control_variate])[0]
+    run.fetch(LAWS, LAWS + ".json")
+    run.update_manifest(law_diagnostic=summary["law_diagnostic"])
+    return summary
+
+
+def compute_chosen_laws(run_dir: str, dataset_path: str, sampling: Mapping[str, Any], laws_mle: str | None,
+                        laws_amortized: str | None, method: str, control_variate: str) -> dict[str, Any]:
+    """The body of :func:`choose_laws`, run where the pool runs it: reads and writes only the run folder."""
+    from .laws.auto import select_laws
+    from .laws.control import adjust
+    from .laws.diagnostic import diagnostic_sentence
+    from .sampling import SamplingConfig
+
     run = RunFolder(run_dir)
     start = time.perf_counter()
     ds = open_dataset(dataset_path)
@@ -620,8 +655,7 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
     diagnostic = dict(laws.meta["law_diagnostic"], control_variate="block-mean" if applied else "none")
     diagnostic["sentence"] = diagnostic_sentence(diagnostic, model)
     laws = dataclasses.replace(laws, meta={**laws.meta, "selection": selection, "law_diagnostic": diagnostic})
-    laws.save(run.file(LAWS))
-    run.update_manifest(law_diagnostic=diagnostic)
+    partitions.save_laws(Store(run.location()), LAWS, laws)
     return {"files": [LAWS], "points": laws.n_points, "chosen": selection["chosen"], "estimator": selection,
             "control_variate": control, "law_diagnostic": diagnostic,
             "seconds": round(time.perf_counter() - start, 3)}
@@ -629,7 +663,7 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
 
 def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
           target_sizes: Sequence[int] | None = None, *, laws: str = LAWS, laws_mle: str | None = LAWS_MLE,
-          laws_amortized: str | None = None) -> dict[str, Any]:
+          laws_amortized: str | None = None, pool=SERIAL, part_points: int = PART_POINTS) -> dict[str, Any]:
     """The values table -> ``values.parquet`` (and ``learning_curve.json``), from the chosen laws.
 
     ``laws`` names the laws behind ``shapley`` (:func:`choose_laws`' file);
@@ -643,52 +677,45 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     ``label_issues.csv`` (the flagged rows of the whole pool,
     :mod:`pointscale.valuation.label_issues`); their count, estimated rate
     and threshold rule go to ``run.json`` under ``label_issues``.
+
+    Computed partition by partition of points (:mod:`.partitions`), each
+    partition one call of ``pool.map``; one more call joins the parts and
+    does what needs every point (ranks, label issues, learning curve).
     """
-    from .io import atomic_write_json
+    from .io import sha256_file
+    from .laws import FittedScalingLaws
     from .sampling import SamplingConfig
-    from .valuation import value_column, values_table
-    from .valuation.label_issues import label_issues_frame, pool_label_issues
-    from .valuation.learning_curve import fit_learning_curve
 
     run = RunFolder(run_dir)
-    ds = open_dataset(dataset_path)
+    n_pool = open_dataset(dataset_path, object_ids=False).n_pool
     cfg = SamplingConfig.from_dict(dict(sampling))
-    chosen = _load_laws(run, laws)
-    # u_base (the base fits' utilities) feeds the learning curve.
-    samples = load_samples(run_dir, sampling, columns=SAMPLE_COLUMNS + ("u_base",))
-    mle, amortized = _run_laws(run, laws_mle, laws_amortized)
-    oob = _oob(run_dir)
-    sizes = list(target_sizes) if target_sizes else [ds.n_pool, 10 * ds.n_pool]
+    sizes = list(target_sizes) if target_sizes else [n_pool, 10 * n_pool]
     # The value at the current size is always computed: it lives under one name across versions.
-    computed = sizes if ds.n_pool in sizes else [*sizes, ds.n_pool]
-    table = values_table(chosen, ds, k_min=cfg.k_min, k_max=cfg.k_max, target_sizes=computed,
-                         samples=samples, amortized=amortized,
-                         compare={"mle": mle, "amortized": amortized}, oob=oob)
-    table["value_now"] = table[value_column(ds.n_pool)]
-    table["size_now"] = np.int64(ds.n_pool)
-    files = [VALUES]
-    issues = pool_label_issues(oob, ds)
-    if issues is not None:
-        scores = issues.table.set_index("point_id")["label_issue_score"]
-        table["label_issue_score"] = scores.reindex(table["point_id"].astype(str)).to_numpy(dtype=np.float64)
-        atomic_write_text(run.file(LABEL_ISSUES), label_issues_frame(issues, ds.classes).to_csv(index=False))
-        files.append(LABEL_ISSUES)
-    label_summary = None if issues is None else dict(issues.summary(), file=LABEL_ISSUES)
-    run.update_manifest(label_issues=label_summary)
-    atomic_write_parquet(run.file(VALUES), table)
-    try:
-        curve = fit_learning_curve(samples, n_pool=ds.n_pool, seed=cfg.seed)
-        curve["metric"] = cfg.metric
-        atomic_write_json(run.file(LEARNING_CURVE), curve)
-        files.append(LEARNING_CURVE)
-    except DataError as exc:  # too few base fits: say so, do not invent a curve
-        curve = {"skipped": str(exc)}
-    by_estimator = table["estimator"].value_counts().to_dict()
-    return {"files": files, "points": int(len(table)),
-            "by_estimator": {str(k): int(v) for k, v in by_estimator.items()},
-            "estimator": chosen.meta.get("selection"),
-            "negative_c": int(table["negative_c"].sum()) if "negative_c" in table else None,
-            "target_sizes": sizes, "learning_curve": curve, "label_issues": label_summary}
+    computed = sizes if n_pool in sizes else [*sizes, n_pool]
+    where = run.location()
+    record = partitions.split(where, sampling, part_points=part_points, pool=pool)
+    files = {role: name for role, name in (("laws", laws), ("mle", laws_mle), ("amortized", laws_amortized))
+             if name}
+    digests = {role: sha256_file(run.file(name)) for role, name in files.items()}
+    key = stable_hash({"split": record["key"], "sizes": [int(k) for k in computed], "k": [cfg.k_min, cfg.k_max],
+                       "laws": digests})[:16]
+    out = f"{partitions.PARTS}/{record['key']}/values-{key}"
+    n = record["parts"]
+    # Each laws file cut once into the partitions' points (a task each), so a value task reads its own.
+    folders = pool.map(partitions.split_laws, [where] * len(files), [record] * len(files), list(files.values()),
+                       list(digests.values()))
+    sources = {role: None for role in ("laws", "mle", "amortized")} | dict(zip(files, folders))
+    parts = pool.map(partitions.value_part, [where] * n, [dataset_path] * n, [record] * n, range(n),
+                     [sources] * n, [(cfg.k_min, cfg.k_max)] * n, [computed] * n, [out] * n)
+    names = {"values": VALUES, "label_issues": LABEL_ISSUES, "learning_curve": LEARNING_CURVE}
+    joined = pool.map(partitions.join_values, [where], [dataset_path], [dict(sampling)], [record], [parts],
+                      [names])[0]
+    run.fetch(*joined["files"])
+    run.update_manifest(label_issues=joined["label_issues"])
+    chosen = FittedScalingLaws.read_meta(run.file(laws))
+    return {"files": joined["files"], "points": joined["points"], "by_estimator": joined["by_estimator"],
+            "estimator": chosen.get("selection"), "negative_c": joined["negative_c"], "target_sizes": sizes,
+            "learning_curve": joined["learning_curve"], "label_issues": joined["label_issues"], "partitions": n}
 
 
 def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None = None, *,

@@ -52,7 +52,7 @@ import pandas as pd
 from .data import open_dataset
 from .errors import ConfigError
 from .io import atomic_write_bytes, atomic_write_parquet
-from .pipeline import VALUES, base_version, load_point_groups, save_point_groups
+from .pipeline import AMORTIZED_MODEL, VALUES, base_version, load_point_groups, save_point_groups
 from .runs import RunFolder
 
 VALUES_BEFORE = "values_before.parquet"
@@ -63,9 +63,6 @@ VERSIONS = "versions"
 VERSION_FILES = ("values.parquet", "laws.parquet", "laws.parquet.json", "report.md", "label_issues.csv",
                  "values_change.parquet",
                  "triage.parquet")
-#: The run's fitted amortized estimator (written by the fit-amortized stage).
-AMORTIZED_MODEL = "amortized_model"
-
 
 def revaluation_base(run_dir: str | Path) -> dict[str, Any]:
     """What a revaluation of ``run_dir`` extends: its data config and base dataset version.

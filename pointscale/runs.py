@@ -150,6 +150,21 @@ class RunFolder:
         if changed:
             atomic_write_json(ledger, pushed)
 
+    def fetch(self, *names: str) -> None:
+        """Copy ``names`` from the URL into the working copy (files a worker wrote there); no-op if local.
+
+        Recorded as pushed, so :meth:`push` does not write them back.
+        """
+        if self.store is None:
+            return
+        ledger = self.root / _PUSHED
+        pushed = read_json(ledger) if ledger.exists() else {}
+        for name in names:
+            target = self.store.download(name, self.root / name)
+            st = target.stat()
+            pushed[name] = [st.st_size, st.st_mtime_ns]
+        atomic_write_json(ledger, pushed)
+
     @property
     def figures(self) -> Path:
         return self.root / "figures"

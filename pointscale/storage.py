@@ -335,6 +335,20 @@ class Store:
         frame.to_parquet(buffer, engine="pyarrow", index=False)
         return self.write_bytes(name, buffer.getvalue())
 
+    def download(self, name: str, path: str | os.PathLike) -> Path:
+        """Copy one object to the local file ``path`` in chunks (never whole in memory), atomically."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, self.open(name) as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
     def delete(self, *parts: str) -> None:
         """Remove one object; nothing if it is not there."""
         key = self.key(*parts)
@@ -414,6 +428,46 @@ def _credential_hint(protocol: str) -> str:
     return "the protocol's own environment variables or storage_options"
 
 
+#: Parts of option names that carry credentials: such options are never taken from the
+#: options model (its values are stored with a flow run's parameters and shown in the UI).
+SECRET_WORDS = ("key", "secret", "token", "password", "credential", "sas", "connection_string", "signature")
+#: The storage options of this process's run folders (:func:`set_storage_options`).
+_DEFAULTS: dict[str, Any] = {}
+
+
+def secret_options(options: Mapping[str, Any] | None, prefix: str = "") -> list[str]:
+    """The names (dotted, nested ones too) of options in ``options`` that look like credentials."""
+    found = []
+    for name, value in dict(options or {}).items():
+        if any(word in str(name).lower() for word in SECRET_WORDS):
+            found.append(prefix + str(name))
+        if isinstance(value, Mapping):
+            found += secret_options(value, prefix=f"{prefix}{name}.")
+    return found
+
+
+def set_storage_options(options: Mapping[str, Any] | None) -> None:
+    """The fsspec options of every :class:`Store` made in this process without its own (e.g. an endpoint).
+
+    Only settings that are not credentials (refused with one line naming
+    them): credentials come from the protocol's environment variables or
+    profile. The flow sets them from the options model and hands them to its
+    Dask workers (:mod:`flows.workers`).
+    """
+    secret = secret_options(options)
+    if secret:
+        raise StorageError(f"storage_options {', '.join(secret)}: credentials never go in storage_options (they "
+                           "would be stored with the run's parameters); give them through the protocol's "
+                           "environment variables or a profile")
+    _DEFAULTS.clear()
+    _DEFAULTS.update(dict(options or {}))
+
+
+def storage_options() -> dict[str, Any]:
+    """The storage options :func:`set_storage_options` set in this process (a copy)."""
+    return json.loads(json.dumps(_DEFAULTS))
+
+
 def filesystem(protocol: str, storage_options: Mapping[str, Any] | None = None):
     """The fsspec filesystem of ``protocol``; one line naming the package to install if it is missing."""
     try:
@@ -429,7 +483,7 @@ def filesystem(protocol: str, storage_options: Mapping[str, Any] | None = None):
     except ValueError:
         raise StorageError(f"unknown storage protocol {protocol!r}; use a local path or an fsspec URL "
                            "such as s3://BUCKET/PREFIX") from None
-    options = dict(storage_options or {})
+    options = {**_DEFAULTS, **dict(storage_options or {})}
     if protocol in ("s3", "s3a"):
         # Fail in seconds, not after minutes of retries, when the endpoint does not answer.
         options.setdefault("config_kwargs", {"connect_timeout": 10, "read_timeout": 60,

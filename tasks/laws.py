@@ -11,29 +11,35 @@ from typing import Any, Optional
 from prefect import task
 
 from pointscale import pipeline
+from pointscale.partitions import PART_POINTS
 
 from ._cache import output_ref, run_stage
+from .partitions import current_pool
 
 
 @task(name="fit-mle-laws", retries=1)
-def fit_mle_laws(run_dir: str, sampling: dict[str, Any], samples: dict[str, Any]) -> dict[str, Any]:
-    """Per-point maximum likelihood -> laws_mle.parquet.
+def fit_mle_laws(run_dir: str, sampling: dict[str, Any], samples: dict[str, Any],
+                 partition_points: int = PART_POINTS) -> dict[str, Any]:
+    """Per-point maximum likelihood -> laws_mle.parquet, partition by partition on the flow's cluster.
 
     ``samples`` is the sampling stage's result (its ``ledger_hash`` and
     ``points_hash`` identify the samples the laws are fitted to).
+    ``partition_points`` sizes the partitions (never changes a law: not part of the key).
     """
     inputs = {"sampling": sampling, "ledger": samples["ledger_hash"], "points": samples["points_hash"]}
-    return run_stage(run_dir, "laws_mle", inputs, lambda: pipeline.fit_mle_laws(run_dir, sampling))
+    return run_stage(run_dir, "laws_mle", inputs, lambda: pipeline.fit_mle_laws(
+        run_dir, sampling, pool=current_pool(), part_points=partition_points))
 
 
 @task(name="fit-amortized", retries=1)
 def fit_amortized(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], samples: dict[str, Any],
                   params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The amortized estimator -> laws_amortized.parquet (every pool point)."""
+    """The amortized estimator -> laws_amortized.parquet (every pool point), trained on a worker."""
     inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "ledger": samples["ledger_hash"],
               "points": samples["points_hash"], "params": params}
     return run_stage(run_dir, "laws_amortized", inputs,
-                     lambda: pipeline.fit_amortized(run_dir, dataset["path"], sampling, params))
+                     lambda: pipeline.fit_amortized(run_dir, dataset["path"], sampling, params,
+                                                    pool=current_pool()))
 
 
 @task(name="choose-laws", retries=1)
@@ -53,4 +59,4 @@ def choose_laws(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any],
     return run_stage(run_dir, "laws", inputs, lambda: pipeline.choose_laws(
         run_dir, dataset["path"], sampling, laws_mle=pipeline.LAWS_MLE,
         laws_amortized=pipeline.LAWS_AMORTIZED if laws_amortized else None, method=method,
-        control_variate=control_variate))
+        control_variate=control_variate, pool=current_pool()))

@@ -13,24 +13,29 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from pointscale import pipeline
+from pointscale.partitions import PART_POINTS
 
 from ._cache import output_ref, run_stage
+from .partitions import current_pool
 
 
 @task(name="value")
 def value(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], samples: dict[str, Any],
           laws: dict[str, Any], laws_mle: dict[str, Any], laws_amortized: Optional[dict[str, Any]] = None,
-          target_sizes: Optional[list[int]] = None) -> dict[str, Any]:
-    """The values table -> values.parquet, from the chosen laws (``laws``: the choose-laws result).
+          target_sizes: Optional[list[int]] = None, partition_points: int = PART_POINTS) -> dict[str, Any]:
+    """The values table -> values.parquet, from the chosen laws (``laws``: the choose-laws result),
+    partition by partition on the flow's cluster.
 
-    The MLE and amortized laws give the comparison columns.
+    The MLE and amortized laws give the comparison columns. ``partition_points`` sizes
+    the partitions (never changes a value: not part of the key).
     """
     inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "ledger": samples["ledger_hash"],
               "points": samples["points_hash"], "laws": output_ref(laws), "laws_mle": output_ref(laws_mle),
               "laws_amortized": output_ref(laws_amortized), "target_sizes": target_sizes}
     return run_stage(run_dir, "values", inputs, lambda: pipeline.value(
         run_dir, dataset["path"], sampling, target_sizes, laws=pipeline.LAWS, laws_mle=pipeline.LAWS_MLE,
-        laws_amortized=pipeline.LAWS_AMORTIZED if laws_amortized else None))
+        laws_amortized=pipeline.LAWS_AMORTIZED if laws_amortized else None, pool=current_pool(),
+        part_points=partition_points))
 
 
 @task(name="select")

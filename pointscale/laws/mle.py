@@ -570,3 +570,22 @@ def _c_interval(c, var_c, sign_z, z) -> tuple[np.ndarray, np.ndarray, np.ndarray
     # log-scale interval whose lower end underflowed to 0 (se(log|c|) huge).
     return lo, hi, (lo <= 0.0) & (hi >= 0.0)
 
+
+#: Points per chunk of the MLE fit: its lattice and Newton state take ~15 kB per
+#: point, so a chunk holds ~1.5 GB whatever the number of points.
+MLE_CHUNK_POINTS = 100_000
+
+
+def fit_mle_chunked(samples: pd.DataFrame, chunk_points: int = MLE_CHUNK_POINTS, **kwargs):
+    """:func:`~pointscale.laws.fit_mle` over chunks of points, joined.
+
+    Each point's law depends only on its own samples, so fitting chunk by
+    chunk gives the same laws with memory bounded by the chunk.
+    """
+    codes, uniques = pd.factorize(samples["point_id"], sort=True)
+    if len(uniques) <= chunk_points:
+        return fit_mle(samples, **kwargs)
+    order = np.argsort(codes, kind="stable")
+    cuts = np.searchsorted(codes[order], np.arange(0, len(uniques), chunk_points)[1:])
+    parts = [fit_mle(samples.iloc[rows], **kwargs) for rows in np.split(order, cuts)]
+    return FittedScalingLaws.concat(parts)

@@ -452,6 +452,14 @@ class FittedScalingLaws:
         atomic_write_json(_sidecar(path), sidecar)
         return path
 
+    @staticmethod
+    def read_meta(path: str | Path) -> dict[str, Any]:
+        """The ``meta`` of laws written by :meth:`save`, read from the sidecar alone (not the table)."""
+        side_path = _sidecar(Path(path))
+        if not side_path.exists():
+            raise DataError(f"laws table {path} has no metadata sidecar {side_path.name}")
+        return _restore_floats(read_json(side_path).get("meta") or {})
+
     @classmethod
     def load(cls, path: str | Path) -> "FittedScalingLaws":
         """Read laws written by :meth:`save`.

@@ -508,16 +508,16 @@ def oob_evidence(ledger: Any) -> pd.DataFrame:
         pending.append(table)
         held += len(table)
         if held >= _OOB_MERGE_ROWS:
-            total, pending, held = _sum_evidence(([total] if total is not None else []) + pending), [], 0
+            total, pending, held = sum_evidence(([total] if total is not None else []) + pending), [], 0
     parts = ([total] if total is not None else []) + pending
-    return summarize(_sum_evidence(parts) if parts else ledger.read_oob())
+    return summarize(sum_evidence(parts) if parts else ledger.read_oob())
 
 
 #: Evidence rows held before they are summed into the running total.
 _OOB_MERGE_ROWS = 4_000_000
 
 
-def _sum_evidence(tables: list) -> pd.DataFrame:
+def sum_evidence(tables: list) -> pd.DataFrame:
     """Evidence tables summed per (point, bucket): integer sums, so exact in any grouping."""
     frame = pd.concat(tables, ignore_index=True)
     return frame.groupby(["point_id", "bucket"], sort=False, as_index=False)[["n", "n_correct", "score_fx"]].sum()

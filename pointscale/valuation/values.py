@@ -497,7 +497,7 @@ def values_table(
     cols["shapley"] = filled.shap
     cols["shapley_low"] = filled.shap_lo
     cols["shapley_high"] = filled.shap_hi
-    cols["rank"] = _rank(filled.shap)
+    cols["rank"] = value_ranks(filled.shap)
     for k in target_sizes:
         lab = _k_label(k)
         v, vl, vh, ex = filled.tv[lab]
@@ -616,7 +616,7 @@ def _fill_from_sources(sources, rows_of, source, n: int, lo: int, hi: int, targe
     return out
 
 
-def _rank(shap: np.ndarray) -> pd.arrays.IntegerArray:
+def value_ranks(shap: np.ndarray) -> pd.arrays.IntegerArray:
     """1 = the largest finite value; NA where the value is not finite."""
     n = shap.size
     order = np.argsort(-np.where(np.isfinite(shap), shap, -np.inf), kind="stable")

@@ -10,6 +10,7 @@ from pointscale import pipeline
 from pointscale.data import load_dataset
 from pointscale.errors import LedgerError
 from pointscale.laws import fit_mle, simulate
+from pointscale.laws.mle import fit_mle_chunked
 from pointscale.sampling import Ledger, SamplingConfig, plan_blocks, run_blocks, shard_blocks
 from pointscale.sampling.plans import draw_subset, plan_file_shards, pool_info, read_plan_shard, write_plan_file
 from pointscale.valuation import removal_curve
@@ -75,7 +76,7 @@ def test_chunked_mle_equals_one_fit():
     params = simulate.draw_parameters(300, seed=1)
     samples = simulate.simulate_samples(params, 8, 2).sample(frac=1.0, random_state=0)
     one = fit_mle(samples).to_frame()
-    chunked = pipeline.fit_mle_chunked(samples, chunk_points=37).to_frame()
+    chunked = fit_mle_chunked(samples, chunk_points=37).to_frame()
     pd.testing.assert_frame_equal(one, chunked)
 
 

@@ -147,3 +147,23 @@ def test_a_data_file_at_a_url_is_the_same_dataset(s3_bucket, tmp_path):
     assert there.fingerprint == here.fingerprint and there.name == "cancer"
     with pytest.raises(StorageError, match="no file at"):
         load_dataset(f"{s3_bucket}/data/missing.csv", target="target")
+
+
+def test_storage_options_take_no_credentials_and_reach_every_new_store(s3_server, s3_bucket, monkeypatch):
+    from pointscale import storage
+
+    with pytest.raises(StorageError, match="client_kwargs.aws_secret_access_key") as err:
+        storage.set_storage_options({"client_kwargs": {"aws_secret_access_key": "SEKRIT"}})
+    assert "SEKRIT" not in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(StorageError, match="key"):
+        storage.set_storage_options({"key": "abc"})
+    # The endpoint comes from the options alone: without them this process cannot find the server.
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    try:
+        storage.set_storage_options({"endpoint_url": s3_server})
+        assert storage.storage_options() == {"endpoint_url": s3_server}
+        Store(s3_bucket, {"skip_instance_cache": True}).write_bytes("probe.txt", b"here")
+        assert Store(s3_bucket).read_bytes("probe.txt") == b"here"
+    finally:
+        storage.set_storage_options(None)
+    assert storage.storage_options() == {}

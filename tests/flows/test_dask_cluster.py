@@ -62,11 +62,15 @@ def test_pipeline_samples_on_an_existing_cluster(cluster, tmp_path):
     # One block per shard: 40 points in blocks of up to 32 make at least 2 shards per round.
     assert shards == manifest["counts"]["shards_planned"] >= 2 * SAMPLES_PER_POINT
 
-    # The cluster's two workers did the sampling, both of them, and nothing else did.
+    # The cluster's two workers did the sampling and the stages after it, both of them, and nothing
+    # else did: with one partition of points, one task each to plan the split, split the ledger, fit
+    # the MLE laws, join them, choose the laws, find the committed split again (the value stage),
+    # cut the chosen and the MLE laws into partitions, value the partition and join the values.
     after = _executed_per_worker(cluster["address"])
     ran = {w: after[w] - before.get(w, 0) for w in after}
     assert len(ran) == 2 and all(n > 0 for n in ran.values()), ran
-    assert sum(ran.values()) == shards, ran
+    assert manifest["outputs"]["laws_mle"]["result"]["partitions"] == 1
+    assert sum(ran.values()) == shards + 10, ran
 
 
 def test_worker_without_the_run_folder_fails_with_a_clear_message(cluster, tmp_path):

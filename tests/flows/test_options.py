@@ -51,6 +51,9 @@ NON_DEFAULT = {
     "valid": ["--valid", "valid.csv"], "test": ["--test", "test.csv"], "split_column": ["--split-column", "part"],
     "coerce_numeric": ["--coerce-numeric"], "encoding": ["--encoding", "latin-1"],
     "keep_columns": ["--keep-columns", "note", "visit"],
+    "partition_points": ["--partition-points", "1000"],
+    "storage_options": ["--storage-option", "endpoint_url=http://127.0.0.1:9000", "--storage-option",
+                        "config_kwargs={\"connect_timeout\": 5}"],
 }
 
 
@@ -116,3 +119,15 @@ def test_prefect_yaml_is_generated_from_the_models():
         assert set(params[name]["options"]) == set(PipelineOptions.model_fields)
     watch = ServeOptions(data_dir="data/incoming")
     assert params["watch"]["min_age_seconds"] == watch.min_age_seconds
+
+
+def test_a_credential_in_storage_options_is_refused_without_being_repeated(tmp_path):
+    from tests.conftest import run_cli
+
+    proc = run_cli("run", "--storage-option", "secret=SEKRIT-123", "--out", str(tmp_path / "run"), timeout=120,
+                   cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip()
+    assert line.count("\n") == 0 and "--storage-option" in line and "secret" in line, line
+    assert "SEKRIT-123" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,525 @@
+"""The per-point stages after sampling, by partitions of points.
+
+Out-of-bag aggregation, the per-point maximum-likelihood laws and the values
+table depend, for each point, on that point's rows only. So the run's
+points are cut into ``n_parts`` partitions by a stable hash of their ids
+(:func:`part_of`), and each stage runs as one call per partition that reads
+only its partition's rows and writes its part of the stage's table; a last
+call joins the parts into the run's table. Nothing in between holds more
+than one partition (or, for the join, one table) in memory, and every call
+reads and writes the run folder only (a local path or an fsspec URL,
+:mod:`.storage`), so any process that can reach the run folder can run it.
+
+Where the calls run is the caller's choice, as with emcee's ``pool``: the
+stage functions of :mod:`.pipeline` take ``pool`` (anything with
+``.map(fn, *iterables)`` returning a list; default :data:`SERIAL`, in this
+process), and the flow passes one that runs each call as a task on its Dask
+cluster. The functions mapped are module-level and take plain arguments
+(locations, hashes, indices), never arrays.
+
+Layout, under ``<run>/parts/<key>/`` with ``key`` a hash of everything the
+partition depends on (the verified ledger's shard checksums, ``points.json``,
+the sampling identity and ``n_parts``), so parts are write-once and a
+rerun with the same ledger reuses them:
+
+* ``points/p0003.json`` -- the run's points of partition 3 (pool order);
+* ``samples/g00012-p0003.parquet`` -- the rows of partition 3 from group 12
+  of ledger shards (each group is one :func:`split_group` call; groups are
+  read back in order, so a partition's rows are exactly the ledger's rows of
+  its points, in ledger order, and the ledger's deduplication by
+  ``sample_id`` keeps the same row);
+* ``oob/g00012-p0003.parquet`` -- the out-of-bag evidence rows likewise
+  (a shard whose bases an earlier shard already counted is left out, as
+  :meth:`~pointscale.sampling.Ledger.iter_oob` does);
+* ``bases/g00012.parquet`` -- one row per base fit (``base_id``, ``k``,
+  ``u_base``) for the aggregate learning curve;
+* ``split.json`` -- the commit record, written last: a partition exists only
+  once it is there.
+
+Stage parts live beside them (``laws_mle/p0003.parquet``) or under a folder
+named by their inputs' hash (values). Every shard is read against its
+checksum record, so a torn or corrupted shard is never read.
+
+Identity with one process: each point's law, value and evidence is computed
+from the same rows in the same order by the same arithmetic, and integer
+evidence counts are exact in any grouping; with one partition the tables are
+the tables of the single-process computation, byte for byte. With more, the
+MLE laws' ``meta`` holds each part's record (``meta['parts']``, as
+:meth:`~pointscale.laws.FittedScalingLaws.concat` does) and the values'
+``rank`` is recomputed over the whole table at the join.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import posixpath
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .config import stable_hash
+from .data import open_dataset
+from .errors import DataError
+from .storage import Store
+
+#: Points per partition (a partition's rows, laws and values table fit in a
+#: worker's memory many times over at this size: ~100 samples per point).
+PART_POINTS = 50_000
+#: Ledger shards per split call.
+SHARDS_PER_GROUP = 64
+#: Columns of the partitioned sample rows (what the law fits and values read).
+SAMPLE_COLUMNS = ("sample_id", "base_id", "point_id", "k", "delta", "failed")
+PARTS = "parts"
+
+
+class SerialPool:
+    """Runs every call in this process, in order (the default ``pool``)."""
+
+    @staticmethod
+    def map(fn: Callable, *iterables: Iterable) -> list:
+        return [fn(*args) for args in zip(*iterables)]
+
+
+SERIAL = SerialPool()
+
+
+def n_parts(n_points: int, part_points: int = PART_POINTS) -> int:
+    """How many partitions ``n_points`` points make (at least one)."""
+    if part_points < 1:
+        raise ValueError(f"part_points={part_points} must be at least 1")
+    return max(1, math.ceil(int(n_points) / int(part_points)))
+
+
+def part_of(point_ids: Any, parts: int) -> np.ndarray:
+    """The partition of each point id: a stable hash of the id's text modulo ``parts``.
+
+    The same in every process and on every machine (pandas' keyed 64-bit
+    hash with its fixed key), so no table of assignments travels.
+    """
+    ids = np.asarray(point_ids, dtype=object)
+    if parts <= 1 or ids.size == 0:
+        return np.zeros(ids.size, dtype=np.int64)
+    text = ids.astype(str).astype(object)
+    return (pd.util.hash_array(text, categorize=False) % np.uint64(parts)).astype(np.int64)
+
+
+def _p(part: int) -> str:
+    return f"p{part:04d}"
+
+
+def _g(group: int) -> str:
+    return f"g{group:05d}"
+
+
+# --------------------------------------------------------------------------- laws on a store
+
+
+def save_laws(store: Store, name: str, laws) -> str:
+    """Write a laws table and its sidecar under ``name`` (each object whole); its location."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = laws.save(Path(tmp) / "laws.parquet")
+        store.write_bytes(name + ".json", Path(str(path) + ".json").read_bytes())
+        return store.write_bytes(name, path.read_bytes())
+
+
+def load_laws(store: Store, name: str):
+    """Read laws written by :func:`save_laws` (or :meth:`FittedScalingLaws.save` in a local folder)."""
+    from .laws import FittedScalingLaws
+
+    if not store.remote:
+        return FittedScalingLaws.load(store.local_path(name))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "laws.parquet"
+        path.write_bytes(store.read_bytes(name))
+        Path(str(path) + ".json").write_bytes(store.read_bytes(name + ".json"))
+        return FittedScalingLaws.load(path)
+
+
+# --------------------------------------------------------------------------- the split
+
+
+def plan_split(run_dir: str, sampling: Mapping[str, Any], part_points: int = PART_POINTS,
+               shards_per_group: int = SHARDS_PER_GROUP) -> dict[str, Any]:
+    """Verify the ledger and decide the partitions (``part_points`` points each); write each one's points.
+
+    Returns the split's ``key``, ``parts``, and ``groups`` (per group, the
+    shards to read: name, file, checksum and, where its evidence counts,
+    the evidence file and checksum) -- or ``done`` when the split with this
+    key is committed already (then ``groups`` is empty).
+    """
+    from .sampling import Ledger, SamplingConfig
+
+    store = Store(run_dir)
+    cfg = SamplingConfig.from_dict(dict(sampling))
+    ledger = Ledger(store.child("samples"))
+    records = ledger.verify()
+    points = _run_points(store)
+    parts = n_parts(points["ids"].size, part_points)
+    key = stable_hash({"ledger": [(r.name, r.sha256) for r in records], "points": points["hash"],
+                       "config": [cfg.identity_hash(), cfg.stable_hash()], "mode": cfg.mode,
+                       "k": [cfg.k_min, cfg.k_max], "parts": int(parts)})[:16]
+    folder = posixpath.join(PARTS, key)
+    if store.exists(folder, "split.json"):
+        return {**store.read_json(folder, "split.json"), "done": True, "groups": []}
+    ids = points["ids"]
+    codes = part_of(ids, parts)
+    for part in range(parts):
+        store.write_json(posixpath.join(folder, "points", _p(part) + ".json"),
+                         [str(p) for p in ids[codes == part]])
+    counted: set[int] = set()
+    shards = []
+    for rec in records:
+        oob = None
+        if rec.oob_sha256 is not None and not counted.intersection(rec.base_ids):
+            counted.update(rec.base_ids)
+            oob = [rec.oob_file, rec.oob_sha256]
+        shards.append({"name": rec.name, "file": rec.file, "sha256": rec.sha256, "oob": oob})
+    groups = [shards[i:i + shards_per_group] for i in range(0, len(shards), shards_per_group)]
+    return {"key": key, "parts": int(parts), "n_groups": len(groups), "n_points": int(len(ids)),
+            "done": False, "groups": groups}
+
+
+def _run_points(store: Store) -> dict[str, Any]:
+    """The run's point ids (``points.json``, all groups, in order) and the file's hash."""
+    if not store.exists("points.json"):
+        return {"ids": np.asarray([], dtype=object), "hash": ""}
+    data = store.read_bytes("points.json")
+    groups = json.loads(data.decode("utf-8"))["groups"]
+    ids = list(dict.fromkeys(str(p) for g in groups for p in g))
+    return {"ids": np.asarray(ids, dtype=object), "hash": hashlib.sha256(data).hexdigest()}
+
+
+def _verified_parquet(store: Store, name: str, digest: str, columns: Sequence[str] | None = None):
+    """A ledger object read whole and checked against its record's sha256 (a torn file is never read)."""
+    import pyarrow.parquet as pq
+
+    data = store.read_bytes(name)
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise DataError(f"{store.location(name)} does not match its checksum record (changed since the "
+                        "ledger was verified); rerun the command")
+    return pq.read_table(io.BytesIO(data), columns=None if columns is None else list(columns))
+
+
+def split_group(run_dir: str, sampling: Mapping[str, Any], key: str, parts: int, group: int,
+                shards: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Write the rows and evidence of ``shards`` (one group, in ledger order) partition by partition.
+
+    Rows are filtered as :func:`pointscale.pipeline.load_samples` filters
+    them (this sampling identity, the uniform size range, the run's points).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .sampling import SamplingConfig
+
+    store = Store(run_dir)
+    cfg = SamplingConfig.from_dict(dict(sampling))
+    folder = posixpath.join(PARTS, key)
+    points = pa.array(sorted(_run_points(store)["ids"].tolist()), type=pa.string())
+    hashes = pa.array(sorted({cfg.identity_hash(), cfg.stable_hash()}), type=pa.string())
+    ledger = Store(store.location("samples"))
+    tables, evidence = [], []
+    for shard in shards:
+        table = _verified_parquet(ledger, shard["file"], shard["sha256"],
+                                  [*SAMPLE_COLUMNS, "u_base", "config_hash"])
+        keep = pc.is_in(table.column("config_hash"), value_set=hashes)
+        if cfg.mode == "uniform":
+            keep = pc.and_(keep, pc.and_(pc.greater_equal(table.column("k"), cfg.k_min),
+                                         pc.less_equal(table.column("k"), cfg.k_max)))
+        keep = pc.and_(keep, pc.is_in(table.column("point_id"), value_set=points))
+        tables.append(table.filter(keep).drop(["config_hash"]))
+        if shard.get("oob"):
+            evidence.append(_verified_parquet(ledger, shard["oob"][0], shard["oob"][1]).to_pandas())
+    rows = pa.concat_tables(tables, promote_options="permissive").to_pandas() if tables else None
+    counts = {"rows": 0, "evidence_rows": 0}
+    if rows is not None and len(rows):
+        bases = rows.drop_duplicates("base_id")[["base_id", "k", "u_base"]]
+        store.write_parquet(posixpath.join(folder, "bases", _g(group) + ".parquet"), bases)
+        rows = rows[list(SAMPLE_COLUMNS)]
+        codes = part_of(rows["point_id"].to_numpy(), parts)
+        for part in np.unique(codes):
+            store.write_parquet(posixpath.join(folder, "samples", f"{_g(group)}-{_p(part)}.parquet"),
+                                rows.loc[codes == part])
+        counts["rows"] = int(len(rows))
+    if evidence:
+        ev = pd.concat(evidence, ignore_index=True)
+        codes = part_of(ev["point_id"].to_numpy(), parts)
+        for part in np.unique(codes):
+            store.write_parquet(posixpath.join(folder, "oob", f"{_g(group)}-{_p(part)}.parquet"),
+                                ev.loc[codes == part])
+        counts["evidence_rows"] = int(len(ev))
+    return counts
+
+
+def commit_split(run_dir: str, plan: Mapping[str, Any], counts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Write the split's commit record (after every group is written); the record."""
+    record = {"key": plan["key"], "parts": plan["parts"], "n_groups": plan["n_groups"],
+              "n_points": plan["n_points"], "rows": int(sum(c["rows"] for c in counts)),
+              "evidence_rows": int(sum(c["evidence_rows"] for c in counts))}
+    Store(run_dir).write_json(posixpath.join(PARTS, plan["key"], "split.json"), record)
+    return record
+
+
+def split(run_dir: str, sampling: Mapping[str, Any], *, part_points: int = PART_POINTS,
+          pool=SERIAL) -> dict[str, Any]:
+    """The run's partitions, written once per ledger state (a committed split is reused).
+
+    The plan, each group of shards and the commit are calls of ``pool``
+    (the plan reads the point ids and verifies the ledger: not the caller's
+    work); returns the commit record (``key``, ``parts``, ``n_groups``, counts).
+    """
+    plan = pool.map(plan_split, [run_dir], [dict(sampling)], [part_points])[0]
+    if plan["done"]:
+        return {k: v for k, v in plan.items() if k not in ("done", "groups")}
+    count = len(plan["groups"])
+    counts = pool.map(split_group, [run_dir] * count, [dict(sampling)] * count, [plan["key"]] * count,
+                      [plan["parts"]] * count, range(count), plan["groups"])
+    plan.pop("groups")
+    return commit_split(run_dir, plan, counts)
+
+
+# --------------------------------------------------------------------------- reading a partition
+
+
+def _objects(store: Store, folder: str, suffix: str, n_groups: int) -> list[str]:
+    """Names ``g00000<suffix>`` .. present under ``folder``, in group order."""
+    present = set(store.list(folder))
+    return [posixpath.join(folder, f"{_g(g)}{suffix}") for g in range(n_groups) if f"{_g(g)}{suffix}" in present]
+
+
+def part_points(run_dir: str, split_record: Mapping[str, Any], part: int) -> list[str]:
+    """The run's points in partition ``part`` (pool order)."""
+    return list(Store(run_dir).read_json(PARTS, split_record["key"], "points", _p(part) + ".json"))
+
+
+def part_samples(run_dir: str, split_record: Mapping[str, Any], part: int) -> pd.DataFrame:
+    """Partition ``part``'s ledger rows: the rows :func:`pointscale.pipeline.load_samples` returns for its points.
+
+    In ledger order, deduplicated by ``sample_id`` (the first committed row wins).
+    """
+    import pyarrow as pa
+
+    store = Store(run_dir)
+    folder = posixpath.join(PARTS, split_record["key"], "samples")
+    names = _objects(store, folder, f"-{_p(part)}.parquet", split_record["n_groups"])
+    tables = [store.read_parquet(n) for n in names]
+    if not tables:
+        from .sampling.schema import empty_frame
+
+        return empty_frame()[list(SAMPLE_COLUMNS)]
+    table = pa.concat_tables(tables, promote_options="permissive")
+    frame = table.to_pandas()
+    first = pd.Index(frame["sample_id"].to_numpy()).duplicated(keep="first")
+    return frame.loc[~first].reset_index(drop=True) if first.any() else frame
+
+
+def part_evidence(run_dir: str, split_record: Mapping[str, Any], part: int) -> pd.DataFrame:
+    """Partition ``part``'s out-of-bag evidence per point (:func:`pointscale.sampling.oob_evidence`'s rows)."""
+    from .sampling.ledger import sum_evidence, summarize
+    from .sampling.schema import empty_oob_frame
+
+    store = Store(run_dir)
+    folder = posixpath.join(PARTS, split_record["key"], "oob")
+    names = _objects(store, folder, f"-{_p(part)}.parquet", split_record["n_groups"])
+    if not names:
+        return summarize(empty_oob_frame())
+    return summarize(sum_evidence([store.read_parquet(n).to_pandas() for n in names]))
+
+
+def base_fits(run_dir: str, split_record: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per base fit of the run's points (``base_id``, ``k``, ``u_base``), for the learning curve."""
+    store = Store(run_dir)
+    folder = posixpath.join(PARTS, split_record["key"], "bases")
+    names = _objects(store, folder, ".parquet", split_record["n_groups"])
+    if not names:
+        return pd.DataFrame({"base_id": pd.Series(dtype=np.int64), "k": pd.Series(dtype=np.int64),
+                             "u_base": pd.Series(dtype=np.float64)})
+    frame = pd.concat([store.read_parquet(n).to_pandas() for n in names], ignore_index=True)
+    return frame.drop_duplicates("base_id").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- per-point maximum likelihood
+
+
+def fit_mle_part(run_dir: str, split_record: Mapping[str, Any], part: int) -> dict[str, Any]:
+    """Maximum-likelihood laws of partition ``part`` -> ``parts/<key>/laws_mle/p0003.parquet``."""
+    from .laws.mle import fit_mle_chunked
+
+    samples = part_samples(run_dir, split_record, part)
+    name = posixpath.join(PARTS, split_record["key"], "laws_mle", _p(part) + ".parquet")
+    if samples.empty and part > 0:  # partition 0 is fitted even empty (one process fits the empty ledger)
+        return {"part": part, "points": 0, "samples": 0, "file": None}
+    laws = fit_mle_chunked(samples)
+    save_laws(Store(run_dir), name, laws)
+    return {"part": part, "points": int(laws.n_points), "samples": int(len(samples)), "file": name}
+
+
+def join_laws(run_dir: str, names: Sequence[str], out: str) -> dict[str, Any]:
+    """The laws of every part, joined and ordered by point id -> ``out`` in the run folder.
+
+    One part is copied as it is (the single-process table, byte for byte).
+    """
+    from .laws import FittedScalingLaws
+
+    store = Store(run_dir)
+    parts = [load_laws(store, n) for n in names]
+    if len(parts) == 1:
+        laws = parts[0]
+    else:
+        laws = FittedScalingLaws.concat(parts)
+        order = pd.Index(laws.point_ids.astype(object)).argsort()
+        laws = laws._take(np.asarray(order, dtype=np.intp))
+    save_laws(store, out, laws)
+    flags = {name: int(np.sum(v)) for name, v in laws.flags.items()}
+    return {"points": int(laws.n_points), "flags": flags,
+            "median_alpha": float(np.nanmedian(laws.alpha)) if laws.n_points else None}
+
+
+# --------------------------------------------------------------------------- values
+
+
+def split_laws(run_dir: str, split_record: Mapping[str, Any], name: str, digest: str) -> str:
+    """The laws in ``name`` (content sha256 ``digest``) cut into the partitions' points; their folder.
+
+    Partition ``p``'s file (``<folder>/p0003.parquet``) holds the laws of the
+    run's points in that partition, in the file's order, so a value task
+    reads its own points' laws only. Written once per content (``done.json`` last).
+    """
+    store = Store(run_dir)
+    folder = posixpath.join(PARTS, split_record["key"], f"laws-{digest[:16]}")
+    if store.exists(folder, "done.json"):
+        return folder
+    laws = load_laws(store, name)
+    ids = laws.point_ids.astype(object)
+    parts = split_record["parts"]
+    points = [part_points(run_dir, split_record, p) for p in range(parts)]
+    in_run = pd.Index(np.asarray([q for pts in points for q in pts], dtype=object)).get_indexer(ids) >= 0
+    codes = part_of(ids, parts)
+    for part in range(parts):
+        save_laws(store, posixpath.join(folder, _p(part) + ".parquet"), laws.subset(in_run & (codes == part)))
+    store.write_json(posixpath.join(folder, "done.json"), {"source": name, "sha256": digest, "parts": parts})
+    return folder
+
+
+def _part_laws(store: Store, folder: str | None, part: int):
+    """Partition ``part``'s laws from a folder :func:`split_laws` wrote (None: none)."""
+    return None if folder is None else load_laws(store, posixpath.join(folder, _p(part) + ".parquet"))
+
+
+def value_part(run_dir: str, dataset_path: str, split_record: Mapping[str, Any], part: int,
+               sources: Mapping[str, str | None], k_range: Sequence[int], sizes: Sequence[int],
+               out: str) -> dict[str, Any]:
+    """The values table of partition ``part`` -> ``out/p0003.parquet`` (its ``rank`` is the join's to set).
+
+    ``sources`` names the folders :func:`split_laws` cut the laws files into:
+    ``laws`` (behind ``shapley``), ``mle`` and ``amortized`` (None: not in this run).
+    """
+    from .valuation import values_table
+
+    store = Store(run_dir)
+    points = part_points(run_dir, split_record, part)
+    if not points:
+        return {"part": part, "points": 0, "file": None}
+    ds = open_dataset(dataset_path)
+    chosen = _part_laws(store, sources["laws"], part)
+    mle = _part_laws(store, sources.get("mle"), part)
+    amortized = _part_laws(store, sources.get("amortized"), part)
+    samples = part_samples(run_dir, split_record, part)[["point_id", "k", "delta", "failed"]]
+    # Evidence columns whenever the run has evidence (as one process has), empty or not here.
+    oob = part_evidence(run_dir, split_record, part) if split_record["evidence_rows"] else None
+    table = values_table(chosen, _PartDataset(ds, points), k_min=int(k_range[0]), k_max=int(k_range[1]),
+                         target_sizes=list(sizes), samples=samples, amortized=amortized,
+                         compare={"mle": mle, "amortized": amortized}, oob=oob)
+    name = posixpath.join(out, _p(part) + ".parquet")
+    store.write_parquet(name, table)
+    return {"part": part, "points": int(len(table)), "file": name,
+            "attrs": {"k_range_shapley": [int(v) for v in table.attrs["k_range_shapley"]],
+                      "has_intervals": bool(table.attrs["has_intervals"])}}
+
+
+class _PartDataset:
+    """The dataset as :func:`~pointscale.valuation.values_table` sees it, its pool cut to some points.
+
+    ``n_pool`` stays the whole pool's (the values at the current size); the
+    ids and labels are the partition's, in pool order.
+    """
+
+    def __init__(self, ds, points: Sequence[str]) -> None:
+        ids = np.asarray(ds.point_ids).astype(str).astype(object)
+        index = np.sort(pd.Index(ids).get_indexer(np.asarray(points, dtype=object)))
+        self.n_pool = ds.n_pool
+        self.task = ds.task
+        self.classes = getattr(ds, "classes", None)
+        self.point_ids = np.asarray(ds.point_ids)[index]
+        self.y_train = np.asarray(ds.y_train)[index]
+
+    def __getattr__(self, name: str):
+        raise AttributeError(f"a partition's dataset has no {name!r}")
+
+
+def join_values(run_dir: str, dataset_path: str, sampling: Mapping[str, Any], split_record: Mapping[str, Any],
+                parts: Sequence[Mapping[str, Any]], names: Mapping[str, str]) -> dict[str, Any]:
+    """The parts' values tables joined in pool order and ranked over the whole table, and what needs all points.
+
+    Adds ``value_now`` and ``size_now``; for classification with out-of-bag
+    evidence, ``label_issue_score`` and the flagged rows of the whole pool
+    (``names['label_issues']``, :mod:`pointscale.valuation.label_issues`);
+    the aggregate learning curve from the base fits
+    (``names['learning_curve']``). Writes ``names['values']``. Returns the
+    files written and the small facts the run records.
+    """
+    from .sampling import SamplingConfig
+    from .valuation import value_column
+    from .valuation.label_issues import label_issues_frame, pool_label_issues
+    from .valuation.learning_curve import fit_learning_curve
+    from .valuation.values import value_ranks
+
+    store = Store(run_dir)
+    ds = open_dataset(dataset_path)
+    cfg = SamplingConfig.from_dict(dict(sampling))
+    made = [p for p in parts if p["file"]]
+    frames = [store.read_parquet(p["file"]).to_pandas() for p in made]
+    if len(frames) == 1:
+        table = frames[0]
+    else:
+        table = pd.concat(frames, ignore_index=True)
+        pool = pd.Index(np.asarray(ds.point_ids).astype(str).astype(object))
+        order = np.argsort(pool.get_indexer(table["point_id"].to_numpy(dtype=object)), kind="stable")
+        table = table.iloc[order].reset_index(drop=True)
+        table["rank"] = value_ranks(table["shapley"].to_numpy(dtype=np.float64))
+    if made:
+        table.attrs.update(made[0]["attrs"])
+    table["value_now"] = table[value_column(ds.n_pool)]
+    table["size_now"] = np.int64(ds.n_pool)
+    files = [names["values"]]
+    evidence = [e for e in (part_evidence(run_dir, split_record, p) for p in range(split_record["parts"]))
+                if len(e)] if split_record["evidence_rows"] else []
+    oob = pd.concat(evidence, ignore_index=True).sort_values("point_id", kind="stable").reset_index(drop=True) \
+        if evidence else None
+    issues = pool_label_issues(oob, ds)
+    if issues is not None:
+        scores = issues.table.set_index("point_id")["label_issue_score"]
+        table["label_issue_score"] = scores.reindex(table["point_id"].astype(str)).to_numpy(dtype=np.float64)
+        text = label_issues_frame(issues, ds.classes).to_csv(index=False)
+        store.write_bytes(names["label_issues"], text.encode("utf-8"))
+        files.append(names["label_issues"])
+    label_summary = None if issues is None else dict(issues.summary(), file=names["label_issues"])
+    store.write_parquet(names["values"], table)
+    try:
+        curve = fit_learning_curve(base_fits(run_dir, split_record), n_pool=ds.n_pool, seed=cfg.seed)
+        curve["metric"] = cfg.metric
+        store.write_json(names["learning_curve"], curve)
+        files.append(names["learning_curve"])
+    except DataError as exc:  # too few base fits: say so, do not invent a curve
+        curve = {"skipped": str(exc)}
+    by_estimator = table["estimator"].value_counts().to_dict()
+    return {"files": files, "points": int(len(table)),
+            "by_estimator": {str(k): int(v) for k, v in by_estimator.items()},
+            "negative_c": int(table["negative_c"].sum()) if "negative_c" in table else None,
+            "learning_curve": curve, "label_issues": label_summary}

@@ -1,0 +1,105 @@
+"""The per-point stages by partitions of points give exactly the one-process results.
+
+The reference is independent of the partitioned code: the ledger read whole
+(:func:`pointscale.pipeline.load_samples`, :func:`pointscale.sampling.oob_evidence`)
+and the laws fitted on all of it at once (:func:`pointscale.laws.fit_mle`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pointscale import partitions, pipeline
+from pointscale.data import open_dataset
+from pointscale.errors import DataError
+from pointscale.laws import FittedScalingLaws, fit_mle
+from pointscale.runs import RunFolder
+from pointscale.sampling import Ledger, oob_evidence
+from pointscale.storage import Store
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    info = pipeline.ingest({"source": "breast_cancer", "seed": 0}, run_dir)
+    ds = open_dataset(info["path"])
+    points = pipeline.choose_points(ds, 48, 0)
+    pipeline.save_point_groups(run_dir, [points])
+    cfg = pipeline.resolve_sampling(ds, model="logreg", metric=None, k_min=None, k_max=None, samples_per_point=8,
+                                    seed=0, block_size=8, shard_size=2, n_points=len(points))
+    sampling = cfg.to_dict()
+    plan = pipeline.plan_sampling(info["path"], sampling, [points], run_dir / "samples")
+    for i in range(len(pipeline.plan_shard_names(plan["plan"]))):
+        pipeline.run_shard(info["path"], sampling, plan["plan"], i, run_dir / "samples")
+    return str(run_dir), info, sampling
+
+
+def test_partition_of_a_point_is_the_same_in_every_process():
+    ids = [f"pt-{i}" for i in range(50)]
+    here = partitions.part_of(ids, 7).tolist()
+    code = (f"from pointscale.partitions import part_of; print(part_of({ids!r}, 7).tolist())")
+    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert here == eval(there)  # noqa: S307 - our own list literal
+    assert len(set(here)) == 7  # the hash spreads the points over every partition
+
+
+def test_partitions_hold_exactly_the_ledger_rows_and_evidence(sampled):
+    run_dir, _, sampling = sampled
+    record = partitions.split(run_dir, sampling, part_points=10)
+    assert record["parts"] == 5
+    whole = pipeline.load_samples(run_dir, sampling, columns=pipeline.SAMPLE_COLUMNS)
+    parts = [partitions.part_samples(run_dir, record, p) for p in range(record["parts"])]
+    assert sum(len(p) for p in parts) == len(whole)
+    for p, frame in enumerate(parts):
+        assert set(partitions.part_of(frame["point_id"], record["parts"])) <= {p}
+        # The partition's rows are the whole ledger's rows of its points, in ledger order.
+        expected = whole[whole["point_id"].isin(set(frame["point_id"]))].reset_index(drop=True)
+        pd.testing.assert_frame_equal(frame, expected[frame.columns.tolist()])
+    evidence = pd.concat([partitions.part_evidence(run_dir, record, p) for p in range(record["parts"])])
+    reference = oob_evidence(Ledger(RunFolder(run_dir).samples))
+    assert len(reference) > 48  # evidence of pool points beyond the valued ones too
+    pd.testing.assert_frame_equal(evidence.sort_values("point_id").reset_index(drop=True),
+                                  reference.sort_values("point_id").reset_index(drop=True), check_dtype=False)
+    # Committed once: the same ledger and points reuse it.
+    assert partitions.plan_split(run_dir, sampling, 10)["done"]
+
+
+def test_mle_laws_and_values_by_partitions_equal_one_process(sampled):
+    run_dir, info, sampling = sampled
+    run = RunFolder(run_dir)
+    reference = fit_mle(pipeline.load_samples(run_dir, sampling)).to_frame()
+    out = {}
+    for part_points in (10 ** 6, 7):
+        mle = pipeline.fit_mle_laws(run_dir, sampling, part_points=part_points)
+        assert mle["partitions"] == (1 if part_points > 48 else 7)
+        pd.testing.assert_frame_equal(FittedScalingLaws.load(run.file(pipeline.LAWS_MLE)).to_frame(), reference)
+        if part_points > 48:  # the chosen laws are the same input to both value stages
+            pipeline.choose_laws(run_dir, info["path"], sampling, laws_mle=pipeline.LAWS_MLE)
+        summary = pipeline.value(run_dir, info["path"], sampling, laws=pipeline.LAWS, part_points=part_points)
+        out[part_points] = (pd.read_parquet(run.file(pipeline.VALUES)), summary)
+    (one, s1), (many, s7) = out[10 ** 6], out[7]
+    assert {"rank", "oob", "label_issue_score", "mc_mean", "shapley_mle"} <= set(one.columns)
+    pd.testing.assert_frame_equal(one, many)  # exact: same rows, order, dtypes and values
+    assert s1["label_issues"] == s7["label_issues"] and s1["learning_curve"] == s7["learning_curve"]
+    assert one["rank"].min() == 1 and one["rank"].max() == one["shapley"].notna().sum()
+
+
+def test_a_shard_changed_after_verification_is_never_read(sampled, tmp_path):
+    run_dir, _, sampling = sampled
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    plan = partitions.plan_split(str(copy), sampling, 17)  # 3 partitions of the 48 points
+    assert not plan["done"]  # another part count: a new split
+    shard = plan["groups"][0][0]
+    target = copy / "samples" / shard["file"]
+    target.write_bytes(target.read_bytes()[:-10] + b"0123456789")  # torn after the ledger was verified
+    with pytest.raises(DataError, match="does not match its checksum record"):
+        partitions.split_group(str(copy), sampling, plan["key"], 3, 0, plan["groups"][0])
+    assert not Store(str(copy)).exists("parts", plan["key"], "split.json")

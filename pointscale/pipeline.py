@@ -606,14 +606,7 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
     runs as one call of ``pool.map`` (on a worker of the flow's cluster, not
     in the flow's process), which writes ``laws.parquet`` where the run folder is.
     """
-<<<<<<< HEAD
-    from .laws.auto import select_laws
-    from .laws.control import CONTROL_SETTINGS, controlled
-    from .laws.diagnostic import diagnostic_sentence
-    from .sampling import SamplingConfig
-=======
     from .laws.control import CONTROL_SETTINGS
->>>>>>> i26b
 
     if control_variate not in CONTROL_SETTINGS:
         raise ConfigError(f"control_variate={control_variate!r} must be one of {CONTROL_SETTINGS}")
@@ -629,7 +622,7 @@ def compute_chosen_laws(run_dir: str, dataset_path: str, sampling: Mapping[str, 
                         laws_amortized: str | None, method: str, control_variate: str) -> dict[str, Any]:
     """The body of :func:`choose_laws`, run where the pool runs it: reads and writes only the run folder."""
     from .laws.auto import select_laws
-    from .laws.control import adjust
+    from .laws.control import controlled
     from .laws.diagnostic import diagnostic_sentence
     from .sampling import SamplingConfig
 

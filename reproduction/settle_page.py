@@ -129,11 +129,13 @@ def _shapley_lines(t: dict[str, pd.DataFrame]) -> list[str]:
         return []
     return ["### Shapley values: the default estimator against Monte Carlo (non-linear models)", "",
             _md(t["shapley"], ["dataset", "model", "n", "default", "monte_carlo", "se_ev_vs_monte_carlo",
-                               "auto_choice", "truth_reliability", "truth_depth"]),
+                               "law_ev_vs_monte_carlo", "se_law_ev_vs_monte_carlo", "auto_choice",
+                               "truth_reliability", "truth_depth"]),
             "", "Noise-corrected between-point explained variance against the truth above (the trapezoid mean of its "
             "per-size means over k in [100, 1000]), of values from n uniform-k samples per point of 128 points "
-            "(seed 1; the 32 truth points scored); `se_ev_vs_monte_carlo`: bootstrap s.e. over points of the "
-            "difference. From `python -m benchmarks.estimators --part models` (its table is committed under "
+            "(seed 1; the 32 truth points scored); `default`, `monte_carlo`: the product's default and the plain "
+            "mean; `law_ev_vs_monte_carlo`: the shrinkage laws minus the plain mean; `se_*`: bootstrap s.e. over "
+            "points of the differences. From `python -m benchmarks.estimators --part models` (its table is committed under "
             "`benchmarks/results/estimators/`).", ""]
 
 

@@ -401,9 +401,9 @@ def _choose_converged(cands, scored: _Scores, excluded: dict[str, str], max_shar
     return chosen, se, used_anyway
 
 
-def _law_free_where_no_law(chosen: str | None, diagnostic, cands, scored: _Scores, excluded
-                           ) -> tuple[str | None, str | None]:
-    """The best law-free candidate instead of a law that has not shown it holds (and why), else ``chosen``.
+def _law_free_where_it_wins(chosen: str | None, diagnostic, cands, scored: _Scores, excluded
+                            ) -> tuple[str | None, str | None]:
+    """The best law-free candidate instead of the chosen law where the law fails or scores worse (and why).
 
     Where the law does not hold, the law-free candidate replaces it.
     Otherwise the one-standard-error preference (which picks the first
@@ -494,7 +494,7 @@ def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "au
         # The law's best shot: every candidate that could be fitted, converged or not.
         diagnostic = _law_diagnostic(scored, chosen, [c for c in cands if c not in scored.errors]) \
             if diagnose else None
-        chosen, overridden = _law_free_where_no_law(chosen, diagnostic, cands, scored, excluded)
+        chosen, overridden = _law_free_where_it_wins(chosen, diagnostic, cands, scored, excluded)
         if chosen is None:  # nothing held out, or every candidate excluded: the first that fits
             chosen = next((c for c in cands if c not in excluded), cands[0])
         laws = fit_estimator(chosen, usable, context, full_cache)

@@ -17,9 +17,9 @@ Values (issue 13)
       of each truth is printed as its noise ceiling.
     * Estimates (seed + 2): the first n of 100 samples per point, n = 10, 20,
       30, 50, 100, and the out-of-bag evidence of the same bases. Methods:
-      the plain mean (Monte Carlo), the James–Stein shrunk mean (normal–normal
-      empirical Bayes of the means with each point's sampling variance; the
-      baseline of the issue), per-point MLE, shrinkage, amortized,
+      the plain mean (Monte Carlo), the fair shrunk mean (the registry's
+      ``shrunk_mean``: normal–normal empirical Bayes of the plain means, pooled
+      or per-point noise variances by held-out samples), per-point MLE, shrinkage, amortized,
       amortized-prior shrinkage and ``fit_laws(method="auto")``.
     * Scores: explained variance (1 − MSE / Var(truth)) and Spearman of the
       Shapley value; explained variance of ψ_k at each staggered size (law
@@ -57,7 +57,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
-from scipy.optimize import minimize_scalar
 
 from benchmarks.estimators_models import MODELS, detail_markdown, models_part
 from benchmarks.estimators_models import markdown as models_markdown
@@ -84,34 +83,6 @@ def ev(est: np.ndarray, truth: np.ndarray) -> float:
 def spearman(est: np.ndarray, truth: np.ndarray) -> float:
     ok = np.isfinite(truth) & np.isfinite(est)
     return float(stats.spearmanr(est[ok], truth[ok])[0])
-
-
-def shrunk_means(samples: pd.DataFrame, k_min: int = K_MIN, k_max: int = K_MAX) -> pd.Series:
-    """James–Stein: each point's mean shrunk towards the grand mean by normal–normal EB.
-
-    x_i ~ N(μ_i, s_i²) with s_i² the point's sampling variance of the mean,
-    μ_i ~ N(m, τ²); (m, τ²) by marginal maximum likelihood; the estimate is
-    the posterior mean m + τ²/(τ² + s_i²)·(x_i − m).
-    """
-    from pointscale.valuation import monte_carlo_values
-
-    mc = monte_carlo_values(samples, k_min=k_min, k_max=k_max)
-    x = mc["mc_mean"].to_numpy()
-    s2 = (mc["mc_std"] ** 2 / mc["mc_n"]).to_numpy()
-    s2 = np.where(np.isfinite(s2) & (s2 > 0), s2, np.nanmedian(s2))
-
-    def nll(log_t2: float) -> float:
-        t2 = np.exp(log_t2)
-        w = 1.0 / (t2 + s2)
-        m = np.sum(w * x) / np.sum(w)
-        return 0.5 * float(np.sum(np.log(t2 + s2) + (x - m) ** 2 * w))
-
-    v = float(np.var(x)) + 1e-300
-    r = minimize_scalar(nll, bounds=(np.log(1e-10 * v), np.log(10.0 * v)), method="bounded")
-    t2 = np.exp(r.x)
-    w = 1.0 / (t2 + s2)
-    m = np.sum(w * x) / np.sum(w)
-    return pd.Series(m + t2 / (t2 + s2) * (x - m), index=mc.index, name="shrunk_mean")
 
 
 def _cache_key(*parts) -> str:
@@ -161,11 +132,10 @@ def estimates(samples: pd.DataFrame, ds, oob: pd.DataFrame | None, sizes, seed: 
     out: dict[str, tuple[pd.Series, pd.DataFrame | None]] = {}
     mc = monte_carlo_values(samples, k_min=K_MIN, k_max=K_MAX)["mc_mean"]
     out["monte_carlo"] = (mc, None)
-    out["shrunk_mean"] = (shrunk_means(samples), None)
     info = {}
     fitted: dict = {}
     # auto last, reusing the other methods' fits on all samples for its final refit.
-    for method in METHODS[2:]:
+    for method in METHODS[1:]:
         t0 = time.perf_counter()
         try:
             laws, more = _quiet(select_laws, samples, ds, method=method, oob=oob, random_state=seed,
@@ -177,7 +147,8 @@ def estimates(samples: pd.DataFrame, ds, oob: pd.DataFrame | None, sizes, seed: 
             fitted.update(more)
             fitted[method] = laws
         sh = pd.Series(distributional_shapley(laws, K_MIN, K_MAX).value, index=laws.point_ids)
-        psi = pd.DataFrame(laws.predict(sizes, warn_extrapolation=False), index=laws.point_ids, columns=sizes)
+        psi = None if laws.meta.get("law_free") else pd.DataFrame(  # a law-free value has no ψ_k
+            laws.predict(sizes, warn_extrapolation=False), index=laws.point_ids, columns=sizes)
         out[method] = (sh, psi)
         info[method] = {"seconds": round(time.perf_counter() - t0, 2)}
         if method == "auto":
@@ -313,12 +284,11 @@ def flips_part(args, log) -> pd.DataFrame:
                 f"{({k: round(v, 4) if v is not None else None for k, v in sel['heldout_nll_psi'].items()})})")
             cols = {"shapley (auto)": pd.Series(distributional_shapley(auto, cfg.k_min, cfg.k_max).value,
                                                 index=auto.point_ids)}
-            for method in ("mle", "amortized", "shrinkage", "amortized_shrinkage"):
+            for method in ("shrunk_mean", "mle", "amortized", "shrinkage", "amortized_shrinkage"):
                 laws, _ = _quiet(select_laws, s, noisy, method=method, oob=oob, random_state=seed)
-                cols[f"shapley_{method}"] = pd.Series(distributional_shapley(laws, cfg.k_min, cfg.k_max).value,
-                                                      index=laws.point_ids)
+                col = "shrunk_mean" if method == "shrunk_mean" else f"shapley_{method}"
+                cols[col] = pd.Series(distributional_shapley(laws, cfg.k_min, cfg.k_max).value, index=laws.point_ids)
             cols["mc_mean"] = monte_carlo_values(s, k_min=cfg.k_min, k_max=cfg.k_max)["mc_mean"]
-            cols["shrunk_mean"] = shrunk_means(s, cfg.k_min, cfg.k_max)
             cols["oob"] = oob.set_index("point_id")["oob_score"]
             n_pred = int(sum(t["n"].sum() for t in oob_rounds[:n]))
             for col, values in cols.items():

@@ -70,7 +70,7 @@ def results_section(folder: str | Path) -> str:
     head = ["## Law estimators against an independent ground truth (benchmarks/estimators.py)", "",
             "200 points per dataset, k uniform in [100, 1000], ground truth = 400 independent samples per "
             "point (another seed); estimates from the first n of 100 samples per point. "
-            "`auto` = `fit_laws(method=\"auto\")`; `shrunk_mean` = James–Stein shrinkage of the plain means.", ""]
+            "`auto` = `fit_laws(method=\"auto\")`; `shrunk_mean` = the fair shrunk mean (normal–normal empirical Bayes of the plain means).", ""]
     return "\n".join(head) + markdown(values, flips) + "\n"
 
 

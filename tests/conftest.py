@@ -31,6 +31,15 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` (real servers, clusters, whole runs) first, otherwise in collection order.
+
+    `make test`'s pytest-xdist workers take the files in this order as they finish one: long files
+    first, the many short ones last, so the workers end together instead of one finishing a long run alone.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def prefect_api():
     """A real ``prefect server start`` on a free loopback port for the whole session.

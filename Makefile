@@ -34,9 +34,12 @@ install-test: $(TEST_STAMP)
 run: $(STAMP)
 	$(VENV)/bin/pointscale run $(ARGS)
 
-## make test: the whole test suite
+## make test: the whole test suite, in TEST_WORKERS pytest-xdist workers (one test file per worker at a
+## time: a file's module fixtures, e.g. one real run read by several tests, are built once; files in
+## collection order, slow ones first (tests/conftest.py), not xdist's default of most tests first)
+TEST_WORKERS ?= 2
 test: $(TEST_STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 ## make test-ui: the UI as a person sees it, in headless Chromium (Debian's chromium and
 ## chromium-driver are installed with apt-get when missing; run as root, or with sudo)

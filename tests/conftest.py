@@ -8,6 +8,11 @@ import tempfile
 
 _HOME = tempfile.mkdtemp(prefix="pointscale-prefect-home-")
 os.environ.setdefault("PREFECT_HOME", _HOME)
+# Under pytest-xdist (`make test` runs two workers) every worker starts its own server and S3 server:
+# each gets its own home, hence its own SQLite database, below the one given.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["PREFECT_HOME"] = os.path.join(os.environ["PREFECT_HOME"], os.environ["PYTEST_XDIST_WORKER"])
+    os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -24,6 +29,15 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` (real servers, clusters, whole runs) first, otherwise in collection order.
+
+    `make test`'s pytest-xdist workers take the files in this order as they finish one: long files
+    first, the many short ones last, so the workers end together instead of one finishing a long run alone.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

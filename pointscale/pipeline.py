@@ -156,7 +156,7 @@ def check_extension(run_dir: str | Path, source: str) -> None:
     and test rows. Raises the DataError the revaluation would raise inside
     the flow, so the command line can say it in one line first.
     """
-    manifest = RunFolder(run_dir).read_manifest()
+    manifest = RunFolder(run_dir).stored_manifest()
     if not manifest.get("config"):
         raise ConfigError(f"{run_dir} holds no completed pipeline run to extend; run `pointscale run` first")
     data = DataConfig.from_dict(dict(manifest["config"]["data"], source=str(source)))

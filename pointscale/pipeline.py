@@ -708,9 +708,9 @@ def compute_chosen_laws(run_dir: str, dataset_path: str, sampling: Mapping[str, 
         fitted["mle"] = mle
     candidates = None if amortized is not None else ("shrinkage", "mle", "shrunk_mean")
     oob = partitions.evidence(run_dir, split_record, subset)
-    laws, _ = select_laws(samples, ds, method=method, oob=oob,
-                             random_state=cfg.seed, fitted=fitted, candidates=candidates,
-                             target="psi" if cfg.mode == "staggered" else "shapley", k_range=(cfg.k_min, cfg.k_max))
+    laws, _ = select_laws(samples, ds, method=method, oob=oob, random_state=cfg.seed, fitted=fitted,
+                          candidates=candidates, target="psi" if cfg.mode == "staggered" else "shapley",
+                          k_range=(cfg.k_min, cfg.k_max))
     population = population_of(laws)
     selection = {**laws.meta["selection"], "control_variate": control}
     model = cfg.model if isinstance(cfg.model, str) else "this model"

@@ -580,10 +580,11 @@ def _run_laws(run: RunFolder, laws_mle: str | None, laws_amortized: str | None):
 #: Points whose samples the law choice reads at most: beyond, a seeded sample of this many
 #: (:func:`pointscale.partitions.choice_points`) gives the evidence for the choice and the
 #: population-level hyperparameters, which are then applied to every other point partition by
-#: partition. Every dataset of the project's results (adult's whole pool: 46,842 points) is
-#: below it, so their choices are those of all points; the choice's memory and time at this
-#: size are measured in docs/scale.md.
-CHOICE_POINTS = 50_000
+#: partition. Measured (docs/scale.md): the choice took 59 CPU-s at 10^4 points; on 5·10^4 (the
+#: control variate applied, so the amortized candidates were refitted with their hyperparameter
+#: search in every fold) it had not finished after 27 minutes. Runs at or below the cap are
+#: computed as before, bit for bit.
+CHOICE_POINTS = 20_000
 
 
 def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any], *,

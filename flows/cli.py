@@ -205,13 +205,9 @@ def cmd_run(args) -> int:
 
 def cmd_revalue(args) -> int:
     from pointscale.pipeline import check_extension
-    from pointscale.storage import StorageError, is_url
 
     from .sampling import check_dask_address
 
-    if is_url(args.run_dir):
-        raise StorageError(f"--run-dir {args.run_dir}: revalue works on a local run folder only (for now); "
-                           "copy the run folder to a local disk or a shared file system first")
     check_run_folder(args.run_dir, "--run-dir")
     execution = options_from_args(ExecutionOptions, args)
     check_extension(args.run_dir, args.dataset)  # bad new data: one line, before any server or fit

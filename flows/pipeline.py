@@ -130,7 +130,8 @@ def _downstream(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
         pipeline.clear_output(root, "laws_amortized")
     t = time.perf_counter()
     progress.stage("choose-laws", "choosing the laws by held-out likelihood")
-    laws = law_tasks.choose_laws(root, dataset, sampling, samples, mle, amortized)
+    laws = law_tasks.choose_laws(root, dataset, sampling, samples, mle, amortized,
+                                 partition_points=options.partition_points)
     # Also when the stage was reused: run.json holds this run's diagnostic.
     run.update_manifest(law_diagnostic=laws.get("law_diagnostic"))
     if laws.get("law_diagnostic"):
@@ -268,21 +269,21 @@ def revalue_flow(
     progress = _start(f"revaluing {run_dir} with {source}")
     check_dask_address(execution.dask_address)
     run = RunFolder(run_dir)
-    revaluation.revaluation_base(run.root)  # a folder with no run to extend fails before the lock
+    revaluation.revaluation_base(run.location())  # a folder with no run to extend fails before the lock
     with run.lock(wait=wait_for_lock):
         claim_run_folder(run)
-        base = revaluation.revaluation_base(run.root)
+        base = revaluation.revaluation_base(run.location())
         config = base["config"]
         options = PipelineOptions.model_validate({**config["options"], **execution.model_dump()})
         progress.stage("ingest", f"reading {source} on top of the run's data")
-        ds_info = ingest_tasks.ingest(dict(config["data"], source=str(source)), str(run.root),
+        ds_info = ingest_tasks.ingest(dict(config["data"], source=str(source)), run.location(),
                                       base_path=base["dataset"]["path"])
-        plan = revaluation.start_revaluation(run.root, ds_info, base, source=str(source),
+        plan = revaluation.start_revaluation(run.location(), ds_info, base, source=str(source),
                                              event_fingerprint=fingerprint)
         if not plan["changed"]:
             logger.info("dataset unchanged (%s); nothing to revalue", ds_info["fingerprint"][:8])
             progress.stage("done", "dataset unchanged; nothing to revalue")
-            return {"run_dir": str(run.root), "changed": False}
+            return {"run_dir": run.location(), "changed": False}
         logger.info("revaluing: %d new points join %d already valued; their samples are reused",
                     len(plan["new_points"]), sum(len(g) for g in plan["groups"]) - len(plan["new_points"]))
         timings: dict[str, float] = {"ingest": round(time.perf_counter() - started, 3)}
@@ -290,16 +291,16 @@ def revalue_flow(
             # Before any new row is sampled: every earlier model is out of bag for them.
             progress.stage("triage", f"triaging {len(plan['new_points'])} new rows")
             t = time.perf_counter()
-            triaged = value_tasks.triage(str(run.root), ds_info, config["sampling"], plan["new_points"])
+            triaged = value_tasks.triage(run.location(), ds_info, config["sampling"], plan["new_points"])
             _stage_done(run, "triage", timings, t)
             logger.info("triage: %d new rows scored in %.1f s; most suspicious: %s", triaged["points"],
                         triaged["seconds"], ", ".join(r["point_id"] for r in triaged["most_suspicious"]))
         result = _run_stages(run, ds_info, config["sampling"], options, progress, timings=timings)
-        change = value_tasks.compare_values(str(run.root), result["values"])
+        change = value_tasks.compare_values(run.location(), result["values"])
         if change is not None:
             result["values_change"] = change
         if plan["new_points"]:
-            result["triage"] = value_tasks.grade_triage(str(run.root), result["values"])
+            result["triage"] = value_tasks.grade_triage(run.location(), result["values"])
         run.update_manifest(status="completed", total_seconds=round(time.perf_counter() - started, 3))
     result["new_points"] = len(plan["new_points"])
     progress.stage("done", f"done in {time.perf_counter() - started:.0f} s")

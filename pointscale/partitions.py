@@ -51,6 +51,7 @@ MLE laws' ``meta`` holds each part's record (``meta['parts']``, as
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -66,6 +67,7 @@ import pandas as pd
 from .config import stable_hash
 from .data import open_dataset
 from .errors import DataError
+from .seeding import point_keys
 from .storage import Store
 
 #: Points per partition (a partition's rows, laws and values table fit in a
@@ -332,6 +334,28 @@ def part_evidence(run_dir: str, split_record: Mapping[str, Any], part: int) -> p
     return summarize(sum_evidence([store.read_parquet(n).to_pandas() for n in names]))
 
 
+def evidence(run_dir: str, split_record: Mapping[str, Any], points: Sequence[str] | None = None
+             ) -> pd.DataFrame | None:
+    """The out-of-bag evidence of the run's points (or of ``points``), sorted by point id (None: none).
+
+    Read partition by partition, keeping only ``points``' rows, so memory
+    holds one partition's evidence and the rows kept.
+    """
+    if not split_record["evidence_rows"]:
+        return None
+    keep = None if points is None else pd.Index(np.asarray(points, dtype=object))
+    frames = []
+    for part in range(split_record["parts"]):
+        table = part_evidence(run_dir, split_record, part)
+        if keep is not None:
+            table = table.loc[keep.get_indexer(table["point_id"].to_numpy(dtype=object)) >= 0]
+        if len(table):
+            frames.append(table)
+    if not frames:
+        return None
+    return pd.concat(frames, ignore_index=True).sort_values("point_id", kind="stable").reset_index(drop=True)
+
+
 def base_fits(run_dir: str, split_record: Mapping[str, Any]) -> pd.DataFrame:
     """One row per base fit of the run's points (``base_id``, ``k``, ``u_base``), for the learning curve."""
     store = Store(run_dir)
@@ -498,11 +522,7 @@ def join_values(run_dir: str, dataset_path: str, sampling: Mapping[str, Any], sp
     table["value_now"] = table[value_column(ds.n_pool)]
     table["size_now"] = np.int64(ds.n_pool)
     files = [names["values"]]
-    evidence = [e for e in (part_evidence(run_dir, split_record, p) for p in range(split_record["parts"]))
-                if len(e)] if split_record["evidence_rows"] else []
-    oob = pd.concat(evidence, ignore_index=True).sort_values("point_id", kind="stable").reset_index(drop=True) \
-        if evidence else None
-    issues = pool_label_issues(oob, ds)
+    issues = pool_label_issues(evidence(run_dir, split_record), ds)
     if issues is not None:
         scores = issues.table.set_index("point_id")["label_issue_score"]
         table["label_issue_score"] = scores.reindex(table["point_id"].astype(str)).to_numpy(dtype=np.float64)
@@ -523,3 +543,139 @@ def join_values(run_dir: str, dataset_path: str, sampling: Mapping[str, Any], sp
             "by_estimator": {str(k): int(v) for k, v in by_estimator.items()},
             "negative_c": int(table["negative_c"].sum()) if "negative_c" in table else None,
             "learning_curve": curve, "label_issues": label_summary}
+
+
+# --------------------------------------------------------------------------- the law choice
+
+
+#: Salt of the keys that draw the law choice's sample of points.
+_CHOICE_SALT = 0xC401CE
+
+
+def choice_points(run_dir: str, split_record: Mapping[str, Any], seed: int, cap: int) -> list[str] | None:
+    """The points whose samples the law choice reads: None (every point) when the run has at most ``cap``.
+
+    Else the ``cap`` points with the smallest keys (a hash of the id and
+    ``seed``: a uniform random sample, independent of order and of the
+    partitioning), sorted; read partition by partition, holding at most
+    ``cap`` + one partition's ids.
+    """
+    if int(split_record["n_points"]) <= int(cap):
+        return None
+    ids, keys = np.empty(0, dtype=object), np.empty(0, dtype=np.uint64)
+    for part in range(split_record["parts"]):
+        more = np.asarray(part_points(run_dir, split_record, part), dtype=object)
+        ids = np.concatenate([ids, more])
+        keys = np.concatenate([keys, point_keys(more, int(seed) + _CHOICE_SALT)])
+        if ids.size > cap:
+            best = np.argsort(keys, kind="stable")[:cap]
+            ids, keys = ids[best], keys[best]
+    return sorted(ids.tolist())
+
+
+def base_totals_part(run_dir: str, split_record: Mapping[str, Any], part: int) -> str:
+    """Partition ``part``'s block totals for the control variate (:func:`~pointscale.laws.control.base_totals`); the file."""
+    from .laws.control import base_totals
+
+    name = posixpath.join(PARTS, split_record["key"], "base_totals", _p(part) + ".parquet")
+    Store(run_dir).write_parquet(name, base_totals(part_samples(run_dir, split_record, part)))
+    return name
+
+
+def save_amortized_model(store: Store, folder: str, samples: pd.DataFrame, ds, oob, seed: int,
+                         k_range: Sequence[int]) -> str:
+    """The amortized model the law choice fitted to ``samples`` (trained again: deterministic) -> ``folder``."""
+    from .laws.auto import usable_samples
+    from .laws.estimators import FitContext, amortized_model
+
+    context = FitContext(dataset=ds, oob=oob, random_state=int(seed), k_range=(int(k_range[0]), int(k_range[1])))
+    model = amortized_model(usable_samples(samples), context)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = model.save(Path(tmp) / "model")
+        for file in sorted(saved.iterdir()):
+            store.write_bytes(posixpath.join(folder, file.name), file.read_bytes())
+    return folder
+
+
+def _load_amortized_model(store: Store, folder: str):
+    from .laws import AmortizedScalingLaws
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "model"
+        local.mkdir()
+        for name in store.list(folder):
+            (local / name).write_bytes(store.read_bytes(posixpath.join(folder, name)))
+        return AmortizedScalingLaws.load(local)
+
+
+def apply_laws_part(run_dir: str, dataset_path: str, split_record: Mapping[str, Any], part: int,
+                    plan: Mapping[str, Any]) -> dict[str, Any]:
+    """The chosen estimator's laws of partition ``part``'s points outside the choice's sample.
+
+    ``plan`` is what the choice (:func:`pointscale.pipeline.compute_chosen_laws`)
+    returned: the estimator, its population-level hyperparameters (fixed
+    here: ``FitContext.populations``), the control variate's coefficient and
+    table when applied, the amortized laws (the stored ones cut into the
+    partitions, or the choice's model when it was fitted to adjusted
+    samples). Each point is fitted as in the choice's fit on all its samples.
+    Writes ``<choice folder>/parts/p0003.parquet``.
+    """
+    from .laws.auto import usable_samples
+    from .laws.control import apply_control
+    from .laws.estimators import FitContext, fit_estimator, get_estimator
+
+    store = Store(run_dir)
+    chosen = plan["chosen"]
+    sample = pd.Index(np.asarray(store.read_json(plan["folder"], "points.json"), dtype=object))
+    rows = part_samples(run_dir, split_record, part)
+    rows = rows.loc[sample.get_indexer(rows["point_id"].to_numpy(dtype=object)) < 0]
+    if rows.empty:
+        return {"part": part, "points": 0, "file": None}
+    control = plan["control"]
+    if control["applied"]:  # as the choice's samples: adjusted rows whole, raw ones the law columns
+        rows = apply_control(rows, store.read_parquet(control["table"]).to_pandas(), float(control["b"]))
+    else:
+        rows = rows[["point_id", "k", "delta", "failed"]]
+    usable = usable_samples(rows)
+    points = rows["point_id"].unique()
+    ds = open_dataset(dataset_path)
+    oob = evidence(run_dir, split_record, points) if split_record["evidence_rows"] else None
+    context = FitContext(dataset=ds, oob=oob, random_state=int(plan["seed"]),
+                         k_range=(int(plan["k_range"][0]), int(plan["k_range"][1])), populations=plan["populations"])
+    cache = {}
+    for role in ("mle", "amortized"):  # laws on all samples the choice reused, cut to this partition
+        folder = plan.get(f"{role}_parts")
+        if folder is not None:
+            laws = _part_laws(store, folder, part)
+            cache[role] = laws.subset(pd.Index(points).get_indexer(laws.point_ids.astype(object)) >= 0)
+    if plan.get("model") and "amortized" in (chosen, *get_estimator(chosen).requires):
+        model = _load_amortized_model(store, plan["model"])
+        ids = np.asarray(pd.unique(usable["point_id"].to_numpy(dtype=object)))
+        idx = ds.index_of(ids)
+        cache["amortized"] = model.predict_laws(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], ids,
+                                                samples=usable, oob=oob)
+    laws = fit_estimator(chosen, usable, context, cache)
+    name = posixpath.join(plan["folder"], "parts", _p(part) + ".parquet")
+    save_laws(store, name, laws)
+    return {"part": part, "points": int(laws.n_points), "file": name}
+
+
+def join_chosen_laws(run_dir: str, plan: Mapping[str, Any], names: Sequence[str], out: str) -> dict[str, Any]:
+    """The choice's laws and every partition's applied laws, joined and ordered by point id -> ``out``.
+
+    The meta is the choice's (its selection and law diagnostic) with
+    ``choice`` (how many points the choice used, of how many, and how they
+    were drawn) and ``parts`` (each applied part's record).
+    """
+    from .laws import FittedScalingLaws
+
+    store = Store(run_dir)
+    choice = load_laws(store, posixpath.join(plan["folder"], "laws.parquet"))
+    parts = [load_laws(store, n) for n in names]
+    laws = FittedScalingLaws.concat([choice, *parts])
+    order = pd.Index(laws.point_ids.astype(object)).argsort()
+    laws = laws._take(np.asarray(order, dtype=np.intp))
+    laws = dataclasses.replace(laws, meta={**choice.meta, "choice": dict(plan["choice"]),
+                                           "parts": [{k: v for k, v in p.meta.items() if k != "population_state"} for p in parts]})
+    save_laws(store, out, laws)
+    return {"points": int(laws.n_points)}

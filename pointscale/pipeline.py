@@ -156,7 +156,7 @@ def check_extension(run_dir: str | Path, source: str) -> None:
     and test rows. Raises the DataError the revaluation would raise inside
     the flow, so the command line can say it in one line first.
     """
-    manifest = RunFolder(run_dir).read_manifest()
+    manifest = RunFolder(run_dir).stored_manifest()
     if not manifest.get("config"):
         raise ConfigError(f"{run_dir} holds no completed pipeline run to extend; run `pointscale run` first")
     data = DataConfig.from_dict(dict(manifest["config"]["data"], source=str(source)))
@@ -411,8 +411,8 @@ SAMPLE_COLUMNS = ("point_id", "k", "delta", "failed")
 
 
 def load_samples(run_dir: str | Path, sampling: Mapping[str, Any],
-                 columns: Sequence[str] | None = SAMPLE_COLUMNS) -> pd.DataFrame:
-    """The verified ledger rows of this run's points under this sampling identity.
+                 columns: Sequence[str] | None = SAMPLE_COLUMNS, points: Sequence[str] | None = None) -> pd.DataFrame:
+    """The verified ledger rows of this run's points (or of ``points`` among them) under this sampling identity.
 
     Streams the ledger shard by shard (:meth:`Ledger.read_table`), reading
     only ``columns`` (None: every column) and filtering rows in Arrow, so
@@ -425,9 +425,12 @@ def load_samples(run_dir: str | Path, sampling: Mapping[str, Any],
     where: dict[str, Any] = {"config_hash": {cfg.identity_hash(), cfg.stable_hash()}}
     if cfg.mode == "uniform":
         where["k"] = (cfg.k_min, cfg.k_max)
-    points = {p for g in load_point_groups(run_dir) for p in g}
-    if points:
-        where["point_id"] = points
+    if points is not None:  # some of the run's points: points.json need not be read
+        where["point_id"] = set(points)
+    else:
+        run_points = {p for g in load_point_groups(run_dir) for p in g}
+        if run_points:
+            where["point_id"] = run_points
     table = Ledger(run.samples).read_table(None if columns is None else list(columns), where=where)
     return table.to_pandas()
 
@@ -574,9 +577,20 @@ def _run_laws(run: RunFolder, laws_mle: str | None, laws_amortized: str | None):
     return mle, amortized
 
 
+#: Points whose samples the law choice reads at most: beyond, a seeded sample of this many
+#: (:func:`pointscale.partitions.choice_points`) gives the evidence for the choice and the
+#: population-level hyperparameters, which are then applied to every other point partition by
+#: partition. Measured (docs/scale.md): the choice took 59 CPU-s at 10^4 points; on 5·10^4 (the
+#: control variate applied, so the amortized candidates were refitted with their hyperparameter
+#: search in every fold) it had not finished after 27 minutes. Runs at or below the cap are
+#: computed as before, bit for bit.
+CHOICE_POINTS = 20_000
+
+
 def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any], *,
                 laws_mle: str = LAWS_MLE, laws_amortized: str | None = None,
-                method: str = "auto", control_variate: str = "auto", pool=SERIAL) -> dict[str, Any]:
+                method: str = "auto", control_variate: str = "auto", pool=SERIAL,
+                part_points: int = PART_POINTS, choice_points: int = CHOICE_POINTS) -> dict[str, Any]:
     """The laws the values come from -> ``laws.parquet`` (the choice recorded in its ``meta['selection']``).
 
     :func:`pointscale.laws.auto.select_laws` with ``method`` ("auto": the
@@ -598,60 +612,143 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
 
     The law diagnostic (:mod:`pointscale.laws.diagnostic`: does the law hold,
     how reliable the values are, in one sentence) goes to the laws'
-    ``meta['law_diagnostic']``, the summary and ``run.json``'s ``law_diagnostic``;
-    its ``control_variate`` names the control variate applied.
+    ``meta['law_diagnostic']``, the summary and ``run.json``'s ``law_diagnostic``
+    (there with ``choice_points``: how many points the choice's evidence used,
+    of ``points``); its ``control_variate`` names the control variate applied.
 
-    The choice needs every point's samples at once (the estimators' population
-    priors, the cross-validation's shared variance and standard errors): it
-    runs as one call of ``pool.map`` (on a worker of the flow's cluster, not
-    in the flow's process), which writes ``laws.parquet`` where the run folder is.
+    Bounded memory whatever the number of points: the choice (the
+    cross-validation, the law diagnostic, the reliability, the control
+    variate's check and coefficient, the estimators' population-level
+    hyperparameters) is one call of ``pool.map`` that reads the samples of
+    at most ``choice_points`` points -- every point when the run has no more
+    (then that call writes ``laws.parquet`` itself), else a seeded sample of
+    them (:func:`pointscale.partitions.choice_points`). Then one call per
+    partition of points (:mod:`.partitions`) fits the chosen estimator to the
+    partition's other points with those hyperparameters fixed
+    (:func:`pointscale.partitions.apply_laws_part`; each point's law is the
+    one it would get in the choice's fit), and one call joins the laws
+    (``meta['choice']`` says how many points the choice used). With a
+    sample, the control variate's block totals and size curve come from
+    every point's samples (one call per partition sums them).
     """
+    from .io import sha256_file
     from .laws.control import CONTROL_SETTINGS
 
     if control_variate not in CONTROL_SETTINGS:
         raise ConfigError(f"control_variate={control_variate!r} must be one of {CONTROL_SETTINGS}")
+    if int(choice_points) < 1:
+        raise ConfigError(f"choice_points={choice_points} must be at least 1")
     run = RunFolder(run_dir)
-    summary = pool.map(compute_chosen_laws, [run.location()], [dataset_path], [dict(sampling)], [laws_mle],
-                       [laws_amortized], [method], [control_variate])[0]
+    where = run.location()
+    record = partitions.split(where, sampling, part_points=part_points, pool=pool)
+    n = record["parts"]
+    sampled = record["n_points"] > int(choice_points)
+    totals = pool.map(partitions.base_totals_part, [where] * n, [record] * n, range(n)) if sampled else None
+    sources = {role: name for role, name in (("mle", laws_mle), ("amortized", laws_amortized)) if name}
+    key = stable_hash({"split": record["key"], "method": method, "control_variate": control_variate,
+                       "choice_points": int(choice_points),
+                       "laws": {role: sha256_file(run.file(name)) for role, name in sources.items()}})[:16]
+    summary = pool.map(compute_chosen_laws, [where], [dataset_path], [dict(sampling)], [laws_mle],
+                       [laws_amortized], [method], [control_variate], [record], [int(choice_points)],
+                       [totals], [key])[0]
+    plan = summary.pop("apply", None)
+    if plan is not None:  # the choice used a sample of the points: apply it to the others
+        from .laws.estimators import get_estimator
+
+        needs = (plan["chosen"], *get_estimator(plan["chosen"]).requires)
+        for role in ("mle", "amortized"):  # laws on all samples the choice reused, cut into the partitions
+            if role in needs and plan[role] is not None and not plan["control"]["applied"]:
+                plan[f"{role}_parts"] = pool.map(partitions.split_laws, [where], [record], [plan[role]],
+                                                 [sha256_file(run.file(plan[role]))])[0]
+        parts = pool.map(partitions.apply_laws_part, [where] * n, [dataset_path] * n, [record] * n, range(n),
+                         [plan] * n)
+        joined = pool.map(partitions.join_chosen_laws, [where], [plan], [[p["file"] for p in parts if p["file"]]],
+                          [LAWS])[0]
+        summary["points"] = joined["points"]
     run.fetch(LAWS, LAWS + ".json")
     run.update_manifest(law_diagnostic=summary["law_diagnostic"])
     return summary
 
 
 def compute_chosen_laws(run_dir: str, dataset_path: str, sampling: Mapping[str, Any], laws_mle: str | None,
-                        laws_amortized: str | None, method: str, control_variate: str) -> dict[str, Any]:
-    """The body of :func:`choose_laws`, run where the pool runs it: reads and writes only the run folder."""
+                        laws_amortized: str | None, method: str, control_variate: str,
+                        split_record: Mapping[str, Any], choice_points: int,
+                        totals: Sequence[str] | None, key: str) -> dict[str, Any]:
+    """The choice of :func:`choose_laws`, run where the pool runs it: reads and writes only the run folder.
+
+    On the samples of :func:`pointscale.partitions.choice_points` (all the
+    run's when it has at most ``choice_points`` points: then the laws are
+    written to ``laws.parquet``; else to the choice's folder, and the
+    summary's ``apply`` says how the other points are fitted).
+    ``totals``: the per-partition block totals of the control variate
+    (:func:`pointscale.partitions.base_totals_part`) when sampled.
+    """
     from .laws.auto import select_laws
-    from .laws.control import controlled
+    from .laws.control import control_table, controlled, merge_totals
     from .laws.diagnostic import diagnostic_sentence
+    from .laws.estimators import get_estimator, population_of
     from .sampling import SamplingConfig
 
     run = RunFolder(run_dir)
+    store = Store(run.location())
     start = time.perf_counter()
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
-    rows = load_samples(run_dir, sampling, columns=SAMPLE_COLUMNS + ("base_id", "sample_id"))
-    samples, control = controlled(rows, control_variate, seed=cfg.seed, columns=SAMPLE_COLUMNS)
+    subset = partitions.choice_points(run_dir, split_record, cfg.seed, choice_points)
+    rows = load_samples(run_dir, sampling, columns=SAMPLE_COLUMNS + ("base_id", "sample_id"), points=subset)
+    bases = None if subset is None else merge_totals(store.read_parquet(t).to_pandas() for t in totals)
+    samples, control = controlled(rows, control_variate, seed=cfg.seed, columns=SAMPLE_COLUMNS, bases=bases)
     applied = control["applied"]
     fitted = {}
     mle, amortized = _run_laws(run, laws_mle, laws_amortized)
+    if subset is not None and mle is not None:
+        mle = mle.subset(_member(mle.point_ids, subset))
     if amortized is not None and not applied:
         fitted["amortized"] = amortized.subset(_member(amortized.point_ids, samples["point_id"].unique()))
     if mle is not None and not applied:
         fitted["mle"] = mle
     candidates = None if amortized is not None else ("shrinkage", "mle", "shrunk_mean")
-    laws, _ = select_laws(samples, ds, method=method, oob=_oob(run_dir), random_state=cfg.seed, fitted=fitted,
+    oob = partitions.evidence(run_dir, split_record, subset)
+    laws, _ = select_laws(samples, ds, method=method, oob=oob, random_state=cfg.seed, fitted=fitted,
                           candidates=candidates, target="psi" if cfg.mode == "staggered" else "shapley",
                           k_range=(cfg.k_min, cfg.k_max))
+    population = population_of(laws)
     selection = {**laws.meta["selection"], "control_variate": control}
     model = cfg.model if isinstance(cfg.model, str) else "this model"
     diagnostic = dict(laws.meta["law_diagnostic"], control_variate="block-mean" if applied else "none")
     diagnostic["sentence"] = diagnostic_sentence(diagnostic, model)
-    laws = dataclasses.replace(laws, meta={**laws.meta, "selection": selection, "law_diagnostic": diagnostic})
-    partitions.save_laws(Store(run.location()), LAWS, laws)
-    return {"files": [LAWS], "points": laws.n_points, "chosen": selection["chosen"], "estimator": selection,
-            "control_variate": control, "law_diagnostic": diagnostic,
-            "seconds": round(time.perf_counter() - start, 3)}
+    meta = {k: v for k, v in laws.meta.items() if k != "population_state"}
+    laws = dataclasses.replace(laws, meta={**meta, "selection": selection, "law_diagnostic": diagnostic})
+    n_points, n_used = int(split_record["n_points"]), int(split_record["n_points"] if subset is None else len(subset))
+    summary = {"files": [LAWS], "points": laws.n_points, "chosen": selection["chosen"], "estimator": selection,
+               "control_variate": control,
+               "law_diagnostic": {**diagnostic, "choice_points": n_used, "points": n_points}}
+    if subset is None:
+        partitions.save_laws(store, LAWS, laws)
+    else:
+        folder = f"{partitions.PARTS}/{split_record['key']}/choice-{key}"
+        store.write_json(f"{folder}/points.json", list(subset))
+        partitions.save_laws(store, f"{folder}/laws.parquet", laws)
+        chosen = selection["chosen"]
+        plan = {"folder": folder, "chosen": chosen, "seed": int(cfg.seed), "k_range": [cfg.k_min, cfg.k_max],
+                "populations": {} if population is None else {chosen: population},
+                "control": {"applied": bool(applied), "b": control.get("b"), "table": None},
+                "mle": laws_mle, "amortized": laws_amortized if amortized is not None else None,
+                "choice": {"points": n_used, "of": n_points, "seed": int(cfg.seed),
+                           "rule": "a sample of the points keyed by a hash of their ids and the seed "
+                                   "(pointscale.partitions.choice_points); every other point fitted with "
+                                   "the population-level hyperparameters learned on it"}}
+        if applied:
+            plan["control"]["table"] = f"{folder}/control.parquet"
+            store.write_parquet(plan["control"]["table"], control_table(bases))
+            if "amortized" in (chosen, *get_estimator(chosen).requires):
+                # The amortized laws were fitted to the adjusted samples: the other points need that model.
+                plan["model"] = partitions.save_amortized_model(
+                    store, f"{folder}/amortized_model", samples, ds, oob, cfg.seed, (cfg.k_min, cfg.k_max))
+        store.write_json(f"{folder}/plan.json", plan)  # what the partitions apply (a record; tasks get it passed)
+        summary["apply"] = plan
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    return summary
 
 
 def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],

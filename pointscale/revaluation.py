@@ -80,9 +80,9 @@ def revaluation_base(run_dir: str | Path) -> dict[str, Any]:
         If the folder holds no pipeline run to extend.
     """
     run = RunFolder(run_dir)
-    manifest = run.read_manifest()
+    manifest = run.stored_manifest()
     if not manifest.get("config") or not manifest.get("dataset"):
-        raise ConfigError(f"{run.root} holds no completed pipeline run to extend; run `pointscale run` first")
+        raise ConfigError(f"{run.location()} holds no completed pipeline run to extend; run `pointscale run` first")
     return {"config": manifest["config"], "dataset": base_version(manifest)}
 
 

@@ -178,6 +178,13 @@ class RunFolder:
             return read_json(self.manifest_path)
         return {}
 
+    def stored_manifest(self) -> dict[str, Any]:
+        """run.json where the run lives: at the URL for a run folder there (not the working copy,
+        which may be stale or absent on this machine before the run takes the lock)."""
+        if self.store is None:
+            return self.read_manifest()
+        return self.store.read_json("run.json") if self.store.exists("run.json") else {}
+
     def update_manifest(self, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into run.json (nested dicts merged one level deep)."""
         manifest = self.read_manifest()

@@ -45,12 +45,15 @@ def fit_amortized(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any
 @task(name="choose-laws", retries=1)
 def choose_laws(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], samples: dict[str, Any],
                 laws_mle: dict[str, Any], laws_amortized: Optional[dict[str, Any]] = None,
-                method: str = "auto", control_variate: str = "auto") -> dict[str, Any]:
+                method: str = "auto", control_variate: str = "auto",
+                partition_points: int = PART_POINTS) -> dict[str, Any]:
     """The laws behind the values -> laws.parquet: the estimator with the best held-out likelihood.
 
     Its choice, the candidates' held-out scores and the rule are recorded in
     the laws' ``meta['selection']`` and in the result (``estimator``); the
     block-mean control variate's record (applied where it helps) in ``control_variate``.
+    The choice reads at most :data:`pointscale.pipeline.CHOICE_POINTS` points' samples on one
+    worker; the chosen estimator is applied to the others partition by partition on the cluster.
     """
     inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "ledger": samples["ledger_hash"],
               "points": samples["points_hash"], "laws_mle": output_ref(laws_mle),
@@ -59,4 +62,4 @@ def choose_laws(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any],
     return run_stage(run_dir, "laws", inputs, lambda: pipeline.choose_laws(
         run_dir, dataset["path"], sampling, laws_mle=pipeline.LAWS_MLE,
         laws_amortized=pipeline.LAWS_AMORTIZED if laws_amortized else None, method=method,
-        control_variate=control_variate, pool=current_pool()))
+        control_variate=control_variate, pool=current_pool(), part_points=partition_points))

@@ -116,7 +116,7 @@ from .likelihood import LOG_2PI
 from .power import power_mean
 from .result import FittedScalingLaws
 
-__all__ = ["fit_laws", "select_laws", "CANDIDATES", "MAX_NOT_CONVERGED"]
+__all__ = ["fit_laws", "select_laws", "usable_samples", "CANDIDATES", "MAX_NOT_CONVERGED"]
 
 #: The built-in estimators ``method="auto"`` chooses among, in tie-breaking order
 #: (the registry's ``auto_rank`` at import: :func:`pointscale.laws.estimators.candidates`).
@@ -131,7 +131,8 @@ FOLDS = 5
 NO_LAW_CONSTANT = "shrunk_mean"
 
 
-def _usable(samples: pd.DataFrame) -> pd.DataFrame:
+def usable_samples(samples: pd.DataFrame) -> pd.DataFrame:
+    """The rows the estimators fit: finite Δ, not failed."""
     keep = np.isfinite(pd.to_numeric(samples["delta"], errors="coerce").to_numpy(dtype=np.float64))
     if "failed" in samples.columns:
         keep &= ~samples["failed"].fillna(False).to_numpy(dtype=bool)
@@ -469,7 +470,7 @@ def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "au
         raise ConfigError(f"target={target!r} must be one of {TARGETS}")
     if not 0.0 <= float(max_not_converged) <= 1.0:
         raise ConfigError(f"max_not_converged={max_not_converged} must lie in [0, 1]")
-    usable = _usable(samples)
+    usable = usable_samples(samples)
     full_cache: dict[str, FittedScalingLaws] = {k: v for k, v in dict(fitted or {}).items() if v is not None}
     if k_range is None and len(usable):
         k_range = (int(np.floor(usable["k"].min())), int(np.ceil(usable["k"].max())))

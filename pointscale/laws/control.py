@@ -79,7 +79,7 @@ import pandas as pd
 from ..seeding import mix64
 from ..errors import ConfigError
 
-__all__ = ["adjust", "block_controls", "cross_fitted", "CONTROL_SETTINGS", "MAX_DISCRETE_SIZES", "DEFAULT_FOLDS"]
+__all__ = ["adjust", "block_controls", "base_totals", "merge_totals", "control_table", "apply_control", "cross_fitted", "CONTROL_SETTINGS", "MAX_DISCRETE_SIZES", "DEFAULT_FOLDS"]
 
 #: ``control_variate`` settings of the choose-laws stage: "auto" applies it where it helps.
 CONTROL_SETTINGS = ("auto", "on", "off")
@@ -126,16 +126,33 @@ class _Layout:
     n_points: int
     base_k: np.ndarray     # size of each base
     base_ids: np.ndarray   # base_id of each base code
+    n_b: np.ndarray        # usable samples on each base (all of the run's, see ``of``)
+    s_b: np.ndarray        # their summed Δ
 
     @classmethod
-    def of(cls, frame: pd.DataFrame) -> "_Layout":
-        base, base_ids = pd.factorize(frame["base_id"].to_numpy(np.int64), sort=False)
+    def of(cls, frame: pd.DataFrame, bases: pd.DataFrame | None = None) -> "_Layout":
+        """The rows of ``frame``; each base's totals from ``bases`` (:func:`base_totals`) or from the rows.
+
+        ``bases`` holds every base of the run when ``frame`` is the rows of some
+        of its points only (a block's other points are then still counted).
+        """
         point, points = pd.factorize(frame["point_id"], sort=False)
-        k = frame["k"].to_numpy(np.float64)
-        base_k = np.empty(len(base_ids))
-        base_k[base] = k  # one size per base
-        return cls(frame["delta"].to_numpy(np.float64), base, point, len(points), base_k,
-                   np.asarray(base_ids, np.int64))
+        d = frame["delta"].to_numpy(np.float64)
+        if bases is None:
+            base, base_ids = pd.factorize(frame["base_id"].to_numpy(np.int64), sort=False)
+            k = frame["k"].to_numpy(np.float64)
+            base_k = np.empty(len(base_ids))
+            base_k[base] = k  # one size per base
+            n_b = np.bincount(base, minlength=len(base_ids))
+            s_b = np.bincount(base, weights=d, minlength=len(base_ids))
+        else:
+            base_ids = bases["base_id"].to_numpy(np.int64)
+            base = pd.Index(base_ids).get_indexer(frame["base_id"].to_numpy(np.int64))
+            if (base < 0).any():
+                raise ValueError("bases lacks some bases of the samples (base_totals of every row of the run)")
+            base_k = bases["k"].to_numpy(np.float64)
+            n_b, s_b = bases["n"].to_numpy(np.int64), bases["sum"].to_numpy(np.float64)
+        return cls(d, base, point, len(points), base_k, np.asarray(base_ids, np.int64), n_b, s_b)
 
     @property
     def n_bases(self) -> int:
@@ -163,34 +180,42 @@ def _curve(k: np.ndarray, w: np.ndarray, m: np.ndarray):
     return predict, loo
 
 
-def _controls(lay: _Layout, fit_rows: np.ndarray | None = None) -> np.ndarray:
-    nb = lay.n_bases
-    n_b = np.bincount(lay.base, minlength=nb)
-    s_b = np.bincount(lay.base, weights=lay.d, minlength=nb)
-    with np.errstate(all="ignore"):
-        others = np.where(n_b[lay.base] >= 2, (s_b[lay.base] - lay.d) / (n_b[lay.base] - 1), np.nan)
-    if fit_rows is None:
-        nf, sf = n_b, s_b
-    else:
-        fit = np.asarray(fit_rows, bool)
-        nf = np.bincount(lay.base[fit], minlength=nb)
-        sf = np.bincount(lay.base[fit], weights=lay.d[fit], minlength=nb)
-    inside = nf > 0
-    predict, loo = _curve(lay.base_k[inside], nf[inside].astype(np.float64), sf[inside] / nf[inside])
-    mu = predict(lay.base_k)
+def _base_means(base_k: np.ndarray, n_b: np.ndarray, s_b: np.ndarray) -> np.ndarray:
+    """The size curve μ̂_{−D}(k) at each base: leave-one-base-out where the base is in the fit (n_b > 0)."""
+    inside = n_b > 0
+    predict, loo = _curve(base_k[inside], n_b[inside].astype(np.float64), s_b[inside] / n_b[inside])
+    mu = predict(base_k)
     mu[inside] = loo
-    return others - mu[lay.base]
+    return mu
+
+
+def _others(n_b: np.ndarray, s_b: np.ndarray, base: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The mean Δ of the other samples on each row's base (NaN where it is alone)."""
+    with np.errstate(all="ignore"):
+        return np.where(n_b[base] >= 2, (s_b[base] - d) / (n_b[base] - 1), np.nan)
+
+
+def _controls(lay: _Layout, fit_bases: np.ndarray | None = None) -> np.ndarray:
+    """Every row's control; the size curve fitted on the bases ``fit_bases`` marks (None: all)."""
+    others = _others(lay.n_b, lay.s_b, lay.base, lay.d)
+    if fit_bases is None:
+        nf, sf = lay.n_b, lay.s_b
+    else:
+        nf, sf = np.where(fit_bases, lay.n_b, 0), np.where(fit_bases, lay.s_b, 0.0)
+    return others - _base_means(lay.base_k, nf, sf)[lay.base]
 
 
 def block_controls(samples: pd.DataFrame, fit_rows: np.ndarray | None = None) -> np.ndarray:
     """The control c(z, D) of every row (NaN where there is none).
 
     ``fit_rows`` (boolean mask) restricts the size curve to the bases of those
-    rows (whole bases); rows outside it get the curve's prediction (their
+    rows (a base counts whole where one of its rows is in the mask); rows outside it get the curve's prediction (their
     bases are not in the fit), rows inside it the leave-one-base-out one.
     Rows must be usable (finite Δ, not failed).
     """
-    return _controls(_Layout.of(samples), fit_rows)
+    lay = _Layout.of(samples)
+    fit = None if fit_rows is None else np.bincount(lay.base[np.asarray(fit_rows, bool)], minlength=lay.n_bases) > 0
+    return _controls(lay, fit)
 
 
 def _centred(values: np.ndarray, codes: np.ndarray, n_codes: int) -> np.ndarray:
@@ -245,12 +270,13 @@ def cross_fitted(samples: pd.DataFrame, *, folds: int = DEFAULT_FOLDS, seed: int
 
 
 def _cross_fitted(lay: _Layout, folds: int, seed: int):
-    fold = _folds(lay.base_ids, folds, seed)[lay.base]
+    base_fold = _folds(lay.base_ids, folds, seed)
+    fold = base_fold[lay.base]
     for f in range(folds):
         held = fold == f
         if held.all() or not held.any():
             continue
-        c = _controls(lay, fit_rows=~held)
+        c = _controls(lay, base_fold != f)
         ok = np.isfinite(c)
         b, _, _ = _coefficient(lay, c, ~held & ok)
         yield held, np.where(ok, lay.d - b * np.where(ok, c, 0.0), lay.d)
@@ -287,7 +313,7 @@ def _heldout(lay: _Layout, folds: int, seed: int) -> dict[str, Any]:
 
 
 def adjust(samples: pd.DataFrame, *, folds: int = DEFAULT_FOLDS, seed: int = 0,
-           check: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
+           check: bool = True, bases: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Samples with the block-mean control variate applied, and a record of what it did.
 
     Parameters
@@ -301,6 +327,13 @@ def adjust(samples: pd.DataFrame, *, folds: int = DEFAULT_FOLDS, seed: int = 0,
         Keys the fold of each base.
     check : bool, default=True
         Run the cross-fitted check (``helps``); False: only the adjustment.
+    bases : DataFrame, optional
+        Every base's totals over all of the run's usable samples
+        (:func:`base_totals`, merged with :func:`merge_totals`), when
+        ``samples`` are the rows of some of the run's points only: each
+        control then counts the block's other points and the size curve every
+        base, as with all rows; b and the check come from ``samples``.
+        None: from ``samples`` themselves.
 
     Returns
     -------
@@ -320,7 +353,7 @@ def adjust(samples: pd.DataFrame, *, folds: int = DEFAULT_FOLDS, seed: int = 0,
     keep, frame = _usable(samples)
     if frame.empty:
         return samples, {"available": False, "helps": False, "reason": "no usable samples"}
-    lay = _Layout.of(frame)
+    lay = _Layout.of(frame, bases)
     c = _controls(lay)
     ok = np.isfinite(c)
     if ok.sum() < 3:
@@ -341,7 +374,7 @@ def adjust(samples: pd.DataFrame, *, folds: int = DEFAULT_FOLDS, seed: int = 0,
         "n_adjusted": int(ok.sum()),
         "n_samples": int(len(frame)),
         "n_bases": lay.n_bases,
-        "mean_block_size": float(len(frame) / lay.n_bases),
+        "mean_block_size": float(lay.n_b.sum() / lay.n_bases),
         "size_curve": ("one mean per size" if _discrete(lay.base_k)
                        else f"polynomial of degree {_degree(lay.n_bases)} in log k"),
         "mean_shift": float(np.mean(adj) - np.mean(d)),
@@ -356,17 +389,66 @@ def adjust(samples: pd.DataFrame, *, folds: int = DEFAULT_FOLDS, seed: int = 0,
 
 
 def controlled(samples: pd.DataFrame, setting: str = "auto", *, seed: int = 0,
-               columns: tuple[str, ...] = ("point_id", "k", "delta", "failed")) -> tuple[pd.DataFrame, dict[str, Any]]:
+               columns: tuple[str, ...] = ("point_id", "k", "delta", "failed"),
+               bases: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The samples the estimators fit under a ``setting`` of :data:`CONTROL_SETTINGS`, and the record.
 
     "on" adjusts wherever a control is available, "off" never, "auto" where
     :func:`adjust`'s cross-fitted check says it lowers the error of the
     per-point means. Unadjusted, the estimators see exactly ``columns`` of the
-    raw rows; the record gains ``setting`` and ``applied``.
+    raw rows; the record gains ``setting`` and ``applied``. ``bases``: as in :func:`adjust`.
     """
     if setting not in CONTROL_SETTINGS:
         raise ConfigError(f"control_variate={setting!r} must be one of {CONTROL_SETTINGS}")
-    adjusted, record = adjust(samples, seed=seed)
+    adjusted, record = adjust(samples, seed=seed, bases=bases)
     applied = bool(record["available"] and (setting == "on" or (setting == "auto" and record["helps"])))
     record = {**record, "setting": setting, "applied": applied}
     return (adjusted if applied else samples[[c for c in columns if c in samples.columns]]), record
+
+
+# --------------------------------------------------------------------------- by partitions of points
+
+
+def base_totals(samples: pd.DataFrame) -> pd.DataFrame:
+    """Per base of ``samples``' usable rows: ``base_id``, ``k``, ``n`` (samples) and ``sum`` (of Δ).
+
+    Rows of disjoint sets of points (partitions) give totals that
+    :func:`merge_totals` adds up to the run's.
+    """
+    frame = _usable(samples)[1]
+    g = frame.groupby("base_id", sort=False)
+    return pd.DataFrame({"k": g["k"].first(), "n": g.size(), "sum": g["delta"].sum()}).reset_index()
+
+
+def merge_totals(tables) -> pd.DataFrame:
+    """The run's per-base totals from the totals of disjoint sets of its points (sorted by ``base_id``)."""
+    frame = pd.concat(list(tables), ignore_index=True)
+    g = frame.groupby("base_id", sort=True)
+    return pd.DataFrame({"k": g["k"].first(), "n": g["n"].sum(), "sum": g["sum"].sum()}).reset_index()
+
+
+def control_table(bases: pd.DataFrame) -> pd.DataFrame:
+    """``bases`` (the run's totals) with ``mu``: the size curve at each base, leaving the base out."""
+    return bases.assign(mu=_base_means(bases["k"].to_numpy(np.float64), bases["n"].to_numpy(np.int64),
+                                       bases["sum"].to_numpy(np.float64)))
+
+
+def apply_control(samples: pd.DataFrame, table: pd.DataFrame, b: float) -> pd.DataFrame:
+    """``samples`` with Δ̃ = Δ − b·c, c from the run's :func:`control_table` (as :func:`adjust` applies it).
+
+    For the rows of some of the run's points, with ``b`` the coefficient
+    :func:`adjust` estimated; rows without a control are left as they are.
+    """
+    keep, frame = _usable(samples)
+    base = pd.Index(table["base_id"].to_numpy(np.int64)).get_indexer(frame["base_id"].to_numpy(np.int64))
+    if (base < 0).any():
+        raise ValueError("the control table lacks some bases of the samples")
+    d = frame["delta"].to_numpy(np.float64)
+    c = _others(table["n"].to_numpy(np.int64), table["sum"].to_numpy(np.float64), base, d) \
+        - table["mu"].to_numpy(np.float64)[base]
+    ok = np.isfinite(c)
+    out = samples.copy()
+    delta = out["delta"].to_numpy(np.float64, copy=True)
+    delta[np.flatnonzero(keep)] = np.where(ok, d - b * np.where(ok, c, 0.0), d)
+    out["delta"] = delta
+    return out

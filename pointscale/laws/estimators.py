@@ -55,7 +55,7 @@ from .shrinkage import fit_shrinkage
 from .shrunk_mean import fit_shrunk_mean
 
 __all__ = ["FitContext", "LawEstimator", "register", "registered", "get_estimator", "candidates",
-           "fit_estimator", "oob_covariates"]
+           "fit_estimator", "oob_covariates", "population_of", "amortized_model"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +74,12 @@ class FitContext:
         The sampled size range [k_min, k_max].
     params : mapping of str to mapping
         Extra parameters by estimator name (e.g. ``{"amortized": {...}}``).
+    populations : mapping of str to mapping
+        Population-level hyperparameters to use instead of learning them, by
+        estimator name (an earlier fit's record, :func:`population_of`): the
+        law choice learns them on a sample of the points and applies them to
+        every other point, partition by partition. Estimators without such
+        hyperparameters ignore it.
     """
 
     dataset: Any = None
@@ -81,6 +87,20 @@ class FitContext:
     random_state: int = 0
     k_range: tuple[int, int] | None = None
     params: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    populations: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+def population_of(laws: FittedScalingLaws) -> dict[str, Any] | None:
+    """What ``FitContext.populations`` takes to fit other points as ``laws`` were fitted (None: nothing to fix).
+
+    The shrinkage estimators' learned prior (``meta['population_state']``)
+    or the shrunk mean's grand mean and variances.
+    """
+    if "population_state" in laws.meta:
+        return dict(laws.meta["population_state"])
+    if laws.estimator == "shrunk_mean":
+        return {k: laws.meta[k] for k in ("variant", "grand_mean", "between_variance", "noise_variance_pooled")}
+    return None
 
 
 #: ``fit(samples, context, inputs)``: ``inputs`` maps each name in ``requires`` to its laws.
@@ -209,20 +229,23 @@ def _fit_log_ols(samples: pd.DataFrame, context: FitContext, inputs) -> FittedSc
 
 
 def _fit_shrinkage(samples: pd.DataFrame, context: FitContext, inputs) -> FittedScalingLaws:
-    return fit_shrinkage(samples, covariates=oob_covariates(context.oob))
+    return fit_shrinkage(samples, covariates=oob_covariates(context.oob),
+                         population=context.populations.get("shrinkage"))
 
 
 def _fit_shrunk_mean(samples: pd.DataFrame, context: FitContext, inputs) -> FittedScalingLaws:
     return fit_shrunk_mean(samples, random_state=int(context.random_state), k_range=context.k_range,
+                           population=context.populations.get("shrunk_mean"),
                            **dict(context.params.get("shrunk_mean") or {}))
 
 
 def _fit_amortized_shrinkage(samples: pd.DataFrame, context: FitContext, inputs) -> FittedScalingLaws:
-    return fit_shrinkage(samples, prior=inputs["amortized"])
+    return fit_shrinkage(samples, prior=inputs["amortized"], population=context.populations.get("amortized_shrinkage"))
 
 
-def _fit_amortized(samples: pd.DataFrame, context: FitContext, inputs) -> FittedScalingLaws:
-    """The amortized model trained on these samples; laws of every sampled point."""
+def amortized_model(samples: pd.DataFrame, context: FitContext
+                    ) -> tuple[AmortizedScalingLaws, np.ndarray, np.ndarray, np.ndarray]:
+    """The amortized model trained on these samples, and the sampled points' ids, features and labels."""
     dataset, seed = context.dataset, int(context.random_state)
     # Trained on the same budget of points as the amortized stage (a seeded
     # subsample beyond it), so its cost stops growing with the points; it
@@ -237,6 +260,12 @@ def _fit_amortized(samples: pd.DataFrame, context: FitContext, inputs) -> Fitted
     params = dict(context.params.get("amortized") or {})
     model = AmortizedScalingLaws(random_state=seed, **{"task": task, **params})
     model.fit(X[tpos], y[tpos], train_samples, train, oob=context.oob)
+    return model, ids, X, y
+
+
+def _fit_amortized(samples: pd.DataFrame, context: FitContext, inputs) -> FittedScalingLaws:
+    """The amortized model trained on these samples; laws of every sampled point."""
+    model, ids, X, y = amortized_model(samples, context)
     return model.predict_laws(X, y, ids, samples=samples, oob=context.oob)
 
 

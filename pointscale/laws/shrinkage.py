@@ -337,15 +337,26 @@ class _Prior:
         self.tau2 = np.maximum(np.mean((phi - self.means()) ** 2 + var_phi, axis=0), _TAU2_FLOOR)
 
 
-def _standardise(covariates: pd.DataFrame, point_ids: np.ndarray) -> np.ndarray:
-    """Covariates of these points, each column centred and scaled (missing -> 0 = the mean)."""
-    frame = covariates.reindex(pd.Index(point_ids, dtype=object))
+def _standardise(covariates: pd.DataFrame, point_ids: np.ndarray,
+                 stats: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Covariates of these points, each column centred and scaled (missing -> 0 = the mean), and how.
+
+    ``stats`` (what an earlier call returned): centre, scale and keep the
+    columns as that call did, whatever these points' own spread.
+    """
+    frame = covariates.reindex(index=pd.Index(point_ids, dtype=object),
+                               columns=None if stats is None else stats["columns"])
     X = frame.to_numpy(dtype=np.float64)
-    mu = np.nanmean(X, axis=0)
-    sd = np.nanstd(X, axis=0)
+    if stats is None:
+        mu = np.nanmean(X, axis=0)
+        sd = np.nanstd(X, axis=0)
+    else:
+        mu, sd = np.asarray(stats["mean"], np.float64), np.asarray(stats["sd"], np.float64)
     X = (X - mu) / np.where(sd > 0, sd, 1.0)
     X = np.where(np.isfinite(X), X, 0.0)
-    return X[:, np.std(X, axis=0) > 0]
+    used = np.std(X, axis=0) > 0 if stats is None else np.asarray(stats["used"], bool)
+    return X[:, used], {"columns": [str(c) for c in frame.columns], "mean": mu.tolist(), "sd": sd.tolist(),
+                        "used": used.tolist()}
 
 
 def prior_from_laws(laws: FittedScalingLaws, point_ids: np.ndarray, *, k_ref: float, scale: float) -> np.ndarray:
@@ -380,6 +391,7 @@ def fit_shrinkage(
     level: float = 0.95,
     max_iter: int = 300,
     tol: float = 1e-4,
+    population: dict[str, Any] | None = None,
 ) -> FittedScalingLaws:
     """Empirical-Bayes scaling laws for every point in a samples table.
 
@@ -415,6 +427,14 @@ def fit_shrinkage(
         Convergence threshold on the largest move of a mode (normalised
         units) and on the relative change of the prior's standard deviations
         in one iteration.
+    population : dict, optional
+        The learned population of an earlier fit (its ``meta['population_state']``:
+        the prior's family, means, spreads and covariate coefficients, the
+        units ``k_ref`` and ``delta_scale``, the covariates' centring): no
+        EM, each point's mode under that prior. So the laws of any set of
+        points are those they would get in the earlier fit, point by point
+        (the law choice learns the population on a sample of the points and
+        applies it to the others partition by partition).
 
     Returns
     -------
@@ -436,9 +456,13 @@ def fit_shrinkage(
     k_lo = float(k[used].min()) if used.any() else 1.0
     k_hi = float(k[used].max()) if used.any() else 1.0
     kr = float(k_ref) if k_ref is not None else float(np.sqrt(k_lo * k_hi))
+    if population is not None:
+        kr = float(population["k_ref"])
     if not (np.isfinite(kr) and kr > 0):
         raise ConfigError(f"k_ref={k_ref} must be a positive number")
     scale = float(np.sqrt(np.mean(delta[used] ** 2))) if used.any() else 0.0
+    if population is not None:
+        scale = float(population["delta_scale"])
 
     nan = lambda: np.full(P, np.nan)  # noqa: E731
     out = {name: nan() for name in ("c", "alpha", "sigma", "beta", "nll", "var_c", "var_alpha",
@@ -455,10 +479,11 @@ def fit_shrinkage(
         out["c"][keep], out["sigma"][keep] = 0.0, 0.0
         flag["sign_uncertain"][keep] = True
         keep = keep[:0]
+        meta["population_state"] = {"k_ref": kr, "delta_scale": 0.0}
     if keep.size:
         fitted = _fit_population(codes, k, delta, ids, keep, kr, scale, prior=prior, covariates=covariates,
                                  prior_scale=prior_scale, level=level, max_iter=max_iter, tol=tol,
-                                 out=out, flag=flag)
+                                 out=out, flag=flag, population=population)
         meta.update(fitted)
         if not fitted["converged"]:
             warnings.warn(f"shrinkage EM did not converge in max_iter={max_iter} iterations "
@@ -488,14 +513,28 @@ def _check_options(min_samples: int, level: float, max_iter: int, prior_scale: s
 
 def _fit_population(codes, k, delta, ids, keep, kr: float, scale: float, *, prior, covariates, prior_scale: str,
                     level: float, max_iter: int, tol: float, out: dict[str, np.ndarray],
-                    flag: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Learn the prior (EM), find every kept point's mode under it, fill ``out`` and ``flag``.
+                    flag: dict[str, np.ndarray], population: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Learn the prior (EM; or take ``population``), find every kept point's mode under it, fill ``out`` and ``flag``.
 
-    Returns the fit's entries of ``meta`` (``converged`` among them).
+    Returns the fit's entries of ``meta`` (``converged`` among them, and
+    ``population_state``: what :func:`fit_shrinkage`'s ``population`` takes).
     """
     packed = _pack_global(codes, k, delta, keep, np.log(kr), scale)
     base = None if prior is None else prior_from_laws(prior, ids[keep], k_ref=kr, scale=scale)
-    X = None if covariates is None else _standardise(covariates, ids[keep])
+    X, x_stats = (None, None) if covariates is None else _standardise(
+        covariates, ids[keep], None if population is None else population["covariates"])
+    if population is not None:
+        given = _Prior(bool(population["relative"]), base, X)
+        given.pop, given.offset = np.asarray(population["pop"]), np.asarray(population["offset"])
+        given.tau2 = np.asarray(population["tau2"])
+        given.B = None if population["B"] is None or X is None else np.asarray(population["B"])
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            res = _modes(packed, given, base, max_iter=max_iter, tol=tol)
+            res["converged"] = bool(res["converged"] and population["converged"])
+            _finish(res, packed, kr, scale, level, out, flag)
+        return {"population": _population(given), "population_given": True, "iterations": res["iterations"],
+                "converged": res["converged"], "prior_scale": "relative" if given.relative else "absolute",
+                "population_state": dict(population)}
     families = ("relative", "absolute") if prior_scale == "auto" else (prior_scale,)
     # The population is learned on at most _EM_POINTS points (chosen by a
     # keyed hash of their ids, so independent of row order): two thousand
@@ -516,17 +555,22 @@ def _fit_population(codes, k, delta, ids, keep, kr: float, scale: float, *, prio
             if best is None or evidence[family] > evidence[best[1]]:
                 best = (res, family)
         res, family = best
-        em_iterations = res["iterations"]
+        em_iterations, em_converged = res["iterations"], bool(res["converged"])
         if sub.size < keep.size:
             prior_full = res["prior"].copy_for(base, X)
             mode_res = _modes(packed, prior_full, base, max_iter=max_iter, tol=tol)
             mode_res["converged"] = mode_res["converged"] and res["converged"]
             res = mode_res
         _finish(res, packed, kr, scale, level, out, flag)
-    return {"population": _population(res["prior"]), "em_iterations": em_iterations,
+    learned = res["prior"]
+    state = {"relative": bool(learned.relative), "pop": learned.pop.tolist(), "offset": learned.offset.tolist(),
+             "tau2": learned.tau2.tolist(), "B": None if learned.B is None else learned.B.tolist(),
+             "covariates": x_stats, "k_ref": kr, "delta_scale": scale, "converged": em_converged}
+    return {"population": _population(learned), "em_iterations": em_iterations,
             "em_points": int(sub.size), "iterations": res["iterations"],
             "converged": bool(res["converged"]), "prior_scale": family,
-            "log_evidence_per_point": {f: v / sub.size for f, v in evidence.items()}}
+            "log_evidence_per_point": {f: v / sub.size for f, v in evidence.items()},
+            "population_state": state}
 
 
 def _start(packed: PackedSamples, base: np.ndarray | None) -> np.ndarray:

@@ -54,13 +54,14 @@ def _point_stats(samples: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"n": g.size(), "mean": g.mean(), "var": g.var(ddof=1)})
 
 
-def _noise_variances(stats: pd.DataFrame, variant: str) -> tuple[np.ndarray, float]:
-    """Within-point variance of Δ per point under ``variant``, and the pooled one."""
+def _noise_variances(stats: pd.DataFrame, variant: str, pooled: float | None = None) -> tuple[np.ndarray, float]:
+    """Within-point variance of Δ per point under ``variant``, and the pooled one (given, or from ``stats``)."""
     n = stats["n"].to_numpy(dtype=np.float64)
     var = stats["var"].to_numpy(dtype=np.float64)
-    dof = np.where(n >= 2, n - 1.0, 0.0)
-    pooled = float(np.nansum(np.where(dof > 0, var, 0.0) * dof) / dof.sum()) if dof.sum() > 0 else 0.0
-    pooled = max(pooled, _TINY)
+    if pooled is None:
+        dof = np.where(n >= 2, n - 1.0, 0.0)
+        pooled = float(np.nansum(np.where(dof > 0, var, 0.0) * dof) / dof.sum()) if dof.sum() > 0 else 0.0
+        pooled = max(pooled, _TINY)
     if variant == "pooled":
         return np.full(n.size, pooled), pooled
     own = np.where((n >= 2) & np.isfinite(var), var, pooled)
@@ -98,11 +99,18 @@ def shrink_means(means: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, floa
     return mu + weight * (m - mu), mu, tau2, weight
 
 
-def _fit_variant(samples: pd.DataFrame, variant: str) -> tuple[pd.DataFrame, dict]:
+def _fit_variant(samples: pd.DataFrame, variant: str, population: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """The variant's shrunk means; its grand mean, between-point and pooled variance learned (or ``population``'s)."""
     stats = _point_stats(samples)
-    sigma2, pooled = _noise_variances(stats, variant)
+    sigma2, pooled = _noise_variances(stats, variant, None if population is None
+                                      else float(population["noise_variance_pooled"]))
     n = stats["n"].to_numpy(dtype=np.float64)
-    shrunk, mu, tau2, weight = shrink_means(stats["mean"].to_numpy(dtype=np.float64), sigma2 / n)
+    if population is None:
+        shrunk, mu, tau2, weight = shrink_means(stats["mean"].to_numpy(dtype=np.float64), sigma2 / n)
+    else:
+        mu, tau2 = float(population["grand_mean"]), float(population["between_variance"])
+        weight = tau2 / (tau2 + sigma2 / n)
+        shrunk = mu + weight * (stats["mean"].to_numpy(dtype=np.float64) - mu)
     out = stats.assign(value=shrunk, weight=weight, sigma2=sigma2, post_var=weight * sigma2 / n)
     return out, {"grand_mean": mu, "between_variance": tau2, "noise_variance_pooled": pooled}
 
@@ -127,7 +135,7 @@ def _heldout_sse(samples: pd.DataFrame, folds: int, seed: int) -> dict[str, floa
 
 
 def fit_shrunk_mean(samples: pd.DataFrame, *, variant: str = "auto", folds: int = 5, random_state: int = 0,
-                    k_range: tuple[int, int] | None = None) -> FittedScalingLaws:
+                    k_range: tuple[int, int] | None = None, population: dict | None = None) -> FittedScalingLaws:
     """Fair shrunk means of every point in ``samples`` (see the module docstring).
 
     Parameters
@@ -143,6 +151,12 @@ def fit_shrunk_mean(samples: pd.DataFrame, *, variant: str = "auto", folds: int 
         Seeds the folds.
     k_range : (int, int), optional
         The sampled size range (recorded on the result).
+    population : dict, optional
+        An earlier fit's ``meta`` (its ``variant``, ``grand_mean``,
+        ``between_variance`` and ``noise_variance_pooled``): each point's
+        mean is shrunk with those, as in that fit, instead of learning them
+        from these points (the law choice learns them on a sample of the
+        points and applies them to the others partition by partition).
     """
     if variant not in ("auto",) + VARIANTS:
         raise ConfigError(f"variant={variant!r} must be one of {('auto',) + VARIANTS}")
@@ -150,9 +164,11 @@ def fit_shrunk_mean(samples: pd.DataFrame, *, variant: str = "auto", folds: int 
     if "failed" in samples.columns:
         keep &= ~samples["failed"].fillna(False).to_numpy(dtype=bool)
     usable = samples.loc[keep]
+    if population is not None:
+        variant = str(population["variant"])
     sse = _heldout_sse(usable, folds, random_state) if variant == "auto" and len(usable) else {}
     chosen = variant if variant != "auto" else (min(VARIANTS, key=lambda v: (sse.get(v, 0.0), VARIANTS.index(v))))
-    fitted, facts = _fit_variant(usable, chosen)
+    fitted, facts = _fit_variant(usable, chosen, population)
     ids = fitted.index.to_numpy()
     value = fitted["value"].to_numpy(dtype=np.float64)
     sigma2 = fitted["sigma2"].to_numpy(dtype=np.float64)
@@ -174,5 +190,6 @@ def fit_shrunk_mean(samples: pd.DataFrame, *, variant: str = "auto", folds: int 
                "var_c": post, "var_alpha": zeros, "cov_c_alpha": zeros},
         k_range=k_range,
         meta={"law_free": True, "variant": chosen, "variant_rule": "lower held-out squared error (K-fold)"
-              if variant == "auto" else "given", "heldout_sse": sse, **facts},
+              if variant == "auto" else "given", "heldout_sse": sse, **facts,
+              **({} if population is None else {"population_given": True})},
     )

@@ -103,3 +103,95 @@ def test_a_shard_changed_after_verification_is_never_read(sampled, tmp_path):
     with pytest.raises(DataError, match="does not match its checksum record"):
         partitions.split_group(str(copy), sampling, plan["key"], 3, 0, plan["groups"][0])
     assert not Store(str(copy)).exists("parts", plan["key"], "split.json")
+
+
+def test_control_variate_of_some_points_counts_every_point_of_their_blocks(sampled):
+    from pointscale.laws.control import adjust, apply_control, base_totals, control_table, merge_totals
+
+    run_dir, _, sampling = sampled
+    rows = pipeline.load_samples(run_dir, sampling, columns=pipeline.SAMPLE_COLUMNS + ("base_id", "sample_id"))
+    some = rows["point_id"].isin(sorted(set(rows["point_id"]))[:20]).to_numpy()
+    totals = merge_totals([base_totals(rows.loc[some]), base_totals(rows.loc[~some])])
+    whole, record = adjust(rows, check=False)
+    assert record["available"] and record["n_adjusted"] > 0
+    # The table from the partitions' totals adjusts every row as adjust() does with all rows at hand.
+    again = apply_control(rows, control_table(totals), record["b"])
+    np.testing.assert_allclose(again["delta"], whole["delta"], rtol=0, atol=1e-12)
+    # Some points' rows with the run's totals: their controls count the points outside them.
+    part, rec = adjust(rows.loc[some], bases=totals, check=False)
+    assert rec["n_bases"] == record["n_bases"]
+    expected = apply_control(rows.loc[some], control_table(totals), rec["b"])
+    np.testing.assert_allclose(part["delta"], expected["delta"], rtol=0, atol=1e-12)
+    alone, _ = adjust(rows.loc[some], check=False)  # without the totals: other controls
+    assert not np.allclose(alone["delta"], part["delta"])
+
+
+@pytest.mark.parametrize("method, control_variate", [("auto", "off"), ("shrinkage", "on"), ("mle", "off"),
+                                                     ("amortized_shrinkage", "on")])
+def test_law_choice_on_a_sample_of_the_points_is_applied_to_the_others(sampled, method, control_variate):
+    from pointscale.laws.auto import usable_samples
+    from pointscale.laws.control import apply_control
+    from pointscale.laws.estimators import FitContext, fit_estimator
+
+    run_dir, info, sampling = sampled
+    run = RunFolder(run_dir)
+    store = Store(run_dir)
+    pipeline.fit_mle_laws(run_dir, sampling)
+    amortized = None
+    if method.startswith("amortized"):
+        pipeline.fit_amortized(run_dir, info["path"], sampling, None)
+        amortized = pipeline.LAWS_AMORTIZED
+    kwargs = dict(method=method, control_variate=control_variate, part_points=7, laws_amortized=amortized)
+    full = pipeline.choose_laws(run_dir, info["path"], sampling, choice_points=48, **kwargs)  # every point
+    whole = FittedScalingLaws.load(run.file(pipeline.LAWS))
+    assert full["law_diagnostic"]["choice_points"] == full["law_diagnostic"]["points"] == 48
+    assert "choice" not in whole.meta
+    out = pipeline.choose_laws(run_dir, info["path"], sampling, choice_points=20, **kwargs)
+    laws = FittedScalingLaws.load(run.file(pipeline.LAWS))
+    assert out["law_diagnostic"]["choice_points"] == 20 and out["law_diagnostic"]["points"] == 48
+    assert run.read_manifest()["law_diagnostic"]["choice_points"] == 20
+    assert laws.meta["choice"]["points"] == 20 and laws.meta["choice"]["of"] == 48
+    assert set(laws.point_ids) == set(whole.point_ids) and out["points"] == laws.n_points
+    assert laws.estimator == laws.meta["selection"]["chosen"] == (whole.estimator if method == "auto" else method)
+    assert (laws.meta["selection"]["control_variate"]["applied"]) == (control_variate == "on")
+    assert laws.meta["law_diagnostic"]["n_points_scored"] <= 20
+    # The sample's points keep the choice's laws; every other point gets the chosen estimator's law
+    # with the hyperparameters the choice learned, fitted here in one call on all of them at once.
+    record = partitions.split(run_dir, sampling, part_points=7)
+    folders = [f for f in store.list(f"parts/{record['key']}") if f.startswith("choice-")]
+    plan = next(p for p in (store.read_json(f"parts/{record['key']}/{f}/plan.json") for f in folders)
+                if p["chosen"] == laws.estimator and p["control"]["applied"] == (control_variate == "on"))
+    sample = set(store.read_json(plan["folder"], "points.json"))
+    assert len(sample) == 20 and sample == set(partitions.choice_points(run_dir, record, 0, 20))
+    choice = partitions.load_laws(store, f"{plan['folder']}/laws.parquet")
+    both = laws.subset(list(choice.point_ids)).to_frame()
+    pd.testing.assert_frame_equal(both, choice.to_frame())
+    rows = pipeline.load_samples(run_dir, sampling, columns=pipeline.SAMPLE_COLUMNS + ("base_id", "sample_id"))
+    rows = rows.loc[~rows["point_id"].isin(sample)]
+    if plan["control"]["applied"]:
+        rows = apply_control(rows, store.read_parquet(plan["control"]["table"]).to_pandas(), plan["control"]["b"])
+    else:
+        rows = rows[list(pipeline.SAMPLE_COLUMNS)]
+    oob = oob_evidence(Ledger(run.samples))
+    ds = open_dataset(info["path"])
+    context = FitContext(dataset=ds, oob=oob, random_state=0, k_range=tuple(plan["k_range"]),
+                         populations=plan["populations"])
+    usable = usable_samples(rows)
+    cache = {}
+    if plan["chosen"] == "mle" and not plan["control"]["applied"]:
+        cache["mle"] = FittedScalingLaws.load(run.file(pipeline.LAWS_MLE))
+    if method == "amortized_shrinkage":  # adjusted samples: the choice's amortized model, saved for the others
+        assert plan["model"]
+        ids = usable["point_id"].unique()
+        idx = ds.index_of(ids)
+        cache["amortized"] = partitions._load_amortized_model(store, plan["model"]).predict_laws(
+            np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], ids, samples=usable, oob=oob)
+    reference = fit_estimator(plan["chosen"], usable, context, cache)
+    reference = reference.subset([p for p in reference.point_ids if p not in sample])
+    others = laws.subset(list(reference.point_ids))
+    # Exact but for the shrinkage modes' convergence tolerance (1e-4, normalised units): their
+    # starting values use the median noise of the points fitted together.
+    rtol = 1e-3 if plan["chosen"].endswith("shrinkage") else 1e-12
+    for name in ("c", "alpha", "sigma", "beta"):
+        np.testing.assert_allclose(getattr(others, name), getattr(reference, name), rtol=rtol, atol=rtol * 1e-5)
+    pipeline.value(run_dir, info["path"], sampling, laws=pipeline.LAWS, part_points=7)  # the values follow

@@ -175,10 +175,37 @@ def test_killed_worker_and_killed_flow_lose_and_repeat_nothing_on_s3(prefect_ser
     assert store.exists("values.parquet") and store.exists("report.md")
 
 
-def test_revalue_of_a_run_folder_at_a_url_says_it_is_not_supported_yet(tmp_path):
-    proc = run_cli("revalue", "--run-dir", "s3://bucket/runs/x", "--dataset", "new.csv", timeout=120, cwd=tmp_path)
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
-    assert "revalue works on a local run folder only" in proc.stderr and not list(tmp_path.iterdir())
+def test_revalue_of_a_run_folder_at_a_url(prefect_server, s3_bucket, tmp_path):
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame
+    frame.insert(0, "row_id", [f"r{i:03d}" for i in range(len(frame))])
+    frame.iloc[:300].to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[:320].to_csv(tmp_path / "train2.csv", index=False)  # 20 rows arrive
+    url = f"{s3_bucket}/runs/revalue"
+    common = ("--target", "target", "--id-column", "row_id")
+    first = run_cli("run", "--dataset", str(tmp_path / "train.csv"), *common, "--points", "all",
+                    "--samples-per-point", "3", "--no-amortized", "--no-removal", "--workers", "1", "--out", url,
+                    timeout=300, cwd=tmp_path, env={"POINTSCALE_CACHE": str(tmp_path / "machine-1")})
+    assert first.returncode == 0, first.stderr[-4000:]
+    store = Store(url)
+    n_before = len(store.read_parquet("values.parquet"))
+    # From another machine (an empty working copy): everything it needs is at the URL.
+    proc = run_cli("revalue", "--run-dir", url, "--dataset", str(tmp_path / "train2.csv"), "--workers", "1",
+                   timeout=300, cwd=tmp_path, env={"POINTSCALE_CACHE": str(tmp_path / "machine-2")})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    record = store.read_json("run.json")
+    assert record["status"] == "completed" and record["kind"] == "revalue"
+    assert record["revalue"]["new_points"] == 20 and record["counts"]["samples_reused"] > 0
+    values = store.read_parquet("values.parquet").to_pandas()
+    assert len(values) == n_before + 20 and store.exists("values_change.parquet")
+    assert record["dataset"]["path"].startswith(url)  # the new version lives at the URL
+    assert not (tmp_path / "s3:").exists()
+    # A URL with no run to extend: one line, exit 2.
+    bad = run_cli("revalue", "--run-dir", f"{s3_bucket}/runs/none", "--dataset", str(tmp_path / "train2.csv"),
+                  timeout=120, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
+    assert "holds no completed pipeline run" in bad.stderr
 
 
 def test_sample_command_writes_its_ledger_at_the_url(s3_bucket, tmp_path):

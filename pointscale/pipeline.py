@@ -644,10 +644,12 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
     n = record["parts"]
     sampled = record["n_points"] > int(choice_points)
     totals = pool.map(partitions.base_totals_part, [where] * n, [record] * n, range(n)) if sampled else None
-    sources = {role: name for role, name in (("mle", laws_mle), ("amortized", laws_amortized)) if name}
-    key = stable_hash({"split": record["key"], "method": method, "control_variate": control_variate,
-                       "choice_points": int(choice_points),
-                       "laws": {role: sha256_file(run.file(name)) for role, name in sources.items()}})[:16]
+    key = None
+    if sampled:  # names the choice's folder: the laws files are hashed only when it has one
+        sources = {role: name for role, name in (("mle", laws_mle), ("amortized", laws_amortized)) if name}
+        key = stable_hash({"split": record["key"], "method": method, "control_variate": control_variate,
+                           "choice_points": int(choice_points),
+                           "laws": {role: sha256_file(run.file(name)) for role, name in sources.items()}})[:16]
     summary = pool.map(compute_chosen_laws, [where], [dataset_path], [dict(sampling)], [laws_mle],
                        [laws_amortized], [method], [control_variate], [record], [int(choice_points)],
                        [totals], [key])[0]
@@ -673,7 +675,7 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
 def compute_chosen_laws(run_dir: str, dataset_path: str, sampling: Mapping[str, Any], laws_mle: str | None,
                         laws_amortized: str | None, method: str, control_variate: str,
                         split_record: Mapping[str, Any], choice_points: int,
-                        totals: Sequence[str] | None, key: str) -> dict[str, Any]:
+                        totals: Sequence[str] | None, key: str | None) -> dict[str, Any]:
     """The choice of :func:`choose_laws`, run where the pool runs it: reads and writes only the run folder.
 
     On the samples of :func:`pointscale.partitions.choice_points` (all the
@@ -681,7 +683,8 @@ def compute_chosen_laws(run_dir: str, dataset_path: str, sampling: Mapping[str, 
     written to ``laws.parquet``; else to the choice's folder, and the
     summary's ``apply`` says how the other points are fitted).
     ``totals``: the per-partition block totals of the control variate
-    (:func:`pointscale.partitions.base_totals_part`) when sampled.
+    (:func:`pointscale.partitions.base_totals_part`) when sampled; ``key``
+    then names the choice's folder (None: no sample).
     """
     from .laws.auto import select_laws
     from .laws.control import control_table, controlled, merge_totals

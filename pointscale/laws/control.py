@@ -225,6 +225,21 @@ def _centred(values: np.ndarray, codes: np.ndarray, n_codes: int) -> np.ndarray:
         return values - (sums / counts)[codes]
 
 
+def _adjusted(d: np.ndarray, c: np.ndarray, b: float) -> np.ndarray:
+    """Δ̃ = Δ − b·c where a row has a control (finite c), Δ elsewhere."""
+    ok = np.isfinite(c)
+    return np.where(ok, d - b * np.where(ok, c, 0.0), d)
+
+
+def _with_delta(samples: pd.DataFrame, keep: np.ndarray, values: np.ndarray) -> pd.DataFrame:
+    """A copy of ``samples`` whose ``delta`` is ``values`` on the rows ``keep`` marks (the usable ones)."""
+    out = samples.copy()
+    delta = out["delta"].to_numpy(np.float64, copy=True)
+    delta[np.flatnonzero(keep)] = values
+    out["delta"] = delta
+    return out
+
+
 def _coefficient(lay: _Layout, c: np.ndarray, rows: np.ndarray) -> tuple[float, float, float]:
     """Pooled within-point regression coefficient of Δ on c over ``rows``, its standard
     error, and the within-point correlation of Δ and c.
@@ -279,7 +294,7 @@ def _cross_fitted(lay: _Layout, folds: int, seed: int):
         c = _controls(lay, base_fold != f)
         ok = np.isfinite(c)
         b, _, _ = _coefficient(lay, c, ~held & ok)
-        yield held, np.where(ok, lay.d - b * np.where(ok, c, 0.0), lay.d)
+        yield held, _adjusted(lay.d, c, b)
 
 
 def _heldout(lay: _Layout, folds: int, seed: int) -> dict[str, Any]:
@@ -361,7 +376,7 @@ def adjust(samples: pd.DataFrame, *, folds: int = DEFAULT_FOLDS, seed: int = 0,
                          "reason": "no base holds two or more usable samples (block size 1?)"}
     d, codes, n_codes = lay.d, lay.point, lay.n_points
     b, b_se, rho = _coefficient(lay, c, ok)
-    adj = np.where(ok, d - b * np.where(ok, c, 0.0), d)
+    adj = _adjusted(d, c, b)
     var_raw = float(np.var(_centred(d, codes, n_codes)))
     var_adj = float(np.var(_centred(adj, codes, n_codes)))
     record: dict[str, Any] = {
@@ -381,11 +396,7 @@ def adjust(samples: pd.DataFrame, *, folds: int = DEFAULT_FOLDS, seed: int = 0,
     }
     if check:
         record.update(_heldout(lay, int(folds), int(seed)))
-    out = samples.copy()
-    delta = out["delta"].to_numpy(np.float64, copy=True)
-    delta[np.flatnonzero(keep)] = adj
-    out["delta"] = delta
-    return out, record
+    return _with_delta(samples, keep, adj), record
 
 
 def controlled(samples: pd.DataFrame, setting: str = "auto", *, seed: int = 0,
@@ -446,9 +457,4 @@ def apply_control(samples: pd.DataFrame, table: pd.DataFrame, b: float) -> pd.Da
     d = frame["delta"].to_numpy(np.float64)
     c = _others(table["n"].to_numpy(np.int64), table["sum"].to_numpy(np.float64), base, d) \
         - table["mu"].to_numpy(np.float64)[base]
-    ok = np.isfinite(c)
-    out = samples.copy()
-    delta = out["delta"].to_numpy(np.float64, copy=True)
-    delta[np.flatnonzero(keep)] = np.where(ok, d - b * np.where(ok, c, 0.0), d)
-    out["delta"] = delta
-    return out
+    return _with_delta(samples, keep, _adjusted(d, c, b))

@@ -95,8 +95,14 @@ def shrink_means(means: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, floa
     if profile(spread * np.exp(-30.0))[1] <= profile(tau2)[1]:
         tau2 = 0.0
     mu = profile(tau2)[0] if tau2 > 0 else float(np.sum(m / v) / np.sum(1.0 / v))
-    weight = tau2 / (tau2 + v)
-    return mu + weight * (m - mu), mu, tau2, weight
+    shrunk, weight = _posterior(m, v, mu, tau2)
+    return shrunk, mu, tau2, weight
+
+
+def _posterior(means: np.ndarray, noise: np.ndarray, mu: float, tau2: float) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means of ν_i ~ N(``mu``, ``tau2``) given m_i ~ N(ν_i, v_i), and the weights τ²/(τ² + v_i)."""
+    weight = tau2 / (tau2 + noise)
+    return mu + weight * (means - mu), weight
 
 
 def _fit_variant(samples: pd.DataFrame, variant: str, population: dict | None = None) -> tuple[pd.DataFrame, dict]:
@@ -109,8 +115,7 @@ def _fit_variant(samples: pd.DataFrame, variant: str, population: dict | None = 
         shrunk, mu, tau2, weight = shrink_means(stats["mean"].to_numpy(dtype=np.float64), sigma2 / n)
     else:
         mu, tau2 = float(population["grand_mean"]), float(population["between_variance"])
-        weight = tau2 / (tau2 + sigma2 / n)
-        shrunk = mu + weight * (stats["mean"].to_numpy(dtype=np.float64) - mu)
+        shrunk, weight = _posterior(stats["mean"].to_numpy(dtype=np.float64), sigma2 / n, mu, tau2)
     out = stats.assign(value=shrunk, weight=weight, sigma2=sigma2, post_var=weight * sigma2 / n)
     return out, {"grand_mean": mu, "between_variance": tau2, "noise_variance_pooled": pooled}
 

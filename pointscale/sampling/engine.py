@@ -286,6 +286,21 @@ def run_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
     return sample_blocks(dataset, config, blocks, oob=False).samples
 
 
+def batched_solver(ds: Dataset, model: Any, params, X_eval, y_eval, metric: str, device=None):
+    """The registry model's batched solver (:mod:`.solvers`) scoring on ``(X_eval, y_eval)``; None where none.
+
+    Its settings are those of the registry's estimator for ``params``
+    (:func:`~.models.make_estimator`), so it fits what the estimator fits.
+    None for a model outside the registry, a metric that is not built in
+    (batched solvers score with the built-in metrics' stacked arithmetic
+    only), or settings the solver declines.
+    """
+    if not (isinstance(model, str) and model in MODELS and metric in METRICS):
+        return None
+    settings = dict(make_estimator(model, ds.task, 0, params).get_params(deep=False))
+    return solver_for(MODELS[model], settings, ds.task, ds.n_classes, X_eval, y_eval, metric, device)
+
+
 def sample_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
                   blocks: Shard | Iterable[Block], *, oob: bool = True) -> ShardResult:
     """:func:`run_blocks` plus the out-of-bag evidence of every base model.
@@ -304,11 +319,8 @@ def sample_blocks(dataset: Dataset | str | Path, config: SamplingConfig,
     info = pool_info(ds)
     solver = None
     device = resolve_device(cfg.device)  # a missing GPU fails here, before any fit
-    # Batched solvers score with the built-in metrics' stacked arithmetic only.
-    if cfg.fast_path and cfg.model in MODELS and cfg.metric in METRICS:
-        settings = dict(make_estimator(cfg.model, ds.task, 0, cfg.model_params).get_params(deep=False))
-        solver = solver_for(MODELS[cfg.model], settings, ds.task, ds.n_classes, ds.X_val, ds.y_val, cfg.metric,
-                            device)
+    if cfg.fast_path:
+        solver = batched_solver(ds, cfg.model, cfg.model_params, ds.X_val, ds.y_val, cfg.metric, device)
     fitter = _Fitter(ds, cfg)
     y_scale = float(np.std(ds.y_train)) if ds.task == "regression" else 1.0
     o_idx, o_bucket, o_correct, o_score = [], [], [], []

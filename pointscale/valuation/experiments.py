@@ -411,15 +411,10 @@ def _addition_trials(dataset: Any, regimes: Mapping[str, int], repeats: int, res
 
 def _set_solver(dataset: Any, model: str, metric: str, params: Mapping[str, Any] | None):
     """The model's exact solver scored on the test split, where it can fit whole added sets; else None."""
-    from ..sampling.models import default_params, spec_of
-    from ..sampling.solvers import solver_for
+    from ..sampling.engine import batched_solver
 
-    spec = spec_of(model)
-    if spec is None:
-        return None
-    settings = {**default_params(model, dataset.task), **dict(params or {})}
-    solver = solver_for(spec, settings, dataset.task, dataset.n_classes, np.asarray(dataset.X_test),
-                        np.asarray(dataset.y_test), metric)
+    solver = batched_solver(dataset, model, dict(params) if params else None, np.asarray(dataset.X_test),
+                            np.asarray(dataset.y_test), metric)
     return solver if getattr(solver, "exact", False) and hasattr(solver, "scores_of_sets") else None
 
 

@@ -124,7 +124,8 @@ def _downstream(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
     if options.amortized:
         t = time.perf_counter()
         progress.stage("fit-amortized", "training the amortized estimator")
-        amortized = law_tasks.fit_amortized(root, dataset, sampling, samples)
+        amortized = law_tasks.fit_amortized(root, dataset, sampling, samples,
+                                            partition_points=options.partition_points)
         _stage_done(run, "fit_amortized", timings, t)
     else:
         pipeline.clear_output(root, "laws_amortized")

@@ -77,6 +77,11 @@ PART_POINTS = 50_000
 SHARDS_PER_GROUP = 64
 #: Columns of the partitioned sample rows (what the law fits and values read).
 SAMPLE_COLUMNS = ("sample_id", "base_id", "point_id", "k", "delta", "failed")
+#: Column of the stored rows giving each row's place in the ledger (group * 2**40 + row within the
+#: group's rows), so rows read from several partitions can be put back in ledger order.
+LEDGER_ROW = "ledger_row"
+#: Bumped when the split's files change (part of its key: an older split is never read).
+SPLIT_LAYOUT = 2
 PARTS = "parts"
 
 
@@ -165,7 +170,7 @@ def plan_split(run_dir: str, sampling: Mapping[str, Any], part_points: int = PAR
     parts = n_parts(points["ids"].size, part_points)
     key = stable_hash({"ledger": [(r.name, r.sha256) for r in records], "points": points["hash"],
                        "config": [cfg.identity_hash(), cfg.stable_hash()], "mode": cfg.mode,
-                       "k": [cfg.k_min, cfg.k_max], "parts": int(parts)})[:16]
+                       "k": [cfg.k_min, cfg.k_max], "parts": int(parts), "layout": SPLIT_LAYOUT})[:16]
     folder = posixpath.join(PARTS, key)
     if store.exists(folder, "split.json"):
         return {**store.read_json(folder, "split.json"), "done": True, "groups": []}
@@ -243,7 +248,8 @@ def split_group(run_dir: str, sampling: Mapping[str, Any], key: str, parts: int,
     if rows is not None and len(rows):
         bases = rows.drop_duplicates("base_id")[["base_id", "k", "u_base"]]
         store.write_parquet(posixpath.join(folder, "bases", _g(group) + ".parquet"), bases)
-        rows = rows[list(SAMPLE_COLUMNS)]
+        rows = rows[list(SAMPLE_COLUMNS)].assign(
+            **{LEDGER_ROW: np.int64(group) * np.int64(2 ** 40) + np.arange(len(rows), dtype=np.int64)})
         codes = part_of(rows["point_id"].to_numpy(), parts)
         for part in np.unique(codes):
             store.write_parquet(posixpath.join(folder, "samples", f"{_g(group)}-{_p(part)}.parquet"),
@@ -300,10 +306,13 @@ def part_points(run_dir: str, split_record: Mapping[str, Any], part: int) -> lis
     return list(Store(run_dir).read_json(PARTS, split_record["key"], "points", _p(part) + ".json"))
 
 
-def part_samples(run_dir: str, split_record: Mapping[str, Any], part: int) -> pd.DataFrame:
+def part_samples(run_dir: str, split_record: Mapping[str, Any], part: int, *,
+                 ledger_row: bool = False) -> pd.DataFrame:
     """Partition ``part``'s ledger rows: the rows :func:`pointscale.pipeline.load_samples` returns for its points.
 
-    In ledger order, deduplicated by ``sample_id`` (the first committed row wins).
+    In ledger order, deduplicated by ``sample_id`` (the first committed row
+    wins). ``ledger_row``: keep the :data:`LEDGER_ROW` column (rows of
+    several partitions sorted by it are in ledger order).
     """
     import pyarrow as pa
 
@@ -314,8 +323,13 @@ def part_samples(run_dir: str, split_record: Mapping[str, Any], part: int) -> pd
     if not tables:
         from .sampling.schema import empty_frame
 
-        return empty_frame()[list(SAMPLE_COLUMNS)]
+        frame = empty_frame()[list(SAMPLE_COLUMNS)]
+        if ledger_row:
+            frame[LEDGER_ROW] = pd.Series(dtype=np.int64)
+        return frame
     table = pa.concat_tables(tables, promote_options="permissive")
+    if not ledger_row:
+        table = table.drop([LEDGER_ROW])
     frame = table.to_pandas()
     first = pd.Index(frame["sample_id"].to_numpy()).duplicated(keep="first")
     return frame.loc[~first].reset_index(drop=True) if first.any() else frame
@@ -595,6 +609,94 @@ def save_amortized_model(store: Store, folder: str, samples: pd.DataFrame, ds, o
         for file in sorted(saved.iterdir()):
             store.write_bytes(posixpath.join(folder, file.name), file.read_bytes())
     return folder
+
+
+# --------------------------------------------------------------------------- the amortized estimator
+
+
+def train_amortized(run_dir: str, dataset_path: str, sampling: Mapping[str, Any], split_record: Mapping[str, Any],
+                    params: Mapping[str, Any], max_train_points: int | None, folder: str,
+                    copies: Sequence[str] = ()) -> dict[str, Any]:
+    """The amortized estimator trained on the run's samples -> ``folder/model/`` (and each folder of ``copies``).
+
+    The model :func:`~pointscale.laws.amortized.training_points` would train
+    on the whole ledger, read partition by partition: the sampled points'
+    ids first (one column), then the training points'
+    (:func:`~pointscale.laws.amortized.training_sample`: all of them up to
+    ``max_train_points``, else a seeded sample) rows, put back in ledger
+    order, and their out-of-bag evidence only. Holds the training rows and
+    one partition. ``folder/trained.json`` (the summary) is written last: a
+    committed model is reused. ``copies`` get the model's files each time.
+    """
+    import pyarrow as pa
+
+    from .laws import AmortizedScalingLaws
+    from .laws.amortized import training_sample
+    from .sampling import SamplingConfig
+
+    store = Store(run_dir)
+    record = posixpath.join(folder, "trained.json")
+    if store.exists(record):
+        summary = store.read_json(record)
+    else:
+        ds = open_dataset(dataset_path)
+        cfg = SamplingConfig.from_dict(dict(sampling))
+        parts = range(split_record["parts"])
+        ids = [np.asarray(pa.concat_tables([store.read_parquet(n, columns=["point_id"]) for n in names])
+                          .column("point_id").unique().to_pylist(), dtype=object)
+               for names in (_objects(store, posixpath.join(PARTS, split_record["key"], "samples"),
+                                      f"-{_p(p)}.parquet", split_record["n_groups"]) for p in parts) if names]
+        sampled = np.unique(np.concatenate(ids)) if ids else np.empty(0, dtype=object)
+        train = training_sample(sampled, cfg.seed, max_train_points)
+        keep = pd.Index(train)
+        frames = []
+        for part in parts:
+            rows = part_samples(run_dir, split_record, part, ledger_row=True)
+            if train.size < sampled.size:
+                rows = rows.loc[keep.get_indexer(rows["point_id"].to_numpy(dtype=object)) >= 0]
+            frames.append(rows[["point_id", "k", "delta", "failed", LEDGER_ROW]])
+        rows = pd.concat(frames, ignore_index=True).sort_values(LEDGER_ROW, kind="stable")
+        samples = rows.drop(columns=[LEDGER_ROW]).reset_index(drop=True)
+        idx = ds.index_of(train)
+        oob = evidence(run_dir, split_record, train)
+        # The dataset knows its task; inferring it from y would call integer targets (diabetes) classes.
+        model = AmortizedScalingLaws(random_state=cfg.seed, **{"task": ds.task, **dict(params or {})})
+        model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, train, oob=oob)
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = model.save(Path(tmp) / "model")
+            names = sorted(f.name for f in saved.iterdir())
+            for name in names:
+                store.write_bytes(posixpath.join(folder, "model", name), (saved / name).read_bytes())
+        summary = {"points_trained": int(train.size), "points_sampled": int(sampled.size),
+                   "alpha_prior": model.alpha_prior_, "hidden_layer_sizes": list(model.hidden_layer_sizes_),
+                   "model_files": names}
+        store.write_json(record, summary)
+    for target in copies:  # also a committed model: the copies are this model's
+        for name in summary["model_files"]:
+            store.write_bytes(posixpath.join(target, name), store.read_bytes(folder, "model", name))
+    return summary
+
+
+def predict_amortized_part(run_dir: str, dataset_path: str, split_record: Mapping[str, Any], part: int,
+                           folder: str) -> dict[str, Any]:
+    """The amortized laws of the pool's points in partition ``part`` -> ``folder/p0003.parquet``.
+
+    The pool's points, not only the run's (rows that just arrived get laws
+    too), cut by :func:`part_of` as the run's are; each predicted from its
+    features, label and out-of-bag evidence by the model in ``folder/model``.
+    """
+    store = Store(run_dir)
+    ds = open_dataset(dataset_path)
+    pool = np.asarray(ds.point_ids)
+    index = np.flatnonzero(part_of(pool, split_record["parts"]) == part)
+    if index.size == 0:
+        return {"part": part, "points": 0, "file": None}
+    model = _load_amortized_model(store, posixpath.join(folder, "model"))
+    oob = part_evidence(run_dir, split_record, part) if split_record["evidence_rows"] else None
+    laws = model.predict_laws(np.asarray(ds.X_train)[index], np.asarray(ds.y_train)[index], pool[index], oob=oob)
+    name = posixpath.join(folder, _p(part) + ".parquet")
+    save_laws(store, name, laws)
+    return {"part": part, "points": int(laws.n_points), "file": name}
 
 
 def _load_amortized_model(store: Store, folder: str):

@@ -469,14 +469,6 @@ def fit_mle_laws(run_dir: str | Path, sampling: Mapping[str, Any], *, pool=SERIA
             "seconds": round(time.perf_counter() - start, 3)}
 
 
-def _oob(run_dir: str | Path):
-    """The run's out-of-bag evidence (None when the ledger holds none)."""
-    from .sampling import Ledger, oob_evidence
-
-    oob = oob_evidence(Ledger(RunFolder(run_dir).samples))
-    return None if oob.empty else oob
-
-
 #: The amortized model's folder in the run folder (the revaluation's triage reads it).
 AMORTIZED_MODEL = "amortized_model"
 #: Points the amortized estimator trains on at most (the budget used is recorded
@@ -486,59 +478,54 @@ AMORTIZED_MAX_TRAIN_POINTS = _AMORTIZED_BUDGET
 
 def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
                   params: Mapping[str, Any] | None = None,
-                  max_train_points: int | None = AMORTIZED_MAX_TRAIN_POINTS, *, pool=SERIAL) -> dict[str, Any]:
+                  max_train_points: int | None = AMORTIZED_MAX_TRAIN_POINTS, *, pool=SERIAL,
+                  part_points: int = PART_POINTS) -> dict[str, Any]:
     """The amortized estimator trained on the samples -> ``laws_amortized.parquet``.
 
     Inputs are the points' features, labels and out-of-bag evidence. Laws are
     predicted for every point of the training pool, including points with no
     samples yet (e.g. rows that just arrived). With more than
     ``max_train_points`` sampled points, a seeded subsample of that many
-    trains the model (None: all). Runs as one call of ``pool.map`` (on a
-    worker of the flow's cluster), which writes the laws and the model
-    (``amortized_model/``) where the run folder is.
+    trains the model (None: all).
+
+    By partitions of points (:mod:`.partitions`): one call of ``pool.map``
+    trains the model on the training points' rows
+    (:func:`~pointscale.partitions.train_amortized`; also to
+    ``amortized_model/``, which the revaluation's triage reads), one call per
+    partition predicts its points' laws
+    (:func:`~pointscale.partitions.predict_amortized_part`), and one joins
+    them. The parts live under ``parts/<split>/amortized-<key>/`` (``key``: a
+    hash of the dataset version, the settings and the code), committed by
+    its ``done.json``; the summary's ``partitions`` names that folder, which
+    the later stages read partition by partition.
     """
     run = RunFolder(run_dir)
-    summary = pool.map(compute_amortized, [run.location()], [dataset_path], [dict(sampling)],
-                       [dict(params or {})], [max_train_points])[0]
-    run.fetch(LAWS_AMORTIZED, LAWS_AMORTIZED + ".json", *summary.pop("model_files"))
-    return summary
-
-
-def compute_amortized(run_dir: str, dataset_path: str, sampling: Mapping[str, Any], params: Mapping[str, Any],
-                      max_train_points: int | None) -> dict[str, Any]:
-    """The body of :func:`fit_amortized`, run where the pool runs it: reads and writes only the run folder."""
-    import tempfile
-
-    from .laws import AmortizedScalingLaws
-    from .laws.amortized import training_points
-    from .sampling import SamplingConfig
-
-    run = RunFolder(run_dir)
-    store = Store(run.location())
     start = time.perf_counter()
-    ds = open_dataset(dataset_path)
-    cfg = SamplingConfig.from_dict(dict(sampling))
-    samples = load_samples(run_dir, sampling)
-    oob = _oob(run_dir)
-    every, sampled, samples = training_points(samples, cfg.seed, max_train_points)
-    n_sampled = len(every)
-    idx = ds.index_of(sampled)
-    # The dataset knows its task; inferring it from y would call integer targets (diabetes) classes.
-    model = AmortizedScalingLaws(random_state=cfg.seed, **{"task": ds.task, **dict(params or {})})
-    model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], samples, sampled, oob=oob)
-    laws = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids, oob=oob)
-    partitions.save_laws(store, LAWS_AMORTIZED, laws)
-    model_files = []
-    with tempfile.TemporaryDirectory() as tmp:  # the revaluation's triage forecasts new rows with it
-        folder = model.save(Path(tmp) / "model")
-        for file in sorted(folder.iterdir()):
-            name = f"{AMORTIZED_MODEL}/{file.name}"
-            store.write_bytes(name, file.read_bytes())
-            model_files.append(name)
-    return {"files": [LAWS_AMORTIZED], "model_files": model_files, "points_predicted": laws.n_points,
-            "points_trained": len(sampled),
-            "points_sampled": n_sampled, "max_train_points": max_train_points,
-            "alpha_prior": model.alpha_prior_, "hidden_layer_sizes": list(model.hidden_layer_sizes_),
+    where = run.location()
+    record = partitions.split(where, sampling, part_points=part_points, pool=pool)
+    n = record["parts"]
+    version = str(dataset_path).rstrip("/").rsplit("/", 1)[-1]  # the version's folder, named by its fingerprint
+    key = stable_hash({"split": record["key"], "dataset": version,
+                       "params": dict(params or {}), "max_train_points": max_train_points,
+                       "code": code_version()})[:16]
+    folder = f"{partitions.PARTS}/{record['key']}/amortized-{key}"
+    trained = pool.map(partitions.train_amortized, [where], [dataset_path], [dict(sampling)], [record],
+                       [dict(params or {})], [max_train_points], [folder], [[AMORTIZED_MODEL]])[0]
+    store = Store(where)
+    if store.exists(folder, "done.json"):
+        names = store.read_json(folder, "done.json")["files"]
+    else:
+        predicted = pool.map(partitions.predict_amortized_part, [where] * n, [dataset_path] * n, [record] * n,
+                             range(n), [folder] * n)
+        names = [p["file"] for p in predicted if p["file"]]
+        store.write_json(f"{folder}/done.json", {"split": record["key"], "parts": n, "files": names})
+    joined = pool.map(partitions.join_laws, [where], [names], [LAWS_AMORTIZED])[0]
+    model_files = [f"{AMORTIZED_MODEL}/{name}" for name in trained["model_files"]]
+    run.fetch(LAWS_AMORTIZED, LAWS_AMORTIZED + ".json", *model_files)
+    return {"files": [LAWS_AMORTIZED], "points_predicted": joined["points"],
+            "points_trained": trained["points_trained"], "points_sampled": trained["points_sampled"],
+            "max_train_points": max_train_points, "alpha_prior": trained["alpha_prior"],
+            "hidden_layer_sizes": trained["hidden_layer_sizes"], "partitions": {"folder": folder, "split": record["key"]},
             "seconds": round(time.perf_counter() - start, 3)}
 
 

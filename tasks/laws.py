@@ -33,13 +33,14 @@ def fit_mle_laws(run_dir: str, sampling: dict[str, Any], samples: dict[str, Any]
 
 @task(name="fit-amortized", retries=1)
 def fit_amortized(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], samples: dict[str, Any],
-                  params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The amortized estimator -> laws_amortized.parquet (every pool point), trained on a worker."""
+                  params: dict[str, Any] | None = None, partition_points: int = PART_POINTS) -> dict[str, Any]:
+    """The amortized estimator -> laws_amortized.parquet (every pool point): trained on a worker, predicted
+    partition by partition on the flow's cluster (``partition_points`` never changes a law: not part of the key)."""
     inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "ledger": samples["ledger_hash"],
               "points": samples["points_hash"], "params": params}
     return run_stage(run_dir, "laws_amortized", inputs,
                      lambda: pipeline.fit_amortized(run_dir, dataset["path"], sampling, params,
-                                                    pool=current_pool()))
+                                                    pool=current_pool(), part_points=partition_points))
 
 
 @task(name="choose-laws", retries=1)

@@ -61,7 +61,7 @@ from ..seeding import STREAM_AMORTIZED, point_keys, rng
 from . import _amortized_core as core
 from .result import FittedScalingLaws
 
-__all__ = ["AmortizedScalingLaws", "MAX_TRAIN_POINTS", "training_points"]
+__all__ = ["AmortizedScalingLaws", "MAX_TRAIN_POINTS", "training_points", "training_sample"]
 
 #: Points the amortized estimator trains on at most. Training costs epochs x
 #: points while the function it learns, (x, y) -> law, stops improving long
@@ -81,11 +81,22 @@ def training_points(samples: pd.DataFrame, seed: int, max_points: int | None = M
     stage and of the amortized candidate of ``fit_laws(method="auto")``.
     """
     sampled = np.unique(samples["point_id"].to_numpy(dtype=object))
-    if max_points is None or sampled.size <= int(max_points):
+    train = training_sample(sampled, seed, max_points)
+    if train.size == sampled.size:
         return sampled, sampled, samples
-    pick = rng(int(seed), STREAM_AMORTIZED, "train-budget").choice(sampled.size, int(max_points), replace=False)
-    train = sampled[np.sort(pick)]
     return sampled, train, samples.loc[samples["point_id"].isin(train)]
+
+
+def training_sample(sampled: np.ndarray, seed: int, max_points: int | None = MAX_TRAIN_POINTS) -> np.ndarray:
+    """The points of ``sampled`` (sorted unique ids) that train the model: all up to ``max_points``, else a seeded sample.
+
+    The rule of :func:`training_points` on the ids alone, so a caller that
+    reads the samples partition by partition picks the same points.
+    """
+    if max_points is None or sampled.size <= int(max_points):
+        return sampled
+    pick = rng(int(seed), STREAM_AMORTIZED, "train-budget").choice(sampled.size, int(max_points), replace=False)
+    return sampled[np.sort(pick)]
 
 _FORMAT_VERSION = 2
 #: Candidate weights of the α prior and hidden layers for the "auto" settings.
@@ -110,17 +121,21 @@ def _is_auto(value: Any) -> bool:
     return isinstance(value, str) and value == "auto"
 
 
-def oob_features(oob: pd.DataFrame | None, point_ids: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def oob_features(oob: pd.DataFrame | None, point_ids: np.ndarray, means: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Model inputs from out-of-bag evidence (:func:`pointscale.sampling.oob_evidence`).
 
     Per point: the mean score of its own label by models trained without it,
     the share of those models that predicted it correctly, log(1 + n_oob),
     and the mean score in each size bucket (the overall mean where a bucket
-    is empty). Points without evidence get the population means and an
-    indicator column.
+    is empty). Points without evidence get the population means -- ``means``
+    (the training points', which :meth:`AmortizedScalingLaws.fit` keeps, so
+    a point's prediction does not depend on the other points predicted with
+    it), else those of ``point_ids`` -- and an indicator column.
+    Returns the inputs, their names and the means used.
     """
     if oob is None:
-        return np.zeros((len(point_ids), 0)), []
+        return np.zeros((len(point_ids), 0)), [], np.zeros(0)
     frame = oob.set_index("point_id") if "point_id" in oob.columns else oob
     frame = frame.reindex(np.asarray(point_ids, dtype=object))
     buckets = sorted(c for c in frame.columns if c.startswith("oob_score_b"))
@@ -130,10 +145,11 @@ def oob_features(oob: pd.DataFrame | None, point_ids: np.ndarray) -> tuple[np.nd
     for j in range(2, F.shape[1]):
         F[:, j] = np.where(np.isfinite(F[:, j]), F[:, j], F[:, 0])
     missing = ~np.isfinite(F).all(axis=1) | (n == 0)
-    means = np.nanmean(np.where(missing[:, None], np.nan, F), axis=0) if (~missing).any() else np.zeros(F.shape[1])
+    if means is None:
+        means = np.nanmean(np.where(missing[:, None], np.nan, F), axis=0) if (~missing).any() else np.zeros(F.shape[1])
     F = np.where(missing[:, None] | ~np.isfinite(F), means[None, :], F)
     F = np.column_stack([F, np.log1p(n), missing.astype(np.float64)])
-    return F, cols + ["log1p_n_oob", "no_oob"]
+    return F, cols + ["log1p_n_oob", "no_oob"], means
 
 
 def _as_ids(point_ids: Any, n: int, what: str) -> np.ndarray:
@@ -239,6 +255,9 @@ class AmortizedScalingLaws(BaseEstimator):
         Every setting tried with its held-out NLL and early-stopped epoch.
     oob_features_ : list of str
         Names of the out-of-bag inputs (empty when fitted without ``oob``).
+    oob_means_ : ndarray
+        The training points' mean out-of-bag inputs: what a point without
+        evidence gets at prediction.
     seed_ : int
     """
 
@@ -393,7 +412,7 @@ class AmortizedScalingLaws(BaseEstimator):
         X = check_array(X, dtype=np.float64, ensure_all_finite=True, input_name="X")
         n = X.shape[0]
         ids = _as_ids(point_ids, n, "fit")
-        F_oob, self.oob_features_ = oob_features(oob, ids)
+        F_oob, self.oob_features_, self.oob_means_ = oob_features(oob, ids)
         X = np.hstack([X, F_oob])
         self.task_ = self._resolve_task(y)
         self.n_features_in_ = X.shape[1]
@@ -529,7 +548,7 @@ class AmortizedScalingLaws(BaseEstimator):
             if oob is None:
                 raise DataError(f"{what}: the model was fitted with out-of-bag evidence; pass oob=")
             X = np.hstack([check_array(X, dtype=np.float64, ensure_all_finite=True, input_name="X"),
-                           oob_features(oob, ids)[0]])
+                           oob_features(oob, ids, self.oob_means_)[0]])
         Z, head, F = self._inputs(X, y, what)
         from threadpoolctl import threadpool_limits
 
@@ -669,6 +688,7 @@ class AmortizedScalingLaws(BaseEstimator):
             "hidden_layer_sizes_": list(self.hidden_layer_sizes_),
             "selection_": self.selection_,
             "oob_features_": list(self.oob_features_),
+            "oob_means_": None if self.oob_means_ is None else self.oob_means_.tolist(),
         }
         doc = {"format_version": _FORMAT_VERSION, "params": _jsonable_params(self.get_params()),
                "state": state, "learner_state": learner_state}
@@ -726,6 +746,9 @@ class AmortizedScalingLaws(BaseEstimator):
         model.hidden_layer_sizes_ = tuple(int(h) for h in st["hidden_layer_sizes_"])
         model.selection_ = list(st["selection_"])
         model.oob_features_ = list(st["oob_features_"])
+        # Models saved before the means were kept impute with the predicted points' means.
+        means = st.get("oob_means_")
+        model.oob_means_ = None if means is None else np.asarray(means, dtype=np.float64)
         if model.learner == "mlp":
             from ._amortized_mlp import MLP
 

@@ -89,6 +89,52 @@ def test_mle_laws_and_values_by_partitions_equal_one_process(sampled):
     assert one["rank"].min() == 1 and one["rank"].max() == one["shapley"].notna().sum()
 
 
+@pytest.mark.parametrize("max_train", [None, 30])
+def test_amortized_laws_by_partitions_equal_one_process(sampled, max_train):
+    """Trained on the training points' rows read by partitions, predicted partition by partition: the laws
+    of one model trained and predicting on the whole ledger at once (below and above the training budget).
+
+    The model is the same (its training rows are put back in ledger order); a prediction is the same up
+    to the last bit BLAS may round differently in a matrix product of another row count."""
+    from pointscale.laws import AmortizedScalingLaws
+    from pointscale.laws.amortized import training_points
+
+    run_dir, info, sampling = sampled
+    run = RunFolder(run_dir)
+    ds = open_dataset(info["path"])
+    rows = pipeline.load_samples(run_dir, sampling)
+    oob = oob_evidence(Ledger(run.samples))
+    _, train, train_rows = training_points(rows, sampling["seed"], max_train)
+    assert train.size == (48 if max_train is None else 30)
+    model = AmortizedScalingLaws(random_state=sampling["seed"], task=ds.task)
+    idx = ds.index_of(train)
+    model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], train_rows, train, oob=oob)
+    whole = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids, oob=oob)
+    summary = pipeline.fit_amortized(run_dir, info["path"], sampling, None, max_train, part_points=10)
+    assert summary["partitions"]["folder"].startswith("parts/") and summary["points_trained"] == train.size
+    record = partitions.split(run_dir, sampling, part_points=10)
+    assert record["parts"] == 5
+    saved = AmortizedScalingLaws.load(run.file(pipeline.AMORTIZED_MODEL))  # the same model, bit for bit
+    assert (saved.k0_, saved.delta_scale_, saved.selection_) == (model.k0_, model.delta_scale_, model.selection_)
+    for mine, theirs in zip(saved.model_.weights, model.model_.weights, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    laws = FittedScalingLaws.load(run.file(pipeline.LAWS_AMORTIZED))
+    assert laws.n_points == ds.n_pool  # the whole pool, the run's 48 points and the others
+    order = np.argsort(whole.point_ids.astype(str))
+    assert laws.point_ids.astype(str).tolist() == whole.point_ids.astype(str)[order].tolist()
+    np.testing.assert_array_equal(laws.n_samples, np.asarray(whole.n_samples)[order])
+    for name in ("c", "alpha", "sigma", "beta"):
+        # The same model and inputs; BLAS may round a matrix product of fewer rows in the last bit.
+        np.testing.assert_allclose(getattr(laws, name), np.asarray(getattr(whole, name))[order], rtol=1e-12,
+                                   atol=0, err_msg=name)
+    for name, flag in whole.flags.items():
+        np.testing.assert_array_equal(laws.flags[name], np.asarray(flag)[order], err_msg=name)
+    # Each partition's file holds the pool's points of that partition.
+    for part in range(record["parts"]):
+        part_laws = partitions.load_laws(Store(run_dir), f"{summary['partitions']['folder']}/p{part:04d}.parquet")
+        assert set(partitions.part_of(part_laws.point_ids, 5)) == {part}
+
+
 def test_a_shard_changed_after_verification_is_never_read(sampled, tmp_path):
     run_dir, _, sampling = sampled
     import shutil

@@ -398,19 +398,29 @@ def fit_mle_part(run_dir: str, split_record: Mapping[str, Any], part: int) -> di
     return {"part": part, "points": int(laws.n_points), "samples": int(len(samples)), "file": name}
 
 
+def _concat_laws(parts: Sequence[Any]):
+    """:meth:`FittedScalingLaws.concat` of ``parts``; the laws of one model (every part's meta the same,
+    as the amortized estimator's) keep that meta instead of a record per part."""
+    from .laws import FittedScalingLaws
+
+    laws = FittedScalingLaws.concat(parts)
+    first = json.dumps(parts[0].meta, sort_keys=True, default=str)
+    if all(json.dumps(p.meta, sort_keys=True, default=str) == first for p in parts[1:]):
+        laws = dataclasses.replace(laws, meta=dict(parts[0].meta))
+    return laws
+
+
 def join_laws(run_dir: str, names: Sequence[str], out: str) -> dict[str, Any]:
     """The laws of every part, joined and ordered by point id -> ``out`` in the run folder.
 
     One part is copied as it is (the single-process table, byte for byte).
     """
-    from .laws import FittedScalingLaws
-
     store = Store(run_dir)
     parts = [load_laws(store, n) for n in names]
     if len(parts) == 1:
         laws = parts[0]
     else:
-        laws = FittedScalingLaws.concat(parts)
+        laws = _concat_laws(parts)
         order = pd.Index(laws.point_ids.astype(object)).argsort()
         laws = laws._take(np.asarray(order, dtype=np.intp))
     save_laws(store, out, laws)
@@ -445,6 +455,38 @@ def split_laws(run_dir: str, split_record: Mapping[str, Any], name: str, digest:
     return folder
 
 
+def committed_parts(run_dir: str, split_record: Mapping[str, Any], parts: Mapping[str, Any] | None) -> str | None:
+    """The folder of a stage's laws by partitions (``parts``: its summary's ``partitions``), or None.
+
+    None unless they were cut by this split and committed (``done.json``):
+    then the laws file itself is cut (:func:`split_laws`).
+    """
+    if not parts or parts.get("split") != split_record["key"]:
+        return None
+    return parts["folder"] if Store(run_dir).exists(parts["folder"], "done.json") else None
+
+
+def laws_of_points(run_dir: str, split_record: Mapping[str, Any], folder: str,
+                   points: Sequence[str] | None = None):
+    """The laws in ``folder`` (by partitions) of the run's points, or of ``points`` among them.
+
+    Read partition by partition, keeping only those points' laws; in
+    partition order, each part's points in its file's order.
+    """
+    store = Store(run_dir)
+    keep = None if points is None else pd.Index(np.asarray(points, dtype=object))
+    laws = []
+    for part in range(split_record["parts"]):
+        name = posixpath.join(folder, _p(part) + ".parquet")
+        if not store.exists(name):  # a partition without points
+            continue
+        wanted = keep if keep is not None else pd.Index(np.asarray(part_points(run_dir, split_record, part),
+                                                                    dtype=object))
+        part_laws = load_laws(store, name)
+        laws.append(part_laws.subset(wanted.get_indexer(part_laws.point_ids.astype(object)) >= 0))
+    return laws[0] if len(laws) == 1 else _concat_laws(laws)
+
+
 def _part_laws(store: Store, folder: str | None, part: int):
     """Partition ``part``'s laws from a folder :func:`split_laws` wrote (None: none)."""
     return None if folder is None else load_laws(store, posixpath.join(folder, _p(part) + ".parquet"))
@@ -468,6 +510,9 @@ def value_part(run_dir: str, dataset_path: str, split_record: Mapping[str, Any],
     chosen = _part_laws(store, sources["laws"], part)
     mle = _part_laws(store, sources.get("mle"), part)
     amortized = _part_laws(store, sources.get("amortized"), part)
+    if amortized is not None:  # the amortized stage's parts hold the pool's points: the run's only
+        amortized = amortized.subset(pd.Index(np.asarray(points, dtype=object))
+                                     .get_indexer(amortized.point_ids.astype(object)) >= 0)
     samples = part_samples(run_dir, split_record, part)[["point_id", "k", "delta", "failed"]]
     # Evidence columns whenever the run has evidence (as one process has), empty or not here.
     oob = part_evidence(run_dir, split_record, part) if split_record["evidence_rows"] else None

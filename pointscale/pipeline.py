@@ -550,17 +550,26 @@ def _member(ids: np.ndarray, among) -> np.ndarray:
     return pd.Index(np.asarray(among, dtype=object)).get_indexer(np.asarray(ids, dtype=object)) >= 0
 
 
-def _run_laws(run: RunFolder, laws_mle: str | None, laws_amortized: str | None):
+def _run_laws(run: RunFolder, laws_mle: str | None, laws_amortized: str | None, split_record: Mapping[str, Any],
+              amortized_parts: Mapping[str, Any] | None, points: Sequence[str] | None):
     """The stored MLE and amortized laws of the run's points (None: not part of this run).
 
     The amortized laws cover the whole pool; they are cut to the run's points
+    (or to ``points`` among them), read partition by partition when the
+    amortized stage's parts (``amortized_parts``) are there for this split
     (hash lookups: np.isin on object arrays compares every pair).
     """
     mle = _load_laws(run, laws_mle)
+    if laws_amortized is None:
+        return mle, None
+    where = run.location()
+    folder = partitions.committed_parts(where, split_record, amortized_parts)
+    if folder is not None:
+        return mle, partitions.laws_of_points(where, split_record, folder, points)
     amortized = _load_laws(run, laws_amortized)
-    points = {p for g in load_point_groups(run.location()) for p in g}
-    if amortized is not None and points:
-        amortized = amortized.subset(_member(amortized.point_ids, list(points)))
+    wanted = points if points is not None else [p for g in load_point_groups(where) for p in g]
+    if wanted:
+        amortized = amortized.subset(_member(amortized.point_ids, list(dict.fromkeys(wanted))))
     return mle, amortized
 
 
@@ -576,6 +585,7 @@ CHOICE_POINTS = 20_000
 
 def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any], *,
                 laws_mle: str = LAWS_MLE, laws_amortized: str | None = None,
+                amortized_parts: Mapping[str, Any] | None = None,
                 method: str = "auto", control_variate: str = "auto", pool=SERIAL,
                 part_points: int = PART_POINTS, choice_points: int = CHOICE_POINTS) -> dict[str, Any]:
     """The laws the values come from -> ``laws.parquet`` (the choice recorded in its ``meta['selection']``).
@@ -585,7 +595,9 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
     in ``laws_mle`` and ``laws_amortized`` (None: no amortized laws in this
     run, whatever file the folder holds) are reused where a candidate needs
     them on all samples; without amortized laws auto chooses among mle,
-    shrinkage and the law-free shrunk mean only. The held-out score targets
+    shrinkage and the law-free shrunk mean only. ``amortized_parts`` (the
+    amortized stage's ``partitions``): its laws by partitions, read so
+    instead of ``laws_amortized`` whole. The held-out score targets
     the Shapley value over the sampled range when k is drawn uniformly from
     it; staggered sizes are scored by the law for psi_k itself.
 
@@ -639,7 +651,7 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
                            "laws": {role: sha256_file(run.file(name)) for role, name in sources.items()}})[:16]
     summary = pool.map(compute_chosen_laws, [where], [dataset_path], [dict(sampling)], [laws_mle],
                        [laws_amortized], [method], [control_variate], [record], [int(choice_points)],
-                       [totals], [key])[0]
+                       [totals], [key], [amortized_parts])[0]
     plan = summary.pop("apply", None)
     if plan is not None:  # the choice used a sample of the points: apply it to the others
         from .laws.estimators import get_estimator
@@ -647,8 +659,9 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
         needs = (plan["chosen"], *get_estimator(plan["chosen"]).requires)
         for role in ("mle", "amortized"):  # laws on all samples the choice reused, cut into the partitions
             if role in needs and plan[role] is not None and not plan["control"]["applied"]:
-                plan[f"{role}_parts"] = pool.map(partitions.split_laws, [where], [record], [plan[role]],
-                                                 [sha256_file(run.file(plan[role]))])[0]
+                cut = partitions.committed_parts(where, record, amortized_parts) if role == "amortized" else None
+                plan[f"{role}_parts"] = cut or pool.map(partitions.split_laws, [where], [record], [plan[role]],
+                                                        [sha256_file(run.file(plan[role]))])[0]
         parts = pool.map(partitions.apply_laws_part, [where] * n, [dataset_path] * n, [record] * n, range(n),
                          [plan] * n)
         joined = pool.map(partitions.join_chosen_laws, [where], [plan], [[p["file"] for p in parts if p["file"]]],
@@ -662,7 +675,8 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
 def compute_chosen_laws(run_dir: str, dataset_path: str, sampling: Mapping[str, Any], laws_mle: str | None,
                         laws_amortized: str | None, method: str, control_variate: str,
                         split_record: Mapping[str, Any], choice_points: int,
-                        totals: Sequence[str] | None, key: str | None) -> dict[str, Any]:
+                        totals: Sequence[str] | None, key: str | None,
+                        amortized_parts: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The choice of :func:`choose_laws`, run where the pool runs it: reads and writes only the run folder.
 
     On the samples of :func:`pointscale.partitions.choice_points` (all the
@@ -671,7 +685,8 @@ def compute_chosen_laws(run_dir: str, dataset_path: str, sampling: Mapping[str, 
     summary's ``apply`` says how the other points are fitted).
     ``totals``: the per-partition block totals of the control variate
     (:func:`pointscale.partitions.base_totals_part`) when sampled; ``key``
-    then names the choice's folder (None: no sample).
+    then names the choice's folder (None: no sample). ``amortized_parts``:
+    as for :func:`choose_laws`.
     """
     from .laws.auto import select_laws
     from .laws.control import control_table, controlled, merge_totals
@@ -690,7 +705,7 @@ def compute_chosen_laws(run_dir: str, dataset_path: str, sampling: Mapping[str, 
     samples, control = controlled(rows, control_variate, seed=cfg.seed, columns=SAMPLE_COLUMNS, bases=bases)
     applied = control["applied"]
     fitted = {}
-    mle, amortized = _run_laws(run, laws_mle, laws_amortized)
+    mle, amortized = _run_laws(run, laws_mle, laws_amortized, split_record, amortized_parts, subset)
     if subset is not None and mle is not None:
         mle = mle.subset(_member(mle.point_ids, subset))
     if amortized is not None and not applied:
@@ -743,13 +758,15 @@ def compute_chosen_laws(run_dir: str, dataset_path: str, sampling: Mapping[str, 
 
 def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
           target_sizes: Sequence[int] | None = None, *, laws: str = LAWS, laws_mle: str | None = LAWS_MLE,
-          laws_amortized: str | None = None, pool=SERIAL, part_points: int = PART_POINTS) -> dict[str, Any]:
+          laws_amortized: str | None = None, amortized_parts: Mapping[str, Any] | None = None, pool=SERIAL,
+          part_points: int = PART_POINTS) -> dict[str, Any]:
     """The values table -> ``values.parquet`` (and ``learning_curve.json``), from the chosen laws.
 
     ``laws`` names the laws behind ``shapley`` (:func:`choose_laws`' file);
     ``laws_mle`` and ``laws_amortized`` the laws of the comparison columns
     ``shapley_mle`` and ``shapley_amortized`` (None: not in this run,
-    whatever file the folder holds); ``mc_mean`` and ``oob`` sit beside them.
+    whatever file the folder holds; ``amortized_parts``, the amortized
+    stage's ``partitions``: its laws by partitions, read so); ``mc_mean`` and ``oob`` sit beside them.
     ``learning_curve.json``: the aggregate law of the base fits' utilities.
     ``value_now`` is the value at the dataset's current size (``size_now``),
     under the same name in every version of a revaluated run.
@@ -781,10 +798,13 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
                        "laws": digests})[:16]
     out = f"{partitions.PARTS}/{record['key']}/values-{key}"
     n = record["parts"]
-    # Each laws file cut once into the partitions' points (a task each), so a value task reads its own.
-    folders = pool.map(partitions.split_laws, [where] * len(files), [record] * len(files), list(files.values()),
-                       list(digests.values()))
-    sources = {role: None for role in ("laws", "mle", "amortized")} | dict(zip(files, folders))
+    # Each laws file cut once into the partitions' points (a task each), so a value task reads its own;
+    # the amortized laws are by partitions already when their stage's parts are there.
+    cut = {"amortized": partitions.committed_parts(where, record, amortized_parts)} if "amortized" in files else {}
+    todo = [role for role in files if not cut.get(role)]
+    folders = pool.map(partitions.split_laws, [where] * len(todo), [record] * len(todo),
+                       [files[r] for r in todo], [digests[r] for r in todo])
+    sources = {role: None for role in ("laws", "mle", "amortized")} | cut | dict(zip(todo, folders))
     parts = pool.map(partitions.value_part, [where] * n, [dataset_path] * n, [record] * n, range(n),
                      [sources] * n, [(cfg.k_min, cfg.k_max)] * n, [computed] * n, [out] * n)
     names = {"values": VALUES, "label_issues": LABEL_ISSUES, "learning_curve": LEARNING_CURVE}

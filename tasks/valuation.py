@@ -34,7 +34,8 @@ def value(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], sampl
               "laws_amortized": output_ref(laws_amortized), "target_sizes": target_sizes}
     return run_stage(run_dir, "values", inputs, lambda: pipeline.value(
         run_dir, dataset["path"], sampling, target_sizes, laws=pipeline.LAWS, laws_mle=pipeline.LAWS_MLE,
-        laws_amortized=pipeline.LAWS_AMORTIZED if laws_amortized else None, pool=current_pool(),
+        laws_amortized=pipeline.LAWS_AMORTIZED if laws_amortized else None,
+        amortized_parts=(laws_amortized or {}).get("partitions"), pool=current_pool(),
         part_points=partition_points))
 
 

@@ -128,10 +128,11 @@ def _default_run(run_dir: Path) -> dict[str, Any]:
     shards = [pipeline.run_shard(path, sampling, plan["plan"], i, run.samples)
               for i in range(len(pipeline.plan_shard_names(plan["plan"])))]
     pipeline.fit_mle_laws(root, sampling)
-    pipeline.fit_amortized(root, path, sampling, None)
-    pipeline.choose_laws(root, path, sampling, laws_mle=pipeline.LAWS_MLE, laws_amortized=pipeline.LAWS_AMORTIZED)
+    amortized = pipeline.fit_amortized(root, path, sampling, None)["partitions"]
+    pipeline.choose_laws(root, path, sampling, laws_mle=pipeline.LAWS_MLE, laws_amortized=pipeline.LAWS_AMORTIZED,
+                         amortized_parts=amortized)
     pipeline.value(root, path, sampling, options.target_sizes, laws=pipeline.LAWS, laws_mle=pipeline.LAWS_MLE,
-                   laws_amortized=pipeline.LAWS_AMORTIZED)
+                   laws_amortized=pipeline.LAWS_AMORTIZED, amortized_parts=amortized)
     pipeline.select(root, path, options.select_m, laws=pipeline.LAWS)
     pipeline.removal(root, path, sampling, values=pipeline.VALUES)
     counts = {  # the sampling stage's counts in run.json, less its timing

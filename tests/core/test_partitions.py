@@ -133,6 +133,17 @@ def test_amortized_laws_by_partitions_equal_one_process(sampled, max_train):
     for part in range(record["parts"]):
         part_laws = partitions.load_laws(Store(run_dir), f"{summary['partitions']['folder']}/p{part:04d}.parquet")
         assert set(partitions.part_of(part_laws.point_ids, 5)) == {part}
+    if max_train is None:  # the later stages read those parts: the values they would get from the joined file
+        assert partitions.committed_parts(run_dir, record, summary["partitions"]) == summary["partitions"]["folder"]
+        pipeline.fit_mle_laws(run_dir, sampling, part_points=10)
+        pipeline.choose_laws(run_dir, info["path"], sampling, method="mle", control_variate="off", part_points=10)
+        kwargs = dict(laws_amortized=pipeline.LAWS_AMORTIZED, part_points=10)
+        pipeline.value(run_dir, info["path"], sampling, **kwargs)
+        cut = pd.read_parquet(run.file(pipeline.VALUES))
+        pipeline.value(run_dir, info["path"], sampling, amortized_parts=summary["partitions"], **kwargs)
+        by_parts = pd.read_parquet(run.file(pipeline.VALUES))
+        assert np.isfinite(by_parts["shapley_amortized"]).all() and len(by_parts) == 48
+        pd.testing.assert_frame_equal(by_parts, cut)
 
 
 def test_a_shard_changed_after_verification_is_never_read(sampled, tmp_path):
@@ -184,10 +195,12 @@ def test_law_choice_on_a_sample_of_the_points_is_applied_to_the_others(sampled, 
     store = Store(run_dir)
     pipeline.fit_mle_laws(run_dir, sampling)
     amortized = None
+    parts = None
     if method.startswith("amortized"):
-        pipeline.fit_amortized(run_dir, info["path"], sampling, None)
+        parts = pipeline.fit_amortized(run_dir, info["path"], sampling, None, part_points=7)["partitions"]
         amortized = pipeline.LAWS_AMORTIZED
-    kwargs = dict(method=method, control_variate=control_variate, part_points=7, laws_amortized=amortized)
+    kwargs = dict(method=method, control_variate=control_variate, part_points=7, laws_amortized=amortized,
+                  amortized_parts=parts)
     full = pipeline.choose_laws(run_dir, info["path"], sampling, choice_points=48, **kwargs)  # every point
     whole = FittedScalingLaws.load(run.file(pipeline.LAWS))
     assert full["law_diagnostic"]["choice_points"] == full["law_diagnostic"]["points"] == 48

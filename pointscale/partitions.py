@@ -456,7 +456,7 @@ def split_laws(run_dir: str, split_record: Mapping[str, Any], name: str, digest:
 
 
 def committed_parts(run_dir: str, split_record: Mapping[str, Any], parts: Mapping[str, Any] | None) -> str | None:
-    """The folder of a stage's laws by partitions (``parts``: its summary's ``partitions``), or None.
+    """The folder of a stage's laws by partitions (``parts``: its summary's ``parts``), or None.
 
     None unless they were cut by this split and committed (``done.json``):
     then the laws file itself is cut (:func:`split_laws`).
@@ -488,8 +488,14 @@ def laws_of_points(run_dir: str, split_record: Mapping[str, Any], folder: str,
 
 
 def _part_laws(store: Store, folder: str | None, part: int):
-    """Partition ``part``'s laws from a folder :func:`split_laws` wrote (None: none)."""
-    return None if folder is None else load_laws(store, posixpath.join(folder, _p(part) + ".parquet"))
+    """Partition ``part``'s laws from a folder :func:`split_laws` or a stage wrote (None: none).
+
+    A stage's folder has no file for a partition it fitted no point of.
+    """
+    if folder is None:
+        return None
+    name = posixpath.join(folder, _p(part) + ".parquet")
+    return load_laws(store, name) if store.exists(name) else None
 
 
 def value_part(run_dir: str, dataset_path: str, split_record: Mapping[str, Any], part: int,
@@ -792,8 +798,8 @@ def apply_laws_part(run_dir: str, dataset_path: str, split_record: Mapping[str, 
     cache = {}
     for role in ("mle", "amortized"):  # laws on all samples the choice reused, cut to this partition
         folder = plan.get(f"{role}_parts")
-        if folder is not None:
-            laws = _part_laws(store, folder, part)
+        laws = _part_laws(store, folder, part)
+        if laws is not None:
             cache[role] = laws.subset(pd.Index(points).get_indexer(laws.point_ids.astype(object)) >= 0)
     if plan.get("model") and "amortized" in (chosen, *get_estimator(chosen).requires):
         model = _load_amortized_model(store, plan["model"])

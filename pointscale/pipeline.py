@@ -28,7 +28,6 @@ import pandas as pd
 
 from .data import DataConfig, Dataset, load_from_config, open_dataset, too_little_data
 from .errors import ConfigError, DataError
-from .io import atomic_write_parquet
 from . import partitions
 from .config import stable_hash
 from .laws.amortized import MAX_TRAIN_POINTS as _AMORTIZED_BUDGET
@@ -453,7 +452,8 @@ def fit_mle_laws(run_dir: str | Path, sampling: Mapping[str, Any], *, pool=SERIA
     values table), not necessarily the laws the values come from. Fitted
     partition by partition of points (:mod:`.partitions`; ``part_points``
     per partition), each partition one call of ``pool.map``, then joined
-    by one more call.
+    by one more call. The parts, committed by ``done.json`` in their folder
+    (the summary's ``parts``), are what the later stages read (their ``laws_parts``).
     """
     run = RunFolder(run_dir)
     start = time.perf_counter()
@@ -462,11 +462,13 @@ def fit_mle_laws(run_dir: str | Path, sampling: Mapping[str, Any], *, pool=SERIA
     n = record["parts"]
     fitted = pool.map(partitions.fit_mle_part, [where] * n, [record] * n, range(n))
     names = [f["file"] for f in fitted if f["file"]]
+    folder = f"{partitions.PARTS}/{record['key']}/laws_mle"
+    Store(where).write_json(f"{folder}/done.json", {"split": record["key"], "parts": n, "files": names})
     joined = pool.map(partitions.join_laws, [where], [names], [LAWS_MLE])[0]
     run.fetch(LAWS_MLE, LAWS_MLE + ".json")
     return {"files": [LAWS_MLE], "points": joined["points"], "samples": int(sum(f["samples"] for f in fitted)),
             "flags": joined["flags"], "median_alpha": joined["median_alpha"], "partitions": n,
-            "seconds": round(time.perf_counter() - start, 3)}
+            "parts": {"folder": folder, "split": record["key"]}, "seconds": round(time.perf_counter() - start, 3)}
 
 
 #: The amortized model's folder in the run folder (the revaluation's triage reads it).
@@ -496,8 +498,8 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
     (:func:`~pointscale.partitions.predict_amortized_part`), and one joins
     them. The parts live under ``parts/<split>/amortized-<key>/`` (``key``: a
     hash of the dataset version, the settings and the code), committed by
-    its ``done.json``; the summary's ``partitions`` names that folder, which
-    the later stages read partition by partition.
+    its ``done.json``; the summary's ``parts`` names that folder, which the
+    later stages read partition by partition (their ``laws_parts``).
     """
     run = RunFolder(run_dir)
     start = time.perf_counter()
@@ -525,7 +527,8 @@ def fit_amortized(run_dir: str | Path, dataset_path: str, sampling: Mapping[str,
     return {"files": [LAWS_AMORTIZED], "points_predicted": joined["points"],
             "points_trained": trained["points_trained"], "points_sampled": trained["points_sampled"],
             "max_train_points": max_train_points, "alpha_prior": trained["alpha_prior"],
-            "hidden_layer_sizes": trained["hidden_layer_sizes"], "partitions": {"folder": folder, "split": record["key"]},
+            "hidden_layer_sizes": trained["hidden_layer_sizes"], "partitions": n,
+            "parts": {"folder": folder, "split": record["key"]},
             "seconds": round(time.perf_counter() - start, 3)}
 
 
@@ -551,19 +554,19 @@ def _member(ids: np.ndarray, among) -> np.ndarray:
 
 
 def _run_laws(run: RunFolder, laws_mle: str | None, laws_amortized: str | None, split_record: Mapping[str, Any],
-              amortized_parts: Mapping[str, Any] | None, points: Sequence[str] | None):
+              laws_parts: Mapping[str, Any] | None, points: Sequence[str] | None):
     """The stored MLE and amortized laws of the run's points (None: not part of this run).
 
     The amortized laws cover the whole pool; they are cut to the run's points
     (or to ``points`` among them), read partition by partition when the
-    amortized stage's parts (``amortized_parts``) are there for this split
+    amortized stage's parts (``laws_parts['amortized']``) are there for this split
     (hash lookups: np.isin on object arrays compares every pair).
     """
     mle = _load_laws(run, laws_mle)
     if laws_amortized is None:
         return mle, None
     where = run.location()
-    folder = partitions.committed_parts(where, split_record, amortized_parts)
+    folder = partitions.committed_parts(where, split_record, (laws_parts or {}).get("amortized"))
     if folder is not None:
         return mle, partitions.laws_of_points(where, split_record, folder, points)
     amortized = _load_laws(run, laws_amortized)
@@ -585,7 +588,7 @@ CHOICE_POINTS = 20_000
 
 def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any], *,
                 laws_mle: str = LAWS_MLE, laws_amortized: str | None = None,
-                amortized_parts: Mapping[str, Any] | None = None,
+                laws_parts: Mapping[str, Any] | None = None,
                 method: str = "auto", control_variate: str = "auto", pool=SERIAL,
                 part_points: int = PART_POINTS, choice_points: int = CHOICE_POINTS) -> dict[str, Any]:
     """The laws the values come from -> ``laws.parquet`` (the choice recorded in its ``meta['selection']``).
@@ -595,9 +598,9 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
     in ``laws_mle`` and ``laws_amortized`` (None: no amortized laws in this
     run, whatever file the folder holds) are reused where a candidate needs
     them on all samples; without amortized laws auto chooses among mle,
-    shrinkage and the law-free shrunk mean only. ``amortized_parts`` (the
-    amortized stage's ``partitions``): its laws by partitions, read so
-    instead of ``laws_amortized`` whole. The held-out score targets
+    shrinkage and the law-free shrunk mean only. ``laws_parts`` (``{"mle":
+    ..., "amortized": ...}``, each the stage's summary's ``partitions``):
+    those laws by partitions, read so instead of the laws file whole. The held-out score targets
     the Shapley value over the sampled range when k is drawn uniformly from
     it; staggered sizes are scored by the law for psi_k itself.
 
@@ -651,7 +654,7 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
                            "laws": {role: sha256_file(run.file(name)) for role, name in sources.items()}})[:16]
     summary = pool.map(compute_chosen_laws, [where], [dataset_path], [dict(sampling)], [laws_mle],
                        [laws_amortized], [method], [control_variate], [record], [int(choice_points)],
-                       [totals], [key], [amortized_parts])[0]
+                       [totals], [key], [laws_parts])[0]
     plan = summary.pop("apply", None)
     if plan is not None:  # the choice used a sample of the points: apply it to the others
         from .laws.estimators import get_estimator
@@ -659,7 +662,7 @@ def choose_laws(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, A
         needs = (plan["chosen"], *get_estimator(plan["chosen"]).requires)
         for role in ("mle", "amortized"):  # laws on all samples the choice reused, cut into the partitions
             if role in needs and plan[role] is not None and not plan["control"]["applied"]:
-                cut = partitions.committed_parts(where, record, amortized_parts) if role == "amortized" else None
+                cut = partitions.committed_parts(where, record, (laws_parts or {}).get(role))
                 plan[f"{role}_parts"] = cut or pool.map(partitions.split_laws, [where], [record], [plan[role]],
                                                         [sha256_file(run.file(plan[role]))])[0]
         parts = pool.map(partitions.apply_laws_part, [where] * n, [dataset_path] * n, [record] * n, range(n),
@@ -676,7 +679,7 @@ def compute_chosen_laws(run_dir: str, dataset_path: str, sampling: Mapping[str, 
                         laws_amortized: str | None, method: str, control_variate: str,
                         split_record: Mapping[str, Any], choice_points: int,
                         totals: Sequence[str] | None, key: str | None,
-                        amortized_parts: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                        laws_parts: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The choice of :func:`choose_laws`, run where the pool runs it: reads and writes only the run folder.
 
     On the samples of :func:`pointscale.partitions.choice_points` (all the
@@ -685,7 +688,7 @@ def compute_chosen_laws(run_dir: str, dataset_path: str, sampling: Mapping[str, 
     summary's ``apply`` says how the other points are fitted).
     ``totals``: the per-partition block totals of the control variate
     (:func:`pointscale.partitions.base_totals_part`) when sampled; ``key``
-    then names the choice's folder (None: no sample). ``amortized_parts``:
+    then names the choice's folder (None: no sample). ``laws_parts``:
     as for :func:`choose_laws`.
     """
     from .laws.auto import select_laws
@@ -705,7 +708,7 @@ def compute_chosen_laws(run_dir: str, dataset_path: str, sampling: Mapping[str, 
     samples, control = controlled(rows, control_variate, seed=cfg.seed, columns=SAMPLE_COLUMNS, bases=bases)
     applied = control["applied"]
     fitted = {}
-    mle, amortized = _run_laws(run, laws_mle, laws_amortized, split_record, amortized_parts, subset)
+    mle, amortized = _run_laws(run, laws_mle, laws_amortized, split_record, laws_parts, subset)
     if subset is not None and mle is not None:
         mle = mle.subset(_member(mle.point_ids, subset))
     if amortized is not None and not applied:
@@ -758,15 +761,16 @@ def compute_chosen_laws(run_dir: str, dataset_path: str, sampling: Mapping[str, 
 
 def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
           target_sizes: Sequence[int] | None = None, *, laws: str = LAWS, laws_mle: str | None = LAWS_MLE,
-          laws_amortized: str | None = None, amortized_parts: Mapping[str, Any] | None = None, pool=SERIAL,
+          laws_amortized: str | None = None, laws_parts: Mapping[str, Any] | None = None, pool=SERIAL,
           part_points: int = PART_POINTS) -> dict[str, Any]:
     """The values table -> ``values.parquet`` (and ``learning_curve.json``), from the chosen laws.
 
     ``laws`` names the laws behind ``shapley`` (:func:`choose_laws`' file);
     ``laws_mle`` and ``laws_amortized`` the laws of the comparison columns
     ``shapley_mle`` and ``shapley_amortized`` (None: not in this run,
-    whatever file the folder holds; ``amortized_parts``, the amortized
-    stage's ``partitions``: its laws by partitions, read so); ``mc_mean`` and ``oob`` sit beside them.
+    whatever file the folder holds; ``laws_parts``, ``{"mle": ...,
+    "amortized": ...}`` with each stage's ``partitions``: those laws by
+    partitions, read so); ``mc_mean`` and ``oob`` sit beside them.
     ``learning_curve.json``: the aggregate law of the base fits' utilities.
     ``value_now`` is the value at the dataset's current size (``size_now``),
     under the same name in every version of a revaluated run.
@@ -799,8 +803,9 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
     out = f"{partitions.PARTS}/{record['key']}/values-{key}"
     n = record["parts"]
     # Each laws file cut once into the partitions' points (a task each), so a value task reads its own;
-    # the amortized laws are by partitions already when their stage's parts are there.
-    cut = {"amortized": partitions.committed_parts(where, record, amortized_parts)} if "amortized" in files else {}
+    # the MLE and amortized laws are by partitions already when their stage's parts are there.
+    cut = {role: partitions.committed_parts(where, record, (laws_parts or {}).get(role))
+           for role in files if role in ("mle", "amortized")}
     todo = [role for role in files if not cut.get(role)]
     folders = pool.map(partitions.split_laws, [where] * len(todo), [record] * len(todo),
                        [files[r] for r in todo], [digests[r] for r in todo])
@@ -819,14 +824,26 @@ def value(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any],
 
 
 def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None = None, *,
-           laws: str = LAWS) -> dict[str, Any]:
+           laws: str = LAWS, pool=SERIAL) -> dict[str, Any]:
     """The m most valuable points at the current size, ranked by the laws in ``laws`` -> ``selection.parquet``.
 
-    The default is :func:`choose_laws`' ``laws.parquet``: the laws behind ``shapley``.
+    The default is :func:`choose_laws`' ``laws.parquet``: the laws behind
+    ``shapley``. One call of ``pool.map`` (on a worker of the flow's
+    cluster: it reads every point's law) writes it where the run folder is.
     """
+    run = RunFolder(run_dir)
+    summary = pool.map(compute_selection, [run.location()], [dataset_path], [int(m)],
+                       [None if n_current is None else int(n_current)], [laws])[0]
+    run.fetch(SELECTION)
+    return summary
+
+
+def compute_selection(run_dir: str, dataset_path: str, m: int, n_current: int | None, laws: str) -> dict[str, Any]:
+    """The body of :func:`select`, run where the pool runs it: reads and writes only the run folder."""
     from .valuation import select_points
 
     run = RunFolder(run_dir)
+    store = Store(run.location())
     ds = open_dataset(dataset_path)
     source = _load_laws(run, laws)
     n_current = int(n_current or ds.n_pool)
@@ -839,12 +856,12 @@ def select(run_dir: str | Path, dataset_path: str, m: int, n_current: int | None
     if m < 1:
         # Nothing to rank (e.g. every point has fewer than 3 samples): say so, do not invent.
         chosen = pd.DataFrame({"point_id": pd.Series(dtype=str), "predicted_value": pd.Series(dtype=float)})
-        atomic_write_parquet(run.file(SELECTION), chosen)
+        store.write_parquet(SELECTION, chosen)
         return {"files": [SELECTION], "selected": 0, "n_current": n_current,
                 "note": "no point has a finite fitted law"}
     chosen = select_points(source, n_current, m, labels=labels, balanced=labels is not None)
     chosen["estimator"] = source.estimator
-    atomic_write_parquet(run.file(SELECTION), chosen)
+    store.write_parquet(SELECTION, chosen)
     return {"files": [SELECTION], "selected": int(len(chosen)), "n_current": n_current,
             "estimator": source.estimator}
 
@@ -855,26 +872,38 @@ REMOVAL_MAX_TRAIN = 20_000
 
 
 def removal(run_dir: str | Path, dataset_path: str, sampling: Mapping[str, Any], *, values: str = VALUES,
-            max_train: int | None = REMOVAL_MAX_TRAIN) -> dict[str, Any]:
+            max_train: int | None = REMOVAL_MAX_TRAIN, pool=SERIAL) -> dict[str, Any]:
     """Removal curve (lowest-valued first vs random), from the values in ``values`` -> ``removal.parquet``.
 
     On pools above ``max_train`` points the curve is computed on a seeded
     subsample of that many (see :func:`~pointscale.valuation.removal_curve`).
+    One call of ``pool.map`` (on a worker of the flow's cluster: it reads
+    every point's value) writes it where the run folder is.
     """
+    run = RunFolder(run_dir)
+    summary = pool.map(compute_removal, [run.location()], [dataset_path], [dict(sampling)], [values],
+                       [max_train])[0]
+    run.fetch(*summary["files"])
+    return summary
+
+
+def compute_removal(run_dir: str, dataset_path: str, sampling: Mapping[str, Any], values: str,
+                    max_train: int | None) -> dict[str, Any]:
+    """The body of :func:`removal`, run where the pool runs it: reads and writes only the run folder."""
     from .sampling import SamplingConfig
     from .valuation import removal_curve
 
-    run = RunFolder(run_dir)
+    store = Store(RunFolder(run_dir).location())
     ds = open_dataset(dataset_path)
     cfg = SamplingConfig.from_dict(dict(sampling))
     if ds.X_test.shape[0] == 0:
         # Given splits without a test file: scoring on the validation rows the values
         # were computed against would flatter them, so there is no curve.
         return {"files": [], "rows": 0, "skipped": "no test split (pass --test to get a removal curve)"}
-    table = pd.read_parquet(run.file(values), columns=["point_id", "shapley"])
+    table = store.read_parquet(values, columns=["point_id", "shapley"]).to_pandas()
     curve = removal_curve(ds, table, model=cfg.model, model_params=cfg.model_params, seed=cfg.seed,
                           max_train=max_train)
-    atomic_write_parquet(run.file(REMOVAL), curve)
+    store.write_parquet(REMOVAL, curve)
     return {"files": [REMOVAL], "rows": int(len(curve)), "n_pool_used": int(curve["n_pool_used"].iloc[0]),
             "n_pool": int(ds.n_pool)}
 

@@ -63,5 +63,5 @@ def choose_laws(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any],
     return run_stage(run_dir, "laws", inputs, lambda: pipeline.choose_laws(
         run_dir, dataset["path"], sampling, laws_mle=pipeline.LAWS_MLE,
         laws_amortized=pipeline.LAWS_AMORTIZED if laws_amortized else None,
-        amortized_parts=(laws_amortized or {}).get("partitions"), method=method,
+        laws_parts={"mle": laws_mle.get("parts"), "amortized": (laws_amortized or {}).get("parts")}, method=method,
         control_variate=control_variate, pool=current_pool(), part_points=partition_points))

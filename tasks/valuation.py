@@ -35,7 +35,8 @@ def value(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any], sampl
     return run_stage(run_dir, "values", inputs, lambda: pipeline.value(
         run_dir, dataset["path"], sampling, target_sizes, laws=pipeline.LAWS, laws_mle=pipeline.LAWS_MLE,
         laws_amortized=pipeline.LAWS_AMORTIZED if laws_amortized else None,
-        amortized_parts=(laws_amortized or {}).get("partitions"), pool=current_pool(),
+        laws_parts={"mle": laws_mle.get("parts"), "amortized": (laws_amortized or {}).get("parts")},
+        pool=current_pool(),
         part_points=partition_points))
 
 
@@ -49,7 +50,7 @@ def select(run_dir: str, dataset: dict[str, Any], laws: dict[str, Any], values: 
     """
     inputs = {"dataset": dataset["fingerprint"], "laws": output_ref(laws), "values": output_ref(values), "m": m}
     return run_stage(run_dir, "selection", inputs,
-                     lambda: pipeline.select(run_dir, dataset["path"], m, laws=pipeline.LAWS))
+                     lambda: pipeline.select(run_dir, dataset["path"], m, laws=pipeline.LAWS, pool=current_pool()))
 
 
 @task(name="removal-curve")
@@ -58,7 +59,8 @@ def removal(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any],
     """Removal curve: retrain without the lowest-valued points vs random ones."""
     inputs = {"dataset": dataset["fingerprint"], "sampling": sampling, "values": output_ref(values)}
     return run_stage(run_dir, "removal", inputs,
-                     lambda: pipeline.removal(run_dir, dataset["path"], sampling, values=pipeline.VALUES))
+                     lambda: pipeline.removal(run_dir, dataset["path"], sampling, values=pipeline.VALUES,
+                                              pool=current_pool()))
 
 
 @task(name="report")

@@ -127,12 +127,12 @@ def _default_run(run_dir: Path) -> dict[str, Any]:
     plan = pipeline.plan_sampling(path, sampling, pipeline.load_point_groups(root), run.samples)
     shards = [pipeline.run_shard(path, sampling, plan["plan"], i, run.samples)
               for i in range(len(pipeline.plan_shard_names(plan["plan"])))]
-    pipeline.fit_mle_laws(root, sampling)
-    amortized = pipeline.fit_amortized(root, path, sampling, None)["partitions"]
+    mle = pipeline.fit_mle_laws(root, sampling)
+    parts = {"amortized": pipeline.fit_amortized(root, path, sampling, None)["parts"], "mle": mle["parts"]}
     pipeline.choose_laws(root, path, sampling, laws_mle=pipeline.LAWS_MLE, laws_amortized=pipeline.LAWS_AMORTIZED,
-                         amortized_parts=amortized)
+                         laws_parts=parts)
     pipeline.value(root, path, sampling, options.target_sizes, laws=pipeline.LAWS, laws_mle=pipeline.LAWS_MLE,
-                   laws_amortized=pipeline.LAWS_AMORTIZED, amortized_parts=amortized)
+                   laws_amortized=pipeline.LAWS_AMORTIZED, laws_parts=parts)
     pipeline.select(root, path, options.select_m, laws=pipeline.LAWS)
     pipeline.removal(root, path, sampling, values=pipeline.VALUES)
     counts = {  # the sampling stage's counts in run.json, less its timing

@@ -111,7 +111,8 @@ def test_amortized_laws_by_partitions_equal_one_process(sampled, max_train):
     model.fit(np.asarray(ds.X_train)[idx], np.asarray(ds.y_train)[idx], train_rows, train, oob=oob)
     whole = model.predict_laws(np.asarray(ds.X_train), np.asarray(ds.y_train), ds.point_ids, oob=oob)
     summary = pipeline.fit_amortized(run_dir, info["path"], sampling, None, max_train, part_points=10)
-    assert summary["partitions"]["folder"].startswith("parts/") and summary["points_trained"] == train.size
+    assert summary["parts"]["folder"].startswith("parts/") and summary["points_trained"] == train.size
+    assert summary["partitions"] == 5
     record = partitions.split(run_dir, sampling, part_points=10)
     assert record["parts"] == 5
     saved = AmortizedScalingLaws.load(run.file(pipeline.AMORTIZED_MODEL))  # the same model, bit for bit
@@ -131,18 +132,20 @@ def test_amortized_laws_by_partitions_equal_one_process(sampled, max_train):
         np.testing.assert_array_equal(laws.flags[name], np.asarray(flag)[order], err_msg=name)
     # Each partition's file holds the pool's points of that partition.
     for part in range(record["parts"]):
-        part_laws = partitions.load_laws(Store(run_dir), f"{summary['partitions']['folder']}/p{part:04d}.parquet")
+        part_laws = partitions.load_laws(Store(run_dir), f"{summary['parts']['folder']}/p{part:04d}.parquet")
         assert set(partitions.part_of(part_laws.point_ids, 5)) == {part}
-    if max_train is None:  # the later stages read those parts: the values they would get from the joined file
-        assert partitions.committed_parts(run_dir, record, summary["partitions"]) == summary["partitions"]["folder"]
-        pipeline.fit_mle_laws(run_dir, sampling, part_points=10)
+    if max_train is None:  # the later stages read the parts: the values they get from the joined files
+        assert partitions.committed_parts(run_dir, record, summary["parts"]) == summary["parts"]["folder"]
+        mle = pipeline.fit_mle_laws(run_dir, sampling, part_points=10)
+        assert partitions.committed_parts(run_dir, record, mle["parts"]) == mle["parts"]["folder"]
         pipeline.choose_laws(run_dir, info["path"], sampling, method="mle", control_variate="off", part_points=10)
         kwargs = dict(laws_amortized=pipeline.LAWS_AMORTIZED, part_points=10)
         pipeline.value(run_dir, info["path"], sampling, **kwargs)
         cut = pd.read_parquet(run.file(pipeline.VALUES))
-        pipeline.value(run_dir, info["path"], sampling, amortized_parts=summary["partitions"], **kwargs)
+        pipeline.value(run_dir, info["path"], sampling, laws_parts={"mle": mle["parts"], "amortized": summary["parts"]},
+                       **kwargs)
         by_parts = pd.read_parquet(run.file(pipeline.VALUES))
-        assert np.isfinite(by_parts["shapley_amortized"]).all() and len(by_parts) == 48
+        assert np.isfinite(by_parts[["shapley_amortized", "shapley_mle"]]).all().all() and len(by_parts) == 48
         pd.testing.assert_frame_equal(by_parts, cut)
 
 
@@ -193,14 +196,13 @@ def test_law_choice_on_a_sample_of_the_points_is_applied_to_the_others(sampled, 
     run_dir, info, sampling = sampled
     run = RunFolder(run_dir)
     store = Store(run_dir)
-    pipeline.fit_mle_laws(run_dir, sampling)
+    parts = {"mle": pipeline.fit_mle_laws(run_dir, sampling, part_points=7)["parts"]}
     amortized = None
-    parts = None
     if method.startswith("amortized"):
-        parts = pipeline.fit_amortized(run_dir, info["path"], sampling, None, part_points=7)["partitions"]
+        parts["amortized"] = pipeline.fit_amortized(run_dir, info["path"], sampling, None, part_points=7)["parts"]
         amortized = pipeline.LAWS_AMORTIZED
     kwargs = dict(method=method, control_variate=control_variate, part_points=7, laws_amortized=amortized,
-                  amortized_parts=parts)
+                  laws_parts=parts)
     full = pipeline.choose_laws(run_dir, info["path"], sampling, choice_points=48, **kwargs)  # every point
     whole = FittedScalingLaws.load(run.file(pipeline.LAWS))
     assert full["law_diagnostic"]["choice_points"] == full["law_diagnostic"]["points"] == 48

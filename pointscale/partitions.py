@@ -27,7 +27,8 @@ rerun with the same ledger reuses them:
   of ledger shards (each group is one :func:`split_group` call; groups are
   read back in order, so a partition's rows are exactly the ledger's rows of
   its points, in ledger order, and the ledger's deduplication by
-  ``sample_id`` keeps the same row);
+  ``sample_id`` keeps the same row; each row's place in the ledger,
+  :data:`LEDGER_ROW`, puts rows of several partitions back in ledger order);
 * ``oob/g00012-p0003.parquet`` -- the out-of-bag evidence rows likewise
   (a shard whose bases an earlier shard already counted is left out, as
   :meth:`~pointscale.sampling.Ledger.iter_oob` does);
@@ -36,8 +37,11 @@ rerun with the same ledger reuses them:
 * ``split.json`` -- the commit record, written last: a partition exists only
   once it is there.
 
-Stage parts live beside them (``laws_mle/p0003.parquet``) or under a folder
-named by their inputs' hash (values). Every shard is read against its
+Stage parts live beside them (``laws_mle/p0003.parquet``, committed by
+``laws_mle/done.json``) or under a folder named by their inputs' hash
+(values; ``amortized-<key>/`` with the amortized model in ``model/``,
+``trained.json``, ``p0003.parquet`` per partition of the pool's points and
+``done.json``). Every shard is read against its
 checksum record, so a torn or corrupted shard is never read.
 
 Identity with one process: each point's law, value and evidence is computed

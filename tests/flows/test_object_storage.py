@@ -21,7 +21,8 @@ from .test_bare_workers import start_bare_cluster
 
 pytestmark = pytest.mark.slow
 
-ARGS = ("--points", "24", "--samples-per-point", "3", "--shard-size", "1", "--no-amortized", "--no-removal")
+# Every stage, the amortized estimator and the removal curve too, by 3 partitions on the bare workers.
+ARGS = ("--points", "24", "--samples-per-point", "3", "--shard-size", "1", "--partition-points", "10")
 
 
 def test_run_on_s3_equals_the_local_run(prefect_server, s3_bucket, tmp_path):
@@ -66,6 +67,11 @@ def test_run_on_s3_equals_the_local_run(prefect_server, s3_bucket, tmp_path):
             diff = max(diff, float(np.abs(a - b)[~np.isnan(a)].max()))
     print(f"[s3] max abs difference of the values, S3 vs local run folder: {diff:.3g}")
     assert diff <= 1e-12, diff
+    assert np.isfinite(on_s3["shapley_amortized"]).all()
+    amortized = store.read_json("run.json")["outputs"]["laws_amortized"]["result"]
+    assert amortized["partitions"] == 3 and store.exists(amortized["parts"]["folder"], "done.json")
+    for name in ("selection.parquet", "removal.parquet", "laws_amortized.parquet"):
+        pd.testing.assert_frame_equal(store.read_parquet(name).to_pandas(), pd.read_parquet(tmp_path / "local" / name))
     assert len(Ledger(url + "/samples").read()) == 24 * 3
     # The workers' folders stayed empty of run data (they share no path with the flow).
     for folder in cluster["folders"]:

@@ -910,7 +910,7 @@ def compute_removal(run_dir: str, dataset_path: str, sampling: Mapping[str, Any]
 
 def report(run_dir: str | Path, dataset_path: str, *, laws: str | None = LAWS_MLE, values: str = VALUES,
            selection: str | None = SELECTION, removal: str | None = None, chosen_laws: str | None = None,
-           learning_curve: str | None = None, label_issues: str | None = None) -> dict[str, Any]:
+           learning_curve: str | None = None, label_issues: str | None = None, pool=SERIAL) -> dict[str, Any]:
     """``report.md`` and its figures from the named outputs; returns the path and a short summary text.
 
     Only the files named here are reported (None: that output is not part of
@@ -918,30 +918,58 @@ def report(run_dir: str | Path, dataset_path: str, *, laws: str | None = LAWS_ML
     ``chosen_laws`` (:func:`choose_laws`' ``laws.parquet``) adds which
     estimator was chosen and why; ``learning_curve`` the aggregate learning curve;
     ``label_issues`` the flagged rows (with run.json's count and rate).
+    One call of ``pool.map`` (on a worker of the flow's cluster: it reads the
+    laws and values tables whole) writes the report where the run folder is;
+    this process copies it (and its figures) into the working copy. Also
+    returns ``values_view``, the most and least valuable points as Markdown.
     """
-    from .io import read_json
+    run = RunFolder(run_dir)
+    names = {"laws": laws, "values": values, "selection": selection, "removal": removal,
+             "chosen_laws": chosen_laws, "learning_curve": learning_curve, "label_issues": label_issues}
+    out = pool.map(compute_report, [run.location()], [dataset_path], [names])[0]
+    run.fetch(*out["files"])
+    return {"path": str(run.file(REPORT)), "summary": out["summary"], "values_view": out["values_view"]}
+
+
+def compute_report(run_dir: str, dataset_path: str, names: Mapping[str, str | None]) -> dict[str, Any]:
+    """The body of :func:`report`, run where the pool runs it: reads and writes only the run folder."""
+    import io
+    import tempfile
+
     from .report import report_summary, write_report
+    from .report.views import values_view
 
     run = RunFolder(run_dir)
+    store = Store(run.location())
+
+    def frame(name: str) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(store.read_bytes(name)))
+
     ds = open_dataset(dataset_path)
-    law_table = _load_laws(run, laws)
-    table = pd.read_parquet(run.file(values))
-    chosen = pd.read_parquet(run.file(selection)) if selection else None
-    experiments = {"removal": pd.read_parquet(run.file(removal))} if removal else None
+    law_table = _load_laws(run, names["laws"])
+    table = frame(names["values"])
+    chosen = frame(names["selection"]) if names["selection"] else None
+    experiments = {"removal": frame(names["removal"])} if names["removal"] else None
     # The report lists the run's facts; the stage records (keys, hashes) are for the pipeline.
     # The law diagnostic has its own section.
-    manifest = {k: v for k, v in run.read_manifest().items() if k not in ("outputs", "law_diagnostic")}
-    picked = _load_laws(run, chosen_laws)
-    curve = read_json(run.file(learning_curve)) if learning_curve else None
-    if not label_issues:  # not part of this run: neither its list nor its count
+    manifest = {k: v for k, v in run.stored_manifest().items() if k not in ("outputs", "law_diagnostic")}
+    picked = _load_laws(run, names["chosen_laws"])
+    curve = store.read_json(names["learning_curve"]) if names["learning_curve"] else None
+    if not names["label_issues"]:  # not part of this run: neither its list nor its count
         manifest.pop("label_issues", None)
-    flagged = pd.read_csv(run.file(label_issues), dtype={"point_id": str}) if label_issues else None
+    flagged = (pd.read_csv(io.BytesIO(store.read_bytes(names["label_issues"])), dtype={"point_id": str})
+               if names["label_issues"] else None)
     choice = None if picked is None else picked.meta.get("selection")
     diagnostic = None if picked is None else picked.meta.get("law_diagnostic")
-    path = write_report(run.root, dataset=ds, laws=picked if picked is not None else law_table, values=table,
-                        selection=chosen, experiments=experiments, manifest=manifest,
-                        estimator_choice=choice, learning_curve=curve, law_diagnostic=diagnostic,
-                        label_issues=flagged)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_report(tmp, dataset=ds, laws=picked if picked is not None else law_table, values=table,
+                     selection=chosen, experiments=experiments, manifest=manifest,
+                     estimator_choice=choice, learning_curve=curve, law_diagnostic=diagnostic,
+                     label_issues=flagged)
+        written = sorted(p.relative_to(tmp).as_posix() for p in Path(tmp).rglob("*") if p.is_file())
+        files = [f for f in written if f != REPORT] + [REPORT]  # the figures first: report.md commits them
+        for name in files:
+            store.write_bytes(name, (Path(tmp) / name).read_bytes())
     summary = report_summary(dataset=ds, laws=law_table, values=table, manifest=manifest,
                              law_diagnostic=diagnostic, estimator_choice=choice)
-    return {"path": str(path), "summary": summary}
+    return {"files": files, "summary": summary, "values_view": values_view(table)}

@@ -67,11 +67,10 @@ def removal(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any],
 def report(run_dir: str, dataset: dict[str, Any], laws_mle: dict[str, Any], laws: dict[str, Any],
            values: dict[str, Any], selection: Optional[dict[str, Any]],
            removal: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """report.md with figures from exactly these outputs; the report, values and outputs in the UI."""
-    import pandas as pd
-
+    """report.md with figures from exactly these outputs (written on a worker); the report, values and
+    outputs in the UI."""
     from pointscale.report import inline_figures
-    from pointscale.report.views import outputs_view, values_view
+    from pointscale.report.views import outputs_view
     from pointscale.runs import RunFolder
 
     has_curve = bool(removal) and pipeline.REMOVAL in removal["output"]
@@ -81,13 +80,14 @@ def report(run_dir: str, dataset: dict[str, Any], laws_mle: dict[str, Any], laws
                           removal=pipeline.REMOVAL if has_curve else None,
                           chosen_laws=pipeline.LAWS if pipeline.LAWS in laws["output"] else None,
                           learning_curve=pipeline.LEARNING_CURVE if pipeline.LEARNING_CURVE in made else None,
-                          label_issues=pipeline.LABEL_ISSUES if pipeline.LABEL_ISSUES in made else None)
+                          label_issues=pipeline.LABEL_ISSUES if pipeline.LABEL_ISSUES in made else None,
+                          pool=current_pool())
     run = RunFolder(run_dir)
     with open(out["path"], encoding="utf-8") as fh:
         # The UI shows an artifact without the run folder: figures go inline.
         create_markdown_artifact(inline_figures(fh.read(), run.root), key="pointscale-report",
                                  description=f"Report of {run.root.name}")
-    create_markdown_artifact(values_view(pd.read_parquet(run.file(pipeline.VALUES))), key="values-top-bottom",
+    create_markdown_artifact(out.pop("values_view"), key="values-top-bottom",
                              description="Most and least valuable points (Shapley value over the sampled range)")
     create_markdown_artifact(outputs_view(run.root, run.read_manifest()), key="run-outputs",
                              description=f"Files of {run.root.name} and where they are")

@@ -66,12 +66,13 @@ def test_pipeline_samples_on_an_existing_cluster(cluster, tmp_path):
     # else did: with one partition of points, one task each to plan the split, split the ledger, fit
     # the MLE laws, join them, find the committed split again (the choice stage: below the choice's
     # point cap nothing else is partitioned there), choose the laws, find the split again (the value
-    # stage), cut the chosen and the MLE laws into partitions, value the partition and join the values.
+    # stage), cut the chosen laws into partitions (the MLE laws are read from their parts), value the
+    # partition, join the values, select the points and write the report.
     after = _executed_per_worker(cluster["address"])
     ran = {w: after[w] - before.get(w, 0) for w in after}
     assert len(ran) == 2 and all(n > 0 for n in ran.values()), ran
     assert manifest["outputs"]["laws_mle"]["result"]["partitions"] == 1
-    assert sum(ran.values()) == shards + 11, ran
+    assert sum(ran.values()) == shards + 12, ran
 
 
 def test_worker_without_the_run_folder_fails_with_a_clear_message(cluster, tmp_path):

@@ -339,6 +339,8 @@ class Store:
         """Copy one object to the local file ``path`` in chunks (never whole in memory), atomically."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if self.remote:  # another process (a worker) may have rewritten it since this one listed it
+            self.fs.invalidate_cache(self.key(name))
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as out, self.open(name) as src:

@@ -13,8 +13,8 @@ magic:
   is Σ_j w_j² se_j² (full) and Σ_j w_j² se_dev,j² (the part that differs
   between points; the rest is the round's shared noise, the same for every
   point).
-* **Estimation samples** (seed 1, independent of the truth): 128 points --
-  the 32 truth points first, then 96 more of the same seeded order -- k
+* **Estimation samples** (seed 1, independent of the truth): 128 points
+  (``--model-points``) -- the 32 truth points first, then the rest of the same seeded order -- k
   uniform in [100, 1000], one sample per point and round, blocks of 32
   (``--models-out``, a resumable ledger; sampled when missing). Replicate r
   at n samples per point (n in ``--model-grid``) takes rounds [r·n, (r+1)·n):
@@ -157,14 +157,15 @@ def _oob_of_rounds(ledger, base_ids: set) -> pd.DataFrame | None:
     return summarize(pd.concat(tables, ignore_index=True)) if tables else None
 
 
-def estimation_samples(ds, model: str, folder: Path, n_max: int, log: Callable) -> tuple[pd.DataFrame, object]:
-    """The 128 points' uniform-k samples (seed 1, blocks of 32), sampled through the ledger where missing."""
+def estimation_samples(ds, model: str, folder: Path, n_max: int, log: Callable, points: int = POINTS
+                       ) -> tuple[pd.DataFrame, object]:
+    """The first ``points`` points' uniform-k samples (seed 1, blocks of 32), sampled through the ledger where missing."""
     from pointscale.sampling import SamplingConfig, sample_marginals
     from pointscale.sampling.ledger import Ledger
     from pointscale.sampling.metrics import default_metric
     from reproduction.run import point_order
 
-    pts = list(point_order(ds, 0)[:POINTS])
+    pts = list(point_order(ds, 0)[:points])
     cfg = SamplingConfig(model=model, metric=default_metric(ds.task), samples_per_point=n_max, seed=EST_SEED,
                          block_size=BLOCK, shard_size=4)
     ledger = Ledger(folder)
@@ -271,7 +272,8 @@ def models_part(args, log: Callable) -> pd.DataFrame:
             log(f"\n{name}/{model}: truth on {len(truth)} points, {int(truth['min_depth'].min())} samples per size, "
                 f"reliability {reliability:.3f}")
             reps = args.replicates
-            all_rows, ledger = estimation_samples(ds, model, cache / name / model, reps * max(args.model_grid), log)
+            all_rows, ledger = estimation_samples(ds, model, cache / name / model, reps * max(args.model_grid), log,
+                                                  args.model_points)
             for n in args.model_grid:
                 t0 = time.perf_counter()
                 runs = []

@@ -462,6 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--model-datasets", nargs="+", default=["adult", "magic"])
     parser.add_argument("--model-grid", type=int, nargs="+", default=[10, 20, 30, 100])
+    parser.add_argument("--model-points", type=int, default=128,
+                        help="models: points of the estimation pool (the 32 truth points first); give each size "
+                             "its own --models-out")
+    parser.add_argument("--replicates", type=int, default=3,
+                        help="models: disjoint sample sets per n (replicate r takes rounds [r·n, (r+1)·n))")
     parser.add_argument("--refresh-auto", action="store_true",
                         help="models: recompute only the auto and default rows of cached estimates")
     parser.add_argument("--datasets", nargs="+", default=["adult", "magic"])

@@ -13,11 +13,14 @@ magic:
   is Σ_j w_j² se_j² (full) and Σ_j w_j² se_dev,j² (the part that differs
   between points; the rest is the round's shared noise, the same for every
   point).
-* **Estimation samples** (seed 1, independent of the truth): 128 points --
-  the 32 truth points first, then 96 more of the same seeded order -- k
+* **Estimation samples** (seed 1, independent of the truth): 128 points
+  (``--model-points``) -- the 32 truth points first, then the rest of the same seeded order -- k
   uniform in [100, 1000], one sample per point and round, blocks of 32
-  (``--models-out``, a resumable ledger; sampled when missing). The first n
-  rounds give n samples per point, n in ``--model-grid``.
+  (``--models-out``, a resumable ledger; sampled when missing). Replicate r
+  at n samples per point (n in ``--model-grid``) takes rounds [r·n, (r+1)·n):
+  ``--replicates`` R disjoint sample sets of the same points, so a score is
+  the mean over R independent estimates, not one draw of the estimators'
+  noise; the ledger holds R·max(n) rounds.
 * **Estimators**, each without and with the block-mean control variate
   (:func:`pointscale.laws.control.controlled`, "off" and "on"): the plain
   mean (Monte Carlo), the fair shrunk mean (``shrunk_mean``: normal–normal
@@ -31,7 +34,9 @@ magic:
   (the truth's between-point noise inflates both variances alike; a common
   offset of all estimates is not scored, see :func:`scores`), the
   uncorrected one and the level-including 1 − (MSE − mean v_i)/(Var_i(t) − N)
-  beside it, and Spearman's ρ against the truth.
+  beside it, and Spearman's ρ against the truth, each the mean over the
+  replicates; the standard error of a difference is a bootstrap over the
+  truth's points of the replicates' paired errors (:func:`paired_ev_se`).
   The truth's reliability (signal share of its between-point variance) is
   printed as ``truth_reliability``.
 
@@ -110,25 +115,35 @@ def scores(est: pd.Series, truth: pd.DataFrame) -> dict[str, float]:
             "spearman": float("nan") if constant else float(stats.spearmanr(e, t)[0])}
 
 
-def paired_ev_se(a: pd.Series, b: pd.Series, truth: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> float:
-    """Standard error of ev(a) − ev(b): a bootstrap over the truth's points of the paired error difference.
+def mean_scores(ests: list[pd.Series], truth: pd.DataFrame) -> dict[str, float]:
+    """:func:`scores` averaged over replicate estimates (independent sample sets) of the same points."""
+    each = [scores(e, truth) for e in ests]
+    return {key: float(np.mean([s[key] for s in each])) for key in each[0]}
 
-    ev(a) − ev(b) = (Var(e_b − t) − Var(e_a − t)) / D with D = Var(t) − N the
-    (noise-corrected) between-point variance of the truth; D is held at its
-    full-sample value (resampling it makes the ratio explode where D is small),
-    so the interval is that of the error difference, scaled.
+
+def paired_ev_se(a: list[pd.Series], b: list[pd.Series], truth: pd.DataFrame, n_boot: int = 1000,
+                 seed: int = 0) -> float:
+    """Standard error of mean_r ev(a_r) − ev(b_r): a bootstrap over the truth's points of the paired errors.
+
+    ``a`` and ``b`` hold one estimate per replicate (estimates from disjoint
+    rounds of the same points); a bootstrap draw resamples the truth's points
+    once for all replicates, so the interval carries both the points' and the
+    estimates' noise. ev(a) − ev(b) = (Var(e_b − t) − Var(e_a − t)) / D with
+    D = Var(t) − N the (noise-corrected) between-point variance of the truth;
+    D is held at its full-sample value (resampling it makes the ratio explode
+    where D is small), so the interval is that of the error difference, scaled.
     """
     t = truth["t"].to_numpy(dtype=np.float64)
     n = t.size
     noise = (1.0 - 1.0 / n) * float(truth["v_dev"].mean())
     denom = float(np.var(t)) - noise
-    ea = a.reindex(truth.index).to_numpy(dtype=np.float64) - t
-    eb = b.reindex(truth.index).to_numpy(dtype=np.float64) - t
+    ea = np.stack([x.reindex(truth.index).to_numpy(dtype=np.float64) - t for x in a])
+    eb = np.stack([x.reindex(truth.index).to_numpy(dtype=np.float64) - t for x in b])
     g = np.random.default_rng(seed)
     diffs = np.empty(n_boot)
     for i in range(n_boot):
         pick = g.integers(0, n, n)
-        diffs[i] = (np.var(eb[pick]) - np.var(ea[pick])) / denom
+        diffs[i] = float(np.mean(np.var(eb[:, pick], axis=1) - np.var(ea[:, pick], axis=1))) / denom
     return float(np.nanstd(diffs, ddof=1))
 
 
@@ -142,14 +157,15 @@ def _oob_of_rounds(ledger, base_ids: set) -> pd.DataFrame | None:
     return summarize(pd.concat(tables, ignore_index=True)) if tables else None
 
 
-def estimation_samples(ds, model: str, folder: Path, n_max: int, log: Callable) -> tuple[pd.DataFrame, object]:
-    """The 128 points' uniform-k samples (seed 1, blocks of 32), sampled through the ledger where missing."""
+def estimation_samples(ds, model: str, folder: Path, n_max: int, log: Callable, points: int = POINTS
+                       ) -> tuple[pd.DataFrame, object]:
+    """The first ``points`` points' uniform-k samples (seed 1, blocks of 32), sampled through the ledger where missing."""
     from pointscale.sampling import SamplingConfig, sample_marginals
     from pointscale.sampling.ledger import Ledger
     from pointscale.sampling.metrics import default_metric
     from reproduction.run import point_order
 
-    pts = list(point_order(ds, 0)[:POINTS])
+    pts = list(point_order(ds, 0)[:points])
     cfg = SamplingConfig(model=model, metric=default_metric(ds.task), samples_per_point=n_max, seed=EST_SEED,
                          block_size=BLOCK, shard_size=4)
     ledger = Ledger(folder)
@@ -255,37 +271,51 @@ def models_part(args, log: Callable) -> pd.DataFrame:
             reliability = 1.0 - float(truth["v_dev"].mean()) / float(np.var(truth["t"]))
             log(f"\n{name}/{model}: truth on {len(truth)} points, {int(truth['min_depth'].min())} samples per size, "
                 f"reliability {reliability:.3f}")
-            all_rows, ledger = estimation_samples(ds, model, cache / name / model, max(args.model_grid), log)
+            reps = args.replicates
+            all_rows, ledger = estimation_samples(ds, model, cache / name / model, reps * max(args.model_grid), log,
+                                                  args.model_points)
             for n in args.model_grid:
-                first = all_rows[all_rows["round"] < n]
                 t0 = time.perf_counter()
-                est, info = cached_estimates(cache / name / model / f"estimates-n{n}", first, ds, ledger,
-                                             refresh_auto=args.refresh_auto)
-                d = info["default"]
+                runs = []
+                for r in range(reps):  # replicate r: rounds [r·n, (r+1)·n), disjoint from the others
+                    part = all_rows[(all_rows["round"] >= r * n) & (all_rows["round"] < (r + 1) * n)]
+                    part = part.assign(round=part["round"] - r * n)
+                    stem = cache / name / model / (f"estimates-n{n}" + (f"-r{r}" if r else ""))
+                    runs.append(cached_estimates(stem, part, ds, ledger, refresh_auto=args.refresh_auto))
+                est = {key: [e[key] for e, _ in runs] for key in runs[0][0]}
+                infos = [info for _, info in runs]
+                on = [bool(i["default"]["control_applied"]) for i in infos]
+                chosen = pd.Series([i["default"]["chosen"] for i in infos]).value_counts()
+                choice = (chosen.index[0] if len(chosen) == 1 else
+                          ", ".join(f"{c} {k}/{reps}" for c, k in chosen.items()))
+                verdicts = pd.Series([i["default"]["verdict"] for i in infos]).value_counts()
+                verdict = (verdicts.index[0] if len(verdicts) == 1 else
+                           ", ".join(f"{v} {k}/{reps}" for v, k in verdicts.items()))
+                cv = {key: float(np.mean([i["control_off"].get(key) or 0.0 for i in infos]))
+                      for key in ("correlation", "variance_reduction")}
                 vs_mc = paired_ev_se(est[("default", "auto")], est[("monte_carlo", "off")], truth)
-                free = {m: scores(est[(m, "off")], truth)["ev"] for m in ("monte_carlo", "shrunk_mean")}
+                free = {m: mean_scores(est[(m, "off")], truth)["ev"] for m in ("monte_carlo", "shrunk_mean")}
                 best_free = max(free, key=free.get)
                 vs_free = paired_ev_se(est[("default", "auto")], est[(best_free, "off")], truth)
-                # The paper's finding names law values: shrinkage (the first law in auto's order), under the
-                # default's control-variate setting, against the plain mean.
-                law_key = ("shrinkage", "on" if d["control_applied"] else "off")
-                law_vs_mc = (scores(est[law_key], truth)["ev"] - scores(est[("monte_carlo", "off")], truth)["ev"],
-                             paired_ev_se(est[law_key], est[("monte_carlo", "off")], truth))
-                log(f"  n={n}: default = auto {d['chosen']} (law {d['verdict']}), control variate "
-                    f"{'on' if d['control_applied'] else 'off'} (corr {info['control_off'].get('correlation', 0):.2f},"
-                    f" variance removed {info['control_off'].get('variance_reduction', 0):.0%}); "
-                    f"{time.perf_counter() - t0:.0f} s")
+                # The paper's finding names law values: shrinkage (the first law in auto's order), under each
+                # replicate's default control-variate setting, against the plain mean.
+                law = [e[("shrinkage", "on" if o else "off")] for (e, _), o in zip(runs, on)]
+                law_vs_mc = (mean_scores(law, truth)["ev"] - free["monte_carlo"],
+                             paired_ev_se(law, est[("monte_carlo", "off")], truth))
+                log(f"  n={n} ({reps} replicates): default = auto {choice} (law {verdict}), control variate on in "
+                    f"{sum(on)}/{reps} (corr {cv['correlation']:.2f}, variance removed "
+                    f"{cv['variance_reduction']:.0%}); {time.perf_counter() - t0:.0f} s")
                 for (method, setting), values in est.items():
-                    rows.append({"dataset": name, "model": model, "n": n, "method": method, "control": setting,
-                                 **scores(values, truth), "truth_reliability": reliability,
+                    auto = [i.get(f"auto_{setting}", {}).get("chosen") for i in infos] if method == "auto" else []
+                    rows.append({"dataset": name, "model": model, "n": n, "replicates": reps, "method": method,
+                                 "control": setting, **mean_scores(values, truth), "truth_reliability": reliability,
                                  "truth_depth": int(truth["min_depth"].min()),
-                                 "cv_correlation": info["control_off"].get("correlation"),
-                                 "cv_variance_reduction": info["control_off"].get("variance_reduction"),
-                                 "cv_helps": info["control_off"].get("helps"),
-                                 "auto_choice": (d["chosen"] if method == "default" else
-                                                 info.get(f"auto_{setting}", {}).get("chosen")
-                                                 if method == "auto" else None),
-                                 "law_verdict": d["verdict"] if method == "default" else None,
+                                 "cv_correlation": cv["correlation"],
+                                 "cv_variance_reduction": cv["variance_reduction"],
+                                 "cv_helps": sum(on) / reps,
+                                 "auto_choice": (choice if method == "default" else
+                                                 ", ".join(sorted(set(map(str, auto)))) if auto else None),
+                                 "law_verdict": verdict if method == "default" else None,
                                  "se_ev_vs_monte_carlo": vs_mc if method == "default" else None,
                                  "se_ev_vs_best_law_free": vs_free if method == "default" else None,
                                  "law_ev_vs_monte_carlo": law_vs_mc[0] if method == "default" else None,
@@ -308,8 +338,14 @@ def markdown(table: pd.DataFrame) -> str:
                      f"{ev[('monte_carlo', 'off')]:.3f} | {ev[('shrunk_mean', 'off')]:.3f} | "
                      f"{ev[('default', 'auto')] - best:+.3f} ± {d.se_ev_vs_best_law_free:.3f} | "
                      f"{d.truth_reliability:.2f} | {d.cv_correlation:.2f}, "
-                     f"{d.cv_variance_reduction:.0%}, {'on' if d.cv_helps else 'off'} |")
+                     f"{d.cv_variance_reduction:.0%}, {_on_share(d.cv_helps, d.replicates)} |")
     return "\n".join(lines)
+
+
+def _on_share(share: float, replicates: int) -> str:
+    """'on', 'off' or 'on in k/R' for the default's control-variate setting over the replicates."""
+    k = int(round(share * replicates))
+    return "on" if k == replicates else "off" if k == 0 else f"on in {k}/{replicates}"
 
 
 def detail_markdown(table: pd.DataFrame) -> str:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Optional
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
 
 from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
@@ -26,7 +28,7 @@ from prefect.utilities.annotations import quote
 from pointscale import pipeline, revaluation
 from pointscale.data import DataConfig, open_dataset
 from pointscale.runs import RunFolder, package_versions
-from pointscale.storage import set_storage_options
+from pointscale.storage import is_url, set_storage_options
 from tasks import ingest as ingest_tasks
 from tasks import laws as law_tasks
 from tasks import valuation as value_tasks
@@ -89,22 +91,47 @@ def _stage_done(run: RunFolder, name: str, timings: dict[str, float], started: f
 
 
 def _run_stages(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any], options: PipelineOptions,
-                progress: RunProgress, *, timings: dict[str, float]) -> dict[str, Any]:
-    """Sampling and every stage after it, each given what the stages before it produced."""
+                progress: RunProgress, address: str, *, timings: dict[str, float]) -> dict[str, Any]:
+    """Sampling and every stage after it on the run's cluster at ``address``, each given what the stages before it produced."""
     root = run.location()  # a URL for a run folder on object storage: tasks find the ledger there
 
     t = time.perf_counter()
-    words = describe_cluster(options.workers, options.dask_address)
-    progress.stage("dask", f"{words} ...")
+    samples = sample_stage.with_options(task_runner=dask_task_runner(address))(
+        run_dir=root, dataset=ds_info, sampling=sampling, points_hash=pipeline.points_hash(run.root),
+        progress_id=progress.artifact_id)
+    run.update_manifest(counts=samples["counts"])
+    _stage_done(run, "sample", timings, t)
+    # The per-point stages run partition by partition on the same cluster (tasks.partitions).
+    with dask_task_runner(address) as runner, use_pool(TaskPool(runner)):
+        return _downstream(run, ds_info, sampling, samples, options, progress, timings=timings)
+
+
+@contextmanager
+def _cluster(options: ExecutionOptions | PipelineOptions, progress: RunProgress) -> Iterator[str]:
+    """The run's Dask cluster (started, or the one at ``--dask-address``), announced on the progress bar."""
+    progress.stage("dask", f"{describe_cluster(options.workers, options.dask_address)} ...")
     with dask_cluster(options.workers, options.dask_address) as address:
-        samples = sample_stage.with_options(task_runner=dask_task_runner(address))(
-            run_dir=root, dataset=ds_info, sampling=sampling, points_hash=pipeline.points_hash(run.root),
-            progress_id=progress.artifact_id)
-        run.update_manifest(counts=samples["counts"])
-        _stage_done(run, "sample", timings, t)
-        # The per-point stages run partition by partition on the same cluster (tasks.partitions).
-        with dask_task_runner(address) as runner, use_pool(TaskPool(runner)):
-            return _downstream(run, ds_info, sampling, samples, options, progress, timings=timings)
+        yield address
+
+
+def _ingest_on_cluster(address: str, data: dict[str, Any], run_dir: str | None, *, shared_disk: bool,
+                       base_path: str | None = None) -> dict[str, Any]:
+    """The ingest task, its reading and storing done on a worker of the cluster at ``address``.
+
+    The flow process then never holds the data (at 10^6 points reading and
+    storing them peaked at 1.9 GB there). A plain local path (the run folder,
+    the default ``runs/`` root) is made absolute first. Where the workers do
+    not share this machine's disk (``--dask-address``) and the data is a
+    local file, the flow reads it itself: a worker could not.
+    """
+    def absolute(path: str | None) -> str | None:
+        return path if path is None or is_url(path) else str(Path(path).resolve())
+
+    source = str(data.get("source") or "")
+    if not shared_disk and source and not is_url(source) and Path(source).exists():
+        return ingest_tasks.ingest(data, run_dir, base_path)
+    with dask_task_runner(address) as runner, use_pool(TaskPool(runner)):
+        return ingest_tasks.ingest(data, absolute(run_dir), base_path, runs_root=absolute("runs"))
 
 
 def _downstream(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any], samples: dict[str, Any],
@@ -201,14 +228,21 @@ def pipeline_flow(
     wait_for_lock: bool = False,
 ) -> dict[str, Any]:
     """Value the points of a dataset: the whole pipeline on one dataset version."""
-    logger = get_run_logger()
     started = time.perf_counter()
     set_storage_options(options.storage_options)
     progress = _start(f"reading {options.dataset}")
     check_dask_address(options.dask_address)
     data = DataConfig(**options.data_config()).to_dict()
-    progress.stage("ingest", f"reading and checking {options.dataset}")
-    ds_info = ingest_tasks.ingest(data, out)
+    with _cluster(options, progress) as address:
+        progress.stage("ingest", f"reading and checking {options.dataset}")
+        ds_info = _ingest_on_cluster(address, data, out, shared_disk=not options.dask_address)
+        return _pipeline_run(ds_info, data, options, progress, address, started, wait_for_lock)
+
+
+def _pipeline_run(ds_info: dict[str, Any], data: dict[str, Any], options: PipelineOptions, progress: RunProgress,
+                  address: str, started: float, wait_for_lock: bool) -> dict[str, Any]:
+    """The pipeline after ingest: claim the run folder, choose the points, run every stage."""
+    logger = get_run_logger()
     run = RunFolder(ds_info["run_dir"])
     logger.info("dataset %s (%s): %d pool, %d validation, %d test rows; run folder %s", ds_info["name"],
                 ds_info["fingerprint"][:8], ds_info["n_pool"], ds_info["n_val"], ds_info["n_test"], run.root)
@@ -239,7 +273,7 @@ def pipeline_flow(
         )
         # ``stage`` names the last stage finished (a monitor attributes time to the next one).
         run.update_manifest(timings=dict(timings), stage="ingest")
-        result = _run_stages(run, ds_info, sampling, options, progress, timings=timings)
+        result = _run_stages(run, ds_info, sampling, options, progress, address, timings=timings)
         run.update_manifest(status="completed", total_seconds=round(time.perf_counter() - started, 3))
     progress.stage("done", f"done in {time.perf_counter() - started:.0f} s: {result['report']}")
     return result
@@ -271,14 +305,14 @@ def revalue_flow(
     check_dask_address(execution.dask_address)
     run = RunFolder(run_dir)
     revaluation.revaluation_base(run.location())  # a folder with no run to extend fails before the lock
-    with run.lock(wait=wait_for_lock):
+    with run.lock(wait=wait_for_lock), _cluster(execution, progress) as address:
         claim_run_folder(run)
         base = revaluation.revaluation_base(run.location())
         config = base["config"]
         options = PipelineOptions.model_validate({**config["options"], **execution.model_dump()})
         progress.stage("ingest", f"reading {source} on top of the run's data")
-        ds_info = ingest_tasks.ingest(dict(config["data"], source=str(source)), run.location(),
-                                      base_path=base["dataset"]["path"])
+        ds_info = _ingest_on_cluster(address, dict(config["data"], source=str(source)), run.location(),
+                                     shared_disk=not options.dask_address, base_path=base["dataset"]["path"])
         plan = revaluation.start_revaluation(run.location(), ds_info, base, source=str(source),
                                              event_fingerprint=fingerprint)
         if not plan["changed"]:
@@ -296,7 +330,7 @@ def revalue_flow(
             _stage_done(run, "triage", timings, t)
             logger.info("triage: %d new rows scored in %.1f s; most suspicious: %s", triaged["points"],
                         triaged["seconds"], ", ".join(r["point_id"] for r in triaged["most_suspicious"]))
-        result = _run_stages(run, ds_info, config["sampling"], options, progress, timings=timings)
+        result = _run_stages(run, ds_info, config["sampling"], options, progress, address, timings=timings)
         change = value_tasks.compare_values(run.location(), result["values"])
         if change is not None:
             result["values_change"] = change

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 #: Where each stage starts on the pipeline's progress bar (percent). Sampling
 #: fills the span up to the next stage by the fraction of shards done.
-STAGE_START = {"ingest": 0.0, "triage": 2.0, "dask": 3.0, "sample": 5.0, "fit-mle-laws": 85.0, "fit-amortized": 88.0,
+STAGE_START = {"dask": 0.0, "ingest": 1.0, "triage": 3.0, "sample": 5.0, "fit-mle-laws": 85.0, "fit-amortized": 88.0,
                "choose-laws": 91.0, "value": 93.0, "select": 95.0, "removal": 96.0, "report": 98.0,
                "done": 100.0}
 

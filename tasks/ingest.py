@@ -8,6 +8,8 @@ from prefect import task
 
 from pointscale import pipeline
 
+from .partitions import current_pool
+
 
 @task(name="ingest", retries=1, retry_delay_seconds=2)
 def ingest(data: dict[str, Any], run_dir: str | None = None, base_path: str | None = None,
@@ -16,5 +18,8 @@ def ingest(data: dict[str, Any], run_dir: str | None = None, base_path: str | No
 
     Not cached by Prefect: finding out whether the raw data changed means
     reading it, which is the whole cost; storing an existing version is a no-op.
+    Runs where the flow's pool runs it (:func:`tasks.partitions.current_pool`:
+    a worker of the run's cluster in the pipeline flows), so the flow process
+    never holds the data.
     """
-    return pipeline.ingest(data, run_dir, base_path, runs_root)
+    return current_pool().map(pipeline.ingest, [data], [run_dir], [base_path], [runs_root])[0]

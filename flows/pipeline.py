@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -26,7 +27,7 @@ from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote
 
 from pointscale import pipeline, revaluation
-from pointscale.data import DataConfig, open_dataset
+from pointscale.data import DataConfig
 from pointscale.runs import RunFolder, package_versions
 from pointscale.storage import is_url, set_storage_options
 from tasks import ingest as ingest_tasks
@@ -132,6 +133,24 @@ def _ingest_on_cluster(address: str, data: dict[str, Any], run_dir: str | None, 
         return ingest_tasks.ingest(data, run_dir, base_path)
     with dask_task_runner(address) as runner, use_pool(TaskPool(runner)):
         return ingest_tasks.ingest(data, absolute(run_dir), base_path, runs_root=absolute("runs"))
+
+
+def _prepare_points(run: RunFolder, ds_info: dict[str, Any], options: PipelineOptions, address: str
+                    ) -> dict[str, Any]:
+    """The points to value and the sampling config, decided on a worker (the flow never holds the point ids).
+
+    ``points.json`` is written where the run folder is and copied into the
+    flow's working copy; the config's warnings are repeated here, where the
+    user sees them.
+    """
+    with dask_task_runner(address) as runner:
+        prepared = TaskPool(runner).map(pipeline.prepare_points, [run.location()], [ds_info["path"]],
+                                        [options.points], [options.seed], [options.sampling_kwargs()],
+                                        [options.workers])[0]
+    run.fetch("points.json")
+    for message, category in prepared.pop("warnings"):
+        warnings.warn(message, category, stacklevel=2)
+    return prepared
 
 
 def _downstream(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any], samples: dict[str, Any],
@@ -249,21 +268,15 @@ def _pipeline_run(ds_info: dict[str, Any], data: dict[str, Any], options: Pipeli
     with run.lock(wait=wait_for_lock):
         claim_run_folder(run)
         timings: dict[str, float] = {"ingest": round(time.perf_counter() - started, 3)}
-        ds = open_dataset(ds_info["path"])
-        chosen = pipeline.choose_points(ds, options.points, options.seed)
-        cfg = pipeline.resolve_sampling(ds, n_points=len(chosen), workers=options.workers,
-                                        **options.sampling_kwargs())
-        sampling = cfg.to_dict()
+        prepared = _prepare_points(run, ds_info, options, address)
+        sampling = prepared["sampling"]
         _name_the_model(options, sampling["model"] if isinstance(sampling["model"], str) else "custom")
-        previous = pipeline.load_point_groups(run.root)
-        if sorted(p for g in previous for p in g) != sorted(chosen):
-            pipeline.save_point_groups(run.root, [chosen])
         run.update_manifest(
             kind="pipeline",
             config={"data": data, "sampling": sampling, "options": options.model_dump(mode="json")},
-            sampling_hash=cfg.stable_hash(),
+            sampling_hash=prepared["sampling_hash"],
             dataset=ds_info,
-            points={"n": len(chosen), "file": "points.json"},
+            points={"n": prepared["n_points"], "file": "points.json"},
             versions=package_versions(),
             code_version=code_version(),
             status="running",

@@ -16,7 +16,7 @@ from prefect_dask import DaskTaskRunner
 from pointscale import pipeline
 from pointscale.errors import ConfigError, PointscaleError
 from pointscale.runs import RunFolder
-from tasks.sampling import RETRIES, sample_shard
+from tasks.sampling import RETRIES, plan_shards, sample_shard
 
 from .progress import RunProgress
 from .workers import register_worker_settings
@@ -149,12 +149,8 @@ def sample_stage(run_dir: str, dataset: dict[str, Any], sampling: dict[str, Any]
     logger = get_run_logger()
     run = RunFolder(run_dir)
     progress = RunProgress(progress_id)
-    groups = pipeline.load_point_groups(run.root)
-    if pipeline.points_hash(run.root) != points_hash:
-        raise PointscaleError(f"{run.file('points.json')} changed since the run started "
-                              f"(content hash {points_hash[:12]} expected); rerun the command")
-    plan = pipeline.plan_sampling(dataset["path"], sampling, groups, run.samples)
-    del groups
+    # Planned on a worker: the flow never holds the point ids (10^6 of them at the README's scale).
+    plan = plan_shards.submit(run.location(), dataset["path"], sampling, points_hash).result()
     shards = pipeline.plan_shard_names(plan["plan"])
     config_hash = sampling_hash(sampling)
     logger.info("Dask is ready: %d shards (%d samples) to run, %d samples reused from the ledger",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -387,6 +388,51 @@ def save_point_groups(run_dir: str | Path, groups: Sequence[Sequence[str]]) -> N
     from .io import atomic_write_json
 
     atomic_write_json(RunFolder(run_dir).file("points.json"), {"groups": [list(g) for g in groups]})
+
+
+def prepare_points(run_dir: str, dataset_path: str, points: int | str | None, seed: int,
+                   sampling_kwargs: Mapping[str, Any], workers: int | None = None) -> dict[str, Any]:
+    """The run's points and sampling config, decided where the pool runs it (a worker of the run's cluster).
+
+    Chooses the points (:func:`choose_points`), resolves the sampling config
+    (:func:`resolve_sampling`, its warnings recorded and returned, for the
+    caller to repeat where the user sees them) and writes ``points.json``
+    where the run folder is when the chosen points differ from those already
+    there. Returns the config, the number of points and the warnings: never
+    the points themselves, so the caller's memory does not grow with them.
+    """
+    import warnings
+
+    ds = open_dataset(dataset_path)
+    chosen = choose_points(ds, points, seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = resolve_sampling(ds, n_points=len(chosen), workers=workers, **dict(sampling_kwargs))
+    previous = load_point_groups(run_dir)
+    if sorted(p for g in previous for p in g) != sorted(chosen):
+        Store(RunFolder(run_dir).location()).write_bytes(
+            "points.json", json.dumps({"groups": [chosen]}).encode("utf-8"))
+    return {"sampling": cfg.to_dict(), "sampling_hash": cfg.stable_hash(), "n_points": len(chosen),
+            "warnings": [(str(w.message), w.category) for w in caught]}
+
+
+def plan_run_sampling(run_dir: str, dataset_path: str, sampling: Mapping[str, Any], expected_hash: str
+                      ) -> dict[str, Any]:
+    """:func:`plan_sampling` for the points in the run folder's ``points.json``, read where the run folder is.
+
+    ``expected_hash`` is the file's sha256 when the run started: a file
+    changed since is an error (rerun the command) rather than a silent
+    change of which points are sampled.
+    """
+    run = RunFolder(run_dir)
+    store = Store(run.location())
+    data = store.read_bytes("points.json") if store.exists("points.json") else b""
+    found = hashlib.sha256(data).hexdigest() if data else ""
+    if found != expected_hash:
+        raise ConfigError(f"{run.location('points.json')} changed since the run started (content hash "
+                          f"{expected_hash[:12]} expected); rerun the command")
+    groups = json.loads(data.decode("utf-8"))["groups"] if data else []
+    return plan_sampling(dataset_path, sampling, groups, run.samples)
 
 
 def points_hash(run_dir: str | Path) -> str:

@@ -222,7 +222,11 @@ class Store:
         if mode not in ("rb", "r"):
             raise ValueError("Store.open reads only; write whole objects with write_bytes")
         key = self.key(*parts)
-        return open(key, mode) if not self.remote else self.fs.open(key, mode)
+        if not self.remote:
+            return open(key, mode)
+        # Another process (a worker) may have written or rewritten it since this one listed its folder.
+        self.fs.invalidate_cache(key)
+        return self.fs.open(key, mode)
 
     def read_parquet(self, *parts: str, columns: list[str] | None = None):
         """A Parquet object as a pyarrow Table (only ``columns`` if given)."""
@@ -339,8 +343,6 @@ class Store:
         """Copy one object to the local file ``path`` in chunks (never whole in memory), atomically."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if self.remote:  # another process (a worker) may have rewritten it since this one listed it
-            self.fs.invalidate_cache(self.key(name))
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as out, self.open(name) as src:

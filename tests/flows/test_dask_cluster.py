@@ -64,7 +64,8 @@ def test_pipeline_samples_on_an_existing_cluster(cluster, tmp_path):
 
     # The cluster's two workers did the sampling and the stages after it, both of them, and nothing
     # else did: with one partition of points, one task each to read and store the data (ingest: the
-    # flow process never holds it), plan the split, split the ledger, fit
+    # flow process never holds it), choose the points and the sampling config, plan the shards (the
+    # flow never holds the point ids), plan the split, split the ledger, fit
     # the MLE laws, join them, find the committed split again (the choice stage: below the choice's
     # point cap nothing else is partitioned there), choose the laws, find the split again (the value
     # stage), cut the chosen laws into partitions (the MLE laws are read from their parts), value the
@@ -73,7 +74,7 @@ def test_pipeline_samples_on_an_existing_cluster(cluster, tmp_path):
     ran = {w: after[w] - before.get(w, 0) for w in after}
     assert len(ran) == 2 and all(n > 0 for n in ran.values()), ran
     assert manifest["outputs"]["laws_mle"]["result"]["partitions"] == 1
-    assert sum(ran.values()) == shards + 13, ran
+    assert sum(ran.values()) == shards + 15, ran
 
 
 def test_worker_without_the_run_folder_fails_with_a_clear_message(cluster, tmp_path):

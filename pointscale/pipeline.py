@@ -384,10 +384,8 @@ def run_shard(dataset_path: str, sampling: Mapping[str, Any], plan: str | Path, 
 
 
 def save_point_groups(run_dir: str | Path, groups: Sequence[Sequence[str]]) -> None:
-    """Record which point ids are valued, group by group (each group is one plan)."""
-    from .io import atomic_write_json
-
-    atomic_write_json(RunFolder(run_dir).file("points.json"), {"groups": [list(g) for g in groups]})
+    """Record which point ids are valued, group by group (each group is one plan), where the run folder is."""
+    Store(RunFolder(run_dir).location()).write_json("points.json", {"groups": [list(g) for g in groups]})
 
 
 def prepare_points(run_dir: str, dataset_path: str, points: int | str | None, seed: int,
@@ -410,8 +408,7 @@ def prepare_points(run_dir: str, dataset_path: str, points: int | str | None, se
         cfg = resolve_sampling(ds, n_points=len(chosen), workers=workers, **dict(sampling_kwargs))
     previous = load_point_groups(run_dir)
     if sorted(p for g in previous for p in g) != sorted(chosen):
-        Store(RunFolder(run_dir).location()).write_bytes(
-            "points.json", json.dumps({"groups": [chosen]}).encode("utf-8"))
+        save_point_groups(run_dir, [chosen])
     return {"sampling": cfg.to_dict(), "sampling_hash": cfg.stable_hash(), "n_points": len(chosen),
             "warnings": [(str(w.message), w.category) for w in caught]}
 

@@ -56,6 +56,7 @@ MLE laws' ``meta`` holds each part's record (``meta['parts']``, as
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -206,6 +207,19 @@ def _run_points(store: Store) -> dict[str, Any]:
     return {"ids": np.asarray(ids, dtype=object), "hash": hashlib.sha256(data).hexdigest()}
 
 
+@functools.lru_cache(maxsize=2)
+def _point_set(run_dir: str, key: str):
+    """The run's point ids as an Arrow array, read once per worker process for split ``key``.
+
+    ``key`` covers ``points.json``'s hash, so a cached set is never another
+    points file's; without the cache every group of shards re-read and
+    re-parsed all the run's ids (groups grow with points: points² in all).
+    """
+    import pyarrow as pa
+
+    return pa.array(_run_points(Store(run_dir))["ids"].tolist(), type=pa.string())
+
+
 def _verified_parquet(store: Store, name: str, digest: str, columns: Sequence[str] | None = None):
     """A ledger object read whole and checked against its record's sha256 (a torn file is never read)."""
     import pyarrow.parquet as pq
@@ -232,7 +246,7 @@ def split_group(run_dir: str, sampling: Mapping[str, Any], key: str, parts: int,
     store = Store(run_dir)
     cfg = SamplingConfig.from_dict(dict(sampling))
     folder = posixpath.join(PARTS, key)
-    points = pa.array(sorted(_run_points(store)["ids"].tolist()), type=pa.string())
+    points = _point_set(run_dir, key)
     hashes = pa.array(sorted({cfg.identity_hash(), cfg.stable_hash()}), type=pa.string())
     ledger = Store(store.location("samples"))
     tables, evidence = [], []

@@ -116,15 +116,21 @@ class RunFolder:
         """Fill the working copy from the URL (every object but the shared folders); no-op if local."""
         if self.store is None:
             return
-        pushed = {}
-        for key in self.store.walk():
+        ledger = self.root / _PUSHED
+        # Records of files not copied here stay while the URL has them: the dataset version a worker of this machine
+        # wrote and pushed from this working copy is at the URL already (dropping its record
+        # made the next push upload it again, whole, from the flow's process).
+        keys = list(self.store.walk())
+        present = set(keys)
+        pushed = {k: v for k, v in (read_json(ledger) if ledger.exists() else {}).items() if k in present}
+        for key in keys:
             if key.split("/", 1)[0] in _SHARED or key.startswith("datasets/"):
                 continue  # read where they are (the dataset version through a copy per machine)
             target = self.root / key
             atomic_write_bytes(target, self.store.read_bytes(key))
             st = target.stat()
             pushed[key] = [st.st_size, st.st_mtime_ns]  # the same bytes as at the URL
-        atomic_write_json(self.root / _PUSHED, pushed)
+        atomic_write_json(ledger, pushed)
 
     def push(self) -> None:
         """Write the working copy's new or changed files to the URL; no-op if local."""

@@ -167,3 +167,28 @@ def test_storage_options_take_no_credentials_and_reach_every_new_store(s3_server
     finally:
         storage.set_storage_options(None)
     assert storage.storage_options() == {}
+
+
+def test_taking_the_lock_keeps_the_record_of_a_pushed_dataset(s3_bucket, tmp_path, monkeypatch):
+    """A worker on the flow's machine pushes the dataset version from the shared working copy;
+    the flow's lock (a pull) must not forget it, or its next push uploads it again, whole."""
+    from pointscale.runs import RunFolder
+
+    monkeypatch.setenv("POINTSCALE_CACHE", str(tmp_path / "cache"))
+    worker = RunFolder(s3_bucket + "/runs/pulled")
+    (worker.datasets / "v1").mkdir(parents=True)
+    (worker.datasets / "v1" / "X.npy").write_bytes(b"x" * 1000)
+    worker.push()
+    flow = RunFolder(s3_bucket + "/runs/pulled")
+    assert flow.root == worker.root  # one working copy per machine
+    written = []
+    original = flow.store.write_bytes
+    monkeypatch.setattr(flow.store, "write_bytes", lambda name, data: written.append(name) or original(name, data))
+    with flow.lock():
+        flow.update_manifest(status="running")
+    assert written == ["run.json"]
+    # A record is kept only while the URL has the object: deleted there, the next push sends it again.
+    flow.store.delete("datasets/v1/X.npy")
+    flow.pull()
+    flow.push()
+    assert "datasets/v1/X.npy" in written and flow.store.exists("datasets/v1/X.npy")

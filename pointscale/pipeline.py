@@ -748,7 +748,8 @@ def compute_chosen_laws(run_dir: str, dataset_path: str, sampling: Mapping[str, 
     subset = partitions.choice_points(run_dir, split_record, cfg.seed, choice_points)
     rows = load_samples(run_dir, sampling, columns=SAMPLE_COLUMNS + ("base_id", "sample_id"), points=subset)
     bases = None if subset is None else merge_totals(store.read_parquet(t).to_pandas() for t in totals)
-    samples, control = controlled(rows, control_variate, seed=cfg.seed, columns=SAMPLE_COLUMNS, bases=bases)
+    samples, control = controlled(rows, control_variate, seed=cfg.seed, columns=SAMPLE_COLUMNS + ("base_id",),
+                                  bases=bases)
     applied = control["applied"]
     fitted = {}
     mle, amortized = _run_laws(run, laws_mle, laws_amortized, split_record, laws_parts, subset)

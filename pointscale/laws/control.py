@@ -400,14 +400,15 @@ def adjust(samples: pd.DataFrame, *, folds: int = DEFAULT_FOLDS, seed: int = 0,
 
 
 def controlled(samples: pd.DataFrame, setting: str = "auto", *, seed: int = 0,
-               columns: tuple[str, ...] = ("point_id", "k", "delta", "failed"),
+               columns: tuple[str, ...] = ("point_id", "k", "delta", "failed", "base_id"),
                bases: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The samples the estimators fit under a ``setting`` of :data:`CONTROL_SETTINGS`, and the record.
 
     "on" adjusts wherever a control is available, "off" never, "auto" where
     :func:`adjust`'s cross-fitted check says it lowers the error of the
     per-point means. Unadjusted, the estimators see exactly ``columns`` of the
-    raw rows; the record gains ``setting`` and ``applied``. ``bases``: as in :func:`adjust`.
+    raw rows (``base_id`` too: the selection's folds keep a base's samples
+    together, :func:`pointscale.laws.folds.base_fold_ids`); the record gains ``setting`` and ``applied``. ``bases``: as in :func:`adjust`.
     """
     if setting not in CONTROL_SETTINGS:
         raise ConfigError(f"control_variate={setting!r} must be one of {CONTROL_SETTINGS}")

@@ -17,7 +17,7 @@ import pandas as pd
 from ..errors import ConfigError
 from ..seeding import combine_ids, mix64
 
-__all__ = ["fold_ids", "half_ids", "holdout_mask", "n_folds"]
+__all__ = ["base_fold_ids", "fold_ids", "half_ids", "holdout_mask", "n_folds"]
 
 
 def _keys(samples: pd.DataFrame, seed: int, purpose: str) -> np.ndarray:
@@ -55,16 +55,52 @@ def n_folds(samples: pd.DataFrame, folds: int = 5, *, min_samples: int = 3) -> i
     return int(max(2, min(int(folds), typical)))
 
 
-def fold_ids(samples: pd.DataFrame, folds: int, *, min_samples: int = 3, seed: int = 0) -> np.ndarray:
+def fold_ids(samples: pd.DataFrame, folds: int, *, min_samples: int = 3, seed: int = 0,
+             by_base: bool = False) -> np.ndarray:
     """Fold of every row (0..folds-1), -1 for points with fewer than ``min_samples`` samples.
 
     A point's samples go round the folds in keyed-hash order from a per-point
     starting fold, so each of its samples is held out exactly once and its
     folds differ in size by at most one.
+
+    ``by_base`` (and the rows have a ``base_id``): the samples measured on
+    one base subset share a fold (:func:`base_fold_ids`).
     """
+    if by_base and "base_id" in samples.columns:
+        return base_fold_ids(samples, folds, min_samples=min_samples, seed=seed)
     rank, count, offset = _ranks(samples, seed, "fold")
     fold = (rank + offset) % int(folds)
     return np.where(count >= min_samples, fold, -1).astype(np.int64)
+
+
+def base_fold_ids(samples: pd.DataFrame, folds: int, *, min_samples: int = 3, seed: int = 0) -> np.ndarray:
+    """Fold of every row with all the samples of one base subset (``base_id``) in one fold.
+
+    The points sampled on one base share it: their Δ move together (the
+    control variate's lever), and an estimator fitted across points (the
+    amortized model) scored on one of them while trained on the others has
+    seen that base's draw. Held out together, no base is on both sides.
+
+    Bases go round the folds in keyed-hash order (fold sizes in bases differ
+    by at most one); a point's samples then fall in its folds unevenly. A
+    point's rows in a fold are held out only if the other folds keep at least
+    ``min_samples - 1`` of its samples (what the per-point folds keep at the
+    least), else they stay in training (-1), so every candidate is fitted
+    for every point it is scored on; points with fewer than ``min_samples``
+    samples get -1 throughout.
+    """
+    base = samples["base_id"].to_numpy(dtype=np.int64)
+    unique, inverse = np.unique(base, return_inverse=True)
+    salt = np.uint64(combine_ids(("fold-base", int(seed))) & 0x7FFFFFFFFFFFFFFF)
+    keys = mix64(unique.astype(np.uint64) ^ mix64(np.array([salt], dtype=np.uint64))[0])
+    rank = np.empty(unique.size, dtype=np.int64)
+    rank[np.argsort(keys, kind="stable")] = np.arange(unique.size, dtype=np.int64)
+    fold = (rank % int(folds))[inverse]
+    frame = pd.DataFrame({"p": samples["point_id"].to_numpy(), "f": fold})
+    count = frame.groupby("p", sort=False)["f"].transform("size").to_numpy(dtype=np.int64)
+    in_fold = frame.groupby(["p", "f"], sort=False)["f"].transform("size").to_numpy(dtype=np.int64)
+    keep = (count >= min_samples) & (count - in_fold >= min_samples - 1)
+    return np.where(keep, fold, -1).astype(np.int64)
 
 
 def half_ids(samples: pd.DataFrame, *, seed: int = 0) -> np.ndarray:

@@ -31,7 +31,10 @@ candidate, the block-mean control variate where the run's own check says it
 helps) and issue 28 added the per-column record to the run's dataset facts.
 Issue 26 added two execution options (``partition_points``, ``storage_options``)
 to the recorded configuration: only ``run_record`` moved then; every table,
-law and choice kept its digest through the partitioned stages.
+law and choice kept its digest through the partitioned stages. Issue 24's
+held-out folds by base subset moved ``estimator_choice`` and the laws'
+metadata (the selection record); the choice, every table and value kept
+their digests.
 They come from the development machine; a float differs in its last bit on another BLAS, so
 regenerate them there (``python -m tests.core.test_behaviour_digest --write``)
 only when a change of results is intended, and say so in the commit.

@@ -11,7 +11,7 @@ import pytest
 from pointscale.errors import ConfigError
 from pointscale.laws import fit_laws, fit_mle
 from pointscale.laws.auto import select_laws
-from pointscale.laws.folds import fold_ids, half_ids, n_folds
+from pointscale.laws.folds import base_fold_ids, fold_ids, half_ids, n_folds
 from pointscale.laws.likelihood import gaussian_nll
 from pointscale.laws.shrinkage import fit_shrinkage
 from pointscale.laws.shrunk_mean import fit_shrunk_mean
@@ -46,6 +46,68 @@ def test_every_sample_is_held_out_once_by_identity(few):
     # Two halves of every point, sizes 5 and 5, independent of order.
     half = half_ids(few)
     assert (pd.crosstab(few["point_id"].to_numpy(), half).to_numpy() == 5).all()
+
+
+def _with_bases(samples, block, seed=0):
+    """Ledger-like base ids: each base subset holds ``block`` distinct points' samples."""
+    rng = np.random.default_rng(seed)
+    out = samples.copy()
+    order = rng.permutation(len(out))
+    base = np.empty(len(out), dtype=np.int64)
+    # Consecutive rows of a random order make a base; a point appears at most once per base here
+    # because each block of the permutation is cut before a repeat.
+    current, seen, next_id = 0, set(), 1000
+    for i in order:
+        p = out["point_id"].iat[i]
+        if p in seen or current == block:
+            next_id, current, seen = next_id + 7, 0, set()
+        base[i] = next_id
+        seen.add(p)
+        current += 1
+    out["base_id"] = base
+    return out
+
+
+def test_a_base_subsets_samples_are_held_out_together(few):
+    rows = _with_bases(few, 16)
+    fold = base_fold_ids(rows, 5)
+    by_base = pd.DataFrame({"b": rows["base_id"].to_numpy(), "f": fold})
+    # One fold per base among the rows held out; -1 only where a point would keep too few samples.
+    held = by_base[by_base["f"] >= 0]
+    assert (held.groupby("b")["f"].nunique() == 1).all()
+    assert 0.9 * len(rows) < len(held) <= len(rows)
+    # Every point keeps at least min_samples - 1 = 2 samples outside each fold it is scored in.
+    frame = pd.DataFrame({"p": rows["point_id"].to_numpy(), "f": fold})
+    count = frame.groupby("p").size()
+    for f in range(5):
+        outside = count - frame[frame["f"] == f].groupby("p").size().reindex(count.index, fill_value=0)
+        scored = frame[frame["f"] == f]["p"].unique()
+        assert (outside[scored] >= 2).all()
+    # With 3 samples a point often has two in one fold: those stay in training (-1), the third is scored.
+    small = _with_bases(few.groupby("point_id").head(3), 16)
+    sf = pd.DataFrame({"p": small["point_id"].to_numpy(), "f": base_fold_ids(small, 3)})
+    assert (sf["f"] == -1).any() and (sf["f"] >= 0).any()
+    assert (sf[sf["f"] >= 0].groupby(["p", "f"]).size() == 1).all()
+    # Bases go round the folds evenly; the split does not depend on row order; the seed changes it.
+    per_fold = held.drop_duplicates("b")["f"].value_counts()
+    assert per_fold.max() - per_fold.min() <= 1 + (by_base["f"] < 0).sum()
+    shuffled = rows.sample(frac=1.0, random_state=5)
+    again = pd.Series(base_fold_ids(shuffled, 5), index=shuffled.index).sort_index().to_numpy()
+    np.testing.assert_array_equal(fold, again)
+    assert (base_fold_ids(rows, 5, seed=1) != fold).any()
+    # fold_ids uses it only when asked and the rows have base ids.
+    np.testing.assert_array_equal(fold_ids(rows, 5, by_base=True), fold)
+    np.testing.assert_array_equal(fold_ids(rows, 5), fold_ids(few, 5))
+    np.testing.assert_array_equal(fold_ids(few, 5, by_base=True), fold_ids(few, 5))
+
+
+def test_selection_holds_out_by_base_when_the_rows_have_base_ids(few):
+    rows = _with_bases(few, 16)
+    sel = fit_laws(rows).meta["selection"]
+    plain = fit_laws(few).meta["selection"]
+    assert sel["held_out_by"] == "base" and plain["held_out_by"] == "sample"
+    assert sel["n_heldout_samples"] == int((base_fold_ids(rows, 5) >= 0).sum())
+    assert sel["heldout_nll"] != plain["heldout_nll"]
 
 
 def _reference_psi(laws, held):

@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--collect", action="store_true",
                         help="no runs: write the record of a stopped check from the run folders under --work")
+    parser.add_argument("--pairs", nargs="+", choices=("adult", "csv"), default=["adult", "csv"],
+                        help="which pairs to run (adult: the registry's adult to s3:// and local; csv: the same "
+                             "data as a CSV at an s3:// URL and a local one); the others' records are kept")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `pointscale run` options")
     args = parser.parse_args(argv)
     if args.collect:
@@ -152,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             "s3-csv": ["--dataset", f"{bucket}/data/adult.csv", "--target", "income", "--out", f"{bucket}/runs/csv"],
             "local-csv": ["--dataset", str(csv), "--target", "income", "--out", str(work / "local-csv")],
         }
+        wanted = {"adult": ("s3", "local"), "csv": ("s3-csv", "local-csv")}
+        runs = {name: a for name, a in runs.items() if any(name in wanted[p] for p in args.pairs)}
         flow_dir = work / "flow"
         flow_dir.mkdir(exist_ok=True)
         for name, run_args in runs.items():
@@ -175,12 +180,21 @@ def main(argv: list[str] | None = None) -> int:
                                  "stage_seconds": manifest.get("timings")}
             out["runs"][name]["_values"] = values
         for remote, local in (("s3", "local"), ("s3-csv", "local-csv")):
+            if remote not in runs:
+                continue
             out[f"max_abs_difference_{remote}_vs_{local}"] = max_difference(out["runs"][remote]["_values"],
                                                                            out["runs"][local]["_values"])
     for run in out["runs"].values():
         run.pop("_values")
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+    results = Path(args.results)
+    if results.exists() and set(args.pairs) != set(wanted):  # keep the other pair's record (its own date)
+        earlier = json.loads(results.read_text())
+        kept = {k: v for k, v in earlier.get("runs", {}).items() if k not in out["runs"]}
+        out = {**{k: v for k, v in earlier.items() if k.startswith("max_abs") and k not in out},
+               **out, "runs": {**kept, **out["runs"]}, "earlier_pairs": {k: earlier.get(k) for k in
+                                                                        ("date", "collected_from") if earlier.get(k)}}
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
     print(json.dumps({k: v for k, v in out.items() if k.startswith("max_abs")}))
     return 0
 

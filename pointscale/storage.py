@@ -45,6 +45,8 @@ from .io import atomic_write_bytes
 PROTOCOL_PACKAGES = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
                      "gcs": ("gcsfs", "gcs"), "abfs": ("adlfs", "azure"), "az": ("adlfs", "azure"),
                      "abfss": ("adlfs", "azure")}
+#: Bytes per ranged read when an object is copied whole from an object store (:meth:`Store.download`).
+STREAM_BLOCK = 8 << 20
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 
 
@@ -228,6 +230,15 @@ class Store:
         self.fs.invalidate_cache(key)
         return self.fs.open(key, mode)
 
+    def _stream(self, name: str):
+        """``name`` opened for one pass from start to end: on an object store, ranged reads of
+        8 MiB (fsspec's default block of 50 MiB, with its read-ahead, held two blocks of a large table)."""
+        if not self.remote:
+            return self.open(name)
+        key = self.key(name)
+        self.fs.invalidate_cache(key)
+        return self.fs.open(key, "rb", block_size=STREAM_BLOCK)
+
     def read_parquet(self, *parts: str, columns: list[str] | None = None):
         """A Parquet object as a pyarrow Table (only ``columns`` if given)."""
         import pyarrow.parquet as pq
@@ -345,7 +356,7 @@ class Store:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
         try:
-            with os.fdopen(fd, "wb") as out, self.open(name) as src:
+            with os.fdopen(fd, "wb") as out, self._stream(name) as src:
                 shutil.copyfileobj(src, out, 1 << 20)
             os.replace(tmp, target)
         except BaseException:

@@ -73,6 +73,7 @@ from .config import stable_hash
 from .data import open_dataset
 from .errors import DataError
 from .seeding import point_keys
+from .runs import read_point_groups
 from .storage import Store
 
 #: Points per partition (a partition's rows, laws and values table fit in a
@@ -199,12 +200,9 @@ def plan_split(run_dir: str, sampling: Mapping[str, Any], part_points: int = PAR
 
 def _run_points(store: Store) -> dict[str, Any]:
     """The run's point ids (``points.json``, all groups, in order) and the file's hash."""
-    if not store.exists("points.json"):
-        return {"ids": np.asarray([], dtype=object), "hash": ""}
-    data = store.read_bytes("points.json")
-    groups = json.loads(data.decode("utf-8"))["groups"]
-    ids = list(dict.fromkeys(str(p) for g in groups for p in g))
-    return {"ids": np.asarray(ids, dtype=object), "hash": hashlib.sha256(data).hexdigest()}
+    groups, digest = read_point_groups(store.url)
+    ids = list(dict.fromkeys(p for g in groups for p in g))
+    return {"ids": np.asarray(ids, dtype=object), "hash": digest}
 
 
 @functools.lru_cache(maxsize=2)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -33,7 +32,7 @@ from . import partitions
 from .config import stable_hash
 from .laws.amortized import MAX_TRAIN_POINTS as _AMORTIZED_BUDGET
 from .partitions import PART_POINTS, SERIAL
-from .runs import RunFolder
+from .runs import RunFolder, read_point_groups
 from .storage import Store, join as storage_join, parent as storage_parent
 from .sampling.config import default_k_range
 from .seeding import STREAM_POINT_CHOICE, rng
@@ -422,13 +421,10 @@ def plan_run_sampling(run_dir: str, dataset_path: str, sampling: Mapping[str, An
     change of which points are sampled.
     """
     run = RunFolder(run_dir)
-    store = Store(run.location())
-    data = store.read_bytes("points.json") if store.exists("points.json") else b""
-    found = hashlib.sha256(data).hexdigest() if data else ""
+    groups, found = read_point_groups(run.location())
     if found != expected_hash:
         raise ConfigError(f"{run.location('points.json')} changed since the run started (content hash "
                           f"{expected_hash[:12]} expected); rerun the command")
-    groups = json.loads(data.decode("utf-8"))["groups"] if data else []
     return plan_sampling(dataset_path, sampling, groups, run.samples)
 
 
@@ -442,10 +438,7 @@ def points_hash(run_dir: str | Path) -> str:
 
 def load_point_groups(run_dir: str | Path) -> list[list[str]]:
     """The point groups of ``points.json``, read where the run folder is (a worker has no working copy)."""
-    store = Store(RunFolder(run_dir).location())
-    if not store.exists("points.json"):
-        return []
-    return [list(g) for g in store.read_json("points.json")["groups"]]
+    return read_point_groups(run_dir)[0]
 
 
 #: The ledger columns the law fits and the values table need (the ledger has ~20).

@@ -59,6 +59,19 @@ _SHARED = ("samples", "plans", "quarantine")
 _PUSHED = ".pushed.json"
 
 
+def read_point_groups(run_dir: str | os.PathLike) -> tuple[list[list[str]], str]:
+    """The point groups of a run's ``points.json``, read where the run folder is (a worker has no
+    working copy), and the file's sha256; ``([], "")`` when there is none. The one reader of the file."""
+    import json
+
+    store = Store(RunFolder(run_dir).location())
+    if not store.exists("points.json"):
+        return [], ""
+    data = store.read_bytes("points.json")
+    groups = [[str(p) for p in g] for g in json.loads(data.decode("utf-8"))["groups"]]
+    return groups, hashlib.sha256(data).hexdigest()
+
+
 def working_copy(url: str) -> Path:
     """The local working copy of the run folder at ``url`` (``$POINTSCALE_CACHE/runs/<sha256(url)[:16]>``)."""
     root = Path(os.environ.get("POINTSCALE_CACHE") or Path(tempfile.gettempdir()) / "pointscale-cache")

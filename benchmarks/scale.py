@@ -195,7 +195,9 @@ class TreeMonitor:
                     self.read[stage] += max(chars[0] - seen[0], 0)
                     self.written[stage] += max(chars[1] - seen[1], 0)
                 if kind == "root":
-                    self.peak_root = max(self.peak_root, rss)
+                    # The kernel's high-water mark: a peak between two polls counts too (a table
+                    # copied into the flow's working copy peaked for less than a second).
+                    self.peak_root = max(self.peak_root, rss, _status_bytes(p.pid, "VmHWM"))
                 elif kind == "worker":
                     self.peak_worker = max(self.peak_worker, rss)
                     self.peak_worker_anon = max(self.peak_worker_anon, _anon_rss(p.pid))
@@ -220,16 +222,21 @@ class TreeMonitor:
         self._thread.join(timeout=5)
 
 
-def _anon_rss(pid: int) -> int:
-    """Anonymous (private) resident bytes of a process, from /proc (0 where unavailable)."""
+def _status_bytes(pid: int, field: str) -> int:
+    """A ``kB`` field of ``/proc/PID/status`` in bytes (0 where unavailable)."""
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith("RssAnon:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def _anon_rss(pid: int) -> int:
+    """Anonymous (private) resident bytes of a process, from /proc (0 where unavailable)."""
+    return _status_bytes(pid, "RssAnon")
 
 
 class Interrupted(RuntimeError):

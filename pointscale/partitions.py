@@ -532,7 +532,7 @@ def value_part(run_dir: str, dataset_path: str, split_record: Mapping[str, Any],
     points = part_points(run_dir, split_record, part)
     if not points:
         return {"part": part, "points": 0, "file": None}
-    ds = open_dataset(dataset_path)
+    ds = open_dataset(dataset_path, object_ids=False)
     chosen = _part_laws(store, sources["laws"], part)
     mle = _part_laws(store, sources.get("mle"), part)
     amortized = _part_laws(store, sources.get("amortized"), part)
@@ -542,7 +542,7 @@ def value_part(run_dir: str, dataset_path: str, split_record: Mapping[str, Any],
     samples = part_samples(run_dir, split_record, part)[["point_id", "k", "delta", "failed"]]
     # Evidence columns whenever the run has evidence (as one process has), empty or not here.
     oob = part_evidence(run_dir, split_record, part) if split_record["evidence_rows"] else None
-    table = values_table(chosen, _PartDataset(ds, points), k_min=int(k_range[0]), k_max=int(k_range[1]),
+    table = values_table(chosen, _PartDataset(ds, points, _pool_parts(dataset_path, split_record["parts"]), part), k_min=int(k_range[0]), k_max=int(k_range[1]),
                          target_sizes=list(sizes), samples=samples, amortized=amortized,
                          compare={"mle": mle, "amortized": amortized}, oob=oob)
     name = posixpath.join(out, _p(part) + ".parquet")
@@ -552,20 +552,33 @@ def value_part(run_dir: str, dataset_path: str, split_record: Mapping[str, Any],
                       "has_intervals": bool(table.attrs["has_intervals"])}}
 
 
+@functools.lru_cache(maxsize=4)
+def _pool_parts(dataset_path: str, parts: int) -> np.ndarray:
+    """The partition of every pool point of a dataset version (:func:`part_of`), once per worker process.
+
+    A version is write-once, so its path names its content. Computed per
+    partition, hashing every pool id made each value and prediction task cost
+    the whole pool: partitions × points in all.
+    """
+    return part_of(np.asarray(open_dataset(dataset_path, object_ids=False).point_ids), parts)
+
+
 class _PartDataset:
     """The dataset as :func:`~pointscale.valuation.values_table` sees it, its pool cut to some points.
 
     ``n_pool`` stays the whole pool's (the values at the current size); the
-    ids and labels are the partition's, in pool order.
+    ids and labels are those of ``points`` (partition ``part``'s; ``codes``
+    the pool's partitions, :func:`_pool_parts`), in pool order.
     """
 
-    def __init__(self, ds, points: Sequence[str]) -> None:
-        ids = np.asarray(ds.point_ids).astype(str).astype(object)
-        index = np.sort(pd.Index(ids).get_indexer(np.asarray(points, dtype=object)))
+    def __init__(self, ds, points: Sequence[str], codes: np.ndarray, part: int) -> None:
+        index = np.flatnonzero(codes == part)
+        ids = np.asarray(ds.point_ids)[index].astype(object)
+        index = index[pd.Index(np.asarray(points, dtype=object)).get_indexer(ids.astype(str).astype(object)) >= 0]
         self.n_pool = ds.n_pool
         self.task = ds.task
         self.classes = getattr(ds, "classes", None)
-        self.point_ids = np.asarray(ds.point_ids)[index]
+        self.point_ids = np.asarray(ds.point_ids)[index].astype(object)
         self.y_train = np.asarray(ds.y_train)[index]
 
     def __getattr__(self, name: str):
@@ -757,14 +770,14 @@ def predict_amortized_part(run_dir: str, dataset_path: str, split_record: Mappin
     features, label and out-of-bag evidence by the model in ``folder/model``.
     """
     store = Store(run_dir)
-    ds = open_dataset(dataset_path)
-    pool = np.asarray(ds.point_ids)
-    index = np.flatnonzero(part_of(pool, split_record["parts"]) == part)
+    ds = open_dataset(dataset_path, object_ids=False)
+    index = np.flatnonzero(_pool_parts(dataset_path, split_record["parts"]) == part)
     if index.size == 0:
         return {"part": part, "points": 0, "file": None}
     model = _load_amortized_model(store, posixpath.join(folder, "model"))
     oob = part_evidence(run_dir, split_record, part) if split_record["evidence_rows"] else None
-    laws = model.predict_laws(np.asarray(ds.X_train)[index], np.asarray(ds.y_train)[index], pool[index], oob=oob)
+    laws = model.predict_laws(np.asarray(ds.X_train)[index], np.asarray(ds.y_train)[index],
+                              np.asarray(ds.point_ids)[index].astype(object), oob=oob)
     name = posixpath.join(folder, _p(part) + ".parquet")
     save_laws(store, name, laws)
     return {"part": part, "points": int(laws.n_points), "file": name}

@@ -542,7 +542,8 @@ def value_part(run_dir: str, dataset_path: str, split_record: Mapping[str, Any],
     samples = part_samples(run_dir, split_record, part)[["point_id", "k", "delta", "failed"]]
     # Evidence columns whenever the run has evidence (as one process has), empty or not here.
     oob = part_evidence(run_dir, split_record, part) if split_record["evidence_rows"] else None
-    table = values_table(chosen, _PartDataset(ds, points, _pool_parts(dataset_path, split_record["parts"]), part), k_min=int(k_range[0]), k_max=int(k_range[1]),
+    part_ds = _PartDataset(ds, points, _pool_parts(dataset_path, split_record["parts"]), part)
+    table = values_table(chosen, part_ds, k_min=int(k_range[0]), k_max=int(k_range[1]),
                          target_sizes=list(sizes), samples=samples, amortized=amortized,
                          compare={"mle": mle, "amortized": amortized}, oob=oob)
     name = posixpath.join(out, _p(part) + ".parquet")
@@ -572,14 +573,14 @@ class _PartDataset:
     """
 
     def __init__(self, ds, points: Sequence[str], codes: np.ndarray, part: int) -> None:
-        index = np.flatnonzero(codes == part)
+        index = np.flatnonzero(codes == part)  # the partition's pool rows, in pool order
         ids = np.asarray(ds.point_ids)[index].astype(object)
-        index = index[pd.Index(np.asarray(points, dtype=object)).get_indexer(ids.astype(str).astype(object)) >= 0]
+        keep = pd.Index(np.asarray(points, dtype=object)).get_indexer(ids.astype(str).astype(object)) >= 0
         self.n_pool = ds.n_pool
         self.task = ds.task
         self.classes = getattr(ds, "classes", None)
-        self.point_ids = np.asarray(ds.point_ids)[index].astype(object)
-        self.y_train = np.asarray(ds.y_train)[index]
+        self.point_ids = ids[keep]
+        self.y_train = np.asarray(ds.y_train)[index[keep]]
 
     def __getattr__(self, name: str):
         raise AttributeError(f"a partition's dataset has no {name!r}")

@@ -130,9 +130,9 @@ class RunFolder:
         if self.store is None:
             return
         ledger = self.root / _PUSHED
-        # Records of files not copied here stay while the URL has them: the dataset version a worker of this machine
-        # wrote and pushed from this working copy is at the URL already (dropping its record
-        # made the next push upload it again, whole, from the flow's process).
+        # Records of files not copied here stay while the URL has them: the dataset version a
+        # worker of this machine pushed from this working copy is at the URL already (dropping
+        # its record made the next push upload it again, whole, from the flow's process).
         keys = list(self.store.walk())
         present = set(keys)
         pushed = {k: v for k, v in (read_json(ledger) if ledger.exists() else {}).items() if k in present}

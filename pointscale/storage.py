@@ -219,8 +219,11 @@ class Store:
     def read_json(self, *parts: str) -> Any:
         return json.loads(self.read_bytes(*parts).decode("utf-8"))
 
-    def open(self, *parts: str, mode: str = "rb"):
-        """A file object for reading (``pyarrow.parquet.read_table`` and pandas take it)."""
+    def open(self, *parts: str, mode: str = "rb", block_size: int | None = None):
+        """A file object for reading (``pyarrow.parquet.read_table`` and pandas take it).
+
+        ``block_size``: on an object store, bytes per ranged read (fsspec's default otherwise).
+        """
         if mode not in ("rb", "r"):
             raise ValueError("Store.open reads only; write whole objects with write_bytes")
         key = self.key(*parts)
@@ -228,16 +231,7 @@ class Store:
             return open(key, mode)
         # Another process (a worker) may have written or rewritten it since this one listed its folder.
         self.fs.invalidate_cache(key)
-        return self.fs.open(key, mode)
-
-    def _stream(self, name: str):
-        """``name`` opened for one pass from start to end: on an object store, ranged reads of
-        8 MiB (fsspec's default block of 50 MiB, with its read-ahead, held two blocks of a large table)."""
-        if not self.remote:
-            return self.open(name)
-        key = self.key(name)
-        self.fs.invalidate_cache(key)
-        return self.fs.open(key, "rb", block_size=STREAM_BLOCK)
+        return self.fs.open(key, mode) if block_size is None else self.fs.open(key, mode, block_size=block_size)
 
     def read_parquet(self, *parts: str, columns: list[str] | None = None):
         """A Parquet object as a pyarrow Table (only ``columns`` if given)."""
@@ -356,7 +350,8 @@ class Store:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
         try:
-            with os.fdopen(fd, "wb") as out, self._stream(name) as src:
+            # 8 MiB ranges: fsspec's default 50 MiB blocks, with read-ahead, held ~150 MB for a 100 MB table.
+            with os.fdopen(fd, "wb") as out, self.open(name, block_size=STREAM_BLOCK) as src:
                 shutil.copyfileobj(src, out, 1 << 20)
             os.replace(tmp, target)
         except BaseException:

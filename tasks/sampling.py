@@ -43,7 +43,6 @@ def maybe_inject_fault(shard_name: str, shard_index: int, ledger_dir: str) -> No
 RETRIES = 2
 
 
-
 @task(name="plan-shards", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def plan_shards(run_dir: str, dataset_path: str, sampling: dict[str, Any], points_hash: str) -> dict[str, Any]:
     """The shards still to run for the run's points (:func:`pointscale.pipeline.plan_run_sampling`), on a worker.
@@ -51,6 +50,7 @@ def plan_shards(run_dir: str, dataset_path: str, sampling: dict[str, Any], point
     Returns counts and the plan file's location and hash, never point ids.
     """
     return pipeline.plan_run_sampling(run_dir, dataset_path, sampling, points_hash)
+
 
 @task(
     name="sample-shard",

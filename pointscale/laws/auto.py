@@ -23,10 +23,11 @@ sample measured on one base is in the same fold, bases going round the folds
 in keyed-hash order (:func:`~pointscale.laws.folds.base_fold_ids`). Samples
 of one base share its draw, and a candidate fitted across points (the
 amortized model) scored on a held-out sample whose base it saw in training
-for the other points looked better than it was: on the MLP, 3 replicates of
-the estimator benchmark, it was chosen in 6 of 54 cells and lost to the
-fair shrunk mean by up to 0.5 explained variance; by base, 4 of 54, and no
-MLP cell short by more than 0.1 (``docs/estimators.md``). Rows without a
+for the other points looked better than it was: in the estimator benchmark
+(3 replicates, 18 cells) it was chosen in 6 of 54 replicate-cells and three
+MLP cells lost to the fair shrunk mean by 0.37-0.51 explained variance; by
+base, 3 of 54, and those cells within 0.03 of it or above
+(``docs/estimators.md``). Rows without a
 ``base_id`` go round each point's own folds in the order of a keyed hash of
 their ``sample_id`` (or of ``(point_id, k, delta)`` when there is no id),
 so every sample is held out exactly once

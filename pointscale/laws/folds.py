@@ -20,13 +20,17 @@ from ..seeding import combine_ids, mix64
 __all__ = ["base_fold_ids", "fold_ids", "half_ids", "holdout_mask", "n_folds"]
 
 
+def _keyed(ids: np.ndarray, seed: int, purpose: str) -> np.ndarray:
+    """A keyed 63-bit hash of integer ids (already hashes of identities) mixed with the seed, vectorised."""
+    salt = np.uint64(combine_ids((purpose, int(seed))) & 0x7FFFFFFFFFFFFFFF)
+    ids = np.asarray(ids, dtype=np.int64).astype(np.uint64)
+    return (mix64(ids ^ mix64(np.array([salt], dtype=np.uint64))[0]) >> np.uint64(1)).astype(np.int64)
+
+
 def _keys(samples: pd.DataFrame, seed: int, purpose: str) -> np.ndarray:
     """A keyed 63-bit hash of every row's identity (row order never matters)."""
     if "sample_id" in samples.columns:
-        # sample ids are already hashes of identities; mix them with the seed (vectorised).
-        salt = np.uint64(combine_ids((purpose, int(seed))) & 0x7FFFFFFFFFFFFFFF)
-        ids = samples["sample_id"].to_numpy(dtype=np.int64).astype(np.uint64)
-        return (mix64(ids ^ mix64(np.array([salt], dtype=np.uint64))[0]) >> np.uint64(1)).astype(np.int64)
+        return _keyed(samples["sample_id"].to_numpy(dtype=np.int64), seed, purpose)
     return np.array([combine_ids((purpose, seed, str(p), repr(float(k)), repr(float(d))))
                      for p, k, d in zip(samples["point_id"].tolist(), samples["k"].tolist(),
                                         samples["delta"].tolist())], dtype=np.int64)
@@ -91,8 +95,7 @@ def base_fold_ids(samples: pd.DataFrame, folds: int, *, min_samples: int = 3, se
     """
     base = samples["base_id"].to_numpy(dtype=np.int64)
     unique, inverse = np.unique(base, return_inverse=True)
-    salt = np.uint64(combine_ids(("fold-base", int(seed))) & 0x7FFFFFFFFFFFFFFF)
-    keys = mix64(unique.astype(np.uint64) ^ mix64(np.array([salt], dtype=np.uint64))[0])
+    keys = _keyed(unique, seed, "fold-base")
     rank = np.empty(unique.size, dtype=np.int64)
     rank[np.argsort(keys, kind="stable")] = np.arange(unique.size, dtype=np.int64)
     fold = (rank % int(folds))[inverse]

@@ -235,6 +235,24 @@ def _solve(A: np.ndarray, g: np.ndarray) -> np.ndarray:
         return np.stack([np.linalg.lstsq(a, b, rcond=None)[0] for a, b in zip(A, g)])
 
 
+def _inverse(A: np.ndarray) -> np.ndarray:
+    """Batched inverse of the Fisher-plus-prior matrices (symmetric positive definite: the prior's
+    Hessian is); the pseudo-inverse for any that is not (singular or not finite).
+
+    LU per 4 × 4 matrix rather than an eigendecomposition: the EM calls this every iteration for
+    every point, and the eigendecomposition was a third of the law choice's time.
+    """
+    with np.errstate(all="ignore"):
+        try:
+            inv = np.linalg.inv(A)
+            bad = ~np.isfinite(inv).all(axis=(1, 2))
+        except np.linalg.LinAlgError:
+            inv, bad = np.empty_like(A), np.ones(A.shape[0], dtype=bool)
+    if bad.any():
+        inv[bad] = np.linalg.pinv(A[bad], hermitian=True)
+    return inv
+
+
 class _Prior:
     """Normal prior on φ(θ) = (v or z, a, l, b), z = v·e^{−l/2} (``relative``), diag variances τ².
 
@@ -269,14 +287,10 @@ class _Prior:
             out[:, 0] = theta[:, 0] * np.exp(-0.5 * theta[:, 2])
         return out
 
-    def jac(self, theta: np.ndarray) -> np.ndarray:
-        """∂φ/∂θ per point, shape (P, 4, 4)."""
-        J = np.broadcast_to(np.eye(4), (theta.shape[0], 4, 4)).copy()
-        if self.relative:
-            e = np.exp(-0.5 * theta[:, 2])
-            J[:, 0, 0] = e
-            J[:, 0, 2] = -0.5 * theta[:, 0] * e
-        return J
+    def _row0(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The one non-trivial row of ∂φ/∂θ (``relative``): ∂φ₀/∂v = e and ∂φ₀/∂l = f; the rest is the identity."""
+        e = np.exp(-0.5 * theta[:, 2])
+        return e, -0.5 * theta[:, 0] * e
 
     def means(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Prior means of φ for every point (or the points ``rows``); one row if shared."""
@@ -294,13 +308,24 @@ class _Prior:
         return e + 0.5 * theta[:, 2] if self.relative else e
 
     def grad_hess(self, theta: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Gradient and Gauss–Newton Hessian of :meth:`energy` in θ."""
-        J = self.jac(theta)
+        """Gradient and Gauss–Newton Hessian of :meth:`energy` in θ.
+
+        ∂φ/∂θ is the identity but for φ₀'s row under ``relative`` (:meth:`_row0`), so
+        Jᵀd and Jᵀ diag(1/τ²) J are written out rather than multiplied as 4 × 4 matrices.
+        """
         d = (self.phi(theta) - self.means(rows)) / self.tau2
-        g = np.einsum("pij,pi->pj", J, d)
+        w = 1.0 / self.tau2
+        g = d.copy()
+        H = np.zeros((theta.shape[0], 4, 4))
+        idx = np.arange(4)
+        H[:, idx, idx] = w
         if self.relative:
-            g[:, 2] += 0.5
-        H = np.einsum("pki,k,pkj->pij", J, 1.0 / self.tau2, J)
+            e, f = self._row0(theta)
+            g[:, 0] = e * d[:, 0]
+            g[:, 2] += f * d[:, 0] + 0.5
+            H[:, 0, 0] = w[0] * e * e
+            H[:, 0, 2] = H[:, 2, 0] = w[0] * e * f
+            H[:, 2, 2] = w[2] + w[0] * f * f
         return g, H
 
     def update(self, theta: np.ndarray, cov: np.ndarray) -> None:
@@ -332,8 +357,11 @@ class _Prior:
                 self.offset = np.mean(phi[self.have] - self.base[self.have], axis=0)
             if (~self.have).any():
                 self.pop = phi[~self.have].mean(axis=0)
-        J = self.jac(theta)
-        var_phi = np.einsum("pij,pjk,pik->pi", J, cov, J)
+        # Var φ = diag(J cov Jᵀ), with J the identity but for φ₀'s row under ``relative``.
+        var_phi = np.diagonal(cov, axis1=1, axis2=2).copy()
+        if self.relative:
+            e, f = self._row0(theta)
+            var_phi[:, 0] = e * e * cov[:, 0, 0] + 2.0 * e * f * cov[:, 0, 2] + f * f * cov[:, 2, 2]
         self.tau2 = np.maximum(np.mean((phi - self.means()) ** 2 + var_phi, axis=0), _TAU2_FLOOR)
 
 
@@ -644,7 +672,7 @@ def _em(packed: PackedSamples, base: np.ndarray | None, *, relative: bool, max_i
         theta, A, moves = _step(packed, prob, prior, theta)
         moved = float(moves.max()) if moves.size else 0.0
         old = prior.tau2.copy()
-        prior.update(theta, np.linalg.pinv(A, hermitian=True))
+        prior.update(theta, _inverse(A))
         # EM moves a variance slowly when the points carry little information
         # about it. Over-relaxation in log τ² (growing while successive steps
         # agree in sign, reset when they do not) keeps the fixed point and

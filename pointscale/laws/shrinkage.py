@@ -46,14 +46,22 @@ samples, approximated by Laplace's method, with EM:
   :math:`\delta_p = \overline{\hat\theta_{ip} - m_{ip}}`) and
   :math:`\tau_p^2 = \overline{(\hat\theta_{ip} - \mu_{ip})^2 + V_{i,pp}}`.
 
-The E step is one damped Fisher-scoring step per EM iteration for all points
-at once (4 × 4 systems, batched), warm-started from the previous iterate, with
-a backtracking line search on :math:`F_i` (generalised EM: both steps increase
+The E step is one step per EM iteration for all points at once (4 × 4
+systems, batched), warm-started from the previous iterate: a full Newton step
+(observed information plus the prior's exact curvature) where it is a descent
+direction and lowers :math:`F_i`, else a damped Fisher-scoring step with a
+backtracking line search on :math:`F_i` (generalised EM: both steps increase
 the objective). Iteration stops when no mode moves by more than ``tol`` and
-τ² changes by less than ``tol`` relatively. The expected (Fisher) information
-is used for the steps (it is positive definite, so every step is a descent
-direction); the reported covariance uses the observed information where that
-plus the prior precision is positive definite.
+τ² changes by less than ``tol`` relatively. Fisher scoring alone converges
+linearly, and slowly where a point's posterior is flat in the noise parameters
+(few samples): a step below ``tol`` then stopped it up to ~100 × ``tol`` from
+its mode, and a one-sample-per-point run of 20,000 points left half of them
+moving after 300 iterations; Newton steps converge quadratically near the
+mode. The M step's covariance :math:`V_i` is the inverse of the expected
+(Fisher) information plus the prior precision, whichever step was taken, so
+the EM's fixed point does not depend on the steps; the reported covariance
+uses the observed information where that plus the prior precision is
+positive definite.
 
 Properties
 ----------
@@ -153,6 +161,9 @@ class _Sums:
         self.wmm = s(wmm)
         self.wmmx = s(wmm * x)
         self.wmmxx = s(wmm * x * x)
+        # Residual-weighted terms of the observed information (Newton steps, :meth:`_Problem.hessian`).
+        self.rwmxx = s(rw * m * x * x)
+        self.rrwxx = s(r * rw * x * x)
 
 
 class _Problem:
@@ -192,6 +203,21 @@ class _Problem:
         info[:, 2, 3] = info[:, 3, 2] = -0.5 * self.sx
         info[:, 3, 3] = 0.5 * self.sxx
         return info
+
+    def hessian(self, theta, sums) -> np.ndarray:
+        """Observed information in (v, a, l, b): the data NLL's exact Hessian (may be indefinite away from a mode)."""
+        v = theta[:, 0]
+        H = self.fisher(theta, sums)
+        H[:, 0, 1] = H[:, 1, 0] = -v * sums.wmmx + sums.rwmx
+        H[:, 1, 1] -= v * sums.rwmxx
+        H[:, 0, 2] = H[:, 2, 0] = sums.rwm
+        H[:, 0, 3] = H[:, 3, 0] = -sums.rwmx
+        H[:, 1, 2] = H[:, 2, 1] = -v * sums.rwmx
+        H[:, 1, 3] = H[:, 3, 1] = v * sums.rwmxx
+        H[:, 2, 2] = 0.5 * sums.rrw
+        H[:, 2, 3] = H[:, 3, 2] = -0.5 * sums.rrwx
+        H[:, 3, 3] = 0.5 * sums.rrwxx
+        return H
 
 
 def _clip(theta: np.ndarray) -> np.ndarray:
@@ -328,6 +354,17 @@ class _Prior:
             H[:, 2, 2] = w[2] + w[0] * f * f
         return g, H
 
+    def curvature(self, theta: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """What the exact Hessian of :meth:`energy` adds to :meth:`grad_hess`'s Gauss–Newton one:
+        (φ₀ − m₀)/τ₀² times φ₀'s second derivatives (``relative``; zero otherwise)."""
+        C = np.zeros((theta.shape[0], 4, 4))
+        if self.relative:
+            d0 = (self.phi(theta)[:, 0] - self.means(rows)[:, 0]) / self.tau2[0]
+            e = np.exp(-0.5 * theta[:, 2])
+            C[:, 0, 2] = C[:, 2, 0] = -0.5 * e * d0
+            C[:, 2, 2] = 0.25 * theta[:, 0] * e * d0
+        return C
+
     def update(self, theta: np.ndarray, cov: np.ndarray) -> None:
         """M step: population mean (or offset to the per-point means) and variances."""
         phi = self.phi(theta)
@@ -449,7 +486,7 @@ def fit_shrinkage(
     level : float, default=0.95
         Coverage of the posterior intervals.
     max_iter : int, default=300
-        EM iterations at most (one Fisher-scoring step per point each);
+        EM iterations at most (one Newton or Fisher-scoring step per point each);
         a :class:`~pointscale.errors.ConvergenceWarning` is issued beyond.
     tol : float, default=1e-4
         Convergence threshold on the largest move of a mode (normalised
@@ -612,38 +649,54 @@ def _start(packed: PackedSamples, base: np.ndarray | None) -> np.ndarray:
 
 def _step(packed: PackedSamples, prob: _Problem, prior: _Prior, theta: np.ndarray,
           rows: np.ndarray | None = None):
-    """One damped Fisher-scoring step on every point's posterior objective.
+    """One step on every point's posterior objective: Newton where it descends, else damped Fisher scoring.
 
-    Returns the new modes, the Fisher-plus-prior matrices at the old ones and
-    each point's largest move. Backtracking (halving) runs only for the
-    points whose full step does not decrease their objective. ``rows``: which
-    points of the prior ``packed`` holds (None: all).
+    A point takes the full Newton step (the observed information plus the
+    prior's exact curvature) where that step is a descent direction and lowers
+    its objective; Fisher scoring alone converges only linearly (a point with
+    few samples has a flat posterior in the noise parameters, where the
+    expected information is far from the observed one: 300 iterations left
+    most points of a one-sample-per-point run unconverged). Every other point
+    takes the Fisher-scoring step, halved (backtracking) until its objective
+    does not increase. Both steps go downhill and stop at the same modes.
+
+    Returns the new modes, the Fisher-plus-prior matrices at the old ones (the
+    EM's M step uses them, so its fixed point does not depend on the steps) and
+    each point's largest move. ``rows``: which points of the prior ``packed`` holds (None: all).
     """
     sums = _Sums(packed, theta)
     f = prob.data_nll(theta, sums) + prior.energy(theta, rows)
     g_p, H_p = prior.grad_hess(theta, rows)
     g = prob.gradient(theta, sums) + g_p
     A = prob.fisher(theta, sums) + H_p
-    step = _solve(A, g)
-    new = _clip(theta - step)
-    f_new = prob.data_nll(new, _Sums(packed, new, full=False)) + prior.energy(new, rows)
-    bad = np.flatnonzero(~(f_new <= f + 1e-12 * np.abs(f)))
-    if bad.size:
-        sub = packed.take(bad)
-        th_b, st_b, f_b = theta[bad], step[bad], f[bad]
+    tol = 1e-12 * np.abs(f)
+    with np.errstate(all="ignore"):
+        newton = _solve(prob.hessian(theta, sums) + H_p + prior.curvature(theta, rows), g)
+        descends = np.isfinite(newton).all(axis=1) & (np.sum(newton * g, axis=1) > 0)
+        trial = theta.copy()
+        trial[descends] = _clip(theta[descends] - newton[descends])
+        f_n = prob.data_nll(trial, _Sums(packed, trial, full=False)) + prior.energy(trial, rows)
+    took = descends & (f_n <= f + tol)
+    new = np.where(took[:, None], trial, theta)
+    rest = np.flatnonzero(~took)
+    if rest.size:
+        sub = packed.take(rest) if rest.size < theta.shape[0] else packed
+        sub_rows = rest if rows is None else rows[rest]
+        th_b, f_b = theta[rest], f[rest]
+        st_b = _solve(A[rest], g[rest])
         keep_b = th_b.copy()
-        todo = np.ones(bad.size, dtype=bool)
-        t = 0.5
-        for _ in range(_LS_STEPS):
-            trial = _clip(th_b - t * st_b)
-            f_t = _sub_objective(sub, trial, prior, bad if rows is None else rows[bad])
-            ok = todo & (f_t <= f_b + 1e-12 * np.abs(f_b))
-            keep_b[ok] = trial[ok]
+        todo = np.ones(rest.size, dtype=bool)
+        t = 1.0
+        for _ in range(_LS_STEPS + 1):
+            trial_b = _clip(th_b - t * st_b)
+            f_t = _sub_objective(sub, trial_b, prior, sub_rows)
+            ok = todo & (f_t <= f_b + tol[rest])
+            keep_b[ok] = trial_b[ok]
             todo &= ~ok
             if not todo.any():
                 break
             t *= 0.5
-        new[bad] = keep_b
+        new[rest] = keep_b
     return new, A, np.abs(new - theta).max(axis=1)
 
 
@@ -657,7 +710,7 @@ def _sub_objective(sub: PackedSamples, theta: np.ndarray, prior: _Prior, rows: n
 
 def _em(packed: PackedSamples, base: np.ndarray | None, *, relative: bool, max_iter: int,
         tol: float, X: np.ndarray | None = None) -> dict[str, Any]:
-    """Modes and hyperparameters together (generalised EM, one scoring step per iteration)."""
+    """Modes and hyperparameters together (generalised EM, one step per point per iteration, :func:`_step`)."""
     prob = _Problem(packed)
     theta = _start(packed, base)
     prior = _Prior(relative, base, X)

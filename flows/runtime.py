@@ -173,8 +173,26 @@ def local_prefect_server(
             else:
                 os.environ["PREFECT_API_URL"] = previous
             refresh_prefect_settings()
+        drain_prefect_services()
         stop_process_group(proc)
         os.close(alive_w)
+
+
+def drain_prefect_services(timeout: float = 10.0) -> None:
+    """Send what this process's Prefect still queues (logs, events) while its server is up.
+
+    Prefect sends logs and events from background workers; stopping the server
+    before they drain made every finished `pointscale run` print "Error logging
+    to API: All connection attempts failed" and lost its last log lines in the UI.
+    Nothing to do when prefect is not imported here. Bounded by ``timeout`` per kind.
+    """
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        service.drain_all(timeout=timeout)
 
 
 def refresh_prefect_settings() -> None:

@@ -360,7 +360,7 @@ class _Prior:
         C = np.zeros((theta.shape[0], 4, 4))
         if self.relative:
             d0 = (self.phi(theta)[:, 0] - self.means(rows)[:, 0]) / self.tau2[0]
-            e = np.exp(-0.5 * theta[:, 2])
+            e, _ = self._row0(theta)
             C[:, 0, 2] = C[:, 2, 0] = -0.5 * e * d0
             C[:, 2, 2] = 0.25 * theta[:, 0] * e * d0
         return C

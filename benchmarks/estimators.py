@@ -467,6 +467,14 @@ def main(argv: list[str] | None = None) -> int:
                              "its own --models-out")
     parser.add_argument("--replicates", type=int, default=3,
                         help="models: disjoint sample sets per n (replicate r takes rounds [r·n, (r+1)·n))")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="models: rounds of the estimation ledger (default replicates × the largest n); "
+                             "n gets min(replicates, rounds // n) replicates")
+    parser.add_argument("--pool-truth", default=None,
+                        help="models: ledgers of the ground truth on the pool's other points, DIR/<dataset>/<model> "
+                             "(used where present: the scores are then on every pool point)")
+    parser.add_argument("--pool-truth-depth", type=int, default=0,
+                        help="models: sample the pool's truth to this many samples per size (0: read it as it is)")
     parser.add_argument("--refresh-auto", action="store_true",
                         help="models: recompute only the auto and default rows of cached estimates")
     parser.add_argument("--datasets", nargs="+", default=["adult", "magic"])

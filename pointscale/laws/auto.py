@@ -57,12 +57,14 @@ more than :data:`MAX_NOT_CONVERGED` of the points (the mean share over the
 folds, or its fit on all samples once chosen) is not chosen -- the
 selection record names it and why (``excluded``) -- unless its held-out
 score is lower than every other candidate's: the held-out samples then
-show its values are the best as they are (the EM of the shrinkage
-estimators often stops at its iteration cap close to its optimum: on
-simulated laws with 10 samples per point, setting it aside lowered the
-explained variance of the values from 0.94 to 0.74), and the record says
-it was used anyway (``used_anyway``; the terminal and the report say it
-too). The held-out score is itself an
+show its values are the best as they are, and the record says it was
+used anyway (``used_anyway``; the terminal and the report say it too).
+The share counts points whose own fit did not converge: the shrinkage
+estimators' EM often stops at its iteration cap with the prior still
+creeping and every mode settled under the prior reached, which flags no
+point (``meta['em_converged']`` says it; when it flagged every point, setting
+shrinkage aside on simulated laws with 10 samples per point lowered the
+explained variance of the values from 0.94 to 0.74). The held-out score is itself an
 estimate: the chosen candidate is the first in the preference order
 (:func:`pointscale.laws.estimators.candidates`) whose score is within one
 standard error of the lowest (the standard error of the mean paired

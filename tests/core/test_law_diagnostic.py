@@ -208,6 +208,29 @@ def test_an_estimator_that_did_not_converge_is_set_aside_and_the_run_says_so(mon
     assert "S." in text and "estimator amortized was not used: its fits did not converge on 100%" in text
 
 
+def test_an_unconverged_estimator_that_predicts_best_is_used_anyway_and_the_run_says_so(monkeypatch):
+    s = planted("law", seed=3)
+    g = np.random.default_rng(3)  # planted's draws: the true laws c·(k/100)^-1
+    c = g.lognormal(0.0, 0.5, 200) * np.where(g.random(200) < 0.2, -1.0, 1.0)
+    true_c = pd.Series(c * 100.0, index=[f"p{i:04d}" for i in range(200)])
+
+    def oracle(samples, context, inputs):
+        laws = inputs["mle"]
+        return dataclasses.replace(laws, c=true_c.reindex(laws.point_ids).to_numpy(),
+                                   alpha=np.ones(laws.n_points),
+                                   flags={**laws.flags, "not_converged": np.ones(laws.n_points, bool)})
+
+    monkeypatch.setitem(estimators._REGISTRY, "amortized", LawEstimator(
+        "amortized", oracle, requires=("mle",), auto_rank=-1))
+    laws, _ = _quiet(select_laws, s, k_range=K_RANGE, candidates=("amortized", "mle", "shrunk_mean"))
+    sel = laws.meta["selection"]
+    # Flagged on every point, but its values predict the held-out samples better than any other's.
+    assert sel["not_converged_share"]["amortized"] == 1.0 and sel["chosen"] == "amortized"
+    assert all(sel["heldout_nll"]["amortized"] < sel["heldout_nll"][c] for c in ("mle", "shrunk_mean"))
+    assert "did not converge" in sel["used_anyway"] and "better than any converged" in sel["used_anyway"]
+    np.testing.assert_allclose(laws.c, true_c.reindex(laws.point_ids).to_numpy())
+
+
 def test_values_that_do_not_tell_points_apart_are_called_so():
     from pointscale.laws.diagnostic import diagnostic_sentence, split_half_reliability
 

@@ -148,6 +148,7 @@ def test_selection_rule_reproduced_independently(few):
     terms = {n: np.empty(len(few)) for n in ("shrinkage", "mle", "shrunk_mean")}
     psi_total = {n: 0.0 for n in terms}
     not_converged = {n: [] for n in terms}
+    em_fits = []
     for f in range(5):
         rows = fold == f
         train, held = few.loc[~rows], few.loc[rows]
@@ -155,6 +156,7 @@ def test_selection_rule_reproduced_independently(few):
             warnings.simplefilter("ignore")
             fits = {"shrinkage": fit_shrinkage(train), "mle": fit_mle(train),
                     "shrunk_mean": fit_shrunk_mean(train, k_range=tuple(sel["k_range"]))}
+        em_fits.append(fits["shrinkage"])
         variance = float(np.var(train["delta"].to_numpy()))
         for name, fit in fits.items():
             terms[name][rows] = _reference_shapley_terms(fit, held, variance, sel["k_range"])
@@ -181,12 +183,13 @@ def test_selection_rule_reproduced_independently(few):
     chosen = min(better, key=expected.get) if better else chosen
     assert sel["best"] == min(expected, key=expected.get) and sel["chosen"] == chosen
     assert set(sel["excluded"]) == unconverged - {chosen}
-    # Here: shrinkage's EM stopped at max_iter in most folds, but its values predict the
-    # held-out samples better than any converged candidate's: used, and said.
-    # With 10 samples per point the MLE's laws explode at the small sizes; the
-    # held-out likelihood sees it.
-    assert unconverged == {"shrinkage"} and chosen == "shrinkage" and expected["mle"] > expected["shrinkage"]
-    assert "did not converge" in sel["used_anyway"] and "better than any converged" in sel["used_anyway"]
+    # Here: shrinkage's EM stops at max_iter in most folds (its prior still creeping), but every
+    # point's mode is converged under the prior reached: no point is flagged, nothing is set aside
+    # (the used-anyway path: tests/core/test_law_diagnostic.py). With 10 samples per point the MLE's
+    # laws explode at the small sizes; the held-out likelihood sees it.
+    assert sum(not f.meta["em_converged"] for f in em_fits) >= 3
+    assert unconverged == set() and chosen == "shrinkage" and expected["mle"] > expected["shrinkage"]
+    assert sel["used_anyway"] is None and sel["excluded"] == {}
     # The margin: the best other (not excluded) candidate's score minus the chosen one's, with its paired s.e.
     rival = min((n for n in expected if n != chosen and n not in sel["excluded"]), key=expected.get)
     assert sel["margin"]["to"] == rival

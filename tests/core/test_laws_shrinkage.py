@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pointscale.errors import ConfigError
+from pointscale.errors import ConfigError, ConvergenceWarning
 from pointscale.laws import FittedScalingLaws, fit_mle
 from pointscale.laws.shrinkage import fit_shrinkage
 from pointscale.laws.simulate import draw_parameters, simulate_samples
@@ -183,3 +183,27 @@ def test_each_point_is_at_its_posterior_mode(prior_scale):
         moves.append(np.abs(res.x - theta[i]).max())
     assert max(gains) < 1e-6, (max(gains), max(moves))
     assert np.median(moves) < 1e-2, np.median(moves)
+
+
+def test_an_em_stopped_at_max_iter_leaves_every_point_at_its_mode_under_the_prior_reached():
+    # Few samples per point: EM's prior creeps for hundreds of iterations (the modes with it). Stopped
+    # early, the fit warns and says so in meta, but flags no point whose mode is settled: each value
+    # is the point's posterior mode under the prior reached -- the modes found afresh under that
+    # prior (the ``population=`` path, from the starting values) are the same points.
+    par = population(400, 8)
+    s = simulate_samples(par, 5, 9)
+    with pytest.warns(ConvergenceWarning, match="still moving after max_iter=5"):
+        early = fit_shrinkage(s, prior_scale="absolute", max_iter=5)
+    assert early.meta["em_converged"] is False and not early.meta["converged"]
+    assert not early.flags["not_converged"].any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = fit_shrinkage(s, population=early.meta["population_state"])
+    assert not again.flags["not_converged"].any()
+    for name in ("c", "alpha", "sigma", "beta"):
+        np.testing.assert_allclose(getattr(again, name), getattr(early, name), rtol=2e-3, atol=1e-9 * np.abs(getattr(early, name)).max())
+    # A mode that cannot settle in the steps allowed is flagged (one step, from the starting values).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = fit_shrinkage(s, population=early.meta["population_state"], max_iter=1)
+    assert one.flags["not_converged"].any() and one.meta["em_converged"] is False

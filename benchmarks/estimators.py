@@ -316,8 +316,8 @@ def rules_part(args, log) -> pd.DataFrame:
     from sklearn.metrics import roc_auc_score
 
     from pointscale import pipeline
-    from pointscale.laws.auto import (CANDIDATES, _one_se_choice, _usable, best_of, heldout_terms,
-                                      heldout_terms_shapley)
+    from pointscale.laws.auto import (CANDIDATES, _one_se_choice, best_of, heldout_terms, usable_samples,
+                                      heldout_terms_shapley, select_laws)
     from pointscale.laws.folds import holdout_mask
     from pointscale.laws.estimators import FitContext, fit_estimator
     from pointscale.laws.likelihood import LOG_2PI
@@ -360,7 +360,7 @@ def rules_part(args, log) -> pd.DataFrame:
             for m in CANDIDATES:
                 v = shap(_quiet(fit_estimator, m, s, context, full))
                 row.update({f"ev_{m}": ev(v, truth), f"auc_{m}": auc(v)})
-            u = _usable(s)
+            u = usable_samples(s)
             mask = holdout_mask(u, 0.2, seed=seed)
             train, held = u.loc[~mask], u.loc[mask]
             cache: dict = {}
@@ -398,10 +398,44 @@ def rules_part(args, log) -> pd.DataFrame:
                     row[f"{rule}_{how}"] = choice
                     row[f"ev_{rule}_{how}"] = row[f"ev_{choice}"]
                     row[f"auc_{rule}_{how}"] = row[f"auc_{choice}"]
+            # fit_laws(method="auto") itself (5-fold, one-standard-error rule), and the choice each
+            # preference order makes from the same held-out scores.
+            auto, _ = _quiet(select_laws, s, noisy, oob=oob, random_state=seed, k_range=(lo, hi), fitted=full)
+            sel = auto.meta["selection"]
+            for label, order in PREFERENCE_ORDERS.items():
+                choice = order_choice(sel, order)
+                row[f"auto_{label}"] = choice
+                row[f"ev_auto_{label}"] = row[f"ev_{choice}"]
+                row[f"auc_auto_{label}"] = row[f"auc_{choice}"]
             log("  " + ", ".join(f"{key} {val:.3f}" if isinstance(val, float) else f"{key} {val}"
-                                 for key, val in row.items() if key.startswith(("ev_", "psi", "shapley"))))
+                                 for key, val in row.items() if key.startswith(("ev_", "psi", "shapley", "auto"))))
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: Preference orders of the one-standard-error rule compared by ``--part rules`` (the registry's is the one used).
+PREFERENCE_ORDERS = {
+    "laws_first": ("shrinkage", "amortized_shrinkage", "mle", "amortized", "shrunk_mean"),
+    "regularised_first": ("shrinkage", "amortized_shrinkage", "shrunk_mean", "mle", "amortized"),
+}
+
+
+def order_choice(selection: dict, order) -> str:
+    """The candidate ``fit_laws``' one-standard-error rule picks from ``selection``'s scores under ``order``.
+
+    The standard errors in the record are of each candidate's paired difference
+    to the best one, which the order does not change; a choice the law
+    diagnostic overrode (law-free where the law does not hold) stays.
+    """
+    if selection.get("overridden"):
+        return selection["chosen"]
+    scores, se = selection["heldout_nll"], selection["se_of_difference_to_best"]
+    pool = [c for c in order if c in scores and scores[c] is not None and c not in selection["excluded"]]
+    best = min(pool, key=lambda c: scores[c])
+    for c in pool:
+        if scores[c] - scores[best] <= (se.get(c) if se.get(c) is not None else float("inf")):
+            return c
+    return best
 
 
 def rules_markdown(rules: pd.DataFrame) -> str:
@@ -409,6 +443,7 @@ def rules_markdown(rules: pd.DataFrame) -> str:
     from pointscale.laws.auto import CANDIDATES
 
     rule_cols = [f"{r}_{h}" for r in ("psi_own", "psi_shared", "shapley", "shapley_per_point") for h in ("best", "1se")]
+    rule_cols += [f"auto_{label}" for label in PREFERENCE_ORDERS if f"auto_{label}" in rules.columns]
     parts = ["| pool | truth AUC | mc_mean EV (AUC) | " + " | ".join(f"{m} EV (AUC)" for m in CANDIDATES) + " |",
              "|---" * (len(CANDIDATES) + 3) + "|"]
     for _, r in rules.iterrows():

@@ -25,13 +25,13 @@ name                        auto rank   what
 ``shrinkage``               0           empirical Bayes, population prior on the
                                         out-of-bag covariates (:func:`fit_shrinkage`)
 ``amortized_shrinkage``     1           empirical Bayes around the amortized laws
-``mle``                     2           per-point maximum likelihood (:func:`fit_mle`)
-``amortized``               3           one model from features to laws
-                                        (:class:`AmortizedScalingLaws`)
-``shrunk_mean``             4           law-free: normal–normal empirical Bayes on
+``shrunk_mean``             2           law-free: normal–normal empirical Bayes on
                                         the plain means (:func:`fit_shrunk_mean`);
                                         what auto falls back to where the law does
                                         not hold
+``mle``                     3           per-point maximum likelihood (:func:`fit_mle`)
+``amortized``               4           one model from features to laws
+                                        (:class:`AmortizedScalingLaws`)
 ``log_ols``                 --          log-space baseline for staggered sizes
                                         (:func:`fit_log_ols`); never chosen by auto
 ==========================  ==========  ============================================
@@ -270,9 +270,9 @@ def _fit_amortized(samples: pd.DataFrame, context: FitContext, inputs) -> Fitted
 
 
 register(LawEstimator("shrinkage", _fit_shrinkage, auto_rank=0))
-register(LawEstimator("mle", _fit_mle, auto_rank=2))
-register(LawEstimator("amortized", _fit_amortized, needs_dataset=True, auto_rank=3))
+register(LawEstimator("mle", _fit_mle, auto_rank=3))
+register(LawEstimator("amortized", _fit_amortized, needs_dataset=True, auto_rank=4))
 register(LawEstimator("amortized_shrinkage", _fit_amortized_shrinkage, needs_dataset=True,
                       requires=("amortized",), auto_rank=1))
-register(LawEstimator("shrunk_mean", _fit_shrunk_mean, auto_rank=4, law_free=True))
+register(LawEstimator("shrunk_mean", _fit_shrunk_mean, auto_rank=2, law_free=True))
 register(LawEstimator("log_ols", _fit_log_ols))

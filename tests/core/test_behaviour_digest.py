@@ -41,7 +41,10 @@ difference in a value 6e-18, relative 4e-16); the choice did not change.
 Flagging shrinkage's points by their own modes rather than by the prior's EM
 (``meta['em_converged']`` added) moved ``laws`` (its metadata) and
 ``estimator_choice`` (amortized_shrinkage's not-converged share, 0.2 → 0);
-every value, the choice and every other table kept their digests.
+every value, the choice and every other table kept their digests. The
+selection's new preference order (the shrunk mean before the MLE and the
+amortized laws) moved the same two (the candidates' order in the record);
+the choice and every value kept theirs.
 They come from the development machine; a float differs in its last bit on another BLAS, so
 regenerate them there (``python -m tests.core.test_behaviour_digest --write``)
 only when a change of results is intended, and say so in the commit.

@@ -141,7 +141,7 @@ def _cluster_se(diff, groups):
 def test_selection_rule_reproduced_independently(few):
     laws = fit_laws(few)
     sel = laws.meta["selection"]
-    assert sel["method"] == "auto" and sel["candidates"] == ["shrinkage", "mle", "shrunk_mean"]  # no dataset
+    assert sel["method"] == "auto" and sel["candidates"] == ["shrinkage", "shrunk_mean", "mle"]  # no dataset
     assert sel["target"] == "shapley" and sel["k_range"] == [int(few["k"].min()), int(few["k"].max())]
     assert sel["folds"] == 5 and sel["n_heldout_samples"] == len(few)  # every sample held out once
     fold = fold_ids(few, 5)
@@ -174,7 +174,7 @@ def test_selection_rule_reproduced_independently(few):
     unconverged = {n for n, v in not_converged.items() if np.mean(v) > 0.5}
     # One-standard-error rule, by hand: the first candidate (preference order) within
     # one s.e. (points as clusters) of the paired difference to the best.
-    pool = [n for n in ("shrinkage", "mle", "shrunk_mean") if n not in unconverged]
+    pool = [n for n in ("shrinkage", "shrunk_mean", "mle") if n not in unconverged]
     best = min(pool, key=expected.get)
     within = [n for n in pool if np.isfinite(expected[n]) and
               expected[n] - expected[best] <= (0.0 if n == best else _cluster_se(terms[n] - terms[best], groups))]

@@ -24,8 +24,8 @@ def samples():
 def test_every_estimator_is_registered_and_auto_prefers_as_before():
     assert set(estimators.registered()) == {"mle", "log_ols", "shrinkage", "amortized", "amortized_shrinkage",
                                             "shrunk_mean"}
-    assert CANDIDATES == estimators.candidates() == ("shrinkage", "amortized_shrinkage", "mle", "amortized",
-                                                     "shrunk_mean")
+    assert CANDIDATES == estimators.candidates() == ("shrinkage", "amortized_shrinkage", "shrunk_mean", "mle",
+                                                     "amortized")
     assert estimators.get_estimator("shrunk_mean").law_free
     assert estimators.get_estimator("amortized").needs_dataset
     with pytest.raises(ConfigError, match="must be one of"):
@@ -73,7 +73,7 @@ def test_auto_scores_every_registered_candidate(samples, monkeypatch):
     monkeypatch.setitem(estimators._REGISTRY, "toy", LawEstimator("toy", toy, requires=("mle",), auto_rank=-1))
     laws, _ = select_laws(samples, k_range=(100, 1000))
     sel = laws.meta["selection"]
-    assert sel["candidates"] == ["toy", "shrinkage", "mle", "shrunk_mean"]  # no dataset: no amortized ones
+    assert sel["candidates"] == ["toy", "shrinkage", "shrunk_mean", "mle"]  # no dataset: no amortized ones
     # Same laws as the MLE on the same training samples: the same held-out score.
     assert sel["heldout_nll"]["toy"] == sel["heldout_nll"]["mle"]
     # Fitted on each fold's training samples (all but the first fold's held-out ones).

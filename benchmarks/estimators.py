@@ -417,6 +417,7 @@ def rules_part(args, log) -> pd.DataFrame:
 PREFERENCE_ORDERS = {
     "laws_first": ("shrinkage", "amortized_shrinkage", "mle", "amortized", "shrunk_mean"),
     "regularised_first": ("shrinkage", "amortized_shrinkage", "shrunk_mean", "mle", "amortized"),
+    "law_free_second": ("shrinkage", "shrunk_mean", "amortized_shrinkage", "mle", "amortized"),
 }
 
 

@@ -71,19 +71,21 @@ standard error of the lowest (the standard error of the mean paired
 difference over the same held-out samples, each point's samples one
 cluster; the "one-standard-error rule" of cross-validation), so a
 difference the held-out samples cannot resolve does not move the choice away
-from the most regularised estimator: the empirical-Bayes ones first
-(shrinkage, which needs no features, then shrinkage around the amortized
-laws, then the law-free shrunk mean: a law, where it holds, also predicts
-values at other sizes), the unshrunk ones last (per-point MLE; the amortized
-laws, one regression from features). An estimator that does not shrink
-towards what the samples support can be far off where the held-out samples
-cannot tell: in the estimator benchmark (adult, the batched MLP, 10–20 samples
-per point) the amortized laws were within one standard error of the shrunk
-mean's score (by 9e-5, s.e. 0.006) and first in the old order, and their
-values' explained variance against the ground truth was −1.02 where the
-shrunk mean's was 0.09. On the flipped-label pools of magic and digits
-(other data; ``python -m benchmarks.estimators --part rules``) the two orders
-chose the same candidate on every pool. The choice's
+from the estimator that shrinks towards what the samples themselves support:
+shrinkage (a population prior, no features) first, then the law-free shrunk
+mean (the same, without a law: a law, where it holds, also predicts values
+at other sizes, so it goes first), then what leans on a model from features
+(shrinkage around the amortized laws, which where samples are few are the
+amortized laws), the per-point MLE (no shrinkage) and the amortized laws
+last. Those can be far off where the held-out samples cannot tell: in the
+estimator benchmark (adult, the batched MLP, 10–20 samples per point) the
+amortized laws scored within one standard error of the shrunk mean (by 9e-5,
+s.e. 0.006) and ranked before it in the old order (shrinkage, amortized
+shrinkage, MLE, amortized, shrunk mean), and their values' explained
+variance against the ground truth was −1.02 where the shrunk mean's was
+0.09. On the flipped-label pools of magic and digits (other data; ``python
+-m benchmarks.estimators --part rules``) the old order and this one chose
+the same candidate on all six pools. The choice's
 ``margin`` is the best other candidate's score minus the chosen one's
 (positive: the chosen one predicted the held-out samples better), with the
 standard error of that paired difference.
@@ -433,9 +435,9 @@ def _law_free_where_it_wins(chosen: str | None, diagnostic, cands, scored: _Scor
 
     Where the law does not hold, the law-free candidate replaces it.
     Otherwise, where the one-standard-error preference (the first candidate
-    in order within noise of the best) chose a law ranked before the
-    law-free candidate, the lower held-out score of the two wins: the
-    law-free candidate is the simplest model of all. (Letting a law win within one
+    in order within noise of the best) chose a law, the lower held-out score
+    of it and the law-free candidate wins: the law-free candidate is the
+    simplest model of all. (Letting a law win within one
     standard error of a better law-free score cost 1.0 to 1.8 of explained
     variance on non-linear models, ``python -m benchmarks.estimators --part
     models``; on planted laws the law still wins where it predicts better.)

@@ -24,11 +24,11 @@ name                        auto rank   what
 ==========================  ==========  ============================================
 ``shrinkage``               0           empirical Bayes, population prior on the
                                         out-of-bag covariates (:func:`fit_shrinkage`)
-``amortized_shrinkage``     1           empirical Bayes around the amortized laws
-``shrunk_mean``             2           law-free: normal–normal empirical Bayes on
+``shrunk_mean``             1           law-free: normal–normal empirical Bayes on
                                         the plain means (:func:`fit_shrunk_mean`);
                                         what auto falls back to where the law does
                                         not hold
+``amortized_shrinkage``     2           empirical Bayes around the amortized laws
 ``mle``                     3           per-point maximum likelihood (:func:`fit_mle`)
 ``amortized``               4           one model from features to laws
                                         (:class:`AmortizedScalingLaws`)
@@ -273,6 +273,6 @@ register(LawEstimator("shrinkage", _fit_shrinkage, auto_rank=0))
 register(LawEstimator("mle", _fit_mle, auto_rank=3))
 register(LawEstimator("amortized", _fit_amortized, needs_dataset=True, auto_rank=4))
 register(LawEstimator("amortized_shrinkage", _fit_amortized_shrinkage, needs_dataset=True,
-                      requires=("amortized",), auto_rank=1))
-register(LawEstimator("shrunk_mean", _fit_shrunk_mean, auto_rank=2, law_free=True))
+                      requires=("amortized",), auto_rank=2))
+register(LawEstimator("shrunk_mean", _fit_shrunk_mean, auto_rank=1, law_free=True))
 register(LawEstimator("log_ols", _fit_log_ols))

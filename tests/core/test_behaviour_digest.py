@@ -42,8 +42,8 @@ Flagging shrinkage's points by their own modes rather than by the prior's EM
 (``meta['em_converged']`` added) moved ``laws`` (its metadata) and
 ``estimator_choice`` (amortized_shrinkage's not-converged share, 0.2 → 0);
 every value, the choice and every other table kept their digests. The
-selection's new preference order (the shrunk mean before the MLE and the
-amortized laws) moved the same two (the candidates' order in the record);
+selection's new preference order (the shrunk mean second, before the
+amortized and unshrunk estimators) moved the same two (the candidates' order in the record);
 the choice and every value kept theirs.
 They come from the development machine; a float differs in its last bit on another BLAS, so
 regenerate them there (``python -m tests.core.test_behaviour_digest --write``)

@@ -24,7 +24,7 @@ def samples():
 def test_every_estimator_is_registered_and_auto_prefers_as_before():
     assert set(estimators.registered()) == {"mle", "log_ols", "shrinkage", "amortized", "amortized_shrinkage",
                                             "shrunk_mean"}
-    assert CANDIDATES == estimators.candidates() == ("shrinkage", "amortized_shrinkage", "shrunk_mean", "mle",
+    assert CANDIDATES == estimators.candidates() == ("shrinkage", "shrunk_mean", "amortized_shrinkage", "mle",
                                                      "amortized")
     assert estimators.get_estimator("shrunk_mean").law_free
     assert estimators.get_estimator("amortized").needs_dataset

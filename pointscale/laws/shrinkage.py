@@ -496,13 +496,8 @@ def fit_shrinkage(
     level : float, default=0.95
         Coverage of the posterior intervals.
     max_iter : int, default=300
-        EM iterations at most (one Newton or Fisher-scoring step per point each).
-        Beyond, a :class:`~pointscale.errors.ConvergenceWarning`
-        (``meta['em_converged']`` False) and each point's mode is settled
-        under the prior reached; the flag ``not_converged`` marks the points
-        whose mode itself did not converge (not the prior's creep: where the
-        points carry little evidence of a spread, EM approaches it slowly,
-        sublinearly towards zero, and the values barely move).
+        EM iterations at most (one Newton or Fisher-scoring step per point each); beyond, a
+        ConvergenceWarning, ``meta['em_converged']`` False; flag ``not_converged``: own mode unsettled.
     tol : float, default=1e-4
         Convergence threshold on the largest move of a mode (normalised
         units) and on the relative change of the prior's standard deviations
@@ -566,11 +561,9 @@ def fit_shrinkage(
                                  out=out, flag=flag, population=population)
         meta.update(fitted)
         if not fitted["converged"]:
-            stuck = int(flag["not_converged"].sum())
-            warnings.warn(f"shrinkage EM: the population prior was still moving after max_iter={max_iter} "
-                          f"iterations; each point's mode is found under the prior reached "
-                          f"({stuck} of {keep.size} modes not converged, flag 'not_converged')",
-                          ConvergenceWarning, stacklevel=2)
+            warnings.warn(f"shrinkage EM: the population prior still moved after max_iter={max_iter} iterations; "
+                          f"modes found under the prior reached ({int(flag['not_converged'].sum())} of {keep.size} "
+                          "not converged, flag 'not_converged')", ConvergenceWarning, stacklevel=2)
     meta["seconds"] = round(time.perf_counter() - t0, 4)
     meta["flag_counts"] = {name: int(v.sum()) for name, v in flag.items()}
     meta["intervals"] = "posterior (Laplace) intervals under the learned population prior; delta method for c"

@@ -192,7 +192,7 @@ def test_an_em_stopped_at_max_iter_leaves_every_point_at_its_mode_under_the_prio
     # prior (the ``population=`` path, from the starting values) are the same points.
     par = population(400, 8)
     s = simulate_samples(par, 5, 9)
-    with pytest.warns(ConvergenceWarning, match="still moving after max_iter=5"):
+    with pytest.warns(ConvergenceWarning, match="still moved after max_iter=5"):
         early = fit_shrinkage(s, prior_scale="absolute", max_iter=5)
     assert early.meta["em_converged"] is False and not early.meta["converged"]
     assert not early.flags["not_converged"].any()

@@ -428,15 +428,13 @@ def order_choice(selection: dict, order) -> str:
     to the best one, which the order does not change; a choice the law
     diagnostic overrode (law-free where the law does not hold) stays.
     """
+    from pointscale.laws.auto import first_within_se
+
     if selection.get("overridden"):
         return selection["chosen"]
     scores, se = selection["heldout_nll"], selection["se_of_difference_to_best"]
     pool = [c for c in order if c in scores and scores[c] is not None and c not in selection["excluded"]]
-    best = min(pool, key=lambda c: scores[c])
-    for c in pool:
-        if scores[c] - scores[best] <= (se.get(c) if se.get(c) is not None else float("inf")):
-            return c
-    return best
+    return first_within_se(pool, scores, {c: float("inf") if se.get(c) is None else se[c] for c in pool})
 
 
 def rules_markdown(rules: pd.DataFrame) -> str:

@@ -233,10 +233,16 @@ def _one_se_choice(cands, scores, terms, groups: np.ndarray | None = None) -> tu
             se[c] = float("inf")
             continue
         se[c] = 0.0 if c == best else _paired_se(terms[c] - terms[best], groups)
+    return first_within_se(cands, scores, se), se
+
+
+def first_within_se(cands, scores: Mapping[str, float], se: Mapping[str, float]) -> str:
+    """The first of ``cands`` whose score is within its standard error ``se`` of the lowest (else the lowest)."""
+    best = best_of(scores, cands)
     for c in cands:
         if np.isfinite(scores[c]) and scores[c] - scores[best] <= se[c]:
-            return c, se
-    return best, se
+            return c
+    return best
 
 
 def _margin(chosen: str, cands, scores, terms, groups) -> dict[str, Any]:

@@ -454,7 +454,8 @@ def _law_free_where_it_wins(chosen: str | None, diagnostic, cands, scored: _Scor
     if not free:
         return chosen, None
     replacement = best_of(scored.scores, free)
-    gain = (f"held-out log-likelihood gain {diagnostic['loglik_gain_per_sample']:+.3g} ± "
+    gain = ("too few samples per point to test it" if diagnostic["loglik_gain_per_sample"] is None else
+            f"held-out log-likelihood gain {diagnostic['loglik_gain_per_sample']:+.3g} ± "
             f"{diagnostic['loglik_gain_se']:.2g} per sample over a no-law model")
     if diagnostic["verdict"] == "does not hold":
         return replacement, (f"the law does not hold ({gain}), so the values come from the law-free {replacement} "

@@ -22,6 +22,12 @@ a power law: the better (higher held-out likelihood over all samples) of
   point's constant where a bucket has no training sample), which follows
   any shape in k, flat or not.
 
+Only a point with at least :data:`MIN_TRAIN_SAMPLES` training samples is
+scored: with fewer the law (two mean parameters) passes through them
+exactly, its fitted noise collapses towards zero, and a held-out
+log-likelihood measures that collapse, not the law (at 3 samples per
+point, gains of 1e9 nats per sample).
+
 ``loglik_gain_per_sample`` is the mean over held-out samples of
 log p(Δ | law) − log p(Δ | no law); its standard error
 (``loglik_gain_se``) treats each point's samples as one cluster (a point's
@@ -64,12 +70,15 @@ import pandas as pd
 from .likelihood import LOG_2PI
 from .result import FittedScalingLaws
 
-__all__ = ["VERDICTS", "GAIN_SE", "ESTIMATOR_WORDS", "N_BUCKETS", "RELIABILITY_TARGETS", "nolaw_terms",
+__all__ = ["VERDICTS", "GAIN_SE", "MIN_TRAIN_SAMPLES", "ESTIMATOR_WORDS", "N_BUCKETS", "RELIABILITY_TARGETS", "nolaw_terms",
            "law_test", "split_half_reliability", "samples_for_reliability", "verdict", "diagnostic_sentence"]
 
 VERDICTS = ("holds", "does not hold", "undecided")
 #: Standard errors the held-out gain must clear for a verdict other than "undecided".
 GAIN_SE = 2.0
+#: Training samples a point needs before its held-out samples are scored: more than the law's two mean
+#: parameters, so that its noise is estimated from a residual.
+MIN_TRAIN_SAMPLES = 5
 #: Size buckets of the free-mean no-law model (log-spaced over the sampled range).
 N_BUCKETS = 3
 #: Reliabilities whose samples per point the diagnostic reports.
@@ -103,7 +112,7 @@ def nolaw_terms(laws: FittedScalingLaws, train: pd.DataFrame, held: pd.DataFrame
     point in ``laws`` (fitted on ``train``). ``constant`` (law-free laws
     fitted on ``train``, e.g. the fair shrunk mean) gives each point's
     constant; without it, the inverse-variance weighted mean. NaN where the
-    point has no law or no training sample.
+    point has no law or fewer than :data:`MIN_TRAIN_SAMPLES` training samples.
     """
     ids = pd.Index(laws.point_ids)
     sigma, beta = laws.sigma, laws.beta
@@ -117,6 +126,7 @@ def nolaw_terms(laws: FittedScalingLaws, train: pd.DataFrame, held: pd.DataFrame
         w = np.where(ok, tk ** beta[np.maximum(tp, 0)], 0.0)  # inverse variance up to σ²
         tpos = np.where(ok, tp, 0)
         sw = np.bincount(tpos, weights=w, minlength=n)
+        enough = np.bincount(tpos, weights=ok.astype(np.float64), minlength=n) >= MIN_TRAIN_SAMPLES
         const = np.bincount(tpos, weights=w * td, minlength=n) / sw
         if constant is not None:
             at = pd.Index(constant.point_ids).get_indexer(laws.point_ids)
@@ -133,7 +143,7 @@ def nolaw_terms(laws: FittedScalingLaws, train: pd.DataFrame, held: pd.DataFrame
         out = {}
         for name, mean in (("constant", mean_const), ("buckets", mean_bucket)):
             t = 0.5 * LOG_2PI + 0.5 * log_var + 0.5 * (hd - mean) ** 2 * np.exp(-log_var)
-            out[name] = np.where((hp >= 0) & np.isfinite(t), t, np.nan)
+            out[name] = np.where((hp >= 0) & enough[p] & np.isfinite(t), t, np.nan)
     return out
 
 
@@ -225,7 +235,7 @@ def diagnostic_sentence(diagnostic: Mapping[str, Any], model: str | None = None)
     v = diagnostic.get("verdict", "undecided")
     gain, se = diagnostic.get("loglik_gain_per_sample"), diagnostic.get("loglik_gain_se")
     evidence = (f" ({_num(gain, '+.3g')} ± {_num(se, '.2g')} held-out log-likelihood per sample)"
-                if gain is not None else " (too few samples to test it)")
+                if gain is not None else " (too few samples per point to test it)")
     head = {"holds": f"The scaling law holds{who} on this data",
             "does not hold": f"The scaling law does not hold{who} on this data",
             "undecided": f"Whether the scaling law holds{who} on this data is undecided"}[v] + evidence

@@ -70,6 +70,20 @@ def test_a_flat_psi_is_not_called_a_law_and_a_planted_law_is():
     assert diagnostic_sentence(d, "logreg").startswith("The scaling law holds for logreg on this data (+")
 
 
+def test_too_few_samples_per_point_leave_the_law_untested_instead_of_scoring_a_collapsed_noise():
+    # At 3 and 5 samples per point the law (c, α, σ, β) passes through a point's training samples and its
+    # fitted noise collapses: on adult a run reported "+7.43e+09 held-out log-likelihood per sample".
+    for spp in (3, 5):
+        laws, _ = _quiet(select_laws, planted("law", n_points=120, spp=spp), k_range=K_RANGE)
+        d = laws.meta["law_diagnostic"]
+        assert d["n_samples_scored"] == 0 and d["loglik_gain_per_sample"] is None, (spp, d)
+        assert d["verdict"] == "undecided"
+        assert "(too few samples per point to test it)" in diagnostic_sentence(d, "logreg")
+    laws, _ = _quiet(select_laws, planted("law", n_points=120, spp=8), k_range=K_RANGE)
+    d = laws.meta["law_diagnostic"]
+    assert d["n_points_scored"] == 120 and abs(d["loglik_gain_per_sample"]) < 5.0, d
+
+
 def test_the_law_is_overridden_by_the_law_free_estimator_where_it_does_not_hold(monkeypatch):
     # A law candidate whose Shapley values are the truth (so it wins the selection's
     # score) but whose shape in k is a power law on wave-shaped data: auto must

@@ -367,6 +367,11 @@ def _law_diagnostic(scored: _Scores, chosen: str, eligible) -> dict[str, Any]:
 
 def _reliability(name: str, usable: pd.DataFrame, context: FitContext, seed: int) -> dict[str, Any]:
     """Split-half reliability of ``name``'s Shapley values (see :mod:`pointscale.laws.diagnostic`)."""
+    counts = usable.groupby("point_id", sort=False).size()
+    if int((counts >= 2).sum()) < 3:
+        # No point (or too few) has a sample in each half: the two fits would share no point.
+        return {"reliability": None, "samples_per_point": float(counts.mean()) if len(counts) else 0.0,
+                "error": "fewer than 3 points have 2 samples or more; no halves to compare"}
     half = half_ids(usable, seed=seed)
     lo, hi = context.k_range if context.k_range is not None else (
         int(np.floor(usable["k"].min())), int(np.ceil(usable["k"].max())))
@@ -380,7 +385,7 @@ def _reliability(name: str, usable: pd.DataFrame, context: FitContext, seed: int
             v = np.where(laws.c == 0.0, 0.0, laws.c * power_mean(laws.alpha, lo, hi))
         values.append(pd.Series(v, index=laws.point_ids))
     both = values[0].index.intersection(values[1].index)
-    n_per_point = float(usable.groupby("point_id", sort=False).size().mean()) if len(usable) else 0.0
+    n_per_point = float(counts.mean()) if len(counts) else 0.0
     return diag.split_half_reliability(values[0].reindex(both).to_numpy(), values[1].reindex(both).to_numpy(),
                                        n_per_point)
 

@@ -115,7 +115,8 @@ def value_vs_monte_carlo(values: pd.DataFrame, path: Path) -> Path | None:
         return None
     fig = Figure(figsize=(4.8, 4.5))
     ax = fig.add_subplot()
-    r = np.corrcoef(x[ok], y[ok])[0, 1]
+    # Pearson is undefined where every value is the same (a shrunk mean with no between-point spread).
+    r = np.corrcoef(x[ok], y[ok])[0, 1] if np.ptp(x[ok]) > 0 and np.ptp(y[ok]) > 0 else float("nan")
     shown = np.flatnonzero(ok)
     if shown.size > SCATTER_MAX_POINTS:
         shown = np.sort(np.random.default_rng(0).choice(shown, SCATTER_MAX_POINTS, replace=False))
@@ -129,7 +130,8 @@ def value_vs_monte_carlo(values: pd.DataFrame, path: Path) -> Path | None:
     ax.set_xlabel("Monte Carlo mean of Δ (± s.e.)")
     ax.set_ylabel("law-based Shapley value")
     drawn = f"; {shown.size} drawn" if shown.size < ok.sum() else ""
-    ax.set_title(f"Law vs Monte Carlo (Pearson {r:.2f}, {int(ok.sum())} points{drawn})")
+    pearson = "Pearson undefined: every value is the same" if np.isnan(r) else f"Pearson {r:.2f}"
+    ax.set_title(f"Law vs Monte Carlo ({pearson}, {int(ok.sum())} points{drawn})")
     ax.legend(fontsize=8)
     return _save(fig, path)
 

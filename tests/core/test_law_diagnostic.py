@@ -84,6 +84,22 @@ def test_too_few_samples_per_point_leave_the_law_untested_instead_of_scoring_a_c
     assert d["n_points_scored"] == 120 and abs(d["loglik_gain_per_sample"]) < 5.0, d
 
 
+def test_one_sample_per_point_has_no_halves_and_fits_none(monkeypatch):
+    # Split halves of one sample per point share no point: no reliability, and no fits spent on it
+    # (100,000 points: 30 s of the run's 52 s law choice went to those two fits).
+    import pointscale.laws.auto as auto
+
+    calls = []
+    real = auto.fit_estimator
+    monkeypatch.setattr(auto, "fit_estimator", lambda name, s, *a, **k: calls.append(len(s)) or real(name, s, *a, **k))
+    s = planted("law", n_points=60, spp=1)
+    laws, _ = _quiet(select_laws, s, k_range=K_RANGE)
+    d = laws.meta["law_diagnostic"]
+    assert d["reliability"] is None and "no halves" in d["reliability_error"] and d["samples_per_point"] == 1.0
+    assert all(n == len(s) for n in calls), calls  # only fits on all the samples
+    assert "reliability unknown" in diagnostic_sentence(d)
+
+
 def test_the_law_is_overridden_by_the_law_free_estimator_where_it_does_not_hold(monkeypatch):
     # A law candidate whose Shapley values are the truth (so it wins the selection's
     # score) but whose shape in k is a power law on wave-shaped data: auto must

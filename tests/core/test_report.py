@@ -162,3 +162,17 @@ def test_views_round_numbers_and_list_only_current_outputs(tmp_path, run):
                                                "spearman_before_after": -1.0, "median_abs_change": 0.15})
     assert before_after.index("| a |") < before_after.index("| b |")  # largest move first
     assert "new points: 1" in before_after
+
+
+def test_value_vs_monte_carlo_with_equal_values_warns_nothing_and_says_why(tmp_path):
+    # A shrunk mean with no between-point spread gives every point the same value: Pearson is undefined,
+    # and numpy's "invalid value encountered in divide" used to reach the user's terminal.
+    import warnings
+
+    from pointscale.report.figures import value_vs_monte_carlo
+
+    values = pd.DataFrame({"shapley": np.full(6, 0.002), "mc_mean": np.linspace(0.0, 0.004, 6)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = value_vs_monte_carlo(values, tmp_path / "v.png")
+    assert path is not None and path.stat().st_size > 0

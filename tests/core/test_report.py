@@ -176,3 +176,17 @@ def test_value_vs_monte_carlo_with_equal_values_warns_nothing_and_says_why(tmp_p
         warnings.simplefilter("error")
         path = value_vs_monte_carlo(values, tmp_path / "v.png")
     assert path is not None and path.stat().st_size > 0
+
+
+def test_summary_says_when_the_exponents_sit_at_their_upper_bound():
+    # Shrinkage at 10-30 samples per point on non-linear models can put every point's alpha at e²
+    # (the estimator benchmark's collapsed populations): the summary must say the values are not pinned down.
+    from pointscale.laws.likelihood import PARAM_MAX
+
+    ids = [f"p{i}" for i in range(10)]
+    base = pd.DataFrame({"point_id": ids, "shapley": np.linspace(-1e-3, 1e-3, 10), "c": 1.0,
+                         "estimator": "shrinkage"})
+    stuck = report_summary(values=base.assign(alpha=np.r_[np.full(8, PARAM_MAX - 0.004), 0.5, 1.0]))
+    assert "alpha at its upper bound (e² = 7.39) for 80% of points" in stuck
+    fine = report_summary(values=base.assign(alpha=np.linspace(0.2, 1.5, 10)))
+    assert "upper bound" not in fine

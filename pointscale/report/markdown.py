@@ -16,13 +16,9 @@ import pandas as pd
 
 from ..io import atomic_write_text
 from ..laws.diagnostic import ESTIMATOR_WORDS
-from ..laws.likelihood import PARAM_MAX
+from ..laws.likelihood import ALPHA_BOUND_TOL, PARAM_MAX
 from ..laws.result import FittedScalingLaws
 from . import figures as _fig
-
-#: How close to e² an exponent counts as at the bound in the summary (shrinkage's collapsed populations
-#: sit at 7.383-7.389 on the estimator benchmark's non-linear models at 10-30 samples per point).
-ALPHA_BOUND_TOL = 0.05
 
 __all__ = ["write_report", "report_summary", "top_bottom_points", "markdown_table", "harmful_points",
            "label_issues_line"]

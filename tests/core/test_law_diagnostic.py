@@ -100,6 +100,32 @@ def test_one_sample_per_point_has_no_halves_and_fits_none(monkeypatch):
     assert "reliability unknown" in diagnostic_sentence(d)
 
 
+def test_a_law_whose_exponents_collapsed_to_a_bound_is_set_aside_for_the_law_free_estimator(monkeypatch):
+    # Shrinkage's population can collapse so that every point's α sits at e² (or 0): the law is then not
+    # identified (estimator benchmark, magic SVM at 10 per point: explained variance -1.02 where the shrunk
+    # mean had -0.12). Planted here on the fit on all samples of a planted law, where shrinkage is chosen.
+    import pointscale.laws.auto as auto
+    from pointscale.laws.likelihood import PARAM_MAX
+
+    s = simulate_samples(draw_parameters(150, 7), 10, 8)  # shrinkage's win in tests/core/test_laws_auto.py
+    s["sample_id"] = np.arange(len(s)) * 7919 + 13
+    chosen, _ = _quiet(select_laws, s)
+    assert chosen.meta["selection"]["chosen"] == "shrinkage"
+    real = auto.fit_estimator
+
+    def collapsed(name, samples, *args, **kwargs):
+        laws = real(name, samples, *args, **kwargs)
+        if name == "shrinkage" and len(samples) == len(s):
+            return dataclasses.replace(laws, alpha=np.where(np.arange(laws.n_points) < 138, PARAM_MAX - 0.004, 1.0))
+        return laws
+
+    monkeypatch.setattr(auto, "fit_estimator", collapsed)
+    laws, _ = _quiet(select_laws, s)
+    sel = laws.meta["selection"]
+    assert sel["chosen"] == "shrunk_mean" and laws.meta["law_free"]
+    assert "exponent sat at a bound (0 or e²) for 92% of the points" in sel["excluded"]["shrinkage"]
+
+
 def test_the_law_is_overridden_by_the_law_free_estimator_where_it_does_not_hold(monkeypatch):
     # A law candidate whose Shapley values are the truth (so it wins the selection's
     # score) but whose shape in k is a power law on wave-shaped data: auto must

@@ -418,6 +418,7 @@ PREFERENCE_ORDERS = {
     "laws_first": ("shrinkage", "amortized_shrinkage", "mle", "amortized", "shrunk_mean"),
     "regularised_first": ("shrinkage", "amortized_shrinkage", "shrunk_mean", "mle", "amortized"),
     "law_free_second": ("shrinkage", "shrunk_mean", "amortized_shrinkage", "mle", "amortized"),
+    "law_free_first": ("shrunk_mean", "shrinkage", "amortized_shrinkage", "mle", "amortized"),
 }
 
 

@@ -93,7 +93,11 @@ standard error of that paired difference.
 The same folds test the law (:mod:`pointscale.laws.diagnostic`): where the
 law does not hold (its held-out likelihood is more than two standard errors
 below a no-law model's), the values come from the best law-free candidate
-instead (``overridden`` in the record). The chosen estimator is refitted on
+instead (``overridden`` in the record). A chosen law whose exponent sits
+within :data:`~pointscale.laws.likelihood.ALPHA_BOUND_TOL` of a bound (0 or
+e²) for :data:`COLLAPSED_SHARE` of the points or more is set aside for the
+law-free candidate (``excluded`` says why): its population collapsed there,
+and the samples did not identify the law. The chosen estimator is refitted on
 all samples, and on two independent halves of each point's samples for the
 reliability of its values; ``meta['law_diagnostic']`` holds the diagnostic.
 For the amortized candidates the folds and halves reuse the hyperparameters

@@ -490,6 +490,48 @@ def _law_free_where_it_wins(chosen: str | None, diagnostic, cands, scored: _Scor
                          f"better than {chosen}, so the values come from {replacement}")
 
 
+def _choose_and_fit(cands, scored: _Scores, excluded: dict[str, str], usable: pd.DataFrame, context: FitContext,
+                    full_cache: dict, max_not_converged: float, diagnose: bool):
+    """Choose by the rule (module docstring) and fit the choice on all samples, setting aside a choice
+    whose fit on all samples did not converge or whose exponent collapsed to a bound, and choosing again.
+
+    Returns ``(chosen, laws, se, diagnostic, overridden, used_anyway)``; ``excluded`` gains the reasons.
+    """
+    while True:
+        chosen, se, used_anyway = _choose_converged(cands, scored, excluded, max_not_converged)
+        # The law's best shot: every candidate that could be fitted, converged or not.
+        diagnostic = _law_diagnostic(scored, chosen, [c for c in cands if c not in scored.errors]) \
+            if diagnose else None
+        chosen, overridden = _law_free_where_it_wins(chosen, diagnostic, cands, scored, excluded)
+        if chosen is None:  # nothing held out, or every candidate excluded: the first that fits
+            chosen = next((c for c in cands if c not in excluded), cands[0])
+        laws = fit_estimator(chosen, usable, context, full_cache)
+        stuck = _exponent_at_bound_share(laws) if not _is_law_free(chosen) else 0.0
+        if stuck >= COLLAPSED_SHARE and any(_is_law_free(c) and c not in excluded and c in scored.terms for c in cands):
+            # The population's exponent collapsed to a bound: these samples do not identify the law.
+            excluded[chosen] = (f"its exponent sat at a bound (0 or e²) for {stuck:.0%} of the points: these samples "
+                                "do not identify the law")
+            continue
+        share = _not_converged_share(laws)
+        if share <= max_not_converged or used_anyway is not None:
+            break
+        rest = [c for c in cands if c not in excluded and c != chosen and np.isfinite(scored.scores.get(c, np.inf))]
+        if not rest:
+            used_anyway = (f"the {chosen} fit on all samples did not converge on {share:.0%} of the points and no "
+                           "other estimator was left; its values are reported anyway")
+            break
+        if all(_better(chosen, c, scored) for c in rest):
+            used_anyway = (f"the {chosen} fit on all samples did not converge on {share:.0%} of the points, but "
+                           "its values predicted the held-out samples better than any other estimator's, so they "
+                           "are used")
+            break
+        # Its folds converged but its fit on all samples did not: set it aside and choose again.
+        excluded[chosen] = (f"its fit on all samples did not converge on {share:.0%} of the points "
+                            f"(more than {max_not_converged:.0%})")
+        scored.not_converged[chosen] = max(scored.not_converged.get(chosen, 0.0), share)
+    return chosen, laws, se, diagnostic, overridden, used_anyway
+
+
 def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "auto", oob=None,
                 folds: int = FOLDS, candidates=None, random_state: int = 0,
                 amortized_params: Mapping[str, Any] | None = None,
@@ -547,38 +589,8 @@ def select_laws(samples: pd.DataFrame, dataset: Any = None, *, method: str = "au
     fold_context = _fold_context(context, full_cache)
     scored = _cross_validate(cands, usable, fold_context, target, folds, seed)
     excluded = {c: f"it could not be fitted: {err}" for c, err in scored.errors.items()}
-    while True:
-        chosen, se, used_anyway = _choose_converged(cands, scored, excluded, max_not_converged)
-        # The law's best shot: every candidate that could be fitted, converged or not.
-        diagnostic = _law_diagnostic(scored, chosen, [c for c in cands if c not in scored.errors]) \
-            if diagnose else None
-        chosen, overridden = _law_free_where_it_wins(chosen, diagnostic, cands, scored, excluded)
-        if chosen is None:  # nothing held out, or every candidate excluded: the first that fits
-            chosen = next((c for c in cands if c not in excluded), cands[0])
-        laws = fit_estimator(chosen, usable, context, full_cache)
-        stuck = _exponent_at_bound_share(laws) if not _is_law_free(chosen) else 0.0
-        if stuck >= COLLAPSED_SHARE and any(_is_law_free(c) and c not in excluded and c in scored.terms for c in cands):
-            # The population's exponent collapsed to a bound: these samples do not identify the law.
-            excluded[chosen] = (f"its exponent sat at a bound (0 or e²) for {stuck:.0%} of the points: these samples "
-                                "do not identify the law")
-            continue
-        share = _not_converged_share(laws)
-        if share <= max_not_converged or used_anyway is not None:
-            break
-        rest = [c for c in cands if c not in excluded and c != chosen and np.isfinite(scored.scores.get(c, np.inf))]
-        if not rest:
-            used_anyway = (f"the {chosen} fit on all samples did not converge on {share:.0%} of the points and no "
-                           "other estimator was left; its values are reported anyway")
-            break
-        if all(_better(chosen, c, scored) for c in rest):
-            used_anyway = (f"the {chosen} fit on all samples did not converge on {share:.0%} of the points, but "
-                           "its values predicted the held-out samples better than any other estimator's, so they "
-                           "are used")
-            break
-        # Its folds converged but its fit on all samples did not: set it aside and choose again.
-        excluded[chosen] = (f"its fit on all samples did not converge on {share:.0%} of the points "
-                            f"(more than {max_not_converged:.0%})")
-        scored.not_converged[chosen] = max(scored.not_converged.get(chosen, 0.0), share)
+    chosen, laws, se, diagnostic, overridden, used_anyway = _choose_and_fit(
+        cands, scored, excluded, usable, context, full_cache, max_not_converged, diagnose)
     margin = _margin(chosen, [c for c in cands if c not in excluded], scored.scores, scored.terms, scored.groups) \
         if scored.scores else {"to": None, "value": None, "se": None}
     selection = {

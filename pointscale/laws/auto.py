@@ -159,7 +159,7 @@ FOLDS = 5
 #: A law whose exponent sits within ALPHA_BOUND_TOL of a bound (0 or e²) for at least this share of the
 #: points is set aside for the law-free candidate: its population collapsed there, the samples did not
 #: identify the law (shrinkage at 10-30 samples per point on the estimator benchmark's non-linear models:
-#: every point's α at 0 or at 7.383-7.389 in 55 of 96 refits; the deep ground truth's median α is 0.7-1.6).
+#: the points' median α at 0 or e² in 55 of 96 refits; the deep ground truth's median α is 0.7-1.6).
 COLLAPSED_SHARE = 0.9
 #: The law-free estimator whose per-point value is the law test's no-law constant.
 NO_LAW_CONSTANT = "shrunk_mean"

@@ -23,10 +23,10 @@ a power law: the better (higher held-out likelihood over all samples) of
   any shape in k, flat or not.
 
 Only a point with at least :data:`MIN_TRAIN_SAMPLES` training samples is
-scored: with fewer the law (two mean parameters) passes through them
-exactly, its fitted noise collapses towards zero, and a held-out
-log-likelihood measures that collapse, not the law (at 3 samples per
-point, gains of 1e9 nats per sample).
+scored: with fewer, the law's four parameters (c, α, σ, β) come close to
+passing through them, its fitted noise collapses towards zero, and a
+held-out log-likelihood measures that collapse, not the law (at 3 and 5
+samples per point, gains of 1e8-1e9 nats per sample on adult).
 
 ``loglik_gain_per_sample`` is the mean over held-out samples of
 log p(Δ | law) − log p(Δ | no law); its standard error
@@ -70,14 +70,14 @@ import pandas as pd
 from .likelihood import LOG_2PI
 from .result import FittedScalingLaws
 
-__all__ = ["VERDICTS", "GAIN_SE", "MIN_TRAIN_SAMPLES", "ESTIMATOR_WORDS", "N_BUCKETS", "RELIABILITY_TARGETS", "nolaw_terms",
-           "law_test", "split_half_reliability", "samples_for_reliability", "verdict", "diagnostic_sentence"]
+__all__ = ["VERDICTS", "GAIN_SE", "MIN_TRAIN_SAMPLES", "ESTIMATOR_WORDS", "N_BUCKETS", "RELIABILITY_TARGETS",
+           "nolaw_terms", "law_test", "split_half_reliability", "samples_for_reliability", "verdict", "diagnostic_sentence"]
 
 VERDICTS = ("holds", "does not hold", "undecided")
 #: Standard errors the held-out gain must clear for a verdict other than "undecided".
 GAIN_SE = 2.0
-#: Training samples a point needs before its held-out samples are scored: more than the law's two mean
-#: parameters, so that its noise is estimated from a residual.
+#: Training samples a point needs before its held-out samples are scored: more than the law's four
+#: parameters (c, α, σ, β), so that its noise is estimated from a residual.
 MIN_TRAIN_SAMPLES = 5
 #: Size buckets of the free-mean no-law model (log-spaced over the sampled range).
 N_BUCKETS = 3

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --settle: non-linear ground-truth samples per size, raised in these passes "
                         "(default 16 32 64)")
     p.add_argument("--repeats", type=int, default=1000, help="with --settle: point-addition initial sets per regime")
+    p.add_argument("--seed", type=int, default=0,
+                   help="with --settle: the non-linear ground truths' seed; on a machine without the seed-0 ledgers "
+                        "another seed adds independent rounds to the committed archive (default 0)")
     p.add_argument("--quick", action="store_true", help="every protocol at a small scale")
     p.add_argument("--out", default=None, help="working folder (default runs/settle with --settle, else "
                                                "runs/reproduce)")
@@ -349,7 +352,8 @@ def cmd_reproduce(args) -> int:
         from flows.reproduce import settle_main
 
         return settle_main(out=args.out or "runs/settle", results=args.results or "docs/results.md",
-                           depths=args.depth or [16, 32, 64], repeats=args.repeats, page_only=args.page_only)
+                           depths=args.depth or [16, 32, 64], repeats=args.repeats, page_only=args.page_only,
+                           datasets=args.datasets, models=args.models, seed=args.seed)
     out = args.out or "runs/reproduce"
     return reproduce_main(quick=args.quick, out=out, results=args.results or str(Path(out) / "results.md"),
                           datasets=args.datasets,

@@ -110,12 +110,25 @@ def main(quick: bool, out: str, results: str, datasets: list[str] | None = None,
     return 0
 
 
-def settle_main(out: str, results: str, depths: list[int], repeats: int, page_only: bool = False) -> int:
-    """``pointscale reproduce --settle``: sample (resumable), tabulate, write the page; or only the page."""
+def settle_main(out: str, results: str, depths: list[int], repeats: int, page_only: bool = False,
+                datasets: list[str] | None = None, models: list[str] | None = None, seed: int = 0) -> int:
+    """``pointscale reproduce --settle``: sample (resumable), tabulate, write the page; or only the page.
+
+    ``models`` (labels of :data:`reproduction.settle.NONLINEAR`, or ``logreg``)
+    and ``datasets`` narrow the sampling; every non-linear pass's new samples
+    are appended to the committed ground-truth archive
+    (:mod:`reproduction.archive`).
+    """
     from pathlib import Path
 
+    from pointscale.errors import ConfigError
     from reproduction import settle, settle_page
 
+    labels = [label for _, _, label, _ in settle.NONLINEAR]
+    unknown = sorted(set(models or []) - set(labels) - {"logreg"}) + sorted(set(datasets or []) - set(settle.DATASETS))
+    if unknown:
+        raise ConfigError(f"--settle knows the models {', '.join(['logreg', *labels])} and the datasets "
+                          f"{', '.join(settle.DATASETS)}, not {', '.join(unknown)}; name those instead")
     tables_dir = Path(results).with_suffix("")  # docs/results.md -> docs/results/
     start = time.perf_counter()
 
@@ -124,10 +137,15 @@ def settle_main(out: str, results: str, depths: list[int], repeats: int, page_on
 
     if not page_only:
         root = Path(out)
-        log(f"settle: working folder {root}, non-linear depths {depths}, {repeats} point-addition repeats")
-        settle.sample_logreg(root, log=log)
-        settle.run_addition(root, repeats=repeats, log=log)
-        settle.sample_nonlinear(root, depths, log=log)
+        log(f"settle: working folder {root}, non-linear depths {depths} (seed {seed}), "
+            f"{repeats} point-addition repeats")
+        if not models or "logreg" in models:
+            settle.sample_logreg(root, log=log)
+            settle.run_addition(root, repeats=repeats, log=log)
+        nonlinear = [m for m in (models or labels) if m != "logreg"]
+        if nonlinear:
+            settle.sample_nonlinear(root, depths, log=log, labels=nonlinear, datasets=datasets or settle.DATASETS,
+                                    seed=seed, checkpoint=True)
         settle.tables(root, tables_dir)
     page = settle_page.write_page(tables_dir, results)
     print(f"wrote {page} from {tables_dir}", file=sys.stderr)

@@ -16,7 +16,11 @@ a ledger under ``out``:
 * **Point addition as the paper ran it** (logistic regression): initial sets
   of 500 and 5,000, 1,000 repeats, every ranking on the same initial set.
 
-:func:`tables` turns the ledgers into the small tables under ``docs/results/``
+Every pass's new non-linear samples are also appended to the committed
+archive (:mod:`reproduction.archive`): a machine's ledgers do not outlive
+it, and these ground truths take more CPU hours than one session has.
+
+:func:`tables` turns the ledgers and the archive into the small tables under ``docs/results/``
 (the verdicts in ``verdicts.csv``); :mod:`reproduction.settle_page` writes the
 page from those tables alone.
 """
@@ -41,6 +45,7 @@ from pointscale.valuation import point_addition_experiment
 
 from .verdicts import (Z_FINDING, addition_table, addition_verdicts, cell_tables, lack_of_fit, law_verdict, needed_depth,
                        noise_corrected_r2)
+from . import archive
 from .config import MONOTONE_XGB
 from .protocols import addition_candidates
 from .run import point_order
@@ -94,24 +99,52 @@ def _sample(out: Path, ds: Any, cfg: SamplingConfig, points: Sequence[str], fold
     return frame
 
 
-def nonlinear_config(ds: Any, model: str, params: dict, depth: int) -> SamplingConfig:
+def nonlinear_config(ds: Any, model: str, params: dict, depth: int, seed: int = 0) -> SamplingConfig:
     return SamplingConfig(model=model, model_params=dict(params), metric=default_metric(ds.task), mode="staggered",
-                          sizes=NONLINEAR_SIZES, samples_per_size=depth, seed=0, block_size=NONLINEAR_POINTS,
+                          sizes=NONLINEAR_SIZES, samples_per_size=depth, seed=seed, block_size=NONLINEAR_POINTS,
                           shard_size=4)
 
 
+def nonlinear_ledger(out: Path, dataset: str, label: str, seed: int = 0) -> Path:
+    """The ledger of one non-linear ground truth and seed (seed 0 keeps the original folder name)."""
+    return Path(out) / "ledgers" / dataset / (label if seed == 0 else f"{label}-seed{seed}")
+
+
+def nonlinear_ledgers(out: Path, dataset: str, label: str) -> dict[int, Path]:
+    """Every seed's ledger of one ground truth present under ``out`` (seed → folder)."""
+    base = Path(out) / "ledgers" / dataset
+    found = {0: base / label} if (base / label).exists() else {}
+    for folder in sorted(base.glob(f"{label}-seed*")) if base.exists() else []:
+        tail = folder.name[len(label) + len("-seed"):]
+        if tail.isdigit():
+            found[int(tail)] = folder
+    return found
+
+
 def sample_nonlinear(out: Path, depths: Sequence[int], log: Callable = print,
-                     labels: Sequence[str] | None = None) -> None:
-    """Raise every non-linear model's ground truth through ``depths`` (resumable)."""
-    data = {n: load_dataset(n) for n in DATASETS}
+                     labels: Sequence[str] | None = None, datasets: Sequence[str] = DATASETS, seed: int = 0,
+                     checkpoint: bool = False) -> None:
+    """Raise every non-linear model's ground truth through ``depths`` (resumable).
+
+    ``seed`` picks the ledger (a machine whose seed-0 ledger is gone adds
+    independent rounds under another seed; see :mod:`reproduction.archive`);
+    with ``checkpoint`` every pass's new samples are appended to the
+    committed archive.
+    """
+    data = {n: load_dataset(n) for n in datasets}
     for depth in depths:
         for name, ds in data.items():
             pts = list(point_order(ds, 0)[:NONLINEAR_POINTS])
             for model, params, label, _ in NONLINEAR:
                 if labels and label not in labels:
                     continue
-                _sample(out, ds, nonlinear_config(ds, model, params, depth), pts, out / "ledgers" / name / label,
+                folder = nonlinear_ledger(out, name, label, seed)
+                _sample(out, ds, nonlinear_config(ds, model, params, depth, seed), pts, folder,
                         f"{label} ground truth", log)
+                if checkpoint:
+                    part = archive.checkpoint(archive.ledger_samples(folder, seed), name, label)
+                    if part is not None:
+                        log(f"{name}/{label}: archived {part.name}")
 
 
 def logreg_configs(ds: Any, depth: int) -> dict[str, tuple[SamplingConfig, int]]:
@@ -210,7 +243,9 @@ def _rates(out: Path) -> dict[tuple[str, str], float]:
     return {k: float(r["new_samples"] / r["cpu_s"]) for k, r in g.iterrows()}
 
 
-def law_tables(out: Path, n_boot: int = 1000) -> tuple[pd.DataFrame, pd.DataFrame]:
+def law_tables(out: Path, n_boot: int = 1000,
+               archive_root: Path = archive.ARCHIVE) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Law-fit and common-random-number rows of every ground truth with samples (ledgers under ``out``, archive)."""
     rows, crn = [], []
     rates = _rates(out)
     for name in DATASETS:
@@ -219,10 +254,9 @@ def law_tables(out: Path, n_boot: int = 1000) -> tuple[pd.DataFrame, pd.DataFram
             gt = Ledger(f).read(columns=["point_id", "k", "delta", "round"])
             rows.append(_law_row(gt, name, "logreg", "registry defaults", n_boot))
         for _, _, label, what in NONLINEAR:
-            f = out / "ledgers" / name / label
-            if not f.exists():
+            gt = archive.pooled_samples(nonlinear_ledgers(out, name, label), name, label, root=archive_root)
+            if gt.empty:
                 continue
-            gt = Ledger(f).read(columns=["point_id", "k", "delta", "round"])
             rows.append(_law_row(gt, name, label, what, n_boot, rates.get((name, f"{label} ground truth"), np.nan)))
             crn.append(crn_row(gt, name, label))
     return pd.DataFrame(rows), pd.DataFrame(crn)
@@ -338,18 +372,76 @@ def shapley_tables(table: str | Path = ESTIMATOR_TABLE) -> tuple[pd.DataFrame, p
     return summary, pd.DataFrame(rows)
 
 
-def tables(out: str | Path, dest: str | Path, n_boot: int = 1000) -> dict[str, pd.DataFrame]:
-    """Every table behind the page, written as CSV under ``dest`` (docs/results/)."""
+def _merge_rows(existing: pd.DataFrame, fresh: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``existing`` with every row whose ``keys`` ``fresh`` has replaced in place; fresh rows new to it appended."""
+    if existing.empty or not set(keys) <= set(existing.columns):
+        return fresh
+    if fresh.empty:
+        return existing
+    fresh_keys = pd.MultiIndex.from_frame(fresh[keys].astype(str))
+    old_keys = pd.MultiIndex.from_frame(existing[keys].astype(str))
+    rows, used = [], set()
+    for i, key in enumerate(old_keys):
+        if key in fresh_keys:
+            j = fresh_keys.get_loc(key)
+            j = j if isinstance(j, (int, np.integer)) else int(np.flatnonzero(np.atleast_1d(j))[0])
+            rows.append(fresh.iloc[[j]])
+            used.add(j)
+        else:
+            rows.append(existing.iloc[[i]].reindex(columns=fresh.columns))
+    rows += [fresh.iloc[[j]] for j in range(len(fresh)) if j not in used]
+    return pd.concat(rows, ignore_index=True)
+
+
+def _committed(dest: Path, name: str) -> pd.DataFrame:
+    path = dest / f"{name}.csv"
+    return pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame()
+
+
+def tables(out: str | Path, dest: str | Path, n_boot: int = 1000,
+           archive_root: Path = archive.ARCHIVE) -> dict[str, pd.DataFrame]:
+    """Every table behind the page, written as CSV under ``dest`` (docs/results/).
+
+    A row is recomputed wherever its samples are here (the ledgers under
+    ``out``, the committed ground-truth archive); a row whose samples this
+    machine does not hold (a ledger sampled on a machine since replaced) is
+    kept as ``dest`` already has it, and so is a law-fit row whose samples
+    here are shallower than the committed row's: regenerating on a new
+    machine never drops or weakens a measured finding.
+    """
     out, dest = Path(out), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    laws, crn = law_tables(out, n_boot)
+    laws, crn = law_tables(out, n_boot, archive_root)
+    committed_laws = _committed(dest, "laws")
+    if not laws.empty and not committed_laws.empty:  # a shallower ground truth than the committed row's waits
+        depth = committed_laws.set_index(["dataset", "model"])["samples_per_size"]
+        have = [depth.get((d, m), 0) for d, m in zip(laws["dataset"], laws["model"])]
+        keep = laws["samples_per_size"].to_numpy() >= np.asarray(have, dtype=float)
+        laws = laws[keep].reset_index(drop=True)
+        crn = crn.merge(laws[["dataset", "model"]], on=["dataset", "model"]) if not crn.empty else crn
+    fresh = {(d, f"{m} ground truth") for d, m in zip(laws.get("dataset", []), laws.get("model", []))}
+    laws = _merge_rows(committed_laws, laws, ["finding", "dataset", "model"])
+    crn = _merge_rows(_committed(dest, "crn"), crn, ["dataset", "model"])
     add_summary, add_verdicts = addition_tables(out)
+    if add_summary.empty:  # no point-addition trials here: keep the committed summary and verdicts
+        add_summary = _committed(dest, "addition")
+        old = _committed(dest, "verdicts")
+        if not old.empty:
+            reasons = _committed(dest, "verdict_reasons")
+            old = old.merge(reasons, on=["finding", "dataset", "model", "config"], how="left")
+            add_verdicts = old[old["finding"].astype(str).str.startswith("point addition")]
     extrap = extrapolation_table(out)
+    if extrap.empty:
+        extrap = _committed(dest, "extrapolation")
     cost = read_cost(out)
     if not cost.empty:
         cost["cpu_s"] = pd.to_numeric(cost["cpu_s"], errors="coerce")
         cost = cost.groupby(["dataset", "phase"], as_index=False).agg(
             new_samples=("new_samples", "sum"), wall_s=("wall_s", "sum"), cpu_s=("cpu_s", lambda x: x.sum(min_count=1)))
+        # A ground truth's cost moves with its law row: a kept row keeps the cost of the samples behind it.
+        gt = cost["phase"].str.endswith(" ground truth")
+        cost = cost[~gt | pd.Series([k in fresh for k in zip(cost["dataset"], cost["phase"])], index=cost.index)]
+    cost = _merge_rows(_committed(dest, "cost"), cost, ["dataset", "phase"])
     shapley, shapley_verdicts = shapley_tables()
     verdict_rows = pd.concat([laws.reindex(columns=VERDICT_COLUMNS + ["reason"]),
                               add_verdicts.reindex(columns=VERDICT_COLUMNS + ["reason"]),

@@ -151,7 +151,9 @@ def render(t: dict[str, pd.DataFrame]) -> str:
         "Data: UCI Adult and MAGIC gamma telescope (`make data`); utility: the default `paper_ce` on the validation "
         "split. Non-linear models: 32 points per dataset with common random numbers (one base subset per size and "
         "round shared by all 32), sizes 100..1000 (ten, staggered) and 2,000. Logistic regression: 1,000 points, "
-        "30 samples per size.", "",
+        "30 samples per size. A non-linear ground truth's samples are committed in `reproduction/ground_truth/` "
+        "(`reproduction/archive.py`), so a checkout re-derives its row and a later machine deepens it; rows sampled "
+        "before that archive existed are kept as they were measured.", "",
         "## Verdicts", "",
         *_verdict_lines(t), "",
         *_rule_lines(), "",

@@ -79,7 +79,7 @@ HELP = {
     "server": ["--port"],
     "serve": ["--data-dir", "--cron", "--watch-interval", "--valid", "--model"],
     "reproduce": ["--settle", "--depth", "--repeats", "--quick", "--out", "--results", "--datasets", "--models",
-                  "--gt-per-size", "--page-only",
+                  "--gt-per-size", "--page-only", "--seed",
                   "--with-runs"],
 }
 
@@ -92,6 +92,15 @@ def test_every_subcommand_documents_its_options(sub, capsys):
     assert exit_info.value.code == 0 and out.startswith(f"usage: pointscale {sub}")
     missing = [opt for opt in HELP[sub] if opt not in out]
     assert not missing, f"{sub} --help does not document {missing}"
+
+
+def test_settle_names_the_models_it_knows(tmp_path, capsys):
+    code = main(["reproduce", "--settle", "--models", "mlp", "--out", str(tmp_path / "s"),
+                 "--results", str(tmp_path / "r.md")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--settle knows the models logreg, xgboost, xgboost_monotone, mlp_batched, svm" in err
+    assert "not mlp; name those instead" in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()  # refused before any sampling
 
 
 def test_an_unknown_option_exits_2_and_names_it(capsys):

@@ -131,11 +131,19 @@ def test_block_models_equal_separate_fits(data, request):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("data", ["cancer", "one_hot3"])
 def test_a_models_delta_does_not_depend_on_the_models_beside_it(data, dtype, request):
-    """How many models one call trains (a block's width) changes no model: Δ is bit-identical.
+    """How many models one call trains (a block's width) changes no model beyond float rounding.
 
     ``benchmarks/throughput.py`` times calls of 8 to 64 models on the same D as "wider batches" and
-    reports their Δ agreement as exact; this is that claim. Same D, seed and points, trained 12 at
-    once and in calls of 1, 5 and 6 models (widths that leave partial tiles in the products).
+    reports their Δ agreement; this is that claim. Same D, seed and points, trained 12 at once and in
+    calls of 1, 5 and 6 models (widths that leave partial tiles in the products).
+
+    In float64 Δ is bit-identical. In float32 it is not on every machine: OpenBLAS's sgemm rounds a
+    column differently by the product's width (on the AMD EPYC (Zen 3) machine that replaced the
+    development machine, ``X @ A[:, :32]`` differs from the first 32 columns of ``X @ A`` by up
+    to 4e-5 relative, no model involved), and the 40 training steps carry that into Δ: 1.6e-5
+    relative measured here; bit-identical on the previous machine. A model that read another's
+    rows or weights would move its Δ by the order of Δ itself, so float32 is held to 1e-4 of
+    the block's largest |Δ|.
     """
     ds = request.getfixturevalue(data)
     solver = MLPBlockSolver(default_params("mlp_batched", ds.task) | {"dtype": dtype, "max_iter": 40}, ds.task,
@@ -152,7 +160,10 @@ def test_a_models_delta_does_not_depend_on_the_models_beside_it(data, dtype, req
     wide = deltas(len(Z))
     assert np.all(np.isfinite(wide)) and np.ptp(wide) > 0
     for width in (1, 5, 6):
-        np.testing.assert_array_equal(deltas(width), wide)
+        if dtype == "float64":
+            np.testing.assert_array_equal(deltas(width), wide)
+        else:
+            np.testing.assert_allclose(deltas(width), wide, rtol=0, atol=1e-4 * np.abs(wide).max())
 
 
 @pytest.mark.parametrize("data", ["cancer", "three_classes"])

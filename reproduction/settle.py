@@ -206,7 +206,7 @@ def _law_row(samples: pd.DataFrame, dataset: str, model: str, config: str, n_boo
     r2 = noise_corrected_r2(samples, n_boot=n_boot)
     lof = lack_of_fit(samples, n_boot=max(50, n_boot // 10))
     verdict, reason = law_verdict(r2, lof)
-    need = needed_depth(r2["samples_per_cell_half"], r2["ceiling"])
+    need = needed_depth(r2["samples_per_cell_half"], r2["ceiling"], by_size=r2.get("ceiling_by_size"))
     deeper = need is not None and need > r2["samples_per_cell_half"]
     if verdict == "not measurable" and deeper and np.isfinite(rate) and rate > 0:
         cells = samples.groupby(["point_id", "k"]).ngroups

@@ -50,8 +50,9 @@ rejected, so the test qualifies the verdict; it does not make it.
 
 1. *Decidable* when the out-of-sample noise ceiling is ≥ 0.9 or the 95 %
    interval of R²_nc is at most 0.10 wide. Otherwise ``not measurable``, with
-   the depth a ceiling of 0.9 needs: c = T/(T+N) and N falls as 1/n, so
-   n′ = n · (1 − c)/c · w/(1 − w) (w = 0.9).
+   the depth a ceiling of 0.9 needs: per size c_k = T_k/(T_k+N_k) and N_k
+   falls as 1/n, so n′ solves mean_k c_k(n′) = w (w = 0.9); with one c this
+   is n′ = n · (1 − c)/c · w/(1 − w) (:func:`needed_depth`).
 2. On a decidable table, ``reproduced`` when R²_nc ≥ 0.9, else ``not
    reproduced``; the interval is stated beside it, and where its lower end
    is below 0.8 the reason says why it is wide (the share of the
@@ -188,11 +189,15 @@ def _paper_r2(T: np.ndarray, P: np.ndarray) -> float:
     return float(np.nanmean(per))
 
 
+def _ceilings(T: np.ndarray, S: np.ndarray) -> np.ndarray:
+    """Per size: 1 − mean se² / var across points."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 - (S ** 2).mean(axis=0) / T.var(axis=0)
+
+
 def _ceiling(T: np.ndarray, S: np.ndarray) -> float:
     """The paper's noise ceiling, mean over sizes of 1 − mean se² / var across points."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        per = 1.0 - (S ** 2).mean(axis=0) / T.var(axis=0)
-    return float(np.nanmean(per))
+    return float(np.nanmean(_ceilings(T, S)))
 
 
 def dense_cells(samples: pd.DataFrame) -> tuple[np.ndarray, pd.Index, np.ndarray]:
@@ -252,6 +257,7 @@ def noise_corrected_r2(samples: pd.DataFrame, *, n_boot: int = 1000, seed: int =
     if n < 4:
         raise DataError(f"only {n} point(s) have every size in both halves; need at least 4")
     est, paper, ceil_plain, ceil, misfit = _oos_r2(XA, XB, sizes)
+    T_b, _, D_b = _moments(XB)
     g = rng(seed, STREAM_SELECTION, "nc-r2-bootstrap")
     boots = np.empty(n_boot)
     for b_ in range(n_boot):
@@ -267,7 +273,8 @@ def noise_corrected_r2(samples: pd.DataFrame, *, n_boot: int = 1000, seed: int =
     lo, hi = est - (centre - q_lo), est + (q_hi - centre)
     return {"r2_nc": est, "ci_low": float(lo), "ci_high": float(hi), "paper_r2": paper,
             "paper_ceiling": ceil_plain, "ceiling": ceil, "size_mean_misfit": misfit, "n_points": n,
-            "samples_per_cell_half": float(min(XA.shape[2], XB.shape[2])), "top_point_share": _top_share(XB)}
+            "samples_per_cell_half": float(min(XA.shape[2], XB.shape[2])), "top_point_share": _top_share(XB),
+            "ceiling_by_size": _ceilings(T_b, D_b)}
 
 
 def _top_share(X: np.ndarray) -> float:
@@ -326,13 +333,42 @@ def _per_point_p(chi2: np.ndarray, dof: int) -> np.ndarray:
 # --------------------------------------------------------------------------- the rule
 
 
-def needed_depth(n: float, ceiling: float, want: float = CEILING_DECIDABLE) -> int | None:
-    """Samples per cell a noise ceiling of ``want`` needs: n·(1 − c)/c · w/(1 − w)."""
+#: A size whose noise matches or exceeds its spread between points is sized as this ceiling.
+CEILING_FLOOR = 0.01
+
+
+def needed_depth(n: float, ceiling: float, want: float = CEILING_DECIDABLE,
+                 by_size: np.ndarray | None = None) -> int | None:
+    """Samples per cell a noise ceiling of ``want`` needs.
+
+    One ceiling c = T/(T+N), N falling as 1/n: n·(1 − c)/c · w/(1 − w). The
+    ceiling is a mean over sizes, though, and the sizes differ (on adult's
+    MLP from 0.09 to 0.91 at 53 samples): a low size rises slowly, so the
+    single-c formula under-sizes. Given the per-size ceilings ``by_size``,
+    the depth solves mean_k r_k·m/(r_k·m + 1) = w for m = n′/n, with
+    r_k = c_k/(1 − c_k) (each size's signal over its noise at depth n);
+    a size at or below :data:`CEILING_FLOOR` is sized as that floor.
+    """
     if not math.isfinite(ceiling) or ceiling <= 0 or not math.isfinite(n):
         return None
     if ceiling >= want:
         return int(math.ceil(n))
-    return int(math.ceil(n * (1.0 - ceiling) / ceiling * want / (1.0 - want) - 1e-9))
+    if by_size is None:
+        return int(math.ceil(n * (1.0 - ceiling) / ceiling * want / (1.0 - want) - 1e-9))
+    c = np.clip(np.asarray(by_size, dtype=float), CEILING_FLOOR, 1.0 - 1e-9)
+    c = c[np.isfinite(c)]
+    if c.size == 0:
+        return None
+    r = c / (1.0 - c)
+    if float(np.mean(r / (r + 1.0))) >= want:
+        return int(math.ceil(n))
+    lo, hi = 1.0, 1.0
+    while float(np.mean(r * hi / (r * hi + 1.0))) < want:
+        hi *= 2.0
+    for _ in range(100):  # bisection on m: the mean ceiling rises monotonically with depth
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if float(np.mean(r * mid / (r * mid + 1.0))) < want else (lo, mid)
+    return int(math.ceil(n * hi - 1e-9))
 
 
 def law_verdict(r2: dict[str, Any], lof: dict[str, Any] | None = None) -> tuple[str, str]:
@@ -340,7 +376,7 @@ def law_verdict(r2: dict[str, Any], lof: dict[str, Any] | None = None) -> tuple[
     est, lo, hi, ceil = r2["r2_nc"], r2["ci_low"], r2["ci_high"], r2["ceiling"]
     width = hi - lo
     if not (ceil >= CEILING_DECIDABLE or width <= CI_WIDTH_DECIDABLE):
-        need = needed_depth(r2["samples_per_cell_half"], ceil)
+        need = needed_depth(r2["samples_per_cell_half"], ceil, by_size=r2.get("ceiling_by_size"))
         what = (f"needs about {need} samples per size in each half" if need is not None else
                 "noise exceeds the signal at this depth, so the depth cannot be sized from it: pilot 10x deeper")
         return "not measurable", (f"out-of-sample ceiling {ceil:.2f} < {CEILING_DECIDABLE} and interval width "

@@ -99,22 +99,33 @@ def test_non_monotone_psi_is_not_reproduced(shape):
 
 def test_shallow_table_asks_for_the_depth_it_needs():
     psi, _, _ = planted_law()
-    s = simulate(psi, rounds=6, noise=1.5)
+    s = simulate(psi, rounds=6, noise=3.0)
     r2 = noise_corrected_r2(s, n_boot=300)
     verdict, reason = law_verdict(r2)
     assert verdict == "not measurable", reason
-    need = needed_depth(r2["samples_per_cell_half"], r2["ceiling"])
+    need = needed_depth(r2["samples_per_cell_half"], r2["ceiling"], by_size=r2["ceiling_by_size"])
     assert need is not None and need > r2["samples_per_cell_half"]
     assert str(need) in reason
     # Sampling at the prescribed depth brings the ceiling to 0.9 (within the ceiling's own noise).
-    deep = noise_corrected_r2(simulate(psi, rounds=2 * need, noise=1.5, seed=5), n_boot=100)
-    assert deep["ceiling"] > 0.85
+    deep = noise_corrected_r2(simulate(psi, rounds=2 * need, noise=3.0, seed=5), n_boot=100)
+    assert deep["ceiling"] > 0.895
+    # The single-ceiling formula sizes below it: the sizes' ceilings differ, and the low ones rise slowly.
+    single = needed_depth(r2["samples_per_cell_half"], r2["ceiling"])
+    assert single < need
 
 
 def test_needed_depth_formula():
     # c = T/(T+N) = 0.5 at n = 10: N must fall 9-fold for c = 0.9 → 90 samples.
     assert needed_depth(10, 0.5) == 90
     assert needed_depth(10, 0.95) == 10
+    # Equal sizes: the per-size solve is the same formula.
+    assert needed_depth(10, 0.5, by_size=np.full(11, 0.5)) == 90
+    # Sizes at 0.9 and 0.5 (mean 0.7): one c says 39; the sizes need m with (9m/(9m+1) + m/(m+1))/2 = 0.9.
+    m = needed_depth(1000, 0.7, by_size=np.array([0.9, 0.5])) / 1000
+    assert abs((9 * m / (9 * m + 1) + m / (m + 1)) / 2 - 0.9) < 1e-3
+    assert needed_depth(10, 0.7) == 39 and needed_depth(10, 0.7, by_size=np.array([0.9, 0.5])) > 39
+    # A size whose noise exceeds its spread counts as the floor, not as "never".
+    assert needed_depth(10, 0.3, by_size=np.array([0.9, -0.4])) is not None
 
 
 def test_crn_deviation_se_is_smaller_than_plain_se():

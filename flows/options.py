@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Sequence, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from pointscale.errors import ConfigError
 from pointscale.partitions import PART_POINTS
@@ -188,10 +188,31 @@ class PipelineOptions(ExecutionOptions, SamplingOptions):
     """Every setting of the whole pipeline (``pointscale run`` and the served flows)."""
 
     amortized: bool = Field(True, description="fit the amortized estimator")
+    laws: str = Field(
+        "auto", description="the laws behind the values: auto (the estimator with the best held-out likelihood) "
+                            "or one estimator by name (mle, shrinkage, shrunk_mean, amortized, ...)")
     removal: bool = Field(True, description="compute the removal curve")
     select_m: Annotated[int, Field(ge=0), Cli("--select")] = Field(50, description="points to select")
     target_sizes: Optional[list[PositiveInt]] = Field(
         None, description="sizes to value at (default: pool size and 10x)")
+
+    @field_validator("laws")
+    @classmethod
+    def _known_laws(cls, value: str) -> str:
+        from pointscale.laws.estimators import registered
+
+        if value != "auto" and value not in registered():
+            raise ValueError(f"{value!r} is not an estimator; use auto or one of {', '.join(registered())}")
+        return value
+
+    @model_validator(mode="after")
+    def _laws_need_their_inputs(self) -> "PipelineOptions":
+        from pointscale.laws.estimators import get_estimator
+
+        if self.laws != "auto" and not self.amortized and "amortized" in (self.laws, *get_estimator(self.laws).requires):
+            raise ValueError(f"laws={self.laws} builds on the amortized estimator, which amortized=False turns off; "
+                             "drop --no-amortized or choose other laws")
+        return self
 
     def execution(self) -> ExecutionOptions:
         return ExecutionOptions(**self.model_dump(include=set(ExecutionOptions.model_fields)))
@@ -328,6 +349,8 @@ _NOT_ECHOED = ("storage_options",)
 def describe_error(model: type[BaseModel], exc: ValidationError) -> str:
     """One line for the first bad field: ``--flag VALUE: what it must be (option field)``."""
     errors = exc.errors()
+    if errors and not errors[0]["loc"]:  # a rule across options: its message says which ones
+        return str(errors[0]["msg"]).removeprefix("Value error, ")
     field = str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else ""
     mine = [e for e in errors if e["loc"] and str(e["loc"][0]) == field]
     reasons = list(dict.fromkeys(e["msg"][0].lower() + e["msg"][1:] for e in mine))

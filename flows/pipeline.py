@@ -177,7 +177,7 @@ def _downstream(run: RunFolder, ds_info: dict[str, Any], sampling: dict[str, Any
         pipeline.clear_output(root, "laws_amortized")
     t = time.perf_counter()
     progress.stage("choose-laws", "choosing the laws by held-out likelihood")
-    laws = law_tasks.choose_laws(root, dataset, sampling, samples, mle, amortized,
+    laws = law_tasks.choose_laws(root, dataset, sampling, samples, mle, amortized, method=options.laws,
                                  partition_points=options.partition_points)
     # Also when the stage was reused: run.json holds this run's diagnostic.
     run.update_manifest(law_diagnostic=laws.get("law_diagnostic"))

@@ -49,7 +49,8 @@ the choice and every value kept theirs. Setting aside a law whose exponent colla
 The development machine was then replaced (an AMD EPYC, Zen 3, whose OpenBLAS picks other
 kernels): with no change to the code the stages run, every digest but ``run_record`` and
 ``removal`` moved, so they were regenerated there at b94fe71 (which changed only the
-reproduction's archive). They come from the development machine; a float differs in its last bit on another BLAS, so
+reproduction's archive). The ``--laws`` option (the run's estimator by name, ``auto`` by
+default) then moved ``run_record`` alone (one more recorded option). They come from the development machine; a float differs in its last bit on another BLAS, so
 regenerate them there (``python -m tests.core.test_behaviour_digest --write``)
 only when a change of results is intended, and say so in the commit.
 Execution settings that never change a result are pinned (``workers=2``

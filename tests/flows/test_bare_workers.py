@@ -81,7 +81,7 @@ def test_bare_workers_need_no_prefect_settings(tmp_path):
         started = time.monotonic()
         proc = run_cli("run", "--dask-address", cluster["address"], "--points", str(POINTS),
                        "--samples-per-point", str(SAMPLES_PER_POINT), "--shard-size", "1",
-                       "--no-amortized", "--no-removal", "--out", str(out), timeout=170,
+                       "--no-amortized", "--no-removal", "--laws", "mle", "--out", str(out), timeout=170,
                        unset=("PREFECT_API_URL",), cwd=tmp_path)
         logs = "".join(f"\n--- {p.name}\n" + tail(p) for p in sorted(cluster["logs"].glob("*.log")))
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:] + logs

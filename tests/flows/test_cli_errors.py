@@ -39,6 +39,9 @@ CASES = [
     (["--dataset", "/nonexistent/data.csv", "--target", "y"], "data file not found"),
     (["--dataset", "no_such_builtin_name"], "not found"),
     (["--model-param", "n_neighbours=3", "--model", "knn"], "n_neighbours"),
+    (["--laws", "nope"], "'nope' is not an estimator; use auto or one of shrinkage, mle"),
+    (["--laws", "amortized_shrinkage", "--no-amortized"],
+     "laws=amortized_shrinkage builds on the amortized estimator, which amortized=False turns off"),
 ]
 # Without a GPU (none in CI), --device cuda must stop before anything runs.
 if _gpu() is None:
@@ -71,7 +74,7 @@ def test_single_class_target(tmp_path, capsys):
 HELP = {
     # each subcommand's help must document the options its command reads
     "run": ["--dataset", "--model", "--metric", "--k-min", "--k-max", "--samples-per-point", "--points",
-            "--valid", "--test", "--split-column", "--coerce-numeric", "--encoding"],
+            "--valid", "--test", "--split-column", "--coerce-numeric", "--encoding", "--laws"],
     "revalue": ["--run-dir", "--dataset"],
     "ingest": ["--dataset", "--target"],
     "sample": ["--dataset", "--samples-per-point"],

@@ -31,7 +31,7 @@ from .test_bare_workers import start_bare_cluster
 pytestmark = pytest.mark.slow
 
 ARGS = ("--points", "240", "--samples-per-point", "3", "--partition-points", "100", "--no-amortized",
-        "--no-removal")
+        "--no-removal", "--laws", "mle")
 
 
 def max_value_difference(a: pd.DataFrame, b: pd.DataFrame) -> float:
@@ -115,7 +115,7 @@ def test_storage_options_reach_bare_workers_and_are_no_credential(prefect_server
     with ExitStack() as stack:
         bare = start_bare_cluster(stack, tmp_path / "cluster", extra_env=keys)
         proc = run_cli("run", "--dask-address", bare["address"], "--points", "24", "--samples-per-point", "3",
-                       "--no-amortized", "--no-removal", "--partition-points", "10", "--storage-option",
+                       "--no-amortized", "--no-removal", "--laws", "mle", "--partition-points", "10", "--storage-option",
                        f"endpoint_url={endpoint}", "--out", url, timeout=300, cwd=tmp_path,
                        unset=("AWS_ENDPOINT_URL",))
         logs = "".join(p.read_text(errors="replace")[-2000:] for p in sorted(bare["logs"].glob("*.log")))
@@ -126,5 +126,9 @@ def test_storage_options_reach_bare_workers_and_are_no_credential(prefect_server
     assert record["config"]["options"]["storage_options"] == {"endpoint_url": endpoint}
     assert record["outputs"]["values"]["result"]["partitions"] == 3
     assert len(store.read_parquet("values.parquet")) == 24
+    # --laws mle: the values come from the per-point MLE, with no held-out choice among estimators.
+    assert record["config"]["options"]["laws"] == "mle"
+    assert record["outputs"]["laws"]["result"]["estimator"]["chosen"] == "mle"
+    assert "heldout_nll" not in record["outputs"]["laws"]["result"]["estimator"]
     for text in [proc.stdout, proc.stderr, logs] + [store.read_bytes(k).decode("latin-1") for k in store.walk()]:
         assert S3_SECRET not in text and S3_KEY_ID not in text

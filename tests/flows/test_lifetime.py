@@ -28,7 +28,8 @@ pytestmark = pytest.mark.slow
 
 # Small and quick, yet long enough in sampling to be killed there (24 shards, one worker).
 JOB = ["--model", "knn", "--points", "64", "--samples-per-point", "3", "--block-size", "8", "--shard-size", "1",
-       "--k-min", "60", "--k-max", "200", "--seed", "3", "--no-amortized", "--no-removal", "--workers", "1"]
+       "--k-min", "60", "--k-max", "200", "--seed", "3", "--no-amortized", "--no-removal", "--workers", "1",
+       "--laws", "mle"]  # the law choice is not under test here (tests/core/test_laws_auto.py)
 
 
 def _own_server_env(home: Path, **extra: str) -> dict[str, str]:

@@ -22,7 +22,9 @@ from .test_bare_workers import start_bare_cluster
 pytestmark = pytest.mark.slow
 
 # Every stage, the amortized estimator and the removal curve too, by 3 partitions on the bare workers.
-ARGS = ("--points", "24", "--samples-per-point", "3", "--shard-size", "1", "--partition-points", "10")
+# The law choice is not under test in this file (tests/core/test_laws_auto.py): the per-point MLE skips its
+# cross-validation (4-5 s a run).
+ARGS = ("--points", "24", "--samples-per-point", "3", "--shard-size", "1", "--partition-points", "10", "--laws", "mle")
 
 
 def test_run_on_s3_equals_the_local_run(prefect_server, s3_bucket, tmp_path):
@@ -119,7 +121,7 @@ def test_a_missing_protocol_package_is_one_line(url, package, tmp_path):
 
 # A job with many small shards (k-NN, 8 blocks of 8 points x 8 rounds = 64 shards), slow enough to kill.
 JOB = ("--model", "knn", "--points", "64", "--samples-per-point", "8", "--block-size", "8", "--shard-size", "1",
-       "--k-min", "60", "--k-max", "200", "--seed", "3", "--no-amortized", "--no-removal")
+       "--k-min", "60", "--k-max", "200", "--seed", "3", "--no-amortized", "--no-removal", "--laws", "mle")
 N_SHARDS, N_SAMPLES = 64, 64 * 8
 
 

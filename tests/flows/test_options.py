@@ -46,7 +46,7 @@ NON_DEFAULT = {
     "samples_per_point": ["--samples-per-point", "9"], "k_min": ["--k-min", "20"], "k_max": ["--k-max", "90"],
     "block_size": ["--block-size", "4"], "shard_size": ["--shard-size", "2"], "workers": ["--workers", "3"],
     "dask_address": ["--dask-address", "tcp://127.0.0.1:1"], "amortized": ["--no-amortized"],
-    "removal": ["--no-removal"], "select_m": ["--select", "5"], "target_sizes": ["--target-sizes", "10", "20"],
+    "laws": ["--laws", "shrinkage"], "removal": ["--no-removal"], "select_m": ["--select", "5"], "target_sizes": ["--target-sizes", "10", "20"],
     "device": ["--device", "auto"],
     "valid": ["--valid", "valid.csv"], "test": ["--test", "test.csv"], "split_column": ["--split-column", "part"],
     "coerce_numeric": ["--coerce-numeric"], "encoding": ["--encoding", "latin-1"],

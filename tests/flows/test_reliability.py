@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 # slow enough (k-NN, one block per shard) to be killed midway.
 JOB = ["--model", "knn", "--points", "64", "--samples-per-point", "8", "--block-size", "8",
        "--shard-size", "1", "--k-min", "60", "--k-max", "200", "--seed", "3",
-       "--no-amortized", "--no-removal", "--workers", "2"]
+       "--no-amortized", "--no-removal", "--laws", "mle", "--workers", "2"]
 N_SHARDS = 64
 N_SAMPLES = 64 * 8
 # The smaller job of the single-worker tests: 3 rounds x 8 blocks = 24 shards.

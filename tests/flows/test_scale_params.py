@@ -70,7 +70,7 @@ def test_hundred_thousand_points_pass_every_prefect_parameter_check(prefect_serv
     # The bound only stops a hung run: under `make test`'s two workers on two loaded cores it took over 240 s.
     proc = run_cli("run", "--dataset", str(data), "--target", "label", "--id-column", "row_id",
                    "--points", "all", "--samples-per-point", "1", "--k-min", "10", "--k-max", "20",
-                   "--workers", "2", "--no-amortized", "--no-removal", "--out", str(out), timeout=480)
+                   "--workers", "2", "--no-amortized", "--no-removal", "--laws", "mle", "--out", str(out), timeout=480)
     elapsed = time.time() - started
     assert proc.returncode == 0, f"run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     manifest = json.loads((out / "run.json").read_text())

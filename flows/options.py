@@ -199,17 +199,21 @@ class PipelineOptions(ExecutionOptions, SamplingOptions):
     @field_validator("laws")
     @classmethod
     def _known_laws(cls, value: str) -> str:
+        if value == "auto":  # no import: a bad run folder is reported before scikit-learn or Prefect loads
+            return value
         from pointscale.laws.estimators import registered
 
-        if value != "auto" and value not in registered():
+        if value not in registered():
             raise ValueError(f"{value!r} is not an estimator; use auto or one of {', '.join(registered())}")
         return value
 
     @model_validator(mode="after")
     def _laws_need_their_inputs(self) -> "PipelineOptions":
+        if self.laws == "auto" or self.amortized:
+            return self
         from pointscale.laws.estimators import get_estimator
 
-        if self.laws != "auto" and not self.amortized and "amortized" in (self.laws, *get_estimator(self.laws).requires):
+        if "amortized" in (self.laws, *get_estimator(self.laws).requires):
             raise ValueError(f"laws={self.laws} builds on the amortized estimator, which amortized=False turns off; "
                              "drop --no-amortized or choose other laws")
         return self

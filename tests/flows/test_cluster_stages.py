@@ -44,9 +44,12 @@ def max_value_difference(a: pd.DataFrame, b: pd.DataFrame) -> float:
     diff = 0.0
     for c in numeric:
         x, y = a[c].to_numpy(), b[c].to_numpy()
-        assert (np.isnan(x) == np.isnan(y)).all(), c
-        if (~np.isnan(x)).any():
-            diff = max(diff, float(np.abs(x - y)[~np.isnan(x)].max()))
+        # NaN where NaN, the same infinities (an unbounded interval end) where infinite, then the finite rest.
+        assert (np.isnan(x) == np.isnan(y)).all() and (x[np.isinf(x)] == y[np.isinf(x)]).all(), c
+        assert (np.isinf(x) == np.isinf(y)).all(), c
+        finite = np.isfinite(x)
+        if finite.any():
+            diff = max(diff, float(np.abs(x[finite] - y[finite]).max()))
     return diff
 
 

@@ -64,9 +64,11 @@ def test_run_on_s3_equals_the_local_run(prefect_server, s3_bucket, tmp_path):
     diff = 0.0
     for c in numeric:
         a, b = on_s3[c].to_numpy(), here[c].to_numpy()
-        assert (np.isnan(a) == np.isnan(b)).all(), c
-        if (~np.isnan(a)).any():
-            diff = max(diff, float(np.abs(a - b)[~np.isnan(a)].max()))
+        assert (np.isnan(a) == np.isnan(b)).all() and (np.isinf(a) == np.isinf(b)).all(), c
+        assert (a[np.isinf(a)] == b[np.isinf(a)]).all(), c  # the same infinities (an unbounded interval end)
+        finite = np.isfinite(a)
+        if finite.any():
+            diff = max(diff, float(np.abs(a[finite] - b[finite]).max()))
     print(f"[s3] max abs difference of the values, S3 vs local run folder: {diff:.3g}")
     assert diff <= 1e-12, diff
     assert np.isfinite(on_s3["shapley_amortized"]).all()

@@ -137,9 +137,10 @@ def settle_main(out: str, results: str, depths: list[int], repeats: int, page_on
 
     if not page_only:
         root = Path(out)
-        log(f"settle: working folder {root}, non-linear depths {depths} (seed {seed}), "
-            f"{repeats} point-addition repeats")
-        if not models or "logreg" in models:
+        with_logreg = not models or "logreg" in models
+        log(f"settle: working folder {root}, non-linear depths {depths} (seed {seed})"
+            + (f", {repeats} point-addition repeats" if with_logreg else ""))
+        if with_logreg:
             settle.sample_logreg(root, log=log)
             settle.run_addition(root, repeats=repeats, log=log)
         nonlinear = [m for m in (models or labels) if m != "logreg"]

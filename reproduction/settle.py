@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from pointscale.data import load_dataset
+from pointscale.errors import ConfigError
 from pointscale.io import atomic_write_json
 from pointscale.laws import fit_laws, fit_log_ols, fit_mle
 from pointscale.sampling import SamplingConfig, sample_marginals
@@ -123,14 +124,27 @@ def nonlinear_ledgers(out: Path, dataset: str, label: str) -> dict[int, Path]:
 
 def sample_nonlinear(out: Path, depths: Sequence[int], log: Callable = print,
                      labels: Sequence[str] | None = None, datasets: Sequence[str] = DATASETS, seed: int = 0,
-                     checkpoint: bool = False) -> None:
+                     checkpoint: bool = False, archive_root: Path = archive.ARCHIVE) -> None:
     """Raise every non-linear model's ground truth through ``depths`` (resumable).
 
     ``seed`` picks the ledger (a machine whose seed-0 ledger is gone adds
     independent rounds under another seed; see :mod:`reproduction.archive`);
     with ``checkpoint`` every pass's new samples are appended to the
-    committed archive.
+    committed archive. Rounds of ``seed`` that the archive holds but this
+    machine's ledger does not (another machine sampled them) would be drawn
+    again as duplicates: that is refused before anything is sampled, naming
+    the next free seed.
     """
+    if checkpoint:
+        for name in datasets:
+            for _, _, label, _ in NONLINEAR:
+                held = archive.read_parts(name, label, archive_root)
+                if (not labels or label in labels) and (held["seed"] == seed).any() \
+                        and not nonlinear_ledger(out, name, label, seed).exists():
+                    raise ConfigError(
+                        f"the archive holds {int((held['seed'] == seed).sum())} samples of {name}/{label} with seed "
+                        f"{seed} that {nonlinear_ledger(out, name, label, seed)} lacks (another machine sampled them); "
+                        f"give --seed {int(held['seed'].max()) + 1} to add independent rounds")
     data = {n: load_dataset(n) for n in datasets}
     for depth in depths:
         for name, ds in data.items():
@@ -142,7 +156,7 @@ def sample_nonlinear(out: Path, depths: Sequence[int], log: Callable = print,
                 _sample(out, ds, nonlinear_config(ds, model, params, depth, seed), pts, folder,
                         f"{label} ground truth", log)
                 if checkpoint:
-                    part = archive.checkpoint(archive.ledger_samples(folder, seed), name, label)
+                    part = archive.checkpoint(archive.ledger_samples(folder, seed), name, label, archive_root)
                     if part is not None:
                         log(f"{name}/{label}: archived {part.name}")
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from pointscale.data import load_dataset
+from pointscale.errors import ConfigError
 from pointscale.sampling import SamplingConfig, sample_marginals
 from pointscale.sampling.ledger import Ledger
 from reproduction import archive, settle
@@ -96,3 +97,13 @@ def test_a_shallower_ground_truth_does_not_replace_the_committed_row(ledgers, tm
     kept = pd.read_csv(dest / "laws.csv")
     kept = kept[(kept.dataset == "adult") & (kept.model == "svm")].iloc[0]
     assert kept["samples_per_size"] == row["samples_per_size"] and kept["value"] == row["value"]
+
+
+def test_rounds_another_machine_sampled_are_not_drawn_again(ledgers, tmp_path):
+    # The archive holds seed-0 rounds of adult/svm; this machine has no seed-0 ledger: sampling seed 0 again
+    # would repeat those rounds, so it is refused before anything is sampled, naming the next seed.
+    archive.checkpoint(archive.ledger_samples(ledgers / "seed0", 0), "adult", "svm", root=tmp_path / "gt")
+    with pytest.raises(ConfigError, match="give --seed 1 to add independent rounds"):
+        settle.sample_nonlinear(tmp_path / "work", [2], labels=["svm"], datasets=["adult"], checkpoint=True,
+                                archive_root=tmp_path / "gt")
+    assert not (tmp_path / "work").exists()

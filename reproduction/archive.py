@@ -24,13 +24,13 @@ session adds to it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pointscale.io import atomic_write_bytes
 from pointscale.sampling.ledger import Ledger
 
 #: Where the archive lives, relative to the repository.
@@ -70,7 +70,7 @@ def _key(frame: pd.DataFrame) -> pd.MultiIndex:
 def checkpoint(samples: pd.DataFrame, dataset: str, label: str, root: Path = ARCHIVE) -> Path | None:
     """Append the samples no archived part holds as a new part; returns its path (None if nothing new).
 
-    The write is atomic (temporary file, fsync, rename), so an interrupted
+    The write is atomic (:func:`pointscale.io.atomic_write_bytes`), so an interrupted
     checkpoint leaves the archive as it was.
     """
     old = read_parts(dataset, label, root)
@@ -86,13 +86,10 @@ def checkpoint(samples: pd.DataFrame, dataset: str, label: str, root: Path = ARC
     path = folder / f"part-{index:04d}.parquet"
     table = pa.Table.from_pandas(new.astype({"point_id": "category", "k": "int32", "round": "int32",
                                              "seed": "int16"}), preserve_index=False)
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(table, tmp, compression="zstd", compression_level=19,
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, compression="zstd", compression_level=19,
                    use_dictionary=["point_id", "k", "round", "seed"], column_encoding={"delta": "BYTE_STREAM_SPLIT"})
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, buf.getvalue().to_pybytes())
 
 
 def pooled_samples(ledgers: dict[int, Path], dataset: str, label: str, root: Path = ARCHIVE) -> pd.DataFrame:

@@ -137,14 +137,15 @@ def sample_nonlinear(out: Path, depths: Sequence[int], log: Callable = print,
     """
     if checkpoint:
         for name in datasets:
-            for _, _, label, _ in NONLINEAR:
+            for label in [lab for _, _, lab, _ in NONLINEAR if not labels or lab in labels]:
+                folder = nonlinear_ledger(out, name, label, seed)
                 held = archive.read_parts(name, label, archive_root)
-                if (not labels or label in labels) and (held["seed"] == seed).any() \
-                        and not nonlinear_ledger(out, name, label, seed).exists():
+                n_held = int((held["seed"] == seed).sum())
+                if n_held and not folder.exists():
                     raise ConfigError(
-                        f"the archive holds {int((held['seed'] == seed).sum())} samples of {name}/{label} with seed "
-                        f"{seed} that {nonlinear_ledger(out, name, label, seed)} lacks (another machine sampled them); "
-                        f"give --seed {int(held['seed'].max()) + 1} to add independent rounds")
+                        f"the archive holds {n_held} samples of {name}/{label} with seed {seed} that {folder} lacks "
+                        f"(another machine sampled them); give --seed {int(held['seed'].max()) + 1} to add "
+                        "independent rounds")
     data = {n: load_dataset(n) for n in datasets}
     for depth in depths:
         for name, ds in data.items():

@@ -24,6 +24,10 @@ session adds to it.
 
 from __future__ import annotations
 
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -67,12 +71,32 @@ def _key(frame: pd.DataFrame) -> pd.MultiIndex:
     return pd.MultiIndex.from_frame(frame[["seed", "round", "k", "point_id"]])
 
 
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (two seeds' jobs may checkpoint one ground truth at once)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def checkpoint(samples: pd.DataFrame, dataset: str, label: str, root: Path = ARCHIVE) -> Path | None:
     """Append the samples no archived part holds as a new part; returns its path (None if nothing new).
 
     The write is atomic (:func:`pointscale.io.atomic_write_bytes`), so an interrupted
-    checkpoint leaves the archive as it was.
+    checkpoint leaves the archive as it was. The folder is locked from reading
+    the parts to writing the new one, so jobs of two seeds sampling the same
+    ground truth side by side never claim the same part number.
     """
+    folder = _folder(root, dataset, label)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder):
+        return _append(samples, dataset, label, root, folder)
+
+
+def _append(samples: pd.DataFrame, dataset: str, label: str, root: Path, folder: Path) -> Path | None:
     old = read_parts(dataset, label, root)
     new = samples[COLUMNS]
     if len(old):
@@ -80,8 +104,6 @@ def checkpoint(samples: pd.DataFrame, dataset: str, label: str, root: Path = ARC
     if new.empty:
         return None
     new = new.sort_values(["seed", "k", "round", "point_id"], kind="mergesort")
-    folder = _folder(root, dataset, label)
-    folder.mkdir(parents=True, exist_ok=True)
     index = len(list(folder.glob("part-*.parquet")))
     path = folder / f"part-{index:04d}.parquet"
     table = pa.Table.from_pandas(new.astype({"point_id": "category", "k": "int32", "round": "int32",

@@ -5,6 +5,7 @@ the product's ledger, staggered as the non-linear ground truths are.
 """
 
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,23 @@ def test_checkpoint_round_trips_exactly_and_appends_only_new_samples(ledgers, tm
     b = pooled.set_index(["point_id", "k", "round"])["delta"].sort_index()
     assert a.index.equals(b.index)
     assert np.array_equal(a.to_numpy(), b.to_numpy())  # float64, bit for bit
+
+
+def test_a_checkpoint_waits_for_another_jobs_checkpoint_of_the_same_ground_truth(ledgers, tmp_path):
+    """Two seeds' jobs checkpoint one ground truth side by side: neither may claim the other's part number."""
+    seed0 = archive.ledger_samples(ledgers / "seed0", 0)
+    folder = tmp_path / "bc" / "logreg"
+    folder.mkdir(parents=True)
+    written: list = []
+    with archive._locked(folder):  # another job is in the middle of its checkpoint
+        job = threading.Thread(target=lambda: written.append(archive.checkpoint(seed0, "bc", "logreg", root=tmp_path)))
+        job.start()
+        job.join(timeout=1.0)
+        assert job.is_alive() and not list(folder.glob("part-*"))  # it waits rather than reading a stale part list
+        archive._append(seed0.assign(seed=7), "bc", "logreg", tmp_path, folder)  # the holder writes part 0
+    job.join(timeout=30)
+    assert [p.name for p in written] == ["part-0001.parquet"]
+    assert len(archive.read_parts("bc", "logreg", root=tmp_path)) == 2 * len(seed0)
 
 
 def test_another_seed_adds_independent_rounds_kept_whole_in_a_half(ledgers, tmp_path):

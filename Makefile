@@ -42,7 +42,7 @@ run: $(STAMP)
 ## collection order, slow ones first (tests/conftest.py), not xdist's default of most tests first)
 TEST_WORKERS ?= 2
 test: $(TEST_STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30 $(ARGS)
 
 ## make test-ui: the UI as a person sees it, in headless Chromium (Debian's chromium and
 ## chromium-driver are installed with apt-get when missing; run as root, or with sudo)

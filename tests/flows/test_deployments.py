@@ -219,7 +219,7 @@ def served(prefect_server, tmp_path_factory):
         "serve", "--data-dir", str(data), "--runs-dir", str(runs), "--target", "label", "--id-column", "row_id",
         "--watch-interval", str(WATCH_INTERVAL), "--min-age", "0.5", "--cron", CRON,
         "--samples-per-point", str(SAMPLES_PER_POINT), "--k-min", "20", "--workers", "1",
-        "--no-amortized", "--no-removal", "--model", MODEL, "--metric", METRIC, "--select", "7")
+        "--no-amortized", "--no-removal", "--laws", "mle", "--model", MODEL, "--metric", METRIC, "--select", "7")
     started = time.monotonic()
     with background(args, log) as proc:
         def registered():

@@ -17,9 +17,10 @@ from tests.flows.conftest import own_files
 
 pytestmark = pytest.mark.slow
 
-# k_max within a third of the 150-point pool (the finite-pool size rule).
+# k_max within a third of the 150-point pool (the finite-pool size rule). The law choice is not under
+# test here (tests/core/test_laws_auto.py; the default command: test_own_data_acceptance.py).
 SMALL = ["--samples-per-point", "6", "--k-min", "20", "--k-max", "50", "--workers", "1", "--no-removal",
-         "--select", "5"]
+         "--select", "5", "--laws", "mle"]
 
 
 def _args(tmp_path, train="train.csv"):

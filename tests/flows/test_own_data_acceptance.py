@@ -47,7 +47,7 @@ def test_watcher_keeps_a_validation_file_fixed_while_training_files_arrive(prefe
     assert set(found) == {"train"}  # the validation file is not a dataset
     options = PipelineOptions(target="label", id_column="row_id", valid=str(data / "_valid.csv"),
                               model="sklearn.naive_bayes:GaussianNB", samples_per_point=6, k_min=20, k_max=50,
-                              workers=1, removal=False, select_m=5)
+                              workers=1, removal=False, select_m=5, laws="mle")  # the law choice: not under test
     runs = tmp_path / "runs"
     first = on_new_data_flow(name="train", path=found["train"]["path"], runs_dir=str(runs), options=options)
     assert first["action"] == "pipeline"

@@ -155,25 +155,30 @@ class _Sums:
     def __init__(self, packed: PackedSamples, theta: np.ndarray, full: bool = True) -> None:
         x, y = packed.x, packed.y
         # Segments are contiguous: repeating is cheaper than gathering by index.
-        v, a, l, b = (np.repeat(theta[:, j], packed.counts) for j in range(4))
+        v, a, l, b = np.repeat(theta.T, packed.counts, axis=1)
         m = np.exp(-a * x)
         w = np.exp(b * x - l)
         r = y - v * m
         rw = r * w
-        s = lambda t: segment_sum(packed, t)  # noqa: E731
-        self.rrw = s(r * rw)
         if not full:
+            self.rrw = segment_sum(packed, r * rw)
             return
-        self.rrwx = s(r * rw * x)
-        self.rwm = s(rw * m)
-        self.rwmx = s(rw * m * x)
-        wmm = w * m * m
-        self.wmm = s(wmm)
-        self.wmmx = s(wmm * x)
-        self.wmmxx = s(wmm * x * x)
+        # Every per-sample term in one array, summed per point in one call (the same sums, in the
+        # same order, as one call per term).
+        terms = np.empty((9, x.size))
+        np.multiply(r, rw, out=terms[0])                # r²w
+        np.multiply(terms[0], x, out=terms[1])          # r²w x
+        np.multiply(rw, m, out=terms[2])                # r w m
+        np.multiply(terms[2], x, out=terms[3])          # r w m x
+        np.multiply(w * m, m, out=terms[4])             # w m²
+        np.multiply(terms[4], x, out=terms[5])          # w m² x
+        np.multiply(terms[5], x, out=terms[6])          # w m² x²
         # Residual-weighted terms of the observed information (Newton steps, :meth:`_Problem.hessian`).
-        self.rwmxx = s(rw * m * x * x)
-        self.rrwxx = s(r * rw * x * x)
+        np.multiply(terms[3], x, out=terms[7])          # r w m x²
+        np.multiply(terms[1], x, out=terms[8])          # r²w x²
+        sums = np.add.reduceat(terms, packed.starts, axis=1) if x.size else np.zeros((9, 0))
+        (self.rrw, self.rrwx, self.rwm, self.rwmx, self.wmm, self.wmmx, self.wmmxx,
+         self.rwmxx, self.rrwxx) = sums
 
 
 class _Problem:
@@ -696,20 +701,42 @@ def _step(packed: PackedSamples, prob: _Problem, prior: _Prior, theta: np.ndarra
         sub_rows = rest if rows is None else rows[rest]
         th_b, f_b = theta[rest], f[rest]
         st_b = _solve(A[rest], g[rest])
-        keep_b = th_b.copy()
-        todo = np.ones(rest.size, dtype=bool)
-        t = 1.0
-        for _ in range(_LS_STEPS + 1):
-            trial_b = _clip(th_b - t * st_b)
-            f_t = _sub_objective(sub, trial_b, prior, sub_rows)
-            ok = todo & (f_t <= f_b + tol[rest])
-            keep_b[ok] = trial_b[ok]
-            todo &= ~ok
-            if not todo.any():
-                break
-            t *= 0.5
-        new[rest] = keep_b
+        new[rest] = _backtrack(sub, prior, sub_rows, th_b, st_b, f_b + tol[rest])
     return new, A, np.abs(new - theta).max(axis=1)
+
+
+def _backtrack(sub: PackedSamples, prior: _Prior, rows: np.ndarray, theta: np.ndarray, step: np.ndarray,
+               bound: np.ndarray) -> np.ndarray:
+    """Each point at θ − t·step for the largest t in 1, ½, …, 2^−_LS_STEPS whose objective is at most
+    ``bound``; θ where none is.
+
+    The full step and the half step are tried on the points still looking; the
+    points left after them (few, but often stalled on every step size) have all
+    the shorter steps scored in one call rather than one call per halving: the
+    same objective values and the same choice, at a fraction of the calls.
+    """
+    out = theta.copy()
+    todo = np.arange(theta.shape[0])
+    t = 1.0
+    for _ in range(min(2, _LS_STEPS + 1)):
+        trial = _clip(theta[todo] - t * step[todo])
+        part = sub if todo.size == theta.shape[0] else sub.take(todo)
+        ok = _sub_objective(part, trial, prior, rows[todo]) <= bound[todo]
+        out[todo[ok]] = trial[ok]
+        todo = todo[~ok]
+        if not todo.size:
+            return out
+        t *= 0.5
+    scales = t * 0.5 ** np.arange(_LS_STEPS - 1)  # exact powers of two: as if halved one at a time
+    if not scales.size:
+        return out
+    reps = np.tile(todo, scales.size)
+    trial = _clip(theta[reps] - np.repeat(scales, todo.size)[:, None] * step[reps])
+    ok = (_sub_objective(sub.take(reps), trial, prior, rows[reps]) <= bound[reps]).reshape(scales.size, -1)
+    found = ok.any(axis=0)
+    first = ok.argmax(axis=0)
+    out[todo[found]] = trial.reshape(scales.size, todo.size, -1)[first[found], np.flatnonzero(found)]
+    return out
 
 
 def _sub_objective(sub: PackedSamples, theta: np.ndarray, prior: _Prior, rows: np.ndarray) -> np.ndarray:

@@ -207,3 +207,33 @@ def test_an_em_stopped_at_max_iter_leaves_every_point_at_its_mode_under_the_prio
         warnings.simplefilter("ignore")
         one = fit_shrinkage(s, population=early.meta["population_state"], max_iter=1)
     assert one.flags["not_converged"].any() and one.meta["em_converged"] is False
+
+
+def test_backtracking_scores_the_short_steps_together_and_chooses_as_one_halving_at_a_time():
+    # The line search of the Fisher-scoring fallback scores the steps below one half in one call;
+    # it must choose exactly what halving one step at a time chooses (the first step size, from 1 down
+    # to 2^-12, whose objective is at most the bound; the start where none is), bit for bit. Random
+    # directions give points that take the full step, points that need a few or many halvings and
+    # points (uphill directions) that never find one.
+    from pointscale.laws import shrinkage as S
+
+    par = population(120, 11)
+    s = simulate_samples(par, 8, 12)
+    ids, codes, k, delta, _ = S.prepare_samples(s)
+    packed = S._pack_global(codes, k, delta, np.arange(ids.size), np.log(K_REF), float(np.sqrt(np.mean(delta ** 2))))
+    prior = S._Prior(True, None)
+    g = np.random.default_rng(13)
+    theta = S._clip(S._initial(packed) + g.normal(0.0, 0.3, (ids.size, 4)))
+    step = g.normal(0.0, 1.0, (ids.size, 4)) * np.exp(g.uniform(-6.0, 4.0, (ids.size, 1)))
+    rows = np.arange(ids.size)
+    bound = S._sub_objective(packed, theta, prior, rows)
+    expected, todo, t = theta.copy(), np.ones(ids.size, dtype=bool), 1.0
+    chosen = np.full(ids.size, -1)
+    for i in range(S._LS_STEPS + 1):
+        trial = S._clip(theta - t * step)
+        ok = todo & (S._sub_objective(packed, trial, prior, rows) <= bound)
+        expected[ok], chosen[ok] = trial[ok], i
+        todo &= ~ok
+        t *= 0.5
+    assert (chosen == 0).any() and (chosen >= 4).any() and (chosen == -1).any(), np.bincount(chosen + 1)
+    np.testing.assert_array_equal(S._backtrack(packed, prior, rows, theta, step, bound), expected)

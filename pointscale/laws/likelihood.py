@@ -204,8 +204,12 @@ class PackedSamples:
 
 
 def segment_sum(packed: PackedSamples, values: np.ndarray) -> np.ndarray:
-    """Per-point sums of a per-sample array (segments are contiguous and non-empty)."""
-    return np.add.reduceat(values, packed.starts)
+    """Per-point sums of a per-sample array (segments are contiguous and non-empty).
+
+    ``values`` may hold several per-sample rows (shape ``(..., n_samples)``): each row is summed
+    per point, in one call, with the same sums in the same order as one call per row.
+    """
+    return np.add.reduceat(values, packed.starts, axis=-1)
 
 
 def pack_samples(codes: np.ndarray, k: np.ndarray, delta: np.ndarray, keep: np.ndarray) -> PackedSamples:

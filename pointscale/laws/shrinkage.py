@@ -163,8 +163,7 @@ class _Sums:
         if not full:
             self.rrw = segment_sum(packed, r * rw)
             return
-        # Every per-sample term in one array, summed per point in one call (the same sums, in the
-        # same order, as one call per term).
+        # Every per-sample term in one array, summed per point in one call.
         terms = np.empty((9, x.size))
         np.multiply(r, rw, out=terms[0])                # r²w
         np.multiply(terms[0], x, out=terms[1])          # r²w x
@@ -176,7 +175,7 @@ class _Sums:
         # Residual-weighted terms of the observed information (Newton steps, :meth:`_Problem.hessian`).
         np.multiply(terms[3], x, out=terms[7])          # r w m x²
         np.multiply(terms[1], x, out=terms[8])          # r²w x²
-        sums = np.add.reduceat(terms, packed.starts, axis=1) if x.size else np.zeros((9, 0))
+        sums = segment_sum(packed, terms)
         (self.rrw, self.rrwx, self.rwm, self.rwmx, self.wmm, self.wmmx, self.wmmxx,
          self.rwmxx, self.rrwxx) = sums
 
